@@ -1,0 +1,423 @@
+"""Settings: one validated model, layered from defaults < YAML < environment < .env.
+
+We layer the sources ourselves instead of using pydantic-settings' source chain because
+users need two things it does not give: every problem attributed to the source it came
+from ("in watchkeeper.yaml: ..."), and unknown ``WATCHKEEPER_*`` variables reported as
+errors with a "did you mean" hint instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+ENV_PREFIX = "WATCHKEEPER_"
+ENV_NESTING = "__"
+DEFAULT_CONFIG_FILE = Path("watchkeeper.yaml")
+DEFAULT_DOTENV_FILE = Path(".env")
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Thresholds(Section):
+    """Static warning/critical thresholds in percent."""
+
+    cpu_warning: float = Field(75.0, ge=0, le=100, description="CPU % that raises eyebrows")
+    cpu_critical: float = Field(90.0, ge=0, le=100, description="CPU % that triggers panic mode")
+    memory_warning: float = Field(85.0, ge=0, le=100)
+    memory_critical: float = Field(95.0, ge=0, le=100, description="memory % that makes us sweat")
+    swap_warning: float = Field(50.0, ge=0, le=100)
+    swap_critical: float = Field(80.0, ge=0, le=100)
+    disk_warning: float = Field(85.0, ge=0, le=100)
+    disk_critical: float = Field(95.0, ge=0, le=100, description="disk % that's basically full")
+
+    @model_validator(mode="after")
+    def _warning_below_critical(self) -> Thresholds:
+        for family in ("cpu", "memory", "swap", "disk"):
+            warn, crit = getattr(self, f"{family}_warning"), getattr(self, f"{family}_critical")
+            if warn > crit:
+                raise ValueError(
+                    f"{family}_warning ({warn:g}) must not be above {family}_critical ({crit:g})"
+                )
+        return self
+
+
+class AgentsConfig(Section):
+    """Agent loop settings shared by every agent."""
+
+    check_interval: float = Field(5.0, gt=0, le=3600, description="seconds between checks")
+    check_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds one check may take before it counts as failed"
+    )
+    heartbeat_interval: float = Field(15.0, gt=0, le=3600)
+    max_concurrent_actions: int = Field(2, ge=0, le=100, description="safety limit on actions")
+    healing_cooldown: float = Field(60.0, ge=0, description="seconds between healing attempts")
+    restart_backoff_initial: float = Field(1.0, gt=0, description="first supervisor backoff (s)")
+    restart_backoff_max: float = Field(60.0, gt=0, description="cap of the supervisor backoff (s)")
+    restart_limit: int = Field(
+        0, ge=0, description="restarts before the supervisor gives up on an agent (0 = never)"
+    )
+
+
+class SensorConfig(Section):
+    """What the SensorAgent collects and how long each collector may take."""
+
+    collector_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds one collector (or one mount) may take"
+    )
+    top_processes: int = Field(5, ge=0, le=100, description="processes listed per top list")
+    ignore_fstypes: tuple[str, ...] = Field(
+        (), description="extra filesystem types to skip (pseudo filesystems are always skipped)"
+    )
+    ignore_mounts: tuple[str, ...] = Field((), description="mount points to skip")
+    ignore_interfaces: tuple[str, ...] = Field(("lo",), description="network interfaces to skip")
+
+
+class LlmConfig(Section):
+    """OpenAI-compatible LLM endpoint; everything works without it."""
+
+    enabled: bool = True
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(500, gt=0, le=100_000)
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:11434/v1 for Ollama")
+    timeout: float = Field(30.0, gt=0, le=600)
+    api_key: SecretStr | None = Field(None, description="also read from OPENAI_API_KEY")
+
+
+class StorageConfig(Section):
+    """Where history lives and how long."""
+
+    data_dir: Path = Field(
+        Path("~/.local/share/watchkeeper"), description="SQLite database and state"
+    )
+    flush_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between batched writes (the kill -9 loss bound)"
+    )
+    raw_retention_hours: float = Field(24.0, gt=0, description="keep every snapshot this long")
+    rollup_step_s: int = Field(300, ge=10, description="resolution of downsampled history")
+    rollup_retention_days: float = Field(30.0, gt=0, description="keep downsampled history")
+    event_retention_days: float = Field(30.0, gt=0, description="keep events this long")
+
+    @model_validator(mode="after")
+    def _rollup_outlives_raw(self) -> StorageConfig:
+        if self.rollup_retention_days * 24 < self.raw_retention_hours:
+            raise ValueError("rollup_retention_days must cover at least raw_retention_hours")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir.expanduser()
+
+
+class ApiConfig(Section):
+    """Web dashboard and REST API (the `serve` command)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    token: SecretStr | None = Field(None, description="operator token; generated if unset")
+    read_token: SecretStr | None = None
+
+
+class PersonalityConfig(Section):
+    enabled: bool = Field(True, description="witty one-liners in the log")
+
+
+class LoggingConfig(Section):
+    """Console and file logging, plus the status file."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    dir: Path = Field(Path("debug_output"), description="agent_system.log and system_status.json")
+    max_bytes: int = Field(5_000_000, ge=10_000)
+    backups: int = Field(5, ge=0, le=100)
+    color: bool = True
+
+
+class Settings(Section):
+    """The whole effective configuration."""
+
+    host_name: str | None = Field(None, description="name this host reports (default: hostname)")
+    thresholds: Thresholds = Thresholds()
+    agents: AgentsConfig = AgentsConfig()
+    sensor: SensorConfig = SensorConfig()
+    llm: LlmConfig = LlmConfig()
+    storage: StorageConfig = StorageConfig()
+    api: ApiConfig = ApiConfig()
+    personality: PersonalityConfig = PersonalityConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def masked(self) -> dict[str, Any]:
+        """JSON-ready dict with every secret replaced by '**********'."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        return data
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    reason: str
+    source: str | None = None
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.reason}"
+        if self.suggestion:
+            text += f" (did you mean '{self.suggestion}'?)"
+        if self.source:
+            text += f" [from {self.source}]"
+        return text
+
+
+class ConfigError(Exception):
+    """Invalid configuration: one problem per line, nothing applied."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# --------------------------------------------------------------------------- layering
+
+
+def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def _suggest(path: tuple[str, ...]) -> str | None:
+    model = _model_at(path[:-1])
+    if model is None:
+        return None
+    match = difflib.get_close_matches(path[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any], origin: dict[str, str], src: str,
+           prefix: tuple[str, ...] = ()) -> None:
+    """Deep-merge ``top`` into ``base``, recording which source set each leaf."""
+    for key, value in top.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, src, path)
+        else:
+            base[key] = copy.deepcopy(dict(value)) if isinstance(value, Mapping) else value
+            origin[".".join(path)] = src
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _parse_env_value(raw: str) -> Any:
+    # Lists and mappings come as JSON; scalars stay strings and pydantic coerces them.
+    text = raw.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def env_layer(environ: Mapping[str, str | None]) -> dict[str, Any]:
+    """``WATCHKEEPER_THRESHOLDS__CPU_WARNING=80`` -> ``{"thresholds": {"cpu_warning": "80"}}``."""
+    flat: dict[str, Any] = {}
+    for name, value in environ.items():
+        if value is None:
+            continue
+        if name.upper() == "OPENAI_API_KEY" and value:
+            flat["llm.api_key"] = value
+        elif name.upper().startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX):].lower().replace(ENV_NESTING, ".")
+            if key:
+                flat[key] = _parse_env_value(value)
+    # An explicit WATCHKEEPER_LLM__API_KEY wins over OPENAI_API_KEY.
+    return _nest(flat)
+
+
+def _problems_from(err: ValidationError, origin: Mapping[str, str]) -> list[ConfigProblem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) if loc else "(root)"
+        src = None
+        for i in range(len(loc), 0, -1):
+            src = origin.get(".".join(loc[:i]))
+            if src:
+                break
+        if e["type"] == "extra_forbidden":
+            problems.append(ConfigProblem(key, "unknown key", src, _suggest(loc)))
+        else:
+            msg = e["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            shown = e.get("input")
+            if isinstance(shown, (str, int, float, bool)) and "api_key" not in key \
+                    and "token" not in key:
+                msg += f" (got {shown!r})"
+            problems.append(ConfigProblem(key, msg, src))
+    return problems
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file; a syntax error or a non-mapping is a ConfigError."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"cannot read file: {exc.strerror}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(str(path), f"invalid YAML{where}: {problem}")]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(str(path), "top level must be a mapping of sections")])
+    return data
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dotenv_file: Path | None = DEFAULT_DOTENV_FILE,
+    search_default: bool = True,
+) -> Settings:
+    """Build the effective settings: defaults < YAML < environment < .env.
+
+    ``config_file`` None means ./watchkeeper.yaml if present (when ``search_default``).
+    Raises ConfigError listing every problem, each with its source.
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_file is None and search_default and DEFAULT_CONFIG_FILE.is_file():
+        config_file = DEFAULT_CONFIG_FILE
+    if config_file is not None:
+        layers.append((str(config_file), read_yaml(Path(config_file))))
+    layers.append(("environment", env_layer(os.environ if environ is None else environ)))
+    if dotenv_file is not None and Path(dotenv_file).is_file():
+        layers.append((str(dotenv_file), env_layer(dotenv_values(dotenv_file))))
+    for src, data in layers:
+        _merge(merged, data, origin, src)
+    return validate(merged, origin)
+
+
+def validate(data: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> Settings:
+    """Validate a plain mapping into Settings, or raise ConfigError."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_problems_from(err, origin or {})) from None
+
+
+def _plain(settings: Settings) -> dict[str, Any]:
+    """Settings as a dict that validates back to the same settings (secrets unmasked)."""
+    data = settings.model_dump(mode="python")
+
+    def unwrap(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: unwrap(v) for k, v in node.items()}
+        if isinstance(node, SecretStr):
+            return node.get_secret_value()
+        return node
+
+    result: dict[str, Any] = unwrap(data)
+    return result
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+Listener = Callable[[Settings, tuple[str, ...]], None]
+
+
+class ConfigStore:
+    """Holds the effective settings; the one place they change at run time.
+
+    Agents read ``store.current`` at the start of every cycle, so an accepted update is
+    applied on their next cycle without a restart. An invalid update raises ConfigError and
+    changes nothing.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._version = 1
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    @property
+    def current(self) -> Settings:
+        return self._settings
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, patch: Mapping[str, Any], *, source: str = "update") -> tuple[str, ...]:
+        """Deep-merge ``patch`` into the current settings, validate, and swap atomically.
+
+        Returns the dotted keys that changed. Raises ConfigError (nothing applied).
+        """
+        with self._lock:
+            merged = _plain(self._settings)
+            origin: dict[str, str] = {}
+            _merge(merged, patch, origin, source)
+            new = validate(merged, origin)
+            changed = tuple(_diff(_plain(self._settings), _plain(new)))
+            if not changed:
+                return ()
+            self._settings = new
+            self._version += 1
+        for listener in list(self._listeners):
+            listener(new, changed)
+        return changed

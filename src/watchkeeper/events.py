@@ -1,0 +1,269 @@
+"""Typed, frozen events: everything that travels on the bus.
+
+Every event is a frozen pydantic model with a ``kind`` discriminator and a
+``schema_version``; ``encode``/``decode`` turn any event into JSON bytes and back
+without loss, so a network bus (NATS) can carry them unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now (the only clock format events carry)."""
+    return datetime.now(timezone.utc)
+
+
+class Frozen(BaseModel):
+    """Base for every value carried in an event: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Frozen):
+    """Base for everything published on the bus."""
+
+    # Whether a full subscriber queue may drop the oldest of these (metrics, heartbeats)
+    # instead of pushing back on the publisher (alerts, actions, commands).
+    droppable: ClassVar[bool] = False
+
+    schema_version: int = SCHEMA_VERSION
+    host: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Missing(Frozen):
+    """A value a collector could not read this tick, and why (timeout, access denied, ...)."""
+
+    key: str
+    reason: str
+
+
+class CpuStats(Frozen):
+    percent: float | None = None
+    per_core: tuple[float, ...] = ()
+    load_1: float | None = None
+    load_5: float | None = None
+    load_15: float | None = None
+    count_logical: int | None = None
+    iowait_percent: float | None = None
+
+
+class MemoryStats(Frozen):
+    total: int | None = None
+    available: int | None = None
+    used: int | None = None
+    percent: float | None = None
+    swap_total: int | None = None
+    swap_used: int | None = None
+    swap_percent: float | None = None
+
+
+class DiskUsage(Frozen):
+    mountpoint: str
+    device: str
+    fstype: str
+    total: int | None = None
+    used: int | None = None
+    free: int | None = None
+    percent: float | None = None
+    inodes_percent: float | None = None
+
+
+class DiskIO(Frozen):
+    device: str
+    read_bytes_per_s: float
+    write_bytes_per_s: float
+    read_ops_per_s: float
+    write_ops_per_s: float
+    busy_percent: float | None = None
+
+
+class NetIO(Frozen):
+    interface: str
+    is_up: bool | None = None
+    bytes_sent_per_s: float
+    bytes_recv_per_s: float
+    packets_sent_per_s: float
+    packets_recv_per_s: float
+    errors_in: int
+    errors_out: int
+    drops_in: int
+    drops_out: int
+
+
+class ProcessInfo(Frozen):
+    pid: int
+    create_time: float
+    name: str
+    user: str | None = None
+    cpu_percent: float | None = None
+    rss: int | None = None
+    memory_percent: float | None = None
+    age_s: float | None = None
+    status: str | None = None
+    cmdline: str = ""
+
+
+class ProcessSummary(Frozen):
+    total: int | None = None
+    running: int | None = None
+    zombies: int | None = None
+    threads: int | None = None
+    top_cpu: tuple[ProcessInfo, ...] = ()
+    top_memory: tuple[ProcessInfo, ...] = ()
+
+
+class HostIdentity(Frozen):
+    hostname: str
+    os: str
+    os_release: str
+    machine: str
+    boot_time: float | None = None
+    cpu_count: int | None = None
+
+
+class MetricSnapshot(Event):
+    """One tick of the SensorAgent: every metric family, with what could not be read."""
+
+    droppable: ClassVar[bool] = True
+    kind: Literal["metric_snapshot"] = "metric_snapshot"
+    seq: int
+    interval_s: float
+    cpu: CpuStats = CpuStats()
+    memory: MemoryStats = MemoryStats()
+    disks: tuple[DiskUsage, ...] = ()
+    disk_io: tuple[DiskIO, ...] = ()
+    net: tuple[NetIO, ...] = ()
+    processes: ProcessSummary = ProcessSummary()
+    uptime_s: float | None = None
+    identity: HostIdentity | None = None
+    missing: tuple[Missing, ...] = ()
+    collect_ms: float | None = None
+    comment: str | None = None
+
+
+# --------------------------------------------------------------------------- agent life
+
+
+AgentState = Literal["starting", "running", "paused", "degraded", "stopped", "crashed"]
+
+
+class AgentHealth(Frozen):
+    """What an agent says about itself; carried by heartbeats and the status file."""
+
+    name: str
+    state: AgentState
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    error_count: int = 0
+    consecutive_errors: int = 0
+    restarts: int = 0
+    checks: int = 0
+    last_check_ms: float | None = None
+    interval_s: float
+
+
+class Heartbeat(Event):
+    droppable: ClassVar[bool] = True
+    kind: Literal["heartbeat"] = "heartbeat"
+    agent: str
+    health: AgentHealth
+
+
+class AgentError(Event):
+    """A check that raised or timed out: a health mark, not a dead agent."""
+
+    kind: Literal["agent_error"] = "agent_error"
+    agent: str
+    error: str
+    error_type: str
+    timed_out: bool = False
+    consecutive: int = 1
+
+
+class AgentRestarted(Event):
+    """The supervisor restarted an agent whose task died."""
+
+    kind: Literal["agent_restarted"] = "agent_restarted"
+    agent: str
+    restarts: int
+    backoff_s: float
+    reason: str
+
+
+class AgentGaveUp(Event):
+    """The supervisor stopped restarting an agent (restart budget spent)."""
+
+    kind: Literal["agent_gave_up"] = "agent_gave_up"
+    agent: str
+    restarts: int
+    reason: str
+
+
+# --------------------------------------------------------------------------- commands
+
+
+CommandName = Literal["health_check", "pause", "resume", "restart"]
+
+
+class Command(Event):
+    """A request sent to one agent (or to ``all``) over request/reply."""
+
+    kind: Literal["command"] = "command"
+    command: CommandName
+    target: str = "all"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandReply(Event):
+    kind: Literal["command_reply"] = "command_reply"
+    agent: str
+    command: str
+    ok: bool
+    message: str
+    health: AgentHealth | None = None
+
+
+class ConfigChanged(Event):
+    """The effective configuration was replaced through the validated update function."""
+
+    kind: Literal["config_changed"] = "config_changed"
+    version: int
+    changed: tuple[str, ...]
+
+
+AnyEvent = Annotated[
+    MetricSnapshot
+    | Heartbeat
+    | AgentError
+    | AgentRestarted
+    | AgentGaveUp
+    | Command
+    | CommandReply
+    | ConfigChanged,
+    Field(discriminator="kind"),
+]
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event to JSON bytes (what a network bus carries)."""
+    return event.model_dump_json().encode()
+
+
+def decode(data: bytes | str) -> Event:
+    """Parse JSON produced by :func:`encode` back into the same typed event."""
+    event: Event = _ADAPTER.validate_json(data)
+    return event
