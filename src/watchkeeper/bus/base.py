@@ -96,6 +96,10 @@ class Subscription(Protocol):
 
     async def get(self) -> tuple[str, Event]: ...
 
+    def get_nowait(self) -> tuple[str, Event] | None:
+        """The next queued item, or None when the queue is empty."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -98,10 +99,8 @@ class MemorySubscription:
                     f"drain within {block_timeout:g}s; event on {topic!r} not delivered"
                 )
             self._writable.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._writable.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
 
     # -- consumer side
     async def get(self) -> tuple[str, Event]:

@@ -1,0 +1,118 @@
+"""CommunicatorAgent: the mouthpiece. Keeps the history, the status file, and tells people.
+
+Now: stores every snapshot and event (batched, see store/), rewrites
+``system_status.json`` and logs notable events once. Notifications come later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from watchkeeper import __version__
+from watchkeeper.agents.base import BaseAgent
+from watchkeeper.bus import Subscription
+from watchkeeper.config import Settings
+from watchkeeper.events import (
+    AgentGaveUp,
+    AgentHealth,
+    AgentRestarted,
+    ConfigChanged,
+    Event,
+    MetricSnapshot,
+)
+from watchkeeper.status import STATUS_FILE_NAME, write_atomic
+from watchkeeper.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class CommunicatorAgent(BaseAgent):
+    """Stores what flows on the bus and keeps the status file current."""
+
+    name = "communicator"
+
+    def __init__(self, *, store: Store, health: Callable[[], list[AgentHealth]],
+                 bus_stats: Callable[[], list[Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self._health = health
+        self._bus_stats = bus_stats
+        self._sub: Subscription | None = None
+        self._latest: MetricSnapshot | None = None
+        self._started: datetime = self._wall()
+
+    def interval(self, settings: Settings) -> float:
+        # The flush cadence is the kill -9 loss bound the README promises.
+        return settings.storage.flush_interval
+
+    async def setup(self) -> None:
+        if self._sub is None:
+            # Large queue: snapshots are droppable, everything else must be stored.
+            self._sub = self.bus.subscribe(">", name=self.name, maxsize=10_000)
+
+    async def teardown(self) -> None:
+        self._drain()
+        await self.store.flush()
+        self._write_status(self.config.current)
+
+    def _drain(self) -> int:
+        sub = self._sub
+        if sub is None:
+            return 0
+        count = 0
+        while True:
+            item = sub.get_nowait()
+            if item is None:
+                break
+            topic, event = item
+            count += 1
+            self._handle(topic, event)
+        return count
+
+    def _handle(self, topic: str, event: Event) -> None:
+        if isinstance(event, MetricSnapshot):
+            self._latest = event
+            self.store.add_snapshot(event)
+            return
+        self.store.add_event(topic, event)
+        if isinstance(event, AgentRestarted):
+            log.warning("🔁 %s went down (%s); back on its feet (restart #%d)", event.agent,
+                        event.reason, event.restarts)
+        elif isinstance(event, AgentGaveUp):
+            log.error("🪦 gave up on %s after %d restarts: %s", event.agent, event.restarts,
+                      event.reason)
+        elif isinstance(event, ConfigChanged):
+            log.info("⚙️  configuration updated: %s", ", ".join(event.changed))
+
+    async def _perform_check(self) -> None:
+        drained = self._drain()
+        await self.store.flush()
+        if drained:
+            self._write_status(self.config.current)
+
+    def status(self) -> dict[str, Any]:
+        """What system_status.json holds."""
+        latest = self._latest
+        now = self._wall()
+        data: dict[str, Any] = {
+            "host": self.host,
+            "version": __version__,
+            "updated_at": now.isoformat(),
+            "started_at": self._started.isoformat(),
+            "agents": [h.model_dump(mode="json") for h in self._health()],
+            "latest_metrics": latest.model_dump(mode="json") if latest else None,
+        }
+        if self._bus_stats is not None:
+            data["bus"] = [vars(s) for s in self._bus_stats()]
+        return data
+
+    def _write_status(self, settings: Settings) -> None:
+        path = Path(settings.logging.dir).expanduser() / STATUS_FILE_NAME
+        try:
+            write_atomic(path, self.status())
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)

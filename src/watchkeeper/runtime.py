@@ -1,0 +1,121 @@
+"""Runtime: wires config, bus, store, agents and supervisor into one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.communicator import CommunicatorAgent
+from watchkeeper.agents.sensor import SensorAgent
+from watchkeeper.bus import Bus, MemoryBus, system_topic
+from watchkeeper.config import ConfigError, ConfigStore, Settings
+from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.store.sqlite import SqliteStore
+from watchkeeper.supervisor import Supervisor, send_command
+
+log = logging.getLogger(__name__)
+
+AgentFactory = Callable[["Runtime"], BaseAgent]
+
+#: Agents by name, in start order. Adding an agent: subclass BaseAgent, register here.
+AGENTS: dict[str, AgentFactory] = {}
+
+
+def register_agent(name: str) -> Callable[[AgentFactory], AgentFactory]:
+    """Register a factory that builds an agent from the runtime."""
+
+    def deco(factory: AgentFactory) -> AgentFactory:
+        AGENTS[name] = factory
+        return factory
+
+    return deco
+
+
+def host_name(settings: Settings) -> str:
+    """The name this host reports; dots would split NATS subjects, so they become '-'."""
+    name = settings.host_name or socket.gethostname() or "localhost"
+    return name.replace(".", "-").replace(" ", "-").replace("*", "-").replace(">", "-")
+
+
+class Runtime:
+    """Everything one watchkeeper process runs; ``async with Runtime(...)`` starts it."""
+
+    def __init__(self, settings: Settings, *, bus: Bus | None = None,
+                 store: SqliteStore | None = None, agents: list[str] | None = None,
+                 psutil_module: Any = None) -> None:
+        self.config = ConfigStore(settings)
+        self.host = host_name(settings)
+        self.bus: Bus = bus or MemoryBus()
+        self.store = store or SqliteStore.open(settings.storage)
+        self.psutil_module = psutil_module
+        names = list(AGENTS) if agents is None else agents
+        unknown = [n for n in names if n not in AGENTS]
+        if unknown:
+            raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
+        self.agents: list[BaseAgent] = [AGENTS[n](self) for n in names]
+        self.supervisor = Supervisor(self.agents, bus=self.bus, config=self.config,
+                                     host=self.host)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.config.subscribe(self._on_config_changed)
+
+    def supervisor_health(self) -> list[Any]:
+        return self.supervisor.health()
+
+    def agent_kwargs(self) -> dict[str, Any]:
+        """The dependencies every agent takes."""
+        return {"bus": self.bus, "config": self.config, "host": self.host}
+
+    def _on_config_changed(self, _settings: Settings, changed: tuple[str, ...]) -> None:
+        event = ConfigChanged(host=self.host, version=self.config.version, changed=changed)
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self.bus.publish(system_topic(self.host), event))
+        except RuntimeError:  # no loop (updated from a plain thread): nothing to tell live
+            return
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    def update_config(self, patch: dict[str, Any], *, source: str = "api") -> tuple[str, ...]:
+        """The one validated way to change settings at run time (raises ConfigError)."""
+        return self.config.update(patch, source=source)
+
+    async def command(self, command: Command) -> list[CommandReply]:
+        return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.supervisor.start()
+        log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
+                 len(self.agents), ", ".join(a.name for a in self.agents))
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        await self.bus.close()
+        await self.store.close()
+        log.info("watchkeeper stopped; history flushed")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down cleanly."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+@register_agent("sensor")
+def _sensor(rt: Runtime) -> BaseAgent:
+    return SensorAgent(psutil_module=rt.psutil_module, **rt.agent_kwargs())
+
+
+@register_agent("communicator")
+def _communicator(rt: Runtime) -> BaseAgent:
+    return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
+                             bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+__all__ = ["AGENTS", "ConfigError", "Runtime", "register_agent"]

@@ -1,0 +1,128 @@
+"""Configuration: layering, validation messages, masking, live updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watchkeeper.config import ConfigError, ConfigStore, Settings, load_settings
+
+
+def test_defaults_match_the_documented_values() -> None:
+    s = Settings()
+    assert (s.thresholds.cpu_warning, s.thresholds.cpu_critical) == (75, 90)
+    assert (s.thresholds.memory_warning, s.thresholds.memory_critical) == (85, 95)
+    assert (s.thresholds.disk_warning, s.thresholds.disk_critical) == (85, 95)
+    assert s.agents.check_interval == 5
+    assert s.agents.max_concurrent_actions == 2
+    assert s.agents.healing_cooldown == 60
+    assert (s.llm.temperature, s.llm.max_tokens, s.llm.timeout) == (0.3, 500, 30)
+    assert (s.api.host, s.api.port) == ("127.0.0.1", 8000)
+    assert s.personality.enabled is True
+
+
+def test_layers_apply_lowest_first(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "wk.yaml"
+    yaml_file.write_text("thresholds:\n  cpu_warning: 60\n  cpu_critical: 70\n"
+                         "agents:\n  check_interval: 2\n")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("WATCHKEEPER_THRESHOLDS__CPU_CRITICAL=80\n")
+    env = {"WATCHKEEPER_THRESHOLDS__CPU_CRITICAL": "75", "WATCHKEEPER_AGENTS__CHECK_INTERVAL": "3"}
+    s = load_settings(yaml_file, environ=env, dotenv_file=dotenv)
+    assert s.thresholds.cpu_warning == 60  # YAML over defaults
+    assert s.agents.check_interval == 3  # environment over YAML
+    assert s.thresholds.cpu_critical == 80  # .env over environment
+    assert s.thresholds.memory_warning == 85  # default kept
+
+
+def test_default_yaml_file_is_found_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "watchkeeper.yaml").write_text("personality:\n  enabled: false\n")
+    assert load_settings(environ={}).personality.enabled is False
+
+
+def test_openai_key_is_read_and_masked() -> None:
+    s = load_settings(environ={"OPENAI_API_KEY": "sk-test-123456"}, dotenv_file=None,
+                      search_default=False)
+    assert s.llm.api_key is not None
+    assert s.llm.api_key.get_secret_value() == "sk-test-123456"
+    shown = repr(s.masked())
+    assert "sk-test" not in shown and "**********" in shown
+
+
+def test_unknown_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("thresholds:\n  cpu_warnign: 50\nagent:\n  check_interval: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(f, environ={}, dotenv_file=None)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("thresholds.cpu_warnign: unknown key (did you mean 'cpu_warning'?)")
+    assert str(f) in lines[0]
+    assert "agent: unknown key (did you mean 'agents'?)" in lines[1]
+
+
+def test_bad_values_name_key_reason_and_source(tmp_path: Path) -> None:
+    env = {"WATCHKEEPER_AGENTS__CHECK_INTERVAL": "soon", "WATCHKEEPER_API__PORT": "70000"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ=env, dotenv_file=None, search_default=False)
+    text = str(info.value)
+    assert "agents.check_interval: Input should be a valid number" in text
+    assert "api.port: Input should be less than or equal to 65535" in text
+    assert text.count("[from environment]") == 2
+
+
+def test_warning_above_critical_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"cpu_warning .* must not be above cpu_critical"):
+        load_settings(None, environ={"WATCHKEEPER_THRESHOLDS__CPU_WARNING": "95"},
+                      dotenv_file=None, search_default=False)
+
+
+def test_invalid_yaml_syntax_and_shape(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text("thresholds: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_settings(f, environ={}, dotenv_file=None)
+    f.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(f, environ={}, dotenv_file=None)
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_settings(tmp_path / "missing.yaml", environ={}, dotenv_file=None)
+
+
+def test_env_lists_parse_as_json() -> None:
+    s = load_settings(None, environ={"WATCHKEEPER_SENSOR__IGNORE_MOUNTS": '["/boot", "/snap"]'},
+                      dotenv_file=None, search_default=False)
+    assert s.sensor.ignore_mounts == ("/boot", "/snap")
+
+
+def test_update_applies_valid_change_and_reports_keys() -> None:
+    store = ConfigStore(Settings())
+    seen: list[tuple[str, ...]] = []
+    store.subscribe(lambda _s, changed: seen.append(changed))
+    changed = store.update({"thresholds": {"cpu_warning": 70}, "agents": {"check_interval": 1}})
+    assert changed == ("agents.check_interval", "thresholds.cpu_warning")
+    assert store.current.thresholds.cpu_warning == 70
+    assert store.version == 2
+    assert seen == [changed]
+    assert store.update({"thresholds": {"cpu_warning": 70}}) == ()  # no-op is not a change
+
+
+def test_invalid_update_changes_nothing() -> None:
+    store = ConfigStore(Settings())
+    before = store.current
+    with pytest.raises(ConfigError) as info:
+        store.update({"thresholds": {"cpu_warning": 99, "cpu_critcal": 1}}, source="api")
+    text = str(info.value)
+    assert "did you mean 'cpu_critical'" in text and "[from api]" in text
+    assert store.current is before and store.version == 1
+
+
+def test_update_keeps_secrets() -> None:
+    store = ConfigStore(load_settings(None, environ={"OPENAI_API_KEY": "sk-keep"},
+                                      dotenv_file=None, search_default=False))
+    store.update({"llm": {"model": "other"}})
+    key = store.current.llm.api_key
+    assert key is not None and key.get_secret_value() == "sk-keep"
