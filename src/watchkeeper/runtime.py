@@ -87,7 +87,6 @@ class Runtime:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
 
     async def start(self) -> None:
-        await self.store.start()
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))

@@ -29,6 +29,9 @@ from watchkeeper.store.base import Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds between retention/downsampling passes over the history.
+RETENTION_EVERY_S = 300.0
+
 
 class CommunicatorAgent(BaseAgent):
     """Stores what flows on the bus and keeps the status file current."""
@@ -44,6 +47,7 @@ class CommunicatorAgent(BaseAgent):
         self._sub: Subscription | None = None
         self._latest: MetricSnapshot | None = None
         self._started: datetime = self._wall()
+        self._next_retention = float("-inf")  # once at start: catches up after downtime
 
     def interval(self, settings: Settings) -> float:
         # The flush cadence is the kill -9 loss bound the README promises.
@@ -90,9 +94,15 @@ class CommunicatorAgent(BaseAgent):
 
     async def _perform_check(self) -> None:
         drained = self._drain()
+        # Returning from flush() means durable: this cadence is the kill -9 loss bound.
         await self.store.flush()
         if drained:
             self._write_status(self.config.current)
+        now = self._monotonic()
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_EVERY_S
+            result = await self.store.apply_retention()
+            log.debug("retention: %s", result)
 
     def status(self) -> dict[str, Any]:
         """What system_status.json holds."""

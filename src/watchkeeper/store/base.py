@@ -45,6 +45,10 @@ class Store(Protocol):
         """Write everything queued in one transaction; returns rows written."""
         ...
 
+    async def apply_retention(self, now: datetime | None = None) -> object:
+        """Downsample old raw history and delete what is past retention."""
+        ...
+
     async def close(self) -> None:
         """Flush what is queued and close the database."""
         ...

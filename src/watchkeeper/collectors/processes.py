@@ -1,0 +1,156 @@
+"""Process counts and the top processes by CPU and by memory.
+
+Cost matters on hosts with thousands of processes: one psutil.process_iter() pass reads only
+cheap attributes (on Linux: /proc/<pid>/stat, statm and status), and the expensive ones
+(command line, user name) are read only for the few processes that make a top list.
+process_iter() keeps its Process objects between calls, which is what lets cpu_percent
+compare against the previous tick; that cache is module-global in psutil, so another caller
+of process_iter(attrs=["cpu_percent"]) in this process would shorten our window.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
+from watchkeeper.collectors.redact import redact_cmdline
+from watchkeeper.events import ProcessInfo, ProcessSummary
+
+#: Attributes read for every process: all cheap (no cmdline, no username).
+CHEAP_ATTRS: tuple[str, ...] = (
+    "pid", "name", "create_time", "cpu_percent", "memory_info", "status", "num_threads",
+)
+
+
+@dataclass(frozen=True)
+class _Row:
+    proc: Any
+    pid: int
+    name: str
+    create_time: float | None
+    cpu: float | None
+    rss: int | None
+    status: str | None
+
+
+def _row(proc: Any, info: dict[str, Any]) -> _Row:
+    mem = info.get("memory_info")
+    return _Row(
+        proc=proc,
+        pid=int(info.get("pid", proc.pid)),
+        name=str(info.get("name") or ""),
+        create_time=info.get("create_time"),
+        cpu=info.get("cpu_percent"),
+        rss=None if mem is None else int(mem.rss),
+        status=None if info.get("status") is None else str(info["status"]),
+    )
+
+
+def _top(rows: Sequence[_Row], n: int, by_cpu: bool) -> list[_Row]:
+    if by_cpu:
+        # pid 0 is Windows' "System Idle Process", whose CPU % is idle time.
+        candidates = [r for r in rows if r.pid != 0]
+        return heapq.nlargest(n, candidates, key=lambda r: (r.cpu or 0.0, r.rss or 0, -r.pid))
+    return heapq.nlargest(n, rows, key=lambda r: (r.rss or 0, r.cpu or 0.0, -r.pid))
+
+
+class _Details:
+    """User and redacted command line, read once per process per tick."""
+
+    def __init__(self, ps: PsutilLike, log: MissingLog) -> None:
+        self._ps = ps
+        self._log = log
+        self._cache: dict[int, tuple[str | None, str]] = {}
+
+    def get(self, row: _Row) -> tuple[str | None, str]:
+        if row.pid not in self._cache:
+            self._cache[row.pid] = self._read(row)
+        return self._cache[row.pid]
+
+    def _read(self, row: _Row) -> tuple[str | None, str]:
+        user: str | None = None
+        cmdline = ""
+        for attr in ("username", "cmdline"):
+            try:
+                value = getattr(row.proc, attr)()
+            except self._ps.ZombieProcess:
+                continue  # a zombie has no command line left: nothing is missing
+            except self._ps.NoSuchProcess:
+                # It exited after the scan; keep what the scan saw, note what is lost.
+                self._log.note(f"process:{row.pid}", "process vanished")
+                break
+            except Exception as exc:
+                self._log.note(f"process:{row.pid}.{attr}", describe_error(self._ps, exc))
+                continue
+            if attr == "username":
+                user = str(value)
+            else:
+                cmdline = redact_cmdline(value) if value else ""
+        return user, cmdline
+
+
+def _info(row: _Row, details: _Details, total_memory: int | None, now: float) -> ProcessInfo:
+    user, cmdline = details.get(row)
+    mem_pct = None
+    if row.rss is not None and total_memory:
+        mem_pct = row.rss / total_memory * 100.0
+    age = None if row.create_time is None else max(0.0, now - row.create_time)
+    return ProcessInfo(
+        pid=row.pid,
+        create_time=float(row.create_time or 0.0),
+        name=row.name,
+        user=user,
+        cpu_percent=row.cpu,
+        rss=row.rss,
+        memory_percent=mem_pct,
+        age_s=age,
+        status=row.status,
+        cmdline=cmdline,
+    )
+
+
+def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float) -> ProcessSummary:
+    """Counts of all processes plus the ``top_n`` by CPU % and by resident memory.
+
+    cpu_percent is psutil's per-process figure (100 = one full core), 0.0 on first sight.
+    """
+    vm = log.attempt("processes.memory_percent", ps.virtual_memory)
+    total_memory = None if vm is None else int(vm.total)
+    rows: list[_Row] = []
+    running = zombies = threads = unknown_threads = 0
+    complete = True
+    try:
+        for proc in ps.process_iter(attrs=list(CHEAP_ATTRS), ad_value=None):
+            info: dict[str, Any] = proc.info
+            row = _row(proc, info)
+            rows.append(row)
+            if row.status == "running":
+                running += 1
+            elif row.status == "zombie":
+                zombies += 1
+            n_threads = info.get("num_threads")
+            if n_threads is None:
+                unknown_threads += 1
+            else:
+                threads += int(n_threads)
+    except Exception as exc:
+        # psutil itself skips processes that vanish mid-scan; anything else ends the scan
+        # early, and partial counts would look like a real drop.
+        complete = False
+        log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
+    if unknown_threads:
+        log.note("processes.threads", f"partial: unreadable for {unknown_threads} processes")
+    details = _Details(ps, log)
+    return ProcessSummary(
+        total=len(rows) if complete else None,
+        running=running if complete else None,
+        zombies=zombies if complete else None,
+        threads=threads if complete else None,
+        top_cpu=tuple(_info(r, details, total_memory, now) for r in _top(rows, top_n, True)),
+        top_memory=tuple(
+            _info(r, details, total_memory, now) for r in _top(rows, top_n, False)
+        ),
+    )
