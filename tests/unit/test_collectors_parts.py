@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fake_psutil import CpuTimes, FakePsutil, Partition
 from watchkeeper.collectors.cpu import CpuReading, cpu_stats, read_cpu
 from watchkeeper.collectors.diskio import physical_disks
 from watchkeeper.collectors.disks import PSEUDO_FSTYPES, select_partitions
-from watchkeeper.collectors.fake import CpuTimes, FakePsutil, Partition
 from watchkeeper.events import CpuStats, Missing
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fake_psutil import FakeProcess, FakePsutil
 from watchkeeper.collectors.common import MissingLog
-from watchkeeper.collectors.fake import FakeProcess, FakePsutil
 from watchkeeper.collectors.processes import CHEAP_ATTRS, read_processes
 from watchkeeper.events import ProcessSummary
 

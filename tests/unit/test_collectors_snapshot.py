@@ -11,9 +11,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from watchkeeper.collectors import SnapshotCollector
-from watchkeeper.collectors.common import FIRST_SAMPLE
-from watchkeeper.collectors.fake import (
+from tests.fake_psutil import (
     CpuTimes,
     DiskIOCounters,
     DiskUsage,
@@ -22,6 +20,8 @@ from watchkeeper.collectors.fake import (
     NicStats,
     Partition,
 )
+from watchkeeper.collectors import SnapshotCollector
+from watchkeeper.collectors.common import FIRST_SAMPLE
 from watchkeeper.config import SensorConfig
 from watchkeeper.events import MetricSnapshot, decode, encode
 

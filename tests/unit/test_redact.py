@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from watchkeeper.collectors.redact import (
+from watchkeeper.redact import (
     REDACTION_RULES,
     RedactionRule,
     redact_cmdline,

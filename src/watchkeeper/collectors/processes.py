@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
-from watchkeeper.collectors.redact import redact_cmdline
 from watchkeeper.events import ProcessInfo, ProcessSummary
+from watchkeeper.redact import redact_cmdline
 
 #: Attributes read for every process: all cheap (no cmdline, no username).
 CHEAP_ATTRS: tuple[str, ...] = (
