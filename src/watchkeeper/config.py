@@ -98,6 +98,67 @@ class LlmConfig(Section):
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:11434/v1 for Ollama")
     timeout: float = Field(30.0, gt=0, le=600)
     api_key: SecretStr | None = Field(None, description="also read from OPENAI_API_KEY")
+    retries: int = Field(2, ge=0, le=10, description="our retries (the client's own are off)")
+    max_calls_per_hour: int = Field(20, ge=0, description="call budget")
+    max_tokens_per_day: int = Field(200_000, ge=0, description="token budget")
+    max_tool_calls: int = Field(10, ge=0, le=50, description="tool calls per incident")
+    cache_ttl_s: float = Field(900.0, ge=0, description="reuse an answer for the same incident")
+    breaker_failures: int = Field(3, ge=1, description="failures in a row that open the breaker")
+    breaker_reset_s: float = Field(300.0, gt=0, description="seconds before trying again")
+    mask_identifiers: bool = Field(
+        False, description="mask host names, IPs, user names and paths (restored in answers)")
+    redact_patterns: tuple[str, ...] = Field((), description="extra regexes to redact")
+    log_files: tuple[Path, ...] = Field((), description="log files the LLM may tail")
+
+
+class RuleOverride(Section):
+    """Per-metric (or per metric:dimension) override of a threshold rule."""
+
+    enabled: bool = True
+    warning: float | None = None
+    critical: float | None = None
+    for_s: float | None = Field(None, ge=0)
+    hysteresis: float | None = Field(None, ge=0)
+
+
+class BaselineConfig(Section):
+    enabled: bool = True
+    warmup_samples: int = Field(120, ge=10, description="samples before anomalies may fire")
+    anomaly_score: float = Field(6.0, gt=0, description="robust z-score that is abnormal")
+    time_of_day: bool = Field(True, description="hourly bands once there is enough history")
+
+
+class ForecastConfig(Section):
+    horizon_hours: float = Field(6.0, gt=0, description="warn when a disk fills within this")
+    critical_hours: float = Field(1.0, gt=0, description="critical when it fills within this")
+    window_minutes: float = Field(60.0, gt=0, description="trend window")
+    leak_min_minutes: float = Field(30.0, gt=0, description="steady RSS growth this long = leak")
+    leak_min_mb_per_hour: float = Field(50.0, gt=0)
+
+
+class KnownJob(Section):
+    """A process that is allowed to be busy (the nightly backup), by pattern and time window."""
+
+    name: str
+    match: str = Field(description="glob on the process name or command line")
+    windows: tuple[str, ...] = Field((), description='e.g. "01:00-03:00"; empty = any time')
+
+
+class AnalyzerConfig(Section):
+    """Rules, baselines, forecasts and alert lifecycle."""
+
+    for_s: float = Field(30.0, ge=0, description="a condition must hold this long to fire")
+    hysteresis: float = Field(5.0, ge=0, description="clears only below threshold minus this")
+    rules: dict[str, RuleOverride] = Field(default_factory=dict,
+                                           description='keys like "disk.percent:/var"')
+    baseline: BaselineConfig = BaselineConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    known_jobs: tuple[KnownJob, ...] = ()
+    runaway_minutes: float = Field(10.0, gt=0, description="one process pinned this long")
+    runaway_cpu_percent: float = Field(90.0, gt=0)
+    escalate_after_s: float = Field(900.0, gt=0, description="a warning this old becomes critical")
+    flap_window_s: float = Field(600.0, gt=0)
+    flap_max_transitions: int = Field(4, ge=2, description="more changes than this = flapping")
 
 
 class StorageConfig(Section):
@@ -153,6 +214,7 @@ class Settings(Section):
 
     host_name: str | None = Field(None, description="name this host reports (default: hostname)")
     thresholds: Thresholds = Thresholds()
+    analyzer: AnalyzerConfig = AnalyzerConfig()
     agents: AgentsConfig = AgentsConfig()
     sensor: SensorConfig = SensorConfig()
     llm: LlmConfig = LlmConfig()

@@ -243,6 +243,69 @@ class ConfigChanged(Event):
     changed: tuple[str, ...]
 
 
+# --------------------------------------------------------------------------- analysis
+
+
+Severity = Literal["info", "warning", "critical"]
+AlertState = Literal["firing", "acknowledged", "resolved"]
+
+
+class SuggestedAction(Frozen):
+    """An action from the remediation registry, with validated parameters and a reason."""
+
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    source: Literal["rule", "llm"] = "rule"
+
+
+class Assessment(Frozen):
+    """What the analyzer concludes about an alert: rule-based, or reasoned by an LLM."""
+
+    source: Literal["rule", "llm"]
+    summary: str
+    likely_cause: str = ""
+    confidence: float = Field(0.5, ge=0.0, le=1.0)
+    expected: bool = False
+    suggested_actions: tuple[SuggestedAction, ...] = ()
+    evidence: tuple[str, ...] = ()
+    model: str | None = None
+    note: str | None = None
+
+
+class Alert(Event):
+    """One problem, de-duplicated by fingerprint, through firing -> acknowledged -> resolved."""
+
+    kind: Literal["alert"] = "alert"
+    id: str
+    fingerprint: str
+    rule: str
+    metric: str
+    dimension: str = ""
+    severity: Severity
+    state: AlertState = "firing"
+    value: float | None = None
+    threshold: float | None = None
+    baseline: float | None = None
+    since: datetime
+    summary: str
+    context: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    suggested_actions: tuple[SuggestedAction, ...] = ()
+    assessment: Assessment | None = None
+    silenced: bool = False
+
+
+class AnalyzerNotice(Event):
+    """Something about the analyzer itself a user should know (LLM budget spent, breaker open)."""
+
+    kind: Literal["analyzer_notice"] = "analyzer_notice"
+    code: Literal["llm_budget_exhausted", "llm_circuit_open", "llm_circuit_closed",
+                  "llm_step_limit", "llm_output_rejected"]
+    message: str
+    incident: str | None = None
+
+
 AnyEvent = Annotated[
     MetricSnapshot
     | Heartbeat
@@ -251,7 +314,9 @@ AnyEvent = Annotated[
     | AgentGaveUp
     | Command
     | CommandReply
-    | ConfigChanged,
+    | ConfigChanged
+    | Alert
+    | AnalyzerNotice,
     Field(discriminator="kind"),
 ]
 

@@ -1,0 +1,1 @@
+"""Remediation: the action registry, service managers, policy and verification."""
