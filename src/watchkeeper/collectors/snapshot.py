@@ -31,7 +31,7 @@ from watchkeeper.collectors.disks import DiskCollector, StatVfs, default_statvfs
 from watchkeeper.collectors.host import read_identity, uptime
 from watchkeeper.collectors.memory import read_memory
 from watchkeeper.collectors.network import NetReading, net_rates, read_net
-from watchkeeper.collectors.processes import read_processes
+from watchkeeper.collectors.processes import linux_thread_total, read_processes
 from watchkeeper.config import SensorConfig
 from watchkeeper.events import (
     CpuStats,
@@ -47,7 +47,7 @@ from watchkeeper.events import (
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_STATVFS: Any = object()  # sentinel: "use os.statvfs where it exists"
+_DEFAULT_STATVFS: Any = object()  # sentinel: "use the platform's default"
 
 
 class SnapshotCollector:
@@ -66,8 +66,14 @@ class SnapshotCollector:
         config: SensorConfig | None = None,
         host: str = "localhost",
         statvfs: StatVfs | None = _DEFAULT_STATVFS,
+        thread_total: Callable[[], int | None] | Any | None = _DEFAULT_STATVFS,
     ) -> None:
         self._ps = psutil_module
+        if thread_total is _DEFAULT_STATVFS:
+            # Real psutil on Linux: the host's thread count is one read of /proc/loadavg.
+            linux = psutil_module is psutil and psutil.LINUX
+            thread_total = linux_thread_total if linux else None
+        self._thread_total: Callable[[], int | None] | None = thread_total
         # The injected clocks timestamp readings; deadlines use the real time.monotonic,
         # because they wait on real threads.
         self._monotonic = monotonic
@@ -122,7 +128,8 @@ class SnapshotCollector:
             "disk_io": lambda: read_disk_io(ps, self._monotonic),
             "net": lambda: read_net(ps, self._monotonic, cfg.ignore_interfaces),
             "processes": lambda: self._with_log(
-                lambda log: read_processes(ps, log, cfg.top_processes, self._wall_clock())
+                lambda log: read_processes(ps, log, cfg.top_processes, self._wall_clock(),
+                                           self._thread_total)
             ),
         }
         if self._identity is None:

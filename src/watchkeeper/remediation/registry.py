@@ -75,7 +75,8 @@ REGISTRY: dict[str, ActionSpec] = {
                    "stop a runaway process (SIGTERM, then SIGKILL after a grace period)"),
         ActionSpec("clean_disk", "medium", CleanDiskParams,
                    "delete old files matching patterns under a configured root"),
-        ActionSpec("rotate_log", "low", RotateLogParams, "truncate or rotate a configured log file"),
+        ActionSpec("rotate_log", "low", RotateLogParams,
+                   "truncate or rotate a configured log file"),
         ActionSpec("run_script", "high", RunScriptParams, "run a command declared in the config"),
         ActionSpec("notify_only", "none", NotifyParams, "tell a human; change nothing"),
     )

@@ -378,6 +378,8 @@ class SqliteStore:
         acknowledgement: everything queued before the call is committed and fsynced. On a
         failure the batch goes back to the queue for the next flush and StoreError is raised.
         """
+        if not self.pending and not self._writer_down:
+            return 0  # nothing queued: skip the thread hop (this runs every second)
         return await self._on_writer(self._flush_sync)
 
     def _flush_sync(self) -> int:
