@@ -19,7 +19,7 @@ import psutil
 
 from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.collectors.common import MissingLog
-from watchkeeper.collectors.processes import read_processes
+from watchkeeper.collectors.processes import linux_thread_total, read_processes
 from watchkeeper.config import SensorConfig
 
 
@@ -59,7 +59,8 @@ def main() -> int:
             totals.append((time.perf_counter() - started) * 1000.0)
             # The process family alone, sequentially (the one that scales with the host).
             started = time.perf_counter()
-            read_processes(psutil, MissingLog(psutil), 5, time.time())
+            read_processes(psutil, MissingLog(psutil), 5, time.time(),
+                           linux_thread_total if psutil.LINUX else None)
             procs.append((time.perf_counter() - started) * 1000.0)
         assert snap is not None
         print(f"host: {psutil.cpu_count()} logical CPUs, python {sys.version.split()[0]}, "

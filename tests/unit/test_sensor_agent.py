@@ -65,7 +65,9 @@ async def test_personality_comments_once_on_the_way_in_and_once_out(
     assert comments[0] is None and comments[2] is None and comments[3] is None
     assert comments[1] and comments[4]  # one line when it rose, one when it recovered
     assert comments[5] is None
-    assert len([r for r in caplog.records if r.name == "watchkeeper.agents.sensor"]) == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "watchkeeper.agents.sensor"
+            and not r.getMessage().startswith("📊")]
+    assert said == [comments[1], comments[4]]
     config_store.update({"personality": {"enabled": False}})
     fake.memory = high
     await agent._perform_check()
@@ -162,3 +164,15 @@ async def test_sensor_survives_a_failing_family_inside_the_supervisor(
     assert snap.cpu.count_logical == 2  # the rest of the tick is intact
     assert agent.health().error_count == 0 and agent.restarts == 0
     await asyncio.sleep(0)
+
+
+async def test_summary_line_logged_on_first_full_tick_then_sparingly(
+        bus: MemoryBus, config_store: ConfigStore, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="watchkeeper.agents.sensor")
+    agent = sensor(bus, config_store, FakePsutil())
+    for _ in range(4):
+        await agent._perform_check()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("📊")]
+    assert len(lines) == 1
+    assert "mem 25%" in lines[0] and "/ 40% full" in lines[0] and "1 processes" in lines[0]
+    agent.close()

@@ -9,9 +9,35 @@ from typing import Any
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import metrics_topic
 from watchkeeper.collectors.snapshot import SnapshotCollector
+from watchkeeper.events import MetricSnapshot
 from watchkeeper.personality import Commentator
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the "still watching" summary lines in the log (INFO).
+SUMMARY_EVERY_S = 300.0
+
+
+def summary_line(snap: MetricSnapshot) -> str:
+    """One plain line about a snapshot: CPU, memory, swap, load, fullest disk, processes."""
+    parts = []
+    if snap.cpu.percent is not None:
+        parts.append(f"CPU {snap.cpu.percent:.0f}%")
+    if snap.memory.percent is not None:
+        parts.append(f"mem {snap.memory.percent:.0f}%")
+    if snap.memory.swap_percent is not None and snap.memory.swap_total:
+        parts.append(f"swap {snap.memory.swap_percent:.0f}%")
+    if snap.cpu.load_1 is not None:
+        parts.append(f"load {snap.cpu.load_1:.2f}")
+    disks = [d for d in snap.disks if d.percent is not None]
+    if disks:
+        fullest = max(disks, key=lambda d: d.percent or 0.0)
+        parts.append(f"{fullest.mountpoint} {fullest.percent:.0f}% full")
+    if snap.processes.total is not None:
+        parts.append(f"{snap.processes.total} processes")
+    if snap.missing:
+        parts.append(f"{len(snap.missing)} values unreadable")
+    return " · ".join(parts) or "no readings"
 
 
 class SensorAgent(BaseAgent):
@@ -30,6 +56,7 @@ class SensorAgent(BaseAgent):
         self.commentator = Commentator(settings.thresholds,
                                        enabled=settings.personality.enabled)
         self._seq = 0
+        self._next_summary = float("-inf")
 
     def timeout(self, settings: Any) -> float:
         # Collectors bound themselves by collector_timeout; leave room for all families.
@@ -48,6 +75,13 @@ class SensorAgent(BaseAgent):
         if comment:
             snap = snap.model_copy(update={"comment": comment})
             log.info("%s", comment)
+        # The first tick with rates, then every few minutes: proof of life, not a flood.
+        now = self._monotonic()
+        if self._seq >= 2 and now >= self._next_summary:
+            self._next_summary = now + SUMMARY_EVERY_S
+            log.info("📊 %s", summary_line(snap))
+        else:
+            log.debug("tick %d: %s", self._seq, summary_line(snap))
         await self.bus.publish(metrics_topic(self.host), snap)
 
     def close(self) -> None:
