@@ -106,15 +106,17 @@ class Runtime:
             await self.stop()
 
 
-@register_agent("sensor")
-def _sensor(rt: Runtime) -> BaseAgent:
-    return SensorAgent(psutil_module=rt.psutil_module, **rt.agent_kwargs())
-
-
+# Start order: consumers before producers, so nothing is published before it is stored;
+# the supervisor stops them in reverse.
 @register_agent("communicator")
 def _communicator(rt: Runtime) -> BaseAgent:
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
                              bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+@register_agent("sensor")
+def _sensor(rt: Runtime) -> BaseAgent:
+    return SensorAgent(psutil_module=rt.psutil_module, **rt.agent_kwargs())
 
 
 __all__ = ["AGENTS", "ConfigError", "Runtime", "register_agent"]

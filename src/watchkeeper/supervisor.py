@@ -95,25 +95,23 @@ class Supervisor:
             slot.agent.wake()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Graceful shutdown: ask each agent to stop, cancel what does not within timeout."""
+        """Graceful shutdown, in reverse start order: producers stop before the consumers
+        that store what they produced. An agent that does not stop within ``timeout``
+        seconds is cancelled."""
         self._stopping = True
         for unserve in self._unserve:
             unserve()
-        for slot in self._slots.values():
+        for slot in reversed(list(self._slots.values())):
             slot.agent.stop()
-        tasks = [s.watcher for s in self._slots.values() if s.watcher is not None]
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            log.warning("agent task %s did not stop within %gs; cancelling", task.get_name(),
-                        timeout)
-            task.cancel()
-        for slot in self._slots.values():
-            if slot.task is not None and not slot.task.done():
-                slot.task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for slot in self._slots.values():
+            if slot.watcher is not None:
+                _done, pending = await asyncio.wait([slot.watcher], timeout=timeout)
+                if pending:
+                    log.warning("agent %s did not stop within %gs; cancelling",
+                                slot.agent.name, timeout)
+                    slot.watcher.cancel()
+                if slot.task is not None and not slot.task.done():
+                    slot.task.cancel()
+                await asyncio.gather(slot.watcher, return_exceptions=True)
             slot.agent.mark_stopped()
             try:
                 slot.agent.close()

@@ -62,13 +62,13 @@ def run(ctx: click.Context, agents: str | None, no_console_log: bool) -> None:
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
     names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    click.echo(f"watchkeeper {__version__}: logs in {log_file}, history in "
+               f"{settings.storage.path}. Ctrl-C to stop.", err=True)
     try:
         runtime = Runtime(settings, agents=names)
     except (StoreError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"watchkeeper {__version__}: logs in {log_file}, history in "
-               f"{settings.storage.path}. Ctrl-C to stop.", err=True)
     asyncio.run(_run_until_signal(runtime))
 
 
