@@ -89,6 +89,8 @@ class DiskIO(Frozen):
 
 
 class NetIO(Frozen):
+    """Rates per second; errors and drops are counts during the last interval, not totals."""
+
     interface: str
     is_up: bool | None = None
     bytes_sent_per_s: float
