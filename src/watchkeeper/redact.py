@@ -43,8 +43,10 @@ _COMMON_WORDS = (
     r"password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
     r"|secret[_-]?key|client[_-]?secret|credentials?"
 )
-# PRIVATE_KEY=... in an environment holds key material.
-_SECRET_WORDS = _COMMON_WORDS + r"|private[_-]?key"
+# PRIVATE_KEY=... in an environment holds key material, and so do the *_KEY names
+# detect-secrets' keyword plugin knows (AUTH_KEY, DB_KEY, ...); as flags they often take a path.
+_SECRET_WORDS = (_COMMON_WORDS + r"|private[_-]?key"
+                 r"|(?:auth|service|account|db|database|client|encryption|master|session)[_-]?key")
 # As flags, --private-key takes a path (ansible, ssh tools) and is left to the key-material
 # rule below; bare --pass/-pass (openssl and friends) takes a password.
 _FLAG_WORDS = _COMMON_WORDS + r"|pass"
@@ -123,6 +125,27 @@ REDACTION_RULES: list[RedactionRule] = [
     _rule("openai_key", r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}"),
     _rule("stripe_key", r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
     _rule("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
+    _rule("google_oauth_token", r"\bya29\.[0-9A-Za-z_-]{20,}"),
+    # Vendor tokens with a fixed prefix: Hugging Face, npm, PyPI, SendGrid, DigitalOcean,
+    # Shopify, Docker Hub, Slack app-level, Grafana service accounts.
+    _rule(
+        "vendor_token",
+        r"\b(?:hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{36}|pypi-[A-Za-z0-9_-]{50,}"
+        r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|do[por]_v1_[a-f0-9]{64}"
+        r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}|dckr_pat_[A-Za-z0-9_-]{20,}"
+        r"|xapp-\d-[A-Za-z0-9-]{10,}|glsa_[A-Za-z0-9_]{32,})"
+    ),
+    # Key=value;... connection strings (Azure storage, Service Bus, ADO.NET, ODBC):
+    # AccountKey=..., SharedAccessKey=..., Pwd=... (Password= is caught by secret_assignment);
+    # a PWD= whose value is a path is the shell's working directory, not a password.
+    _rule(
+        "connection_string_secret",
+        r"(?P<key>(?<![\w-])(?:AccountKey|SharedAccessKey|SharedAccessSignature|sig"
+        r"|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Pwd(?=\s*=\s*[^\s/~]))"
+        r"\s*=\s*)[^\s;&\"']+",
+        _keep_key,
+        re.IGNORECASE,
+    ),
     _rule("openssl_pass_arg", r"(?P<key>(?<![\w-])pass:)[^\s\"']+", _keep_key),
     # curl -u user:pass, --user=user:pass (no colon: no password; docker -u 1000:1000: ids)
     _rule(
@@ -166,6 +189,19 @@ REDACTION_RULES: list[RedactionRule] = [
         re.IGNORECASE,
     ),
 ]
+
+# Matched at the end of a name, like the secret_assignment rule: DB_PASSWORD, clientSecret.
+_SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS}|pwd)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a field named ``name`` holds a secret whatever its value (DB_PASSWORD, apiKey).
+
+    For structured data (labels, JSON fields) where the key and the value are separate
+    strings, so the text rules above, which need ``key=value``, cannot see them together.
+    """
+    return bool(_SECRET_NAME.search(name.strip().strip("\"'")))
+
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
