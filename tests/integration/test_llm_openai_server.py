@@ -18,8 +18,8 @@ from watchkeeper.analysis.llm.client import (
     LlmRequestRejected,
     LlmServerError,
     LlmTimeout,
-    OpenAiClient,
 )
+from watchkeeper.analysis.llm.openai_client import OpenAiClient
 
 from ..openai_server import (
     OpenAIServer,

@@ -5,12 +5,13 @@ protocol behind it (``OpenAiClient`` for OpenAI and compatible servers); ``Toolb
 the read-only tools; ``Privacy`` is the gate everything passes before it leaves the host.
 """
 
+from typing import Any
+
 from .client import (
     ChatReply,
     CircuitBreaker,
     LlmClient,
     LlmError,
-    OpenAiClient,
     RetryPolicy,
     ToolCall,
     Usage,
@@ -37,3 +38,12 @@ __all__ = [
     "llm_enabled",
     "rule_based",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # OpenAiClient pulls in the openai package (~17 MB); import it only when asked for.
+    if name == "OpenAiClient":
+        from .openai_client import OpenAiClient
+
+        return OpenAiClient
+    raise AttributeError(name)

@@ -37,10 +37,10 @@ from .client import (
     LlmClient,
     LlmError,
     Message,
-    OpenAiClient,
     RetryPolicy,
     ToolSpec,
     call_with_retries,
+    openai_client_from_config,
 )
 from .privacy import Privacy, PrivacyError, compile_patterns
 from .prompts import (
@@ -180,7 +180,7 @@ class Investigator:
         tools: Toolbox | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,
-        client_factory: Callable[[LlmConfig], LlmClient] = OpenAiClient.from_config,
+        client_factory: Callable[[LlmConfig], LlmClient] = openai_client_from_config,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         wall_clock: Callable[[], datetime] = utcnow,
