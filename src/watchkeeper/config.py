@@ -12,7 +12,9 @@ import copy
 import difflib
 import json
 import os
+import re
 import threading
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,21 @@ from typing import Any, Literal
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "WATCHKEEPER_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yaml")
 DEFAULT_DOTENV_FILE = Path(".env")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
 
 class Section(BaseModel):
@@ -111,6 +122,16 @@ class LlmConfig(Section):
     log_files: tuple[Path, ...] = Field((), description="log files the LLM may tail")
 
 
+#: Metrics that have a threshold rule (keys of ``analyzer.rules``, optionally ``:dimension``).
+#: Kept here so a typo is rejected when the configuration loads; analysis/rules.py defines a
+#: rule for each of these names and refuses to import if the two disagree.
+RULE_METRICS: tuple[str, ...] = (
+    "cpu.percent", "cpu.load_per_core", "memory.percent", "memory.swap_percent",
+    "disk.percent", "disk.inodes_percent", "net.errors_in", "net.errors_out", "net.drops_in",
+    "net.drops_out", "processes.zombies",
+)
+
+
 class RuleOverride(Section):
     """Per-metric (or per metric:dimension) override of a threshold rule."""
 
@@ -119,6 +140,14 @@ class RuleOverride(Section):
     critical: float | None = None
     for_s: float | None = Field(None, ge=0)
     hysteresis: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _warning_below_critical(self) -> RuleOverride:
+        if self.warning is not None and self.critical is not None \
+                and self.warning > self.critical:
+            raise ValueError(f"warning ({self.warning:g}) must not be above critical "
+                             f"({self.critical:g})")
+        return self
 
 
 class BaselineConfig(Section):
@@ -135,13 +164,40 @@ class ForecastConfig(Section):
     leak_min_minutes: float = Field(30.0, gt=0, description="steady RSS growth this long = leak")
     leak_min_mb_per_hour: float = Field(50.0, gt=0)
 
+    @model_validator(mode="after")
+    def _critical_within_horizon(self) -> ForecastConfig:
+        if self.critical_hours > self.horizon_hours:
+            raise ValueError(f"critical_hours ({self.critical_hours:g}) must not be above "
+                             f"horizon_hours ({self.horizon_hours:g})")
+        return self
+
 
 class KnownJob(Section):
     """A process that is allowed to be busy (the nightly backup), by pattern and time window."""
 
     name: str
-    match: str = Field(description="glob on the process name or command line")
+    match: str = Field(min_length=1, description="glob on the process name or command line")
     windows: tuple[str, ...] = Field((), description='e.g. "01:00-03:00"; empty = any time')
+    timezone: str = Field(
+        "local", description='zone of the windows: "local" (this machine), "UTC" or an IANA name')
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_are_hh_mm(cls, windows: tuple[str, ...]) -> tuple[str, ...]:
+        for window in windows:
+            if not _WINDOW.match(window):
+                raise ValueError(f"window {window!r} is not HH:MM-HH:MM (e.g. 01:00-03:30)")
+        return windows
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name != "local":
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"unknown time zone {name!r}") from None
+        return name
 
 
 class AnalyzerConfig(Section):
@@ -159,6 +215,18 @@ class AnalyzerConfig(Section):
     escalate_after_s: float = Field(900.0, gt=0, description="a warning this old becomes critical")
     flap_window_s: float = Field(600.0, gt=0)
     flap_max_transitions: int = Field(4, ge=2, description="more changes than this = flapping")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rule_metrics(cls, rules: dict[str, RuleOverride]) -> dict[str, RuleOverride]:
+        for key in rules:
+            metric = key.split(":", 1)[0]
+            if metric not in RULE_METRICS:
+                close = difflib.get_close_matches(metric, RULE_METRICS, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"no threshold rule for {metric!r}{hint}; "
+                                 f"rules exist for: {', '.join(RULE_METRICS)}")
+        return rules
 
 
 class StorageConfig(Section):

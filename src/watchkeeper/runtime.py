@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.sensor import SensorAgent
@@ -112,6 +113,14 @@ class Runtime:
 def _communicator(rt: Runtime) -> BaseAgent:
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
                              bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+@register_agent("analyzer")
+def _analyzer(rt: Runtime) -> BaseAgent:
+    import psutil
+
+    return AnalyzerAgent(store=rt.store, psutil_module=rt.psutil_module or psutil,
+                         **rt.agent_kwargs())
 
 
 @register_agent("sensor")

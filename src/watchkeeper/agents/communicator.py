@@ -20,6 +20,8 @@ from watchkeeper.events import (
     AgentGaveUp,
     AgentHealth,
     AgentRestarted,
+    Alert,
+    AnalyzerNotice,
     ConfigChanged,
     Event,
     MetricSnapshot,
@@ -83,7 +85,11 @@ class CommunicatorAgent(BaseAgent):
             self.store.add_snapshot(event)
             return
         self.store.add_event(topic, event)
-        if isinstance(event, AgentRestarted):
+        if isinstance(event, Alert):
+            self._log_alert(event)
+        elif isinstance(event, AnalyzerNotice):
+            log.warning("🧠 %s", event.message)
+        elif isinstance(event, AgentRestarted):
             log.warning("🔁 %s went down (%s); back on its feet (restart #%d)", event.agent,
                         event.reason, event.restarts)
         elif isinstance(event, AgentGaveUp):
@@ -91,6 +97,28 @@ class CommunicatorAgent(BaseAgent):
                       event.reason)
         elif isinstance(event, ConfigChanged):
             log.info("⚙️  configuration updated: %s", ", ".join(event.changed))
+
+    def _log_alert(self, alert: Alert) -> None:
+        if alert.silenced:
+            log.debug("silenced alert %s: %s", alert.fingerprint, alert.summary)
+        elif alert.state == "resolved":
+            log.info("✅ resolved: %s", alert.summary)
+        elif alert.state == "acknowledged":
+            log.info("👀 acknowledged: %s", alert.summary)
+        elif alert.assessment is not None and alert.assessment.source == "llm":
+            a = alert.assessment
+            actions = ", ".join(s.action for s in a.suggested_actions) or "none"
+            log.warning("🧠 %s — likely cause: %s (confidence %.0f%%; suggested: %s)",
+                        a.summary, a.likely_cause or "unknown", a.confidence * 100, actions)
+        else:
+            icon = "🔥" if alert.severity == "critical" else "⚠️ "
+            text = f"{icon} [{alert.severity}] {alert.summary}"
+            if alert.context:
+                text += f" — {alert.context}"
+            if alert.severity == "critical":
+                log.error("%s", text)
+            else:
+                log.warning("%s", text)
 
     async def _perform_check(self) -> None:
         drained = self._drain()

@@ -1,0 +1,196 @@
+"""AnalyzerAgent: the brain. Snapshots in, alert changes out, LLM reasoning on the side.
+
+The rule engine (analysis/engine.py) runs inline on every snapshot and publishes only
+changes. An LLM investigation, when one is configured, runs as a background task for a new
+or worsened incident: the analyzer never waits for it, so a hung or looping LLM cannot slow
+analysis, let alone the sensor. Its answer is published as an update of the same alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from watchkeeper.agents.base import BaseAgent
+from watchkeeper.analysis.engine import Analyzer
+from watchkeeper.analysis.llm import Investigator, Toolbox
+from watchkeeper.bus import Subscription, metrics_topic, system_topic
+from watchkeeper.config import Settings
+from watchkeeper.events import Alert, AnalyzerNotice, MetricSnapshot
+from watchkeeper.status import write_atomic
+from watchkeeper.store.base import Store
+
+log = logging.getLogger(__name__)
+
+BASELINES_FILE = "baselines.json"
+#: Seconds between saves of the learned baselines (and once at shutdown).
+SAVE_EVERY_S = 300.0
+#: LLM investigations running at once; more incidents wait their turn.
+MAX_INVESTIGATIONS = 2
+
+
+def alerts_topic(host: str) -> str:
+    return f"alerts.{host}"
+
+
+class AnalyzerAgent(BaseAgent):
+    """Turns snapshots into alerts with context, assessments and suggested actions."""
+
+    name = "analyzer"
+
+    def __init__(self, *, store: Store, engine: Analyzer | None = None,
+                 investigator: Investigator | None = None,
+                 cleanup_roots: Callable[[], Sequence[str]] | None = None,
+                 psutil_module: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.engine = engine or Analyzer(lambda: self.config.current, host=self.host,
+                                         cleanup_roots=cleanup_roots or (lambda: ()))
+        self.investigator = investigator or Investigator(
+            lambda: self.config.current,
+            tools=Toolbox(psutil=psutil_module, history=store.series,
+                          recent_alerts=self._recent_alerts))
+        self._sub: Subscription | None = None
+        self._latest: MetricSnapshot | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_INVESTIGATIONS)
+        self._next_save = self._monotonic() + SAVE_EVERY_S
+        self._restored = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def interval(self, settings: Settings) -> float:
+        # Drains its queue often: an alert should not wait a whole sensor interval.
+        return min(0.5, settings.agents.check_interval)
+
+    async def setup(self) -> None:
+        if self._sub is None:
+            self._sub = self.bus.subscribe(metrics_topic(self.host), name=self.name,
+                                           maxsize=100)
+        if not self._restored:
+            self._restored = True
+            self._restore()
+
+    async def teardown(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        self._save_baselines()
+        await self.investigator.aclose()
+
+    def _state_path(self) -> Path:
+        return self.config.current.storage.path / BASELINES_FILE
+
+    def _restore(self) -> None:
+        """Open alerts from the stored history and learned baselines survive a restart."""
+        try:
+            latest: dict[str, Alert] = {}
+            for stored in self.store.events(kinds=["alert"], limit=10_000):
+                if isinstance(stored.event, Alert) and stored.event.host == self.host:
+                    latest[stored.event.fingerprint] = stored.event
+            open_alerts = [a for a in latest.values() if a.state != "resolved"]
+            if open_alerts:
+                self.engine.restore(open_alerts)
+                log.info("analyzer: %d open alert(s) restored", len(open_alerts))
+        except Exception as exc:  # a damaged history must not stop analysis
+            log.warning("analyzer: could not restore open alerts: %s", exc)
+        path = self._state_path()
+        if path.is_file():
+            try:
+                count = self.engine.baselines_from_dict(json.loads(path.read_text()))
+                log.info("analyzer: %d learned baseline(s) restored", count)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("analyzer: ignoring unreadable %s: %s", path, exc)
+
+    def _save_baselines(self) -> None:
+        path = self._state_path()
+        try:
+            write_atomic(path, self.engine.baselines_to_dict())
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            log.error("analyzer: cannot save baselines to %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ the check
+
+    async def _perform_check(self) -> None:
+        sub = self._sub
+        if sub is None:
+            return
+        while (item := sub.get_nowait()) is not None:
+            _topic, event = item
+            if isinstance(event, MetricSnapshot):
+                await self._analyse(event)
+        if self._monotonic() >= self._next_save:
+            self._next_save = self._monotonic() + SAVE_EVERY_S
+            self._save_baselines()
+
+    async def _analyse(self, snap: MetricSnapshot) -> None:
+        self._latest = snap
+        for alert in self.engine.observe(snap):
+            await self.publish_alert(alert)
+            if self._worth_investigating(alert):
+                self._investigate(alert, snap)
+
+    async def publish_alert(self, alert: Alert) -> None:
+        """Publish one alert change on ``alerts.<host>``."""
+        await self.bus.publish(alerts_topic(alert.host), alert)
+
+    def _worth_investigating(self, alert: Alert) -> bool:
+        # Only when an incident opens or gets worse: never on every tick of a healthy host.
+        if alert.state != "firing" or alert.silenced or not self.investigator.enabled():
+            return False
+        if alert.labels.get("change", "new") not in ("new", "escalated", "updated"):
+            return False  # flapping, silence changes: nothing new to reason about
+        running = self._tasks.get(alert.fingerprint)
+        return running is None or running.done()
+
+    def _investigate(self, alert: Alert, snap: MetricSnapshot) -> None:
+        task = asyncio.create_task(self._run_investigation(alert, snap),
+                                   name=f"investigate-{alert.fingerprint}")
+        self._tasks[alert.fingerprint] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for fingerprint, known in list(self._tasks.items()):
+            if known is task:
+                del self._tasks[fingerprint]
+
+    async def _run_investigation(self, alert: Alert, snap: MetricSnapshot) -> None:
+        async with self._slots:
+            assessment, notices = await self.investigator.assess(alert, snap)
+        for notice in notices:
+            await self._notice(notice)
+        current = {a.fingerprint: a for a in self.engine.active_alerts()}.get(alert.fingerprint)
+        if current is None or current.state == "resolved":
+            return  # it cleared while we were thinking: nothing to update
+        if assessment.source != "llm":
+            return  # the rule-based assessment is already on the published alert
+        updated = current.model_copy(update={
+            "assessment": assessment,
+            "suggested_actions": assessment.suggested_actions or current.suggested_actions,
+        })
+        await self.publish_alert(updated)
+
+    async def _notice(self, notice: AnalyzerNotice) -> None:
+        log.warning("analyzer: %s", notice.message)
+        await self.bus.publish(system_topic(self.host), notice)
+
+    def _recent_alerts(self, limit: int) -> list[Alert]:
+        alerts = sorted(self.engine.active_alerts(), key=lambda a: a.at, reverse=True)
+        return alerts[:limit]
+
+    # ------------------------------------------------------------------ for API / CLI
+
+    @property
+    def investigations(self) -> int:
+        """LLM investigations in flight."""
+        return sum(1 for t in self._tasks.values() if not t.done())
+
+    def latest(self) -> MetricSnapshot | None:
+        return self._latest

@@ -1,0 +1,134 @@
+"""Forecasts: disk-full ETA from the trend, and memory leaks from steady RSS growth."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from tests.unit.test_analysis_streams import GB, START, Stream, analyzer, disk, only, proc
+from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, least_squares, theil_sen
+from watchkeeper.events import Alert
+
+TOTAL = 100 * GB
+
+
+def filling(free0: float, gb_per_hour: float, noise_mb: float = 50.0, seed: int = 3,
+            mount: str = "/data") -> object:
+    """Mounts where ``mount`` loses ``gb_per_hour`` of free space, with noise."""
+    rng = random.Random(seed)
+
+    def at(i: int) -> list:  # type: ignore[type-arg]
+        free = free0 - gb_per_hour * GB * (i * 5 / 3600) + rng.uniform(-1, 1) * noise_mb * 1e6
+        return [disk("/", 40), disk(mount, 100 * (1 - free / TOTAL), free=free, total=TOTAL)]
+
+    return at
+
+
+def true_eta_h(free0: float, gb_per_hour: float, i: int) -> float:
+    return (free0 / GB - gb_per_hour * i * 5 / 3600) / gb_per_hour
+
+
+def test_a_filling_disk_gets_an_eta_within_20_percent_and_severity_by_horizon() -> None:
+    an = analyzer()  # horizon 6 h, critical 1 h, window 60 min
+    s = Stream()
+    free0, rate = 30 * GB, 6.0  # full in 5 h
+    fn = filling(free0, rate)
+    events: list[tuple[int, Alert]] = []
+    for i in range(int(4.5 * 720)):
+        events += [(i, a) for a in an.observe(s.snap(disks=fn(i))) if a.rule == DISK_RULE]
+    changes = [(a.labels["change"], a.severity) for _, a in events]
+    assert changes == [("new", "warning"), ("escalated", "critical")]
+    for i, a in events:
+        assert a.value is not None
+        truth = true_eta_h(free0, rate, i)
+        assert abs(a.value - truth) <= 0.2 * truth, (a.value, truth)
+        assert a.dimension == "/data" and a.metric == "disk.full_eta_hours"
+        assert "R²" in a.summary and "points" in a.summary and "confidence" in a.summary
+        assert a.assessment is not None and 0 < a.assessment.confidence <= 1
+    warning, critical = events[0][1], events[1][1]
+    assert warning.threshold == 6.0 and critical.threshold == 1.0
+    stated = re.search(r"free space falls by ([0-9.]+) GB/h", warning.summary)
+    assert stated is not None and abs(float(stated.group(1)) - rate) <= 0.3
+    # Forecast early, from the first minutes of trend: well before the 85 % rule would fire.
+    assert events[0][0] < 120
+
+
+def test_a_cleanup_resolves_the_forecast() -> None:
+    an = analyzer()
+    s = Stream()
+    fn = filling(20 * GB, 6.0)
+    assert only(s.feed(an, 240, disks=fn), "new", DISK_RULE)
+    after = s.feed(an, 30, disks=[disk("/", 40), disk("/data", 30)])
+    assert [a.state for a in after if a.rule == DISK_RULE] == ["resolved"]
+
+
+def test_flat_shrinking_or_stepped_disks_get_no_forecast() -> None:
+    rng = random.Random(5)
+    flat = Stream().feed(analyzer(), 1440, disks=lambda i: [
+        disk("/data", 80 + rng.uniform(-0.3, 0.3))])
+    shrinking = Stream().feed(analyzer(), 1440, disks=filling(10 * GB, -3.0))
+    for alerts in (flat, shrinking):
+        assert only(alerts, rule=DISK_RULE) == []
+
+
+@pytest.mark.parametrize("step_at", [100, 300, 420, 600])
+def test_a_one_off_step_is_not_extrapolated(step_at: int) -> None:
+    # a big file copied in (50 % -> 80 % in one tick), then nothing
+    stepped = Stream().feed(analyzer(), 1440, disks=lambda i: [
+        disk("/data", 50 if i < step_at else 80)])
+    assert only(stepped, rule=DISK_RULE) == []
+
+
+def test_fits_recover_a_known_line_and_report_its_quality() -> None:
+    rng = random.Random(2)
+    points = [(60.0 * i, 1000 - 2.0 * 60 * i + rng.uniform(-5, 5)) for i in range(40)]
+    points[7] = (points[7][0], 5000.0)  # one wild outlier
+    robust = theil_sen(points)
+    assert robust is not None and abs(robust.slope - -2.0) < 0.02
+    plain = least_squares(points[8:])
+    assert plain is not None and abs(plain.slope - -2.0) < 0.05 and plain.r2 > 0.99
+    assert plain.n == 32
+
+
+def leaking(pid: int, mb_per_hour: float, *, noise_mb: float, seed: int) -> object:
+    rng = random.Random(seed)
+
+    def at(i: int) -> list:  # type: ignore[type-arg]
+        rss = 500e6 + mb_per_hour * 1e6 * i * 5 / 3600 + rng.uniform(-1, 1) * noise_mb * 1e6
+        return [proc(pid, f"app{pid}", rss=rss, create_time=1000.0 + pid)]
+
+    return at
+
+
+def test_a_leaking_process_is_detected_with_its_rate_and_a_noisy_one_is_not() -> None:
+    an = analyzer()  # leak: >= 50 MB/h over >= 30 min
+    s = Stream()
+    leak = leaking(4242, 120.0, noise_mb=5, seed=1)
+    noisy = leaking(777, 0.0, noise_mb=60, seed=2)
+    slow = leaking(888, 20.0, noise_mb=1, seed=3)
+    # Trending up at 60 MB/h but jumping ±200 MB between samples: growth, not steady.
+    jumpy = leaking(999, 60.0, noise_mb=200, seed=4)
+    alerts = s.feed(an, 720, top_memory=lambda i: leak(i) + noisy(i) + slow(i) + jumpy(i))
+    leaks = only(alerts, rule=LEAK_RULE)
+    assert [(a.labels["change"], a.dimension) for a in leaks] == [("new", "app4242[4242]")]
+    a = leaks[0]
+    assert a.value is not None and abs(a.value - 120.0) < 12
+    assert a.labels["pid"] == "4242" and float(a.labels["create_time"]) == 5242.0
+    assert "leaks memory" in a.summary and "MB/h" in a.summary and "R²" in a.summary
+    # Not before it has been watched for leak_min_minutes.
+    assert (a.since - START).total_seconds() >= 30 * 60
+
+
+def test_a_restarted_process_with_the_same_pid_is_a_different_process() -> None:
+    an = analyzer()
+    s = Stream()
+
+    def sawtooth(i: int) -> list:  # type: ignore[type-arg]
+        # Restarted every 10 minutes (new create_time), growing fast in between.
+        life = i // 120
+        rss = 300e6 + (i % 120) * 2e6
+        return [proc(4242, "worker", rss=rss, create_time=1000.0 + life)]
+
+    assert only(s.feed(an, 1440, top_memory=sawtooth), rule=LEAK_RULE) == []
