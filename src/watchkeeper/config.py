@@ -277,6 +277,116 @@ class LoggingConfig(Section):
     color: bool = True
 
 
+class HealthCheck(Section):
+    """One health check of a service: exactly one of http, tcp, command, process."""
+
+    http: str | None = Field(None, description="URL that must answer 2xx/3xx")
+    tcp: str | None = Field(None, description='"host:port" that must accept a connection')
+    command: tuple[str, ...] | None = Field(None, description="argv that must exit 0")
+    process: bool | None = Field(None, description="the service's process must be alive")
+    timeout_s: float = Field(5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthCheck:
+        kinds = [k for k in ("http", "tcp", "command", "process")
+                 if getattr(self, k) not in (None, False)]
+        if len(kinds) != 1:
+            raise ValueError("a check needs exactly one of http, tcp, command, process "
+                             f"(got {', '.join(kinds) or 'none'})")
+        if self.http is not None and not re.match(r"^https?://", self.http):
+            raise ValueError(f"http check must be an http:// or https:// URL (got {self.http!r})")
+        if self.tcp is not None and not re.match(r"^[^\s:]+:\d{1,5}$", self.tcp):
+            raise ValueError(f'tcp check must look like "host:port" (got {self.tcp!r})')
+        if self.command is not None and not self.command:
+            raise ValueError("command check needs an argv list")
+        return self
+
+
+class ServiceConfig(Section):
+    """A service to watch and heal (Monit-style for manager: process)."""
+
+    manager: Literal["process", "systemd", "windows", "supervisord"] = "process"
+    start: tuple[str, ...] = Field((), description="argv that starts it (manager: process)")
+    stop: tuple[str, ...] = Field((), description="argv that stops it (default: SIGTERM)")
+    pid_file: Path | None = None
+    match: str | None = Field(None, description="glob on the command line of its process")
+    unit: str | None = Field(None, description="systemd unit / Windows or supervisord name")
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    checks: tuple[HealthCheck, ...] = ()
+    keep_running: bool = Field(False, description="leave it running when watchkeeper stops")
+    supervisord_url: str = "http://127.0.0.1:9001/RPC2"
+
+    @model_validator(mode="after")
+    def _startable(self) -> ServiceConfig:
+        if self.manager == "process" and not self.start:
+            raise ValueError("a service with manager: process needs a start command (argv list)")
+        return self
+
+
+ActionMode = Literal["auto", "approve", "off"]
+
+
+class CleanupRoot(Section):
+    """A directory clean_disk may delete old files under (never outside it)."""
+
+    path: Path
+    patterns: tuple[str, ...] = ("*.tmp", "*.log.[0-9]*", "*.gz")
+    min_age_hours: float = Field(24.0, ge=0)
+    max_bytes: int | None = Field(None, gt=0, description="free at most this much per run")
+
+
+class LogFileRule(Section):
+    """A log file rotate_log may truncate or rotate."""
+
+    path: Path
+    max_bytes: int = Field(100_000_000, gt=0)
+    keep: int = Field(3, ge=0, le=100, description="rotated copies kept (0 = truncate)")
+
+
+class ScriptConfig(Section):
+    """A command run_script may run: argv only, with a time limit."""
+
+    argv: tuple[str, ...]
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _has_argv(self) -> ScriptConfig:
+        if not self.argv:
+            raise ValueError("a script needs an argv list")
+        return self
+
+
+def _default_modes() -> dict[str, ActionMode]:
+    # Conservative: only declared services are healed on their own; anything that deletes,
+    # kills or runs a command waits for a human until the user says otherwise.
+    return {"restart_service": "auto", "start_service": "auto", "stop_process": "approve",
+            "clean_disk": "approve", "rotate_log": "approve", "run_script": "approve",
+            "notify_only": "auto"}
+
+
+class RemediationConfig(Section):
+    """What the RemediatorAgent may do, and how."""
+
+    dry_run: bool = Field(False, description="decide and log, execute nothing")
+    actions: dict[str, ActionMode] = Field(default_factory=_default_modes)
+    cleanup_roots: tuple[CleanupRoot, ...] = ()
+    log_files: tuple[LogFileRule, ...] = ()
+    scripts: dict[str, ScriptConfig] = Field(default_factory=dict)
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, value: dict[str, ActionMode]) -> dict[str, ActionMode]:
+        from watchkeeper.remediation.registry import REGISTRY
+
+        unknown = sorted(set(value) - set(REGISTRY))
+        if unknown:
+            hints = [f"{u} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(
+                u, list(REGISTRY), n=1)) else u for u in unknown]
+            raise ValueError(f"unknown action(s): {', '.join(hints)}")
+        return {**_default_modes(), **value}
+
+
 class Settings(Section):
     """The whole effective configuration."""
 
@@ -290,6 +400,8 @@ class Settings(Section):
     api: ApiConfig = ApiConfig()
     personality: PersonalityConfig = PersonalityConfig()
     logging: LoggingConfig = LoggingConfig()
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    remediation: RemediationConfig = RemediationConfig()
 
     def masked(self) -> dict[str, Any]:
         """JSON-ready dict with every secret replaced by '**********'."""
