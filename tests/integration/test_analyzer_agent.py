@@ -167,3 +167,36 @@ async def test_llm_calls_zero_when_healthy_and_one_per_incident(tmp_path: Path) 
         assert len(server.chat_requests) == 1
     cpu = [e for _, e in recorder.drain() if isinstance(e, Alert) and e.metric == "cpu.percent"]
     assert [a.assessment.source for a in cpu if a.assessment] == ["rule", "llm"]
+
+
+async def test_ack_and_silence_are_published_and_silences_survive_a_restart(
+        tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, analyzer={"for_s": 0})
+    config = ConfigStore(settings)
+    store = SqliteStore.open(settings.storage)
+    bus = MemoryBus()
+    recorder = BusRecorder(bus)
+    agent = AnalyzerAgent(store=store, bus=bus, config=config, host="h")
+    await agent.setup()
+    for s in (snap(1, 10.0), snap(2, 97.0)):
+        await agent._analyse(s)
+    (cpu,) = [a for a in agent.engine.active_alerts() if a.metric == "cpu.percent"]
+    acked = await agent.ack(cpu.fingerprint, by="alice")
+    assert acked is not None and acked.state == "acknowledged"
+    sid = await agent.silence({"metric": "memory.*"}, T0 + timedelta(days=1), by="alice",
+                              comment="known leak, fix on Monday")
+    await agent.teardown()
+    published = [e for _, e in recorder.drain() if isinstance(e, Alert)]
+    assert any(a.state == "acknowledged" for a in published)
+
+    # A new agent on the same data dir (a restart) keeps the silence.
+    again = AnalyzerAgent(store=store, bus=bus, config=config, host="h")
+    await again.setup()
+    assert [s.id for s in again.engine.silences] == [sid]
+    high_memory = snap(3, 97.0).model_copy(update={"memory": MemoryStats(percent=99.0)})
+    await again._analyse(high_memory)
+    mem = [a for a in again.engine.active_alerts() if a.metric == "memory.percent"]
+    assert mem and all(a.silenced for a in mem)
+    await again.teardown()
+    await store.close()
+    await bus.close()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from watchkeeper.store.base import Store
 
 log = logging.getLogger(__name__)
 
-BASELINES_FILE = "baselines.json"
+STATE_FILE = "analyzer_state.json"
 #: Seconds between saves of the learned baselines (and once at shutdown).
 SAVE_EVERY_S = 300.0
 #: LLM investigations running at once; more incidents wait their turn.
@@ -81,11 +82,11 @@ class AnalyzerAgent(BaseAgent):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
-        self._save_baselines()
+        self._save_state()
         await self.investigator.aclose()
 
     def _state_path(self) -> Path:
-        return self.config.current.storage.path / BASELINES_FILE
+        return self.config.current.storage.path / STATE_FILE
 
     def _restore(self) -> None:
         """Open alerts from the stored history and learned baselines survive a restart."""
@@ -101,20 +102,36 @@ class AnalyzerAgent(BaseAgent):
         except Exception as exc:  # a damaged history must not stop analysis
             log.warning("analyzer: could not restore open alerts: %s", exc)
         path = self._state_path()
-        if path.is_file():
-            try:
-                count = self.engine.baselines_from_dict(json.loads(path.read_text()))
-                log.info("analyzer: %d learned baseline(s) restored", count)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                log.warning("analyzer: ignoring unreadable %s: %s", path, exc)
-
-    def _save_baselines(self) -> None:
-        path = self._state_path()
+        if not path.is_file():
+            return
         try:
-            write_atomic(path, self.engine.baselines_to_dict())
+            state = json.loads(path.read_text())
+            count = self.engine.baselines_from_dict(state.get("baselines", {}))
+            now = self._wall()
+            for raw in state.get("silences", []):
+                until = datetime.fromisoformat(raw["until"])
+                if until > now:  # restored before the first observe: no spurious changes
+                    self.engine.silence(raw["matchers"], until, by=raw.get("by", ""),
+                                        comment=raw.get("comment", ""),
+                                        silence_id=raw["id"])
+            log.info("analyzer: %d learned baseline(s) and %d silence(s) restored", count,
+                     len(self.engine.silences))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("analyzer: ignoring unreadable %s: %s", path, exc)
+
+    def _save_state(self) -> None:
+        """Baselines and silences survive a restart (written atomically, mode 0600)."""
+        path = self._state_path()
+        state = {
+            "baselines": self.engine.baselines_to_dict(),
+            "silences": [{"id": s.id, "matchers": dict(s.matchers), "until": s.until.isoformat(),
+                          "by": s.by, "comment": s.comment} for s in self.engine.silences],
+        }
+        try:
+            write_atomic(path, state)
             os.chmod(path, 0o600)
         except OSError as exc:
-            log.error("analyzer: cannot save baselines to %s: %s", path, exc)
+            log.error("analyzer: cannot save its state to %s: %s", path, exc)
 
     # ------------------------------------------------------------------ the check
 
@@ -128,7 +145,7 @@ class AnalyzerAgent(BaseAgent):
                 await self._analyse(event)
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
-            self._save_baselines()
+            self._save_state()
 
     async def _analyse(self, snap: MetricSnapshot) -> None:
         self._latest = snap
@@ -186,6 +203,35 @@ class AnalyzerAgent(BaseAgent):
         return alerts[:limit]
 
     # ------------------------------------------------------------------ for API / CLI
+
+    async def ack(self, fingerprint: str, by: str) -> Alert | None:
+        """Acknowledge an open alert; the change is published (and so stored)."""
+        alert = self.engine.ack(fingerprint, by)
+        if alert is not None:
+            await self.publish_alert(alert)
+        return alert
+
+    async def resolve(self, fingerprint: str, by: str) -> Alert | None:
+        """Resolve an alert by hand (it fires again if its problem persists)."""
+        alert = self.engine.resolve(fingerprint, by)
+        if alert is not None:
+            await self.publish_alert(alert)
+        return alert
+
+    async def silence(self, matchers: dict[str, str], until: datetime, *, by: str = "",
+                      comment: str = "") -> str:
+        """Silence matching alerts until ``until``; returns the silence id (persisted)."""
+        silence, changes = self.engine.silence(matchers, until, by=by, comment=comment)
+        for alert in changes:
+            await self.publish_alert(alert)
+        self._save_state()
+        return silence.id
+
+    async def unsilence(self, silence_id: str) -> None:
+        """End a silence early."""
+        for alert in self.engine.unsilence(silence_id):
+            await self.publish_alert(alert)
+        self._save_state()
 
     @property
     def investigations(self) -> int:
