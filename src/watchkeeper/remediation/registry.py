@@ -7,6 +7,7 @@ dry-run and verification of each action live in remediation/actions/ (one module
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,10 +38,16 @@ class StopProcessParams(Params):
 
 
 class CleanDiskParams(Params):
-    root: str = Field(min_length=1, description="a configured clean-up root")
-    patterns: tuple[str, ...] = ("*.tmp", "*.log.[0-9]*", "*.gz")
-    min_age_hours: float = Field(24.0, ge=0)
-    max_bytes: int | None = Field(None, gt=0, description="stop after freeing this much")
+    """Parameters may only narrow what the configured root allows, never widen it."""
+
+    root: str = Field(min_length=1, description="a configured clean-up root, or a directory in one")
+    patterns: tuple[str, ...] | None = Field(
+        None, description="only files matching these as well as the root's patterns "
+                          "(default: the root's)")
+    min_age_hours: float | None = Field(
+        None, ge=0, description="at least this old (default and minimum: the root's)")
+    max_bytes: int | None = Field(
+        None, gt=0, description="free at most this much (default and maximum: the root's)")
 
 
 class RotateLogParams(Params):
@@ -63,22 +70,34 @@ class ActionSpec:
     risk: Risk
     params: type[Params]
     description: str
+    #: "module:Class" of the executor (see ``remediation.actions.get_action``), imported only
+    #: when an action runs so that the registry stays cheap for the LLM prompt and the config.
+    #: None: no executor on this host yet.
+    executor: str | None = None
+
+
+_ACTIONS = "watchkeeper.remediation.actions"
 
 
 REGISTRY: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in (
+        # The service actions get their executors with the service managers (remediation/services).
         ActionSpec("restart_service", "medium", ServiceParams,
                    "restart a declared service and check it is healthy again"),
         ActionSpec("start_service", "low", ServiceParams, "start a declared service that is down"),
         ActionSpec("stop_process", "high", StopProcessParams,
-                   "stop a runaway process (SIGTERM, then SIGKILL after a grace period)"),
+                   "stop a runaway process (SIGTERM, then SIGKILL after a grace period)",
+                   f"{_ACTIONS}.stop_process:StopProcess"),
         ActionSpec("clean_disk", "medium", CleanDiskParams,
-                   "delete old files matching patterns under a configured root"),
+                   "delete old files matching patterns under a configured root",
+                   f"{_ACTIONS}.clean_disk:CleanDisk"),
         ActionSpec("rotate_log", "low", RotateLogParams,
-                   "truncate or rotate a configured log file"),
-        ActionSpec("run_script", "high", RunScriptParams, "run a command declared in the config"),
-        ActionSpec("notify_only", "none", NotifyParams, "tell a human; change nothing"),
+                   "truncate or rotate a configured log file", f"{_ACTIONS}.rotate_log:RotateLog"),
+        ActionSpec("run_script", "high", RunScriptParams, "run a command declared in the config",
+                   f"{_ACTIONS}.run_script:RunScript"),
+        ActionSpec("notify_only", "none", NotifyParams, "tell a human; change nothing",
+                   f"{_ACTIONS}.notify_only:NotifyOnly"),
     )
 }
 
@@ -87,17 +106,28 @@ class ActionRefused(ValueError):
     """A suggested action is not in the registry or its parameters do not validate."""
 
 
-def validate_action(action: str, params: dict[str, Any] | None, *, reason: str = "",
-                    source: Literal["rule", "llm"] = "rule") -> SuggestedAction:
-    """Return a SuggestedAction whose params passed the action's model, or raise ActionRefused."""
+def get_spec(action: str) -> ActionSpec:
+    """The registry entry of ``action``, or raise ActionRefused naming the known ones."""
     spec = REGISTRY.get(action)
     if spec is None:
         raise ActionRefused(f"unknown action {action!r}; known: {', '.join(sorted(REGISTRY))}")
+    return spec
+
+
+def parse_params(action: str, params: Mapping[str, Any] | None) -> Params:
+    """``params`` validated against the action's model, or raise ActionRefused saying why."""
+    spec = get_spec(action)
     try:
-        model = spec.params.model_validate(params or {})
+        return spec.params.model_validate(dict(params or {}))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
         raise ActionRefused(f"invalid parameters for {action}: {problems}") from None
+
+
+def validate_action(action: str, params: dict[str, Any] | None, *, reason: str = "",
+                    source: Literal["rule", "llm"] = "rule") -> SuggestedAction:
+    """Return a SuggestedAction whose params passed the action's model, or raise ActionRefused."""
+    model = parse_params(action, params)
     return SuggestedAction(action=action, params=model.model_dump(mode="json"), reason=reason,
                            source=source)
