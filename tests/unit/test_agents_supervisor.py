@@ -202,3 +202,24 @@ async def test_interval_change_applies_on_next_cycle(
 
 def test_backoff_delay_doubles_and_caps() -> None:
     assert [backoff_delay(n, 1.0, 60.0) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+async def test_next_item_returns_items_and_gives_way_to_stop(
+        bus: MemoryBus, config_store: ConfigStore) -> None:
+    agent = Counter(bus=bus, config=config_store, host="h")
+    sub = bus.subscribe("errors.>")
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(agent.next_item(sub, timeout=30))
+    await asyncio.sleep(0.01)
+    await bus.publish("errors.h.x", AgentError(host="h", agent="x", error="e",
+                                               error_type="E"))
+    item = await asyncio.wait_for(waiting, 1)
+    assert item is not None and item[0] == "errors.h.x"
+    # A stop wakes a waiting check at once instead of after its timeout.
+    waiting = asyncio.create_task(agent.next_item(sub, timeout=30))
+    await asyncio.sleep(0.01)
+    t = loop.time()
+    agent.stop()
+    assert await asyncio.wait_for(waiting, 1) is None
+    assert loop.time() - t < 0.5
+    assert len(sub) == 0 and await agent.next_item(sub, timeout=0.01) is None

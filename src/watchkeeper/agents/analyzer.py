@@ -66,8 +66,9 @@ class AnalyzerAgent(BaseAgent):
     # ------------------------------------------------------------------ lifecycle
 
     def interval(self, settings: Settings) -> float:
-        # Drains its queue often: an alert should not wait a whole sensor interval.
-        return min(0.5, settings.agents.check_interval)
+        # Event-driven: each check waits for the next snapshot (see _perform_check), so the
+        # loop itself only pauses briefly between checks.
+        return 0.01
 
     async def setup(self) -> None:
         if self._sub is None:
@@ -139,10 +140,16 @@ class AnalyzerAgent(BaseAgent):
         sub = self._sub
         if sub is None:
             return
-        while (item := sub.get_nowait()) is not None:
+        settings = self.config.current
+        # Wait for a snapshot (woken at once by one, by a command or a config change), then
+        # take everything queued: an alert never waits for a poll interval.
+        wait = min(settings.agents.check_interval * 2, settings.agents.check_timeout / 2)
+        item = await self.next_item(sub, wait)
+        while item is not None:
             _topic, event = item
             if isinstance(event, MetricSnapshot):
                 await self._analyse(event)
+            item = sub.get_nowait()
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
             self._save_state()

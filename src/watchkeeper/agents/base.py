@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar
 
-from watchkeeper.bus import Bus, errors_topic, health_topic
+from watchkeeper.bus import Bus, Subscription, errors_topic, health_topic
 from watchkeeper.config import ConfigStore, Settings
 from watchkeeper.events import (
     AgentError,
@@ -23,6 +23,7 @@ from watchkeeper.events import (
     AgentState,
     Command,
     CommandReply,
+    Event,
     Heartbeat,
     utcnow,
 )
@@ -209,6 +210,28 @@ class BaseAgent(ABC):
         except asyncio.TimeoutError:
             return False
         return True
+
+    async def next_item(self, sub: Subscription, timeout: float) -> tuple[str, Event] | None:
+        """Wait up to ``timeout`` s for the next item of ``sub``, for event-driven agents.
+
+        Returns None on timeout, or early when the agent is stopped, paused or its settings
+        change, so a check that waits here never delays a shutdown.
+        """
+        item = sub.get_nowait()
+        if item is not None or self._stopping or self._paused:
+            return item
+        getter = asyncio.ensure_future(sub.get())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            done, _ = await asyncio.wait({getter, woken}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (getter, woken):
+                if not task.done():
+                    task.cancel()  # a cancelled get() takes nothing off the queue
+        if getter in done and not getter.cancelled() and getter.exception() is None:
+            return getter.result()
+        return None
 
     def wake(self) -> None:
         """Interrupt the agent's sleep (thread-safe): it re-reads its settings."""
