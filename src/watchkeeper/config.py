@@ -365,11 +365,37 @@ def _default_modes() -> dict[str, ActionMode]:
             "notify_only": "auto"}
 
 
+class MaintenanceWindow(Section):
+    """A recurring window in which no action runs on its own (alerts still fire)."""
+
+    window: str = Field(description='"HH:MM-HH:MM", may cross midnight')
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()
+    timezone: str = "local"
+
+    @field_validator("window")
+    @classmethod
+    def _window_format(cls, value: str) -> str:
+        if not _WINDOW.match(value):
+            raise ValueError(f'window must look like "01:00-03:00" (got {value!r})')
+        return value
+
+
 class RemediationConfig(Section):
     """What the RemediatorAgent may do, and how."""
 
     dry_run: bool = Field(False, description="decide and log, execute nothing")
     actions: dict[str, ActionMode] = Field(default_factory=_default_modes)
+    allow: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="per action, globs of targets it may touch")
+    startup_grace_s: float = Field(60.0, ge=0, description="no action this soon after start")
+    verify_timeout_s: float = Field(30.0, gt=0, description="time for a fix to show")
+    flap_max_attempts: int = Field(3, ge=1, description="attempts per target per flap window")
+    flap_window_s: float = Field(300.0, gt=0)
+    backoff_initial_s: float = Field(1.0, ge=0, description="wait before the 2nd attempt")
+    backoff_max_s: float = Field(60.0, ge=0)
+    budget_per_hour: int = Field(20, ge=0, description="actions per hour, all targets")
+    budget_per_action_per_hour: int = Field(10, ge=0)
+    maintenance: tuple[MaintenanceWindow, ...] = ()
     cleanup_roots: tuple[CleanupRoot, ...] = ()
     log_files: tuple[LogFileRule, ...] = ()
     scripts: dict[str, ScriptConfig] = Field(default_factory=dict)
