@@ -1,0 +1,57 @@
+"""Service managers: one protocol, backends for processes, systemd, Windows and supervisord.
+
+``Services`` (the façade) builds one backend per configured service and routes calls by
+name; ``Services.on_exit`` / ``Services.exits()`` report a managed process's exit the moment
+it happens.
+"""
+
+from .base import (
+    CheckResult,
+    CommandResult,
+    CommandRunner,
+    ExecutableNotFound,
+    ExitHub,
+    ExitStream,
+    OperationResult,
+    ServiceExit,
+    ServiceManager,
+    ServiceState,
+    ServiceStatus,
+    SubprocessRunner,
+    UnknownService,
+)
+from .checks import CheckContext, check_command, check_http, check_process, check_tcp, run_checks
+from .process import ProcessManager
+from .registry import BackendContext, BackendFactory, Services
+from .supervisord import SupervisordManager
+from .systemd import SystemdManager
+from .windows import WindowsServiceManager
+
+__all__ = [
+    "BackendContext",
+    "BackendFactory",
+    "CheckContext",
+    "CheckResult",
+    "CommandResult",
+    "CommandRunner",
+    "ExecutableNotFound",
+    "ExitHub",
+    "ExitStream",
+    "OperationResult",
+    "ProcessManager",
+    "ServiceExit",
+    "ServiceManager",
+    "ServiceState",
+    "ServiceStatus",
+    "Services",
+    "SubprocessRunner",
+    "SupervisordManager",
+    "SystemdManager",
+    "UnknownService",
+    "WindowsServiceManager",
+    "check_command",
+    "check_http",
+    "check_process",
+    "check_tcp",
+    "run_checks",
+]

@@ -1,0 +1,206 @@
+"""The Services façade: one backend per configured service, calls routed by service name."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from watchkeeper.config import ServiceConfig, Settings
+
+from .base import (
+    CommandRunner,
+    ExitCallback,
+    ExitHub,
+    ExitStream,
+    ManagerName,
+    Operation,
+    OperationResult,
+    ServiceManager,
+    ServiceStatus,
+    SubprocessRunner,
+    UnknownService,
+)
+from .process import ProcessManager
+from .supervisord import SupervisordManager
+from .systemd import SystemdManager
+from .windows import WindowsServiceManager
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend factory gets besides the service: the shared boundaries."""
+
+    ps: Any
+    runner: CommandRunner
+    hub: ExitHub
+    log_dir: Path | None
+    grace_s: float
+
+
+#: Builds the backend for one service: ``factory(name, config, context)``.
+BackendFactory = Callable[[str, ServiceConfig, BackendContext], ServiceManager]
+
+
+def _process(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
+    return ProcessManager({name: cfg}, ps=ctx.ps, runner=ctx.runner, hub=ctx.hub,
+                          log_dir=ctx.log_dir, grace_s=ctx.grace_s)
+
+
+def _systemd(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
+    return SystemdManager({name: cfg}, runner=ctx.runner, ps=ctx.ps)
+
+
+def _windows(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
+    return WindowsServiceManager({name: cfg}, runner=ctx.runner, ps=ctx.ps)
+
+
+def _supervisord(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
+    return SupervisordManager({name: cfg}, runner=ctx.runner, ps=ctx.ps)
+
+
+DEFAULT_FACTORIES: Mapping[ManagerName, BackendFactory] = {
+    "process": _process, "systemd": _systemd, "windows": _windows,
+    "supervisord": _supervisord,
+}
+
+
+class Services:
+    """Every configured service behind one object: status, start, stop, restart by name.
+
+    Unknown names raise UnknownService (with a "did you mean"); everything a backend can
+    expect to go wrong comes back as a result instead. Exits of ``manager: process``
+    services reach ``on_exit`` callbacks and ``exits()`` streams the moment they happen.
+    """
+
+    def __init__(self, services: Mapping[str, ServiceConfig], *, ps: Any = psutil,
+                 runner: CommandRunner | None = None, log_dir: Path | None = None,
+                 grace_s: float = 10.0,
+                 factories: Mapping[ManagerName, BackendFactory] | None = None) -> None:
+        self.hub = ExitHub()
+        ctx = BackendContext(ps=ps, runner=runner or SubprocessRunner(), hub=self.hub,
+                             log_dir=log_dir, grace_s=grace_s)
+        chosen = {**DEFAULT_FACTORIES, **(factories or {})}
+        self._configs = dict(services)
+        self._backends: dict[str, ServiceManager] = {
+            name: chosen[cfg.manager](name, cfg, ctx) for name, cfg in services.items()}
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Services:
+        """Backends for ``settings.services``; managed processes log to data_dir/services."""
+        kwargs.setdefault("log_dir", settings.storage.path / "services")
+        return cls(settings.services, **kwargs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The configured service names."""
+        return tuple(self._backends)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._backends
+
+    def config(self, name: str) -> ServiceConfig:
+        """The configuration of service ``name``."""
+        self.backend(name)
+        return self._configs[name]
+
+    def backend(self, name: str) -> ServiceManager:
+        """The backend that manages ``name``; UnknownService if it is not configured."""
+        try:
+            return self._backends[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._backends), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(self._backends)) or "none"
+            raise UnknownService(
+                f"unknown service {name!r}{hint}; configured services: {known}") from None
+
+    async def status(self, name: str, *, checks: bool = True) -> ServiceStatus:
+        """The state and health of ``name``; a backend bug becomes state ``unknown``."""
+        backend = self.backend(name)
+        try:
+            return await backend.status(name, checks=checks)
+        except Exception as exc:
+            logger.exception("%s: status failed", name)
+            return ServiceStatus(name=name, manager=self._configs[name].manager,
+                                 state="unknown", detail=f"status failed: {exc!r}"[:500])
+
+    async def statuses(self, *, checks: bool = True) -> dict[str, ServiceStatus]:
+        """Every service's status, gathered concurrently (what the sensor reports per tick)."""
+        names = self.names
+        found = await asyncio.gather(*(self.status(n, checks=checks) for n in names))
+        return dict(zip(names, found, strict=True))
+
+    async def _operate(self, name: str, op: Operation) -> OperationResult:
+        backend = self.backend(name)
+        started = time.monotonic()
+        try:
+            result: OperationResult = await getattr(backend, op)(name)
+        except Exception as exc:
+            logger.exception("%s: %s failed", name, op)
+            return OperationResult(service=name, operation=op, ok=False,
+                                   message=f"{op} failed: {exc!r}"[:500],
+                                   duration_s=time.monotonic() - started)
+        return result
+
+    async def start(self, name: str) -> OperationResult:
+        """Start ``name`` (a running service is left alone and reported as such)."""
+        return await self._operate(name, "start")
+
+    async def stop(self, name: str) -> OperationResult:
+        """Stop ``name``."""
+        return await self._operate(name, "stop")
+
+    async def restart(self, name: str) -> OperationResult:
+        """Restart ``name``."""
+        return await self._operate(name, "restart")
+
+    async def wait_healthy(self, name: str, timeout_s: float = 30.0,
+                           interval_s: float = 0.1) -> ServiceStatus:
+        """Poll until ``name`` is healthy (or running, if it has no checks) or time is up;
+        returns the last status either way."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = await self.status(name)
+            good = current.healthy if current.healthy is not None \
+                else current.state == "running"
+            if good or time.monotonic() >= deadline:
+                return current
+            await asyncio.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
+
+    def on_exit(self, callback: ExitCallback) -> Callable[[], None]:
+        """Call ``callback(ServiceExit)`` the moment a managed process ends (a coroutine
+        function's result is run as a task); returns a function that unsubscribes."""
+        return self.hub.on_exit(callback)
+
+    def exits(self, maxsize: int = 1000) -> ExitStream:
+        """An async iterator over every managed-process exit from now on."""
+        return self.hub.exits(maxsize)
+
+    async def aclose(self) -> None:
+        """Close every backend (stopping processes we started, unless keep_running)."""
+        if self._closed:
+            return
+        self._closed = True
+        results = await asyncio.gather(*(b.aclose() for b in self._backends.values()),
+                                       return_exceptions=True)
+        for name, res in zip(self._backends, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.error("%s: closing its backend failed: %r", name, res)
+        await self.hub.aclose()
+
+    async def __aenter__(self) -> Services:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

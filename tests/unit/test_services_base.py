@@ -1,0 +1,277 @@
+"""The command runner, executable resolution, exit fan-out and the Services façade."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from watchkeeper.config import ServiceConfig, validate
+from watchkeeper.remediation.services import (
+    OperationResult,
+    ProcessManager,
+    ServiceExit,
+    Services,
+    ServiceStatus,
+    SubprocessRunner,
+    SupervisordManager,
+    SystemdManager,
+    UnknownService,
+    WindowsServiceManager,
+)
+from watchkeeper.remediation.services.base import (
+    SAFE_PATH,
+    CommandResult,
+    ExecutableNotFound,
+    ExitHub,
+    base_env,
+    describe_exit,
+    excerpt,
+    resolve_argv,
+)
+from watchkeeper.remediation.services.registry import BackendContext
+
+PY = sys.executable
+
+
+# --------------------------------------------------------------------------- runner
+
+
+async def test_runner_captures_output_exit_code_and_uses_a_fixed_environment(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-never-leak")
+    runner = SubprocessRunner()
+    res = await runner.run(
+        [PY, "-c", "import os, sys; print(sorted(os.environ)); print(os.getcwd());"
+                   "print('oops', file=sys.stderr); sys.exit(2)"],
+        timeout_s=10, cwd=tmp_path)
+    assert res.returncode == 2 and not res.ok and not res.timed_out
+    assert "OPENAI_API_KEY" not in res.stdout and "'PATH'" in res.stdout
+    assert str(tmp_path) in res.stdout
+    assert res.stderr.strip() == "oops"
+    assert res.describe().endswith("exited with code 2: oops")
+    assert base_env()["PATH"] == SAFE_PATH
+
+
+async def test_runner_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time;"
+              f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+              f"open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    started = time.monotonic()
+    res = await SubprocessRunner().run([PY, "-c", script], timeout_s=1.0)
+    assert res.timed_out and res.returncode is None and not res.ok
+    assert time.monotonic() - started < 5
+    assert "timed out after" in res.describe()
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(grandchild) and \
+            psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the grandchild survived the timeout"
+        await asyncio.sleep(0.02)
+
+
+async def test_runner_reports_what_cannot_run(tmp_path: Path) -> None:
+    res = await SubprocessRunner().run([str(tmp_path / "nope")], timeout_s=1)
+    assert not res.ok and res.error is not None and "cannot run" in res.error
+    assert res.describe() == res.error
+
+
+def test_resolve_argv_uses_the_given_path_only(tmp_path: Path) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert resolve_argv(["tool", "-x"], path=str(tmp_path)) == (str(tool), "-x")
+    with pytest.raises(ExecutableNotFound, match="is not an executable on"):
+        resolve_argv(["tool"], path="/nonexistent")
+    assert resolve_argv(["./tool"], cwd=tmp_path) == (str(tmp_path / "tool"),)
+    assert resolve_argv([str(tool)]) == (str(tool),)
+    with pytest.raises(ExecutableNotFound):
+        resolve_argv([])
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ExecutableNotFound, match="not an executable file"):
+        resolve_argv([str(tmp_path / "plain")])
+
+
+def test_excerpt_keeps_the_tail_and_redacts() -> None:
+    text = "\n".join(f"line {i}" for i in range(1000)) + "\npassword=hunter2"
+    out = excerpt(text, 200)
+    assert out.startswith("…\nline ") and out.endswith("line 999\npassword=***")
+    assert len(out) <= 201
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(3) == "exited with code 3"
+    assert CommandResult(argv=("x",), returncode=0).ok
+
+
+# --------------------------------------------------------------------------- exits
+
+
+def _exit(name: str = "web") -> ServiceExit:
+    return ServiceExit(service=name, pid=42, expected=False, message="killed by SIGKILL")
+
+
+async def test_exit_hub_fans_out_to_callbacks_and_streams(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    hub = ExitHub()
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def slow(item: ServiceExit) -> None:
+        seen.append(f"async {item.service}")
+        done.set()
+
+    def broken(item: ServiceExit) -> None:
+        raise RuntimeError("bug in a callback")
+
+    hub.on_exit(broken)
+    unsubscribe = hub.on_exit(lambda item: seen.append(f"sync {item.service}"))
+    hub.on_exit(slow)
+    stream = hub.exits()
+    hub.publish(_exit("a"))  # before anyone iterates: still delivered
+    assert seen == ["sync a"]
+    await asyncio.wait_for(done.wait(), 1)
+    assert seen == ["sync a", "async a"]
+    assert "bug in a callback" in caplog.text
+    assert (await asyncio.wait_for(stream.__anext__(), 1)).service == "a"
+    unsubscribe()
+    hub.publish(_exit("b"))
+    assert "sync b" not in seen
+    stream.close()
+    assert [x.service async for x in stream] == ["b"]
+    await hub.aclose()
+
+
+async def test_a_full_exit_stream_drops_instead_of_blocking(caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    hub = ExitHub()
+    async with hub.exits(maxsize=1) as stream:
+        hub.publish(_exit("a"))
+        hub.publish(_exit("b"))
+        assert "dropped the exit of b" in caplog.text
+        assert (await stream.__anext__()).service == "a"
+    await hub.aclose()
+
+
+# --------------------------------------------------------------------------- façade
+
+
+class FakeBackend:
+    """A ServiceManager that records calls."""
+
+    def __init__(self, name: str, cfg: ServiceConfig) -> None:
+        self.name, self.cfg = name, cfg
+        self.calls: list[str] = []
+        self.closed = False
+
+    async def status(self, name: str, *, checks: bool = True) -> ServiceStatus:
+        self.calls.append(f"status {name} {checks}")
+        if name == "broken":
+            raise RuntimeError("backend bug")
+        return ServiceStatus(name=name, manager=self.cfg.manager, state="running",
+                             healthy=len(self.calls) >= 3)
+
+    async def _op(self, name: str, op: str) -> OperationResult:
+        self.calls.append(f"{op} {name}")
+        if name == "broken":
+            raise RuntimeError("backend bug")
+        return OperationResult(service=name, operation=op, ok=True, message=op)
+
+    async def start(self, name: str) -> OperationResult:
+        return await self._op(name, "start")
+
+    async def stop(self, name: str) -> OperationResult:
+        return await self._op(name, "stop")
+
+    async def restart(self, name: str) -> OperationResult:
+        return await self._op(name, "restart")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _fake_factories() -> tuple[dict[str, FakeBackend], dict[str, object]]:
+    built: dict[str, FakeBackend] = {}
+
+    def factory(name: str, cfg: ServiceConfig, ctx: BackendContext) -> FakeBackend:
+        assert isinstance(ctx.hub, ExitHub)
+        built[name] = FakeBackend(name, cfg)
+        return built[name]
+
+    return built, {m: factory for m in ("process", "systemd", "windows", "supervisord")}
+
+
+async def test_services_route_by_name_and_refuse_unknown_names() -> None:
+    built, factories = _fake_factories()
+    services = Services({"web": ServiceConfig(start=("x",)),
+                         "db": ServiceConfig(manager="systemd", unit="postgresql"),
+                         "broken": ServiceConfig(manager="supervisord")},
+                        factories=factories)  # type: ignore[arg-type]
+    assert services.names == ("web", "db", "broken") and "web" in services
+    assert (await services.restart("db")).message == "restart"
+    assert built["db"].calls == ["restart db"] and built["web"].calls == []
+    assert (await services.status("web", checks=False)).state == "running"
+    assert built["web"].calls == ["status web False"]
+    with pytest.raises(UnknownService, match=r"unknown service 'wbe' \(did you mean 'web'\?\); "
+                                             r"configured services: broken, db, web"):
+        await services.start("wbe")
+    with pytest.raises(UnknownService):
+        await services.status("nope")
+    assert services.config("db").unit == "postgresql"
+
+    # A backend bug is a result, not a crash of the caller.
+    failed = await services.stop("broken")
+    assert not failed.ok and "backend bug" in failed.message
+    broken = await services.status("broken")
+    assert broken.state == "unknown" and "backend bug" in broken.detail
+
+    all_status = await services.statuses()
+    assert set(all_status) == {"web", "db", "broken"}
+    healthy = await services.wait_healthy("web", timeout_s=2, interval_s=0.01)
+    assert healthy.healthy is True
+    await services.aclose()
+    await services.aclose()  # idempotent
+    assert all(b.closed for b in built.values())
+
+
+async def test_from_settings_builds_one_backend_of_the_right_kind_per_service(
+        tmp_path: Path) -> None:
+    settings = validate({
+        "storage": {"data_dir": str(tmp_path)},
+        "services": {
+            "web": {"manager": "process", "start": ["python3", "-m", "http.server"],
+                    "checks": [{"http": "http://127.0.0.1:18080/"}]},
+            "db": {"manager": "systemd", "unit": "postgresql.service"},
+            "spooler": {"manager": "windows", "unit": "Spooler"},
+            "worker": {"manager": "supervisord", "supervisord_url": "http://127.0.0.1:9/RPC2"},
+        }})
+    async with Services.from_settings(settings) as services:
+        kinds = {n: type(services.backend(n)) for n in services.names}
+        assert kinds == {"web": ProcessManager, "db": SystemdManager,
+                         "spooler": WindowsServiceManager, "worker": SupervisordManager}
+        web = services.backend("web")
+        assert isinstance(web, ProcessManager)
+        assert web._log_dir == tmp_path / "services"
+        assert web.hub is services.hub  # one exit stream for every managed process
+
+
+async def test_wait_healthy_gives_up_at_the_deadline() -> None:
+    class NeverHealthy(FakeBackend):
+        async def status(self, name: str, *, checks: bool = True) -> ServiceStatus:
+            return ServiceStatus(name=name, manager="process", state="running", healthy=False)
+
+    factories = {"process": lambda n, c, ctx: NeverHealthy(n, c)}
+    async with Services({"web": ServiceConfig(start=("x",))},
+                        factories=factories) as services:  # type: ignore[arg-type]
+        started = time.monotonic()
+        final = await services.wait_healthy("web", timeout_s=0.2, interval_s=0.05)
+        assert final.healthy is False and 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_process_manager_requires_a_start_argv() -> None:
+    cfg = ServiceConfig.model_construct(manager="process", start=())
+    with pytest.raises(ValueError, match="needs a start argv"):
+        ProcessManager({"x": cfg})
