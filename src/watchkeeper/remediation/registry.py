@@ -82,10 +82,11 @@ _ACTIONS = "watchkeeper.remediation.actions"
 REGISTRY: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in (
-        # The service actions get their executors with the service managers (remediation/services).
         ActionSpec("restart_service", "medium", ServiceParams,
-                   "restart a declared service and check it is healthy again"),
-        ActionSpec("start_service", "low", ServiceParams, "start a declared service that is down"),
+                   "restart a declared service and check it is healthy again",
+                   f"{_ACTIONS}.service:RestartService"),
+        ActionSpec("start_service", "low", ServiceParams, "start a declared service that is down",
+                   f"{_ACTIONS}.service:StartService"),
         ActionSpec("stop_process", "high", StopProcessParams,
                    "stop a runaway process (SIGTERM, then SIGKILL after a grace period)",
                    f"{_ACTIONS}.stop_process:StopProcess"),

@@ -108,6 +108,10 @@ class ActionContext:
     poll_interval_s: float = 0.05
     #: How long to wait for a process to disappear after SIGKILL.
     kill_wait_s: float = 5.0
+    #: The service managers (remediation.services.Services) for the service actions.
+    services: Any = None
+    #: How long a restarted or started service has to pass its checks.
+    verify_timeout_s: float = 30.0
 
     def now(self) -> datetime:
         """The wall clock as an aware UTC datetime."""
