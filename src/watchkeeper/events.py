@@ -134,6 +134,18 @@ class HostIdentity(Frozen):
     cpu_count: int | None = None
 
 
+class ServiceInfo(Frozen):
+    """A declared service as its manager sees it this tick, with its health checks."""
+
+    name: str
+    manager: str
+    state: str
+    healthy: bool | None = None
+    pid: int | None = None
+    detail: str = ""
+    failing: tuple[str, ...] = ()
+
+
 class MetricSnapshot(Event):
     """One tick of the SensorAgent: every metric family, with what could not be read."""
 
@@ -149,6 +161,7 @@ class MetricSnapshot(Event):
     processes: ProcessSummary = ProcessSummary()
     uptime_s: float | None = None
     identity: HostIdentity | None = None
+    services: tuple[ServiceInfo, ...] = ()
     missing: tuple[Missing, ...] = ()
     collect_ms: float | None = None
     comment: str | None = None

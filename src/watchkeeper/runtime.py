@@ -15,6 +15,7 @@ from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, MemoryBus, system_topic
 from watchkeeper.config import ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.remediation.services import Services
 from watchkeeper.store.sqlite import SqliteStore
 from watchkeeper.supervisor import Supervisor, send_command
 
@@ -53,6 +54,7 @@ class Runtime:
         self.bus: Bus = bus or MemoryBus()
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
+        self.services = Services.from_settings(settings)
         names = list(AGENTS) if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
@@ -88,12 +90,27 @@ class Runtime:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
 
     async def start(self) -> None:
+        await self._start_managed_services()
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
 
+    async def _start_managed_services(self) -> None:
+        """Services watchkeeper manages itself (manager: process) are started, Monit-style;
+        one already running (found by pid file or match) is adopted, not started twice."""
+        for name in self.services.names:
+            if self.services.config(name).manager != "process":
+                continue
+            result = await self.services.start(name)
+            if result.ok:
+                log.info("service %s: %s", name, result.message)
+            else:
+                log.error("service %s did not start: %s", name, result.message)
+
     async def stop(self) -> None:
         await self.supervisor.stop()
+        # Stops the processes watchkeeper started, unless a service says keep_running.
+        await self.services.aclose()
         await self.bus.close()
         await self.store.close()
         log.info("watchkeeper stopped; history flushed")
@@ -125,7 +142,8 @@ def _analyzer(rt: Runtime) -> BaseAgent:
 
 @register_agent("sensor")
 def _sensor(rt: Runtime) -> BaseAgent:
-    return SensorAgent(psutil_module=rt.psutil_module, **rt.agent_kwargs())
+    return SensorAgent(psutil_module=rt.psutil_module, services=rt.services,
+                       **rt.agent_kwargs())
 
 
 __all__ = ["AGENTS", "ConfigError", "Runtime", "register_agent"]

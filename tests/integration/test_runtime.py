@@ -68,3 +68,44 @@ async def test_runtime_collects_stores_and_answers_history_queries(tmp_path: Pat
         assert len(stored) >= taken
     finally:
         await reopened.close()
+
+
+async def test_declared_services_are_started_reported_and_stopped(tmp_path: Path) -> None:
+    import socket
+
+    from watchkeeper.events import ServiceInfo
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = make_settings(tmp_path, agents={"check_interval": 0.2})
+    settings = settings.model_copy(update={"services": validate_services({
+        "web": {"start": ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                "checks": [{"http": f"http://127.0.0.1:{port}/"}]}})})
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        async def healthy_web() -> ServiceInfo:
+            while True:
+                for snap in recorder.of(MetricSnapshot):
+                    assert isinstance(snap, MetricSnapshot)
+                    for info in snap.services:
+                        if info.name == "web" and info.healthy:
+                            return info
+                await asyncio.sleep(0.05)
+
+        info = await asyncio.wait_for(healthy_web(), 15)
+        assert info.state == "running" and info.manager == "process" and info.pid
+        pid = info.pid
+    finally:
+        await rt.stop()
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def validate_services(raw: dict[str, object]) -> dict[str, object]:
+    from watchkeeper.config import validate
+
+    return dict(validate({"services": raw}).services)

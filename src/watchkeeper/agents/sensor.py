@@ -9,8 +9,9 @@ from typing import Any
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import metrics_topic
 from watchkeeper.collectors.snapshot import SnapshotCollector
-from watchkeeper.events import MetricSnapshot
+from watchkeeper.events import MetricSnapshot, ServiceInfo
 from watchkeeper.personality import Commentator
+from watchkeeper.remediation.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ def summary_line(snap: MetricSnapshot) -> str:
         parts.append(f"{fullest.mountpoint} {fullest.percent:.0f}% full")
     if snap.processes.total is not None:
         parts.append(f"{snap.processes.total} processes")
+    if snap.services:
+        down = [sv.name for sv in snap.services if sv.healthy is False or sv.state != "running"]
+        parts.append(f"services: {len(snap.services) - len(down)}/{len(snap.services)} ok"
+                     + (f" (down: {', '.join(down)})" if down else ""))
     if snap.missing:
         parts.append(f"{len(snap.missing)} values unreadable")
     return " · ".join(parts) or "no readings"
@@ -46,13 +51,15 @@ class SensorAgent(BaseAgent):
     name = "sensor"
 
     def __init__(self, *, collector: SnapshotCollector | None = None,
-                 psutil_module: Any = None, **kwargs: Any) -> None:
+                 psutil_module: Any = None, services: Services | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         settings = self.config.current
         if collector is None:
             extra = {"psutil_module": psutil_module} if psutil_module is not None else {}
             collector = SnapshotCollector(config=settings.sensor, host=self.host, **extra)
         self.collector = collector
+        self.services = services
         self.commentator = Commentator(settings.thresholds,
                                        enabled=settings.personality.enabled)
         self._seq = 0
@@ -69,8 +76,13 @@ class SensorAgent(BaseAgent):
         self.commentator.thresholds = settings.thresholds
         self.commentator.enabled = settings.personality.enabled
         self._seq += 1
-        snap = await asyncio.to_thread(self.collector.collect, self._seq,
-                                       self.interval(settings))
+        collect = asyncio.to_thread(self.collector.collect, self._seq, self.interval(settings))
+        if self.services is not None and self.services.names:
+            # Service checks (HTTP, TCP, commands) run concurrently with the psutil work.
+            snap, services = await asyncio.gather(collect, self._services(self.services))
+            snap = snap.model_copy(update={"services": services})
+        else:
+            snap = await collect
         comment = self.commentator.observe(snap)
         if comment:
             snap = snap.model_copy(update={"comment": comment})
@@ -83,6 +95,15 @@ class SensorAgent(BaseAgent):
         else:
             log.debug("tick %d: %s", self._seq, summary_line(snap))
         await self.bus.publish(metrics_topic(self.host), snap)
+
+    @staticmethod
+    async def _services(services: Services) -> tuple[ServiceInfo, ...]:
+        found = await services.statuses()
+        return tuple(
+            ServiceInfo(name=name, manager=st.manager, state=st.state, healthy=st.healthy,
+                        pid=st.pid, detail=st.detail[:300],
+                        failing=tuple(c.message[:200] for c in st.checks if not c.ok))
+            for name, st in found.items())
 
     def close(self) -> None:
         self.collector.close()
