@@ -1,0 +1,567 @@
+"""Audit log of remediation: decisions, intents, outcomes and approvals; append-only, durable.
+
+Design, in short:
+
+* Its own SQLite file (``<data_dir>/audit.db``), not a table in the history database: history
+  has retention that deletes old rows, the audit log never deletes anything, and a separate
+  file keeps the two write paths (batched history, one-at-a-time audit) from waiting on
+  each other.
+* WAL with ``synchronous=FULL``, and every write is its own transaction committed before the
+  method returns: once ``record_intent`` returned, the intent survives a kill -9 and a power
+  cut, so the agent records it *before* the side effect and, after a crash, finds it in
+  ``unfinished_intents()`` and checks the live state instead of repeating it blindly.
+* Append-only: one ``entries`` table, and triggers that abort any UPDATE or DELETE. An
+  outcome is a new row pointing at its intent, an approval a new row pointing at its request;
+  partial unique indexes allow one outcome per intent and one resolution per approval, even
+  between processes (the CLI may approve while the agent runs).
+* Writes run on one writer thread with its own connection (as in store/sqlite.py), so the
+  event loop never waits on an fsync; reads use a second connection behind a lock and are
+  safe from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from pydantic import Field, JsonValue
+
+from watchkeeper.config import StorageConfig
+from watchkeeper.events import Frozen
+from watchkeeper.redact import redact_text
+from watchkeeper.remediation.actions.base import ActionResult, Verification
+from watchkeeper.remediation.policy import Decision
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+AUDIT_FILENAME = "audit.db"
+
+EntryKind = Literal["decision", "intent", "outcome", "approval_requested", "approved",
+                    "rejected"]
+#: What became of an intent: the action's own outcome, or ``verify_failed`` (it ran but the
+#: problem stayed), or ``interrupted`` (watchkeeper died in between; set at reconciliation).
+AuditOutcome = Literal["ok", "failed", "refused", "dry_run", "verify_failed", "interrupted"]
+ApprovalState = Literal["pending", "approved", "rejected"]
+
+_KINDS: tuple[str, ...] = get_args(EntryKind)
+_OUTCOMES: tuple[str, ...] = get_args(AuditOutcome)
+_MAX_TEXT = 4000
+
+
+class AuditError(Exception):
+    """The audit log cannot be opened, written or read, or a write makes no sense."""
+
+
+class ApprovalError(AuditError):
+    """An approval that does not exist or was decided already; nothing was changed."""
+
+
+class AuditEntry(Frozen):
+    """One row of the audit log."""
+
+    id: int
+    at: datetime
+    kind: EntryKind
+    host: str | None = None
+    action: str | None = None
+    target: str | None = None
+    source: str | None = None
+    verdict: str | None = None
+    outcome: str | None = None
+    decision_id: str | None = None
+    intent_id: int | None = None
+    approval_id: int | None = None
+    actor: str | None = None
+    message: str = ""
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Approval(Frozen):
+    """A decision waiting for (or decided by) a human."""
+
+    id: int
+    decision: Decision
+    requested_at: datetime
+    state: ApprovalState
+    by: str | None = None
+    reason: str = ""
+    resolved_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- schema
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _migrate_to_1(conn: sqlite3.Connection) -> None:
+    kinds = ", ".join(f"'{k}'" for k in _KINDS)
+    outcomes = ", ".join(f"'{o}'" for o in _OUTCOMES)
+    statements = [
+        f"""CREATE TABLE entries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ({kinds})),
+            host TEXT,
+            action TEXT,
+            target TEXT,
+            source TEXT,
+            verdict TEXT,
+            outcome TEXT CHECK (outcome IS NULL OR outcome IN ({outcomes})),
+            decision_id TEXT,
+            intent_id INTEGER,
+            approval_id INTEGER,
+            actor TEXT,
+            message TEXT NOT NULL DEFAULT '',
+            data TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        "CREATE INDEX entries_at ON entries (at)",
+        "CREATE INDEX entries_action_at ON entries (action, at)",
+        "CREATE INDEX entries_target_at ON entries (target, at)",
+        "CREATE INDEX entries_decision ON entries (decision_id)",
+        # One outcome per intent, one resolution per approval request; enforced by SQLite
+        # itself, so two processes racing to approve cannot both win.
+        "CREATE UNIQUE INDEX entries_one_outcome ON entries (intent_id) WHERE kind = 'outcome'",
+        "CREATE UNIQUE INDEX entries_one_resolution ON entries (approval_id) "
+        "WHERE kind IN ('approved', 'rejected')",
+        """CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only: entries cannot be changed'); END""",
+        """CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only: entries cannot be deleted'); END""",
+    ]
+    for sql in statements:
+        conn.execute(sql)
+
+
+#: ``MIGRATIONS[n]`` takes the schema from version n to n + 1. Append, never edit.
+MIGRATIONS: tuple[Migration, ...] = (_migrate_to_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = ("id", "at", "kind", "host", "action", "target", "source", "verdict", "outcome",
+            "decision_id", "intent_id", "approval_id", "actor", "message", "data")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _ts(dt: datetime) -> float:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _decision_data(decision: Decision) -> dict[str, Any]:
+    """The decision as JSON; the proposer's reasoning (LLM text) redacted before storing."""
+    data: dict[str, Any] = decision.model_dump(mode="json")
+    data["request"]["reasoning"] = _clip(redact_text(decision.request.reasoning))
+    return data
+
+
+def _row_entry(row: Sequence[Any]) -> AuditEntry:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["at"] = _dt(values["at"])
+    values["data"] = json.loads(values["data"] or "{}")
+    return AuditEntry.model_validate(values)
+
+
+# --------------------------------------------------------------------------- the log
+
+
+class AuditLog:
+    """The remediation audit log in one SQLite file (see the module docstring).
+
+    Writes are coroutines that return once the entry is committed and fsynced. Reads are
+    synchronous and thread-safe. Opening does blocking file I/O.
+    """
+
+    def __init__(self, path: Path | str, *, wall: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._wall = wall
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchkeeper-audit")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._writer.submit(self._open_writer).result()
+            self._rconn = self._connect()
+            self._rconn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            if self._rconn is not None:
+                self._rconn.close()
+            self._writer.submit(self._close_writer).result()
+            self._writer.shutdown(wait=True)
+            raise
+
+    @classmethod
+    def open(cls, config: StorageConfig, **kwargs: Any) -> AuditLog:
+        """Open (creating if needed) ``<data_dir>/audit.db``; the directory gets 0700."""
+        try:
+            config.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditError(f"cannot create data directory {config.path}: "
+                             f"{exc.strerror or exc}") from None
+        return cls(config.path / AUDIT_FILENAME, **kwargs)
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: explicit BEGIN/COMMIT only. The read connection is shared
+            # between threads under the read lock.
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise AuditError(f"{self.path} is not a SQLite database or is damaged ({exc}); "
+                             "move it away or point storage.data_dir elsewhere") from None
+        return conn
+
+    def _open_writer(self) -> None:
+        if not self.path.exists():
+            # Private: the log names processes, paths and what the LLM reasoned.
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise AuditError(f"cannot create audit log {self.path}: "
+                                 f"{exc.strerror or exc}") from None
+        conn = self._connect()
+        self._wconn = conn
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise AuditError(f"audit log {self.path} cannot use WAL mode (got {mode!r})")
+            # FULL: the WAL is fsynced at every commit; an intent that was acknowledged is on
+            # disk before the action it announces runs, power cut included.
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc}") from None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise AuditError(f"audit log {self.path} has schema version {version}, newer than "
+                             f"this watchkeeper supports ({SCHEMA_VERSION}); upgrade watchkeeper")
+        while version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version += 1
+            log.info("audit log %s migrated to schema version %d", self.path, version)
+
+    def _close_writer(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+
+    async def _on_writer(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise AuditError("audit log is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    @contextlib.contextmanager
+    def _write_txn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._wconn
+        if conn is None:
+            raise AuditError("audit log is closed")
+        # IMMEDIATE: take the write lock before reading what the write depends on (is this
+        # approval still pending?), so another process cannot decide it in between.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            conn = self._rconn
+            if conn is None:
+                raise AuditError("audit log is closed")
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise AuditError(f"cannot read audit log {self.path}: {exc}") from exc
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        """Close both connections and the writer thread (idempotent)."""
+        if self._closed:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
+        self._closed = True
+        self._writer.shutdown(wait=True)
+        with self._read_lock:
+            if self._rconn is not None:
+                self._rconn.close()
+                self._rconn = None
+
+    # ------------------------------------------------------------------ writes
+
+    def _insert(self, conn: sqlite3.Connection, kind: EntryKind, *,
+                decision: Decision | None = None, message: str = "",
+                data: dict[str, Any] | None = None, **columns: Any) -> int:
+        values: dict[str, Any] = {"at": self._wall(), "kind": kind}
+        if decision is not None:
+            values.update(host=decision.request.host, action=decision.request.action,
+                          target=None if decision.target is None else str(decision.target),
+                          source=decision.request.source, verdict=decision.verdict,
+                          decision_id=decision.id)
+        values.update(columns)
+        values["message"] = _clip(message)
+        values["data"] = json.dumps(data or {}, separators=(",", ":"), default=str)
+        names = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        cur = conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})",
+                           tuple(values.values()))
+        return int(cur.lastrowid or 0)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            try:
+                with self._write_txn() as conn:
+                    return fn(conn)
+            except sqlite3.Error as exc:
+                raise AuditError(f"cannot write audit log {self.path}: {exc}") from exc
+        return await self._on_writer(run)
+
+    async def record_decision(self, decision: Decision) -> int:
+        """Append a decision (every one, refusals included): who proposed it, why, the verdict."""
+        return await self._write(lambda conn: self._insert(
+            conn, "decision", decision=decision, message=decision.why,
+            data={"decision": _decision_data(decision)}))
+
+    async def record_intent(self, decision: Decision, *, argv: Sequence[str] = (),
+                            plan: str = "", approval_id: int | None = None) -> int:
+        """Append, commit and fsync the intent to run ``decision``; returns the intent id.
+
+        Call it before the side effect: a crash after this leaves an unfinished intent.
+        """
+        if decision.verdict != "auto":
+            raise AuditError(f"only an auto decision runs; this one is {decision.verdict}: "
+                             f"{decision.why}")
+        message = plan or f"about to run {decision.request.action} {decision.target}"
+        return await self._write(lambda conn: self._insert(
+            conn, "intent", decision=decision, message=message, approval_id=approval_id,
+            data={"decision": _decision_data(decision), "argv": list(argv), "plan": plan}))
+
+    async def record_outcome(self, intent_id: int, result: ActionResult | None = None,
+                             verification: Verification | None = None, *,
+                             outcome: AuditOutcome | None = None,
+                             message: str | None = None) -> int:
+        """Append what became of an intent (once); ``outcome`` defaults from the result.
+
+        Without a result (reconciliation after a crash) ``outcome`` and ``message`` say what
+        the live state showed. Raises AuditError for an unknown intent or a second outcome.
+        """
+        if outcome is None:
+            if result is None:
+                raise ValueError("record_outcome needs a result or an explicit outcome")
+            if result.outcome != "ok":
+                outcome = result.outcome
+            elif verification is not None and not verification.ok:
+                outcome = "verify_failed"
+            else:
+                outcome = "ok"
+        if message is None:
+            parts = [result.message] if result is not None else []
+            if verification is not None:
+                parts.append(f"verify: {verification.message}")
+            message = "; ".join(parts) or outcome
+        data: dict[str, Any] = {
+            "result": None if result is None else result.model_dump(mode="json"),
+            "verification": None if verification is None else verification.model_dump(
+                mode="json")}
+        final_outcome, final_message = outcome, message
+
+        def write(conn: sqlite3.Connection) -> int:
+            intent = conn.execute(
+                "SELECT host, action, target, source, verdict, decision_id FROM entries "
+                "WHERE id = ? AND kind = 'intent'", (intent_id,)).fetchone()
+            if intent is None:
+                raise AuditError(f"no intent {intent_id} in the audit log")
+            done = conn.execute(
+                "SELECT outcome, at FROM entries WHERE intent_id = ? AND kind = 'outcome'",
+                (intent_id,)).fetchone()
+            if done is not None:
+                raise AuditError(f"intent {intent_id} already has an outcome ({done[0]} at "
+                                 f"{_dt(done[1]):%Y-%m-%d %H:%M:%S} UTC)")
+            host, action, target, source, verdict, decision_id = intent
+            return self._insert(conn, "outcome", message=final_message, data=data,
+                                host=host, action=action, target=target, source=source,
+                                verdict=verdict, decision_id=decision_id,
+                                outcome=final_outcome, intent_id=intent_id)
+        return await self._write(write)
+
+    async def add_pending(self, decision: Decision) -> int:
+        """Store a decision that waits for a human; returns the approval id."""
+        if decision.verdict != "approve":
+            raise AuditError(f"only an approve decision waits for a human; this one is "
+                             f"{decision.verdict}")
+        return await self._write(lambda conn: self._insert(
+            conn, "approval_requested", decision=decision, message=decision.why,
+            data={"decision": _decision_data(decision)}))
+
+    async def approve(self, approval_id: int, by: str) -> Approval:
+        """Approve a pending decision, in one durable call; ApprovalError if not pending."""
+        return await self._resolve(approval_id, "approved", by, "")
+
+    async def reject(self, approval_id: int, by: str, reason: str = "") -> Approval:
+        """Reject a pending decision, in one durable call; ApprovalError if not pending."""
+        return await self._resolve(approval_id, "rejected", by, reason)
+
+    async def _resolve(self, approval_id: int, kind: Literal["approved", "rejected"], by: str,
+                       reason: str) -> Approval:
+        if not by.strip():
+            raise ValueError("say who decides (by)")
+
+        def write(conn: sqlite3.Connection) -> None:
+            request = conn.execute(
+                "SELECT 1 FROM entries WHERE id = ? AND kind = 'approval_requested'",
+                (approval_id,)).fetchone()
+            if request is None:
+                raise ApprovalError(f"no approval {approval_id}")
+            done = conn.execute(
+                "SELECT kind, actor, at FROM entries WHERE approval_id = ? "
+                "AND kind IN ('approved', 'rejected')", (approval_id,)).fetchone()
+            if done is not None:
+                raise ApprovalError(f"approval {approval_id} was already {done[0]} by {done[1]} "
+                                    f"at {_dt(done[2]):%Y-%m-%d %H:%M:%S} UTC; nothing changed")
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (approval_id,)).fetchone()
+            entry = _row_entry(row)
+            self._insert(conn, kind, message=reason or f"{kind} by {by}",
+                         host=entry.host, action=entry.action, target=entry.target,
+                         source=entry.source, verdict=entry.verdict,
+                         decision_id=entry.decision_id, approval_id=approval_id, actor=by)
+
+        await self._write(write)
+        approval = self.approval(approval_id)
+        assert approval is not None  # committed just now, never deleted
+        log.info("approval %d %s by %s", approval_id, kind, by)
+        return approval
+
+    # ------------------------------------------------------------------ reads
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: "ok" when the database is sound."""
+        with self._read() as conn:
+            return "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
+
+    def entry(self, entry_id: int) -> AuditEntry | None:
+        """One entry by id."""
+        with self._read() as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else _row_entry(row)
+
+    def entries(self, start: datetime | None = None, end: datetime | None = None, *,
+                kind: EntryKind | None = None, host: str | None = None,
+                action: str | None = None, target: str | None = None,
+                outcome: str | None = None, verdict: str | None = None,
+                source: str | None = None, intent_id: int | None = None,
+                decision_id: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        """Entries matching every given filter, oldest first (the newest ``limit`` if more).
+
+        ``intent_id`` matches the intent and its outcome.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if start is not None:
+            where.append("at >= ?")
+            args.append(_ts(start))
+        if end is not None:
+            where.append("at <= ?")
+            args.append(_ts(end))
+        for column, value in (("kind", kind), ("host", host), ("action", action),
+                              ("target", target), ("outcome", outcome), ("verdict", verdict),
+                              ("source", source), ("decision_id", decision_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if intent_id is not None:
+            where.append("(id = ? AND kind = 'intent' OR intent_id = ?)")
+            args += [intent_id, intent_id]
+        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_row_entry(r) for r in reversed(rows)]
+
+    def unfinished_intents(self) -> list[AuditEntry]:
+        """Intents without an outcome, oldest first: reconcile them with the live state."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"""{_SELECT} WHERE kind = 'intent' AND NOT EXISTS (
+                        SELECT 1 FROM entries o WHERE o.kind = 'outcome'
+                        AND o.intent_id = entries.id)
+                    ORDER BY id""").fetchall()
+        return [_row_entry(r) for r in rows]
+
+    def _approvals(self, where: str, args: Sequence[Any], limit: int) -> list[Approval]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"""SELECT r.id, r.at, r.data, s.kind, s.actor, s.message, s.at
+                    FROM entries r LEFT JOIN entries s ON s.approval_id = r.id
+                         AND s.kind IN ('approved', 'rejected')
+                    WHERE r.kind = 'approval_requested' {where}
+                    ORDER BY r.id DESC LIMIT ?""", (*args, limit)).fetchall()
+        out = []
+        for id_, at, data, state, actor, message, resolved_at in reversed(rows):
+            decision = Decision.model_validate(json.loads(data)["decision"])
+            out.append(Approval(
+                id=id_, decision=decision, requested_at=_dt(at),
+                state=cast(ApprovalState, state or "pending"), by=actor,
+                reason=message if state == "rejected" else "",
+                resolved_at=None if resolved_at is None else _dt(resolved_at)))
+        return out
+
+    def pending(self, limit: int = 1000) -> list[Approval]:
+        """Decisions still waiting for a human, oldest first."""
+        return self._approvals("AND s.id IS NULL", (), limit)
+
+    def approval(self, approval_id: int) -> Approval | None:
+        """One approval request and its state."""
+        found = self._approvals("AND r.id = ?", (approval_id,), 1)
+        return found[0] if found else None
+
+    def approvals(self, state: ApprovalState | None = None, limit: int = 1000
+                  ) -> list[Approval]:
+        """Approval requests (of one state, or all), oldest first."""
+        if state is None:
+            return self._approvals("", (), limit)
+        if state == "pending":
+            return self.pending(limit)
+        return self._approvals("AND s.kind = ?", (state,), limit)
