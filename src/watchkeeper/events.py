@@ -321,6 +321,29 @@ class AnalyzerNotice(Event):
     incident: str | None = None
 
 
+# --------------------------------------------------------------------------- remediation
+
+
+class RemediationEvent(Event):
+    """A step of one remediation: decided, pending approval, started, finished, escalated."""
+
+    kind: Literal["remediation"] = "remediation"
+    phase: Literal["decided", "pending", "started", "finished", "escalated", "notice"]
+    action: str
+    target: str = ""
+    verdict: str = ""
+    why: str = ""
+    source: Literal["rule", "llm"] = "rule"
+    message: str = ""
+    outcome: str | None = None
+    verified: bool | None = None
+    duration_s: float | None = None
+    decision_id: str = ""
+    intent_id: int | None = None
+    approval_id: int | None = None
+    fingerprint: str | None = None
+
+
 AnyEvent = Annotated[
     MetricSnapshot
     | Heartbeat
@@ -331,7 +354,8 @@ AnyEvent = Annotated[
     | CommandReply
     | ConfigChanged
     | Alert
-    | AnalyzerNotice,
+    | AnalyzerNotice
+    | RemediationEvent,
     Field(discriminator="kind"),
 ]
 

@@ -11,10 +11,13 @@ from typing import Any
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.communicator import CommunicatorAgent
+from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, MemoryBus, system_topic
 from watchkeeper.config import ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.remediation.audit import AuditLog
+from watchkeeper.remediation.policy import Policy, PolicyState, state_path
 from watchkeeper.remediation.services import Services
 from watchkeeper.store.sqlite import SqliteStore
 from watchkeeper.supervisor import Supervisor, send_command
@@ -55,6 +58,9 @@ class Runtime:
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
         self.services = Services.from_settings(settings)
+        self.audit = AuditLog.open(settings.storage)
+        self.policy = Policy(lambda: self.config.current,
+                             state=PolicyState.load(state_path(settings)))
         names = list(AGENTS) if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
@@ -111,6 +117,7 @@ class Runtime:
         await self.supervisor.stop()
         # Stops the processes watchkeeper started, unless a service says keep_running.
         await self.services.aclose()
+        await self.audit.close()
         await self.bus.close()
         await self.store.close()
         log.info("watchkeeper stopped; history flushed")
@@ -130,6 +137,12 @@ class Runtime:
 def _communicator(rt: Runtime) -> BaseAgent:
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
                              bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+@register_agent("remediator")
+def _remediator(rt: Runtime) -> BaseAgent:
+    return RemediatorAgent(services=rt.services, policy=rt.policy, audit=rt.audit,
+                           psutil_module=rt.psutil_module, **rt.agent_kwargs())
 
 
 @register_agent("analyzer")

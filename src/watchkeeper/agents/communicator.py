@@ -25,6 +25,7 @@ from watchkeeper.events import (
     ConfigChanged,
     Event,
     MetricSnapshot,
+    RemediationEvent,
 )
 from watchkeeper.status import STATUS_FILE_NAME, write_atomic
 from watchkeeper.store.base import Store
@@ -87,6 +88,8 @@ class CommunicatorAgent(BaseAgent):
         self.store.add_event(topic, event)
         if isinstance(event, Alert):
             self._log_alert(event)
+        elif isinstance(event, RemediationEvent):
+            self._log_remediation(event)
         elif isinstance(event, AnalyzerNotice):
             log.warning("🧠 %s", event.message)
         elif isinstance(event, AgentRestarted):
@@ -119,6 +122,23 @@ class CommunicatorAgent(BaseAgent):
                 log.error("%s", text)
             else:
                 log.warning("%s", text)
+
+    def _log_remediation(self, ev: RemediationEvent) -> None:
+        who = "the LLM" if ev.source == "llm" else "a rule"
+        if ev.phase == "started":
+            log.info("🔧 %s %s (proposed by %s)", ev.action, ev.target, who)
+        elif ev.phase == "finished":
+            if ev.outcome == "ok" and ev.verified is not False:
+                log.info("✅ fixed: %s %s — %s", ev.action, ev.target, ev.message)
+            else:
+                log.error("❌ %s %s did not fix it: %s", ev.action, ev.target, ev.message)
+        elif ev.phase == "pending":
+            log.warning("✋ %s %s waits for approval #%s: %s", ev.action, ev.target,
+                        ev.approval_id, ev.why)
+        elif ev.phase == "escalated":
+            log.error("📣 needs a human: %s", ev.why)
+        elif ev.phase == "notice":
+            log.warning("🛑 %s", ev.message)
 
     async def _perform_check(self) -> None:
         drained = self._drain()

@@ -1,0 +1,161 @@
+"""The RemediatorAgent in the runtime, with a real managed HTTP service the test kills."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.config import validate
+from watchkeeper.events import RemediationEvent
+from watchkeeper.runtime import Runtime
+
+from ..conftest import BusRecorder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_for(tmp_path: Path, start: list[str], checks: list[dict[str, Any]],
+                 **remediation: Any) -> Any:
+    return validate({
+        "storage": {"data_dir": str(tmp_path / "data"), "flush_interval": 0.1},
+        "logging": {"dir": str(tmp_path / "logs"), "color": False},
+        "agents": {"check_interval": 0.2, "healing_cooldown": 0},
+        "services": {"web": {"start": start, "checks": checks}},
+        "remediation": {"startup_grace_s": 0, "backoff_initial_s": 0.05,
+                        "verify_timeout_s": 5, **remediation},
+    })
+
+
+def web_settings(tmp_path: Path, **remediation: Any) -> tuple[Any, int]:
+    port = free_port()
+    start = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    return settings_for(tmp_path, start, [{"http": f"http://127.0.0.1:{port}/",
+                                           "timeout_s": 1}], **remediation), port
+
+
+async def until(cond: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := cond()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def web_pid(rt: Runtime) -> int:
+    status = await rt.services.wait_healthy("web", timeout_s=10)
+    assert status.healthy and status.pid
+    await remediator(rt).wait_idle()
+    await asyncio.sleep(0.5)  # a few healthy ticks: nothing is being healed
+    assert remediator(rt).policy.in_flight == 0
+    return status.pid
+
+
+def events(recorder: BusRecorder, phase: str) -> list[RemediationEvent]:
+    return [e for e in recorder.of(RemediationEvent)
+            if isinstance(e, RemediationEvent) and e.phase == phase]
+
+
+def remediator(rt: Runtime) -> RemediatorAgent:
+    return next(a for a in rt.agents if isinstance(a, RemediatorAgent))
+
+
+async def test_killed_service_is_restarted_and_healthy_again(tmp_path: Path) -> None:
+    settings, _port = web_settings(tmp_path)
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        pid = await web_pid(rt)
+        os.kill(pid, signal.SIGKILL)  # the runtime started it for this test
+        finished = await until(lambda: events(recorder, "finished"))
+        assert finished[0].action == "restart_service" and finished[0].target == "web"
+        assert finished[0].outcome == "ok" and finished[0].verified is True
+        status = await rt.services.status("web")
+        assert status.healthy and status.pid != pid
+        entries = rt.audit.entries(action="restart_service")
+        assert [e.kind for e in entries][:3] == ["decision", "intent", "outcome"]
+        assert entries[2].outcome == "ok"
+    finally:
+        await rt.stop()
+
+
+async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
+    settings, _port = web_settings(tmp_path, actions={"restart_service": "approve"})
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        pid = await web_pid(rt)
+        os.kill(pid, signal.SIGKILL)
+        (pending, *_) = await until(lambda: events(recorder, "pending"))
+        await asyncio.sleep(0.5)
+        assert (await rt.services.status("web")).state != "running"  # nothing ran
+        assert [a.id for a in rt.audit.pending()] == [pending.approval_id]
+        assert pending.approval_id is not None
+        decision = await remediator(rt).approve(pending.approval_id, by="alice")
+        assert decision.verdict == "auto" and decision.approved_by == "alice"
+        await until(lambda: events(recorder, "finished"))
+        assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
+        assert rt.audit.pending() == []
+    finally:
+        await rt.stop()
+
+
+async def test_dry_run_executes_nothing(tmp_path: Path) -> None:
+    settings, _port = web_settings(tmp_path, dry_run=True)
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        pid = await web_pid(rt)
+        os.kill(pid, signal.SIGKILL)
+        decided = await until(lambda: [e for e in events(recorder, "decided")
+                                       if e.verdict == "dry_run"])
+        assert decided[0].message.startswith("would restart web")
+        await asyncio.sleep(0.5)
+        assert (await rt.services.status("web")).state != "running"
+        assert events(recorder, "started") == []
+    finally:
+        await rt.stop()
+
+
+async def test_crash_looping_service_gets_exactly_three_restarts_then_one_escalation(
+        tmp_path: Path) -> None:
+    start = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    settings = settings_for(tmp_path, start, [{"process": True}], flap_max_attempts=3,
+                            flap_window_s=300)
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        await until(lambda: events(recorder, "escalated"), timeout=20)
+        await asyncio.sleep(1.5)  # more exits and unhealthy ticks: no more tries
+        started = events(recorder, "started")
+        assert len(started) == 3
+        assert len(events(recorder, "escalated")) == 1
+    finally:
+        await rt.stop()
+    # The budget is persisted: a new watchkeeper on the same data dir does not try again.
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert events(recorder, "started") == []
+    finally:
+        await rt.stop()
+    assert not any("import sys; sys.exit(3)" in " ".join(p.info["cmdline"] or [])
+                   for p in psutil.process_iter(["cmdline"]))
