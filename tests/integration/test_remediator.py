@@ -159,3 +159,32 @@ async def test_crash_looping_service_gets_exactly_three_restarts_then_one_escala
         await rt.stop()
     assert not any("import sys; sys.exit(3)" in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["cmdline"]))
+
+
+async def test_intent_without_outcome_is_reconciled_not_repeated(tmp_path: Path) -> None:
+    """watchkeeper killed between intent and outcome: the next start checks the live state,
+    records the intent as interrupted and does not run the action again blindly."""
+    from watchkeeper.remediation.audit import AuditLog
+    from watchkeeper.remediation.policy import ActionRequest, Policy
+
+    settings, _port = web_settings(tmp_path)
+    audit = AuditLog.open(settings.storage)
+    policy = Policy(lambda: settings)
+    decision = policy.decide(ActionRequest(action="restart_service", params={"service": "web"},
+                                           host="h", reasoning="it crashed"))
+    assert decision.verdict == "auto"
+    intent = await audit.record_intent(decision)  # ...and then the process died (SIGKILL)
+    await audit.close()
+
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        await web_pid(rt)
+        (outcome,) = [e for e in rt.audit.entries(kind="outcome") if e.intent_id == intent]
+        assert outcome.outcome == "interrupted"
+        assert "web is now running" in outcome.message
+        assert rt.audit.unfinished_intents() == []
+        assert events(recorder, "started") == []  # healthy: nothing re-run
+    finally:
+        await rt.stop()

@@ -50,8 +50,11 @@ class AnalyzerAgent(BaseAgent):
                  psutil_module: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
+        # clean_disk is suggested only for a mount that holds a configured cleanup root.
+        roots = cleanup_roots or (lambda: [str(r.path) for r in
+                                           self.config.current.remediation.cleanup_roots])
         self.engine = engine or Analyzer(lambda: self.config.current, host=self.host,
-                                         cleanup_roots=cleanup_roots or (lambda: ()))
+                                         cleanup_roots=roots)
         self.investigator = investigator or Investigator(
             lambda: self.config.current,
             tools=Toolbox(psutil=psutil_module, history=store.series,

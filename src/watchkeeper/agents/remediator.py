@@ -85,8 +85,8 @@ class RemediatorAgent(BaseAgent):
         for intent in self.audit.unfinished_intents():
             target = intent.target or "?"
             live = ""
-            if target.startswith("service:"):
-                name = target.split(":", 1)[1]
+            if intent.action in ("restart_service", "start_service"):
+                name = target.split(":", 1)[-1]
                 if name in self.services:
                     status = await self.services.status(name)
                     live = f"; {name} is now {status.state}" + (
