@@ -253,7 +253,7 @@ class BaseAction(ABC, Generic[P]):
             action=self.name, params=raw, outcome=done.outcome, message=_clean(done.message),
             argv=done.argv, exit_code=done.exit_code, output=redact_text(done.output),
             started_at=started_at, duration_s=duration, details=dict(done.details))
-        log = logger.info if done.outcome == "ok" else logger.warning
+        log = logger.debug if done.outcome == "ok" else logger.warning
         log("%s %s: %s", self.name, done.outcome, result.message)
         return result
 

@@ -304,7 +304,7 @@ class ProcessManager:
         proc = _Proc(pid=popen.pid, create_time=create_time, popen=popen, owned=True,
                      how="started by watchkeeper", started_mono=time.monotonic(), pidfd=pidfd)
         self._track(svc, proc)
-        logger.info("%s: started pid %d: %s", svc.name, popen.pid, " ".join(argv))
+        logger.debug("%s: started pid %d: %s", svc.name, popen.pid, " ".join(argv))
         return self._result(svc, "start", True, f"started pid {popen.pid}", argv)
 
     def _spawn(self, svc: _Service, argv: tuple[str, ...], env: dict[str, str]
@@ -382,7 +382,7 @@ class ProcessManager:
             svc.phase = None
         took = time.monotonic() - began
         note = f" ({'; '.join(notes)})" if notes else ""
-        logger.info("%s: stopped pid %d with %s in %.2f s%s", svc.name, proc.pid, how, took, note)
+        logger.debug("%s: stopped pid %d with %s in %.2f s%s", svc.name, proc.pid, how, took, note)
         return self._result(svc, "stop", True,
                             f"stopped pid {proc.pid} with {how} in {took:.2f} s{note}",
                             argv, output)
@@ -539,7 +539,7 @@ class ProcessManager:
             message=describe_exit(returncode if proc.popen is not None else None))
         svc.last_exit = event
         if expected:
-            logger.info("%s: pid %d %s (stopped by watchkeeper)", svc.name, proc.pid,
+            logger.debug("%s: pid %d %s (stopped by watchkeeper)", svc.name, proc.pid,
                         event.message)
         else:
             logger.warning("%s: pid %d %s after %.1f s", svc.name, proc.pid, event.message,
