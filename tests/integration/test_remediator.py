@@ -188,3 +188,45 @@ async def test_intent_without_outcome_is_reconciled_not_repeated(tmp_path: Path)
         assert events(recorder, "started") == []  # healthy: nothing re-run
     finally:
         await rt.stop()
+
+
+async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
+        tmp_path: Path) -> None:
+    """A disk-full forecast's suggestion (clean_disk on a configured root) is decided by the
+    same policy and run: old matching files go, new ones stay."""
+    import time as _time
+    from datetime import timedelta
+
+    from watchkeeper.events import Alert, SuggestedAction, utcnow
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    old, new = root / "old.tmp", root / "new.tmp"
+    old.write_bytes(b"x" * 10_000)
+    new.write_bytes(b"y" * 10_000)
+    week_ago = _time.time() - 7 * 86400
+    os.utime(old, (week_ago, week_ago))
+    settings, _port = web_settings(
+        tmp_path, actions={"clean_disk": "auto"},
+        cleanup_roots=[{"path": str(root), "patterns": ["*.tmp"], "min_age_hours": 24}])
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        await web_pid(rt)
+        alert = Alert(host=rt.host, id="a1", fingerprint="f1", rule="disk_full_forecast",
+                      metric="disk.full_eta_hours", dimension="/", severity="warning",
+                      since=utcnow() - timedelta(minutes=5),
+                      summary="Disk / will be full in about 4 h", labels={"change": "new"},
+                      suggested_actions=(SuggestedAction(action="clean_disk",
+                                                         params={"root": str(root)},
+                                                         reason="disk filling"),))
+        await rt.bus.publish(f"alerts.{rt.host}", alert)
+        finished = await until(lambda: [e for e in events(recorder, "finished")
+                                        if e.action == "clean_disk"])
+        assert finished[0].outcome == "ok", finished[0].message
+        assert not old.exists() and new.exists()
+        (outcome,) = [e for e in rt.audit.entries(action="clean_disk") if e.kind == "outcome"]
+        assert outcome.outcome == "ok"
+    finally:
+        await rt.stop()
