@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 
+from watchkeeper.remediation.argv import FIXED_PATH, resolve_argv
 from watchkeeper.remediation.registry import ActionRefused, get_spec
 
 from .base import (
@@ -26,12 +27,10 @@ from .base import (
 )
 from .runner import (
     FIXED_ENV,
-    FIXED_PATH,
     CommandNotFound,
     CommandOutput,
     CommandRunner,
     SubprocessRunner,
-    resolve_argv,
 )
 
 __all__ = [

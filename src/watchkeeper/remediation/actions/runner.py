@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +20,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from watchkeeper.redact import redact_text
+from watchkeeper.remediation.argv import (
+    FIXED_PATH,
+    ExecutableNotFound,
+    kill_group,
+    resolve_argv,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Where executables are looked up; never inherited from the environment.
-FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: The whole environment of a child process.
 FIXED_ENV: Mapping[str, str] = {"PATH": FIXED_PATH, "LANG": "C.UTF-8"}
 #: Bytes of output kept from the start and from the end of a command's output.
@@ -36,22 +40,8 @@ TAIL_BYTES = 2048
 DRAIN_AFTER_EXIT_S = 0.5
 
 
-class CommandNotFound(LookupError):
-    """The executable of an argv is not on the fixed PATH (or not executable)."""
-
-
-def resolve_argv(argv: Sequence[str], path: str = FIXED_PATH) -> tuple[str, ...]:
-    """The argv with its executable made absolute via the fixed PATH; raise CommandNotFound."""
-    if not argv or not argv[0]:
-        raise CommandNotFound("empty argv")
-    exe = argv[0]
-    if os.sep in exe and not os.path.isabs(exe):
-        # A relative path would depend on our working directory.
-        raise CommandNotFound(f"{exe!r}: a path to an executable must be absolute")
-    found = shutil.which(exe, path=path)
-    if found is None:
-        raise CommandNotFound(f"{exe!r} is not an executable on {path}")
-    return (os.path.abspath(found), *argv[1:])
+#: The action-side name of the shared error (run_script catches it).
+CommandNotFound = ExecutableNotFound
 
 
 class OutputExcerpt:
@@ -153,7 +143,7 @@ class SubprocessRunner:
 
     def resolve(self, argv: Sequence[str]) -> tuple[str, ...]:
         """The argv as it would run (absolute executable); raise CommandNotFound."""
-        return resolve_argv(argv, self.path)
+        return resolve_argv(argv, path=self.path)
 
     async def run(self, argv: Sequence[str], *, timeout_s: float) -> CommandOutput:
         """Run ``argv``; on timeout kill its whole process group."""
@@ -202,5 +192,4 @@ class SubprocessRunner:
 
 def _kill_group(pgid: int) -> None:
     # start_new_session made the child the leader of a group with its own pid as the id.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    kill_group(pgid, signal.SIGKILL)

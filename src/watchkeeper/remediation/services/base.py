@@ -14,7 +14,6 @@ import contextlib
 import inspect
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -28,6 +27,10 @@ from pydantic import Field
 
 from watchkeeper.events import Frozen, utcnow
 from watchkeeper.redact import redact_text
+from watchkeeper.remediation.argv import FIXED_PATH as FIXED_PATH
+from watchkeeper.remediation.argv import ExecutableNotFound as ExecutableNotFound
+from watchkeeper.remediation.argv import kill_group as kill_group
+from watchkeeper.remediation.argv import resolve_argv as resolve_argv
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ Operation = Literal["start", "stop", "restart"]
 CheckKind = Literal["http", "tcp", "command", "process"]
 
 #: Where executables are looked up; never inherited from our own environment.
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SAFE_PATH = FIXED_PATH
 #: Characters of command output kept in results (the tail: errors come last).
 OUTPUT_EXCERPT = 2000
 
@@ -192,28 +195,6 @@ class CommandRunner(Protocol):
         ...
 
 
-class ExecutableNotFound(LookupError):
-    """The executable of an argv cannot be found on the fixed PATH (or is not executable)."""
-
-
-def resolve_argv(argv: Sequence[str], *, path: str = SAFE_PATH,
-                 cwd: Path | None = None) -> tuple[str, ...]:
-    """The argv with an absolute executable: looked up on ``path``, never on our own PATH."""
-    if not argv or not argv[0]:
-        raise ExecutableNotFound("empty argv")
-    exe = argv[0]
-    if os.sep in exe or (os.altsep and os.altsep in exe):
-        # A relative path is taken relative to the service's cwd, not to ours.
-        full = Path(exe) if Path(exe).is_absolute() else (cwd or Path("/")) / exe
-        if not (full.is_file() and os.access(full, os.X_OK)):
-            raise ExecutableNotFound(f"{exe!r} is not an executable file")
-        return (str(full), *argv[1:])
-    found = shutil.which(exe, path=path)
-    if found is None:
-        raise ExecutableNotFound(f"{exe!r} is not an executable on {path}")
-    return (os.path.abspath(found), *argv[1:])
-
-
 def excerpt(text: str, limit: int = OUTPUT_EXCERPT) -> str:
     """The last ``limit`` characters of ``text``, cut at a line start, redacted."""
     text = text.strip()
@@ -230,18 +211,6 @@ def _read_tail(fh: IO[bytes], limit: int) -> str:
     size = fh.tell()
     fh.seek(max(0, size - limit))
     return fh.read().decode("utf-8", errors="replace")
-
-
-def kill_group(pid: int, sig: int) -> bool:
-    """Signal the process group led by ``pid``; False if it no longer exists."""
-    try:
-        if sys.platform == "win32":
-            os.kill(pid, sig)
-        else:
-            os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 class SubprocessRunner:
