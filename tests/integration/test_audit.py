@@ -139,9 +139,9 @@ async def test_storage_is_wal_full_sync_and_private(audit: AuditLog) -> None:
     await audit.record_decision(decision())
     with sqlite3.connect(audit.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    sync = audit._writer.submit(
-        lambda: audit._wconn.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[union-attr]
-    ).result()
+    sync = await audit._db.on_writer(
+        lambda: audit._db._wconn.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[union-attr]
+    )
     assert sync == 2  # FULL
     assert oct(audit.path.stat().st_mode & 0o777) == "0o600"
 

@@ -21,16 +21,12 @@ Design, in short:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
@@ -42,6 +38,7 @@ from watchkeeper.events import Frozen
 from watchkeeper.redact import redact_text
 from watchkeeper.remediation.actions.base import ActionResult, Verification
 from watchkeeper.remediation.policy import Decision
+from watchkeeper.sqlitedb import SqliteDb
 
 log = logging.getLogger(__name__)
 
@@ -195,21 +192,9 @@ class AuditLog:
     def __init__(self, path: Path | str, *, wall: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._wall = wall
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchkeeper-audit")
-        self._wconn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
-        self._closed = False
-        try:
-            self._writer.submit(self._open_writer).result()
-            self._rconn = self._connect()
-            self._rconn.execute("PRAGMA query_only = ON")
-        except BaseException:
-            if self._rconn is not None:
-                self._rconn.close()
-            self._writer.submit(self._close_writer).result()
-            self._writer.shutdown(wait=True)
-            raise
+        self._db = SqliteDb(self.path, what="audit log", error=AuditError,
+                            schema_version=SCHEMA_VERSION, migrations=MIGRATIONS,
+                            thread_name="watchkeeper-audit")
 
     @classmethod
     def open(cls, config: StorageConfig, **kwargs: Any) -> AuditLog:
@@ -223,115 +208,22 @@ class AuditLog:
 
     # ------------------------------------------------------------------ connections
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            # isolation_level=None: explicit BEGIN/COMMIT only. The read connection is shared
-            # between threads under the read lock.
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                   check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot open audit log {self.path}: {exc}") from None
-        try:
-            conn.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.Error as exc:
-            conn.close()
-            raise AuditError(f"{self.path} is not a SQLite database or is damaged ({exc}); "
-                             "move it away or point storage.data_dir elsewhere") from None
-        return conn
-
-    def _open_writer(self) -> None:
-        if not self.path.exists():
-            # Private: the log names processes, paths and what the LLM reasoned.
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise AuditError(f"cannot create audit log {self.path}: "
-                                 f"{exc.strerror or exc}") from None
-        conn = self._connect()
-        self._wconn = conn
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise AuditError(f"audit log {self.path} cannot use WAL mode (got {mode!r})")
-            # FULL: the WAL is fsynced at every commit; an intent that was acknowledged is on
-            # disk before the action it announces runs, power cut included.
-            conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot open audit log {self.path}: {exc}") from None
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise AuditError(f"audit log {self.path} has schema version {version}, newer than "
-                             f"this watchkeeper supports ({SCHEMA_VERSION}); upgrade watchkeeper")
-        while version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                MIGRATIONS[version](conn)
-                conn.execute(f"PRAGMA user_version = {version + 1}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            version += 1
-            log.info("audit log %s migrated to schema version %d", self.path, version)
-
-    def _close_writer(self) -> None:
-        if self._wconn is not None:
-            self._wconn.close()
-            self._wconn = None
+    @property
+    def _closed(self) -> bool:
+        return self._db.closed
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise AuditError("audit log is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        return await self._db.on_writer(fn)
 
-    @contextlib.contextmanager
-    def _write_txn(self) -> Iterator[sqlite3.Connection]:
-        conn = self._wconn
-        if conn is None:
-            raise AuditError("audit log is closed")
-        # IMMEDIATE: take the write lock before reading what the write depends on (is this
-        # approval still pending?), so another process cannot decide it in between.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _write_txn(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.write_txn()
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            conn = self._rconn
-            if conn is None:
-                raise AuditError("audit log is closed")
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise AuditError(f"cannot read audit log {self.path}: {exc}") from exc
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.read()
 
     async def close(self) -> None:
         """Close both connections and the writer thread (idempotent)."""
-        if self._closed:
-            return
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
-        self._closed = True
-        self._writer.shutdown(wait=True)
-        with self._read_lock:
-            if self._rconn is not None:
-                self._rconn.close()
-                self._rconn = None
-
-    # ------------------------------------------------------------------ writes
+        await self._db.close()
 
     def _insert(self, conn: sqlite3.Connection, kind: EntryKind, *,
                 decision: Decision | None = None, message: str = "",

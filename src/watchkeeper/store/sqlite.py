@@ -24,12 +24,10 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any, TypeVar
 from watchkeeper.config import StorageConfig
 from watchkeeper.events import Event, MetricSnapshot, decode, encode, utcnow
 from watchkeeper.series import flatten
+from watchkeeper.sqlitedb import SqliteDb
 from watchkeeper.store.base import SeriesPoint, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -206,23 +205,16 @@ class SqliteStore:
         self._writer_down = False  # no more flush / retention
         self._failing = False
         self._flusher: asyncio.Task[None] | None = None
-        # One thread owns the write connection for its whole life: sqlite3 connections must
-        # not be shared across threads, and one writer means no SQLITE_BUSY among our writes.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchkeeper-store")
-        self._wconn: sqlite3.Connection | None = None
         self._series_ids: dict[tuple[str, str, str], int] = {}
-        self._rconn: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
-        try:
-            self._writer.submit(self._open_writer).result()
-            self._rconn = self._connect()
-            self._rconn.execute("PRAGMA query_only = ON")
-        except BaseException:
-            if self._rconn is not None:
-                self._rconn.close()
-            self._writer.submit(self._close_writer).result()
-            self._writer.shutdown(wait=True)
-            raise
+        self._db = SqliteDb(self.path, what="history database", error=StoreError,
+                            schema_version=SCHEMA_VERSION, migrations=MIGRATIONS,
+                            thread_name="watchkeeper-store", explain=_explain,
+                            on_open=self._load_series_ids)
+
+    def _load_series_ids(self, conn: sqlite3.Connection) -> None:
+        for sid, metric, dim, host in conn.execute(
+                "SELECT id, metric, dimension, host FROM series"):
+            self._series_ids[(metric, dim, host)] = sid
 
     @classmethod
     def open(cls, config: StorageConfig, **kwargs: Any) -> SqliteStore:
@@ -237,110 +229,16 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ connections
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
-            # check_same_thread=False only matters for the read connection, which the
-            # read lock serialises.
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                   check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(_explain(self.path, exc)) from None
-        try:
-            # Any query fails with "file is not a database" on a foreign file.
-            conn.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(_explain(self.path, exc)) from None
-        return conn
-
-    def _open_writer(self) -> None:
-        """Runs on the writer thread: create, configure and migrate the database."""
-        if not self.path.exists():
-            # Create it private (0600): history names processes and command lines. SQLite
-            # gives its -wal and -shm files the same mode.
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise StoreError(_explain(self.path, exc)) from None
-        conn = self._connect()
-        self._wconn = conn
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"history database {self.path} cannot use WAL mode "
-                                 f"(got {mode!r}); is it on a network filesystem?")
-            # FULL: the WAL is fsynced at every commit, so an acknowledged flush survives a
-            # power cut too (NORMAL would only survive a process crash).
-            conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
-            for sid, metric, dim, host in conn.execute(
-                    "SELECT id, metric, dimension, host FROM series"):
-                self._series_ids[(metric, dim, host)] = sid
-        except sqlite3.Error as exc:
-            raise StoreError(_explain(self.path, exc)) from None
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"history database {self.path} has schema version {version}, "
-                             f"newer than this watchkeeper supports ({SCHEMA_VERSION}); "
-                             "upgrade watchkeeper")
-        while version < SCHEMA_VERSION:
-            # One transaction per step: a crash mid-migration leaves the old version intact.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                MIGRATIONS[version](conn)
-                conn.execute(f"PRAGMA user_version = {version + 1}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            version += 1
-            log.info("history database %s migrated to schema version %d", self.path, version)
-
-    def _close_writer(self) -> None:
-        if self._wconn is not None:
-            self._wconn.close()
-            self._wconn = None
-
     async def _on_writer(self, fn: Callable[[], T]) -> T:
         if self._writer_down:
             raise StoreError("history store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        return await self._db.on_writer(fn)
 
-    @contextlib.contextmanager
-    def _write_txn(self) -> Iterator[sqlite3.Connection]:
-        conn = self._wconn
-        if conn is None:
-            raise StoreError("history store is closed")
-        # IMMEDIATE takes the write lock up front, so another process holding it makes us
-        # wait (busy timeout) instead of failing half-way through the batch.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _write_txn(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.write_txn()
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            conn = self._rconn
-            if conn is None:
-                raise StoreError("history store is closed")
-            # One read transaction per query: a consistent view while retention deletes.
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read history database {self.path}: {exc}") from exc
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.read()
 
     # ------------------------------------------------------------------ writes
 
@@ -551,13 +449,8 @@ class SqliteStore:
         try:
             await self.flush()
         finally:
-            await self._on_writer(self._close_writer)
             self._writer_down = True
-            self._writer.shutdown(wait=True)
-            with self._read_lock:
-                if self._rconn is not None:
-                    self._rconn.close()
-                    self._rconn = None
+            await self._db.close()
 
     # ------------------------------------------------------------------ reads
 
