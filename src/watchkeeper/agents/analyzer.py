@@ -143,16 +143,11 @@ class AnalyzerAgent(BaseAgent):
         sub = self._sub
         if sub is None:
             return
-        settings = self.config.current
         # Wait for a snapshot (woken at once by one, by a command or a config change), then
         # take everything queued: an alert never waits for a poll interval.
-        wait = min(settings.agents.check_interval * 2, settings.agents.check_timeout / 2)
-        item = await self.next_item(sub, wait)
-        while item is not None:
-            _topic, event = item
+        for _topic, event in await self.next_batch(sub):
             if isinstance(event, MetricSnapshot):
                 await self._analyse(event)
-            item = sub.get_nowait()
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
             self._save_state()

@@ -233,6 +233,17 @@ class BaseAgent(ABC):
             return getter.result()
         return None
 
+    async def next_batch(self, sub: Subscription) -> list[tuple[str, Event]]:
+        """Wait for the next item of ``sub`` (bounded well inside the check timeout), then
+        take everything else already queued: what an event-driven check works on."""
+        agents = self.config.current.agents
+        item = await self.next_item(sub, min(agents.check_interval * 2, agents.check_timeout / 2))
+        batch: list[tuple[str, Event]] = []
+        while item is not None:
+            batch.append(item)
+            item = sub.get_nowait()
+        return batch
+
     def wake(self) -> None:
         """Interrupt the agent's sleep (thread-safe): it re-reads its settings."""
         loop = self._loop

@@ -149,17 +149,12 @@ class RemediatorAgent(BaseAgent):
         sub = self._sub
         if sub is None:
             return
-        if not self._requests:
-            settings = self.config.current
-            wait = min(settings.agents.check_interval * 2, settings.agents.check_timeout / 2)
-            item = await self.next_item(sub, wait)
-            while item is not None:
-                _topic, event = item
+        if not self._requests:  # a service exit already waits: act on it first
+            for _topic, event in await self.next_batch(sub):
                 if isinstance(event, MetricSnapshot):
                     self._from_snapshot(event)
                 elif isinstance(event, Alert):
                     self._from_alert(event)
-                item = sub.get_nowait()
         requests, self._requests = self._requests, []
         for request in requests:
             await self.submit(request)
