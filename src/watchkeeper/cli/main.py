@@ -1,12 +1,13 @@
 """The `watchkeeper` command tree (click). The only place, with cli/*, that prints.
 
-Commands: run, config show, config validate. Later: serve, cli, simulate.
+Commands: run, serve, config show, config validate. Later: cli, simulate.
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -81,6 +82,102 @@ async def _run_until_signal(runtime: Any) -> None:
         except (NotImplementedError, RuntimeError):  # Windows: only SIGINT, via KeyboardInterrupt
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     await runtime.run(stop)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: api.host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on (default: api.port).")
+@click.option("--agents", default=None, help="Comma-separated agents to run (default: all).")
+@click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | None,
+          no_console_log: bool) -> None:
+    """Run all agents plus the REST API in one process (Ctrl-C or SIGTERM stops cleanly)."""
+    settings = _settings(ctx)
+    from watchkeeper.api.auth import is_loopback, token_path
+
+    host = host or settings.api.host
+    port = settings.api.port if port is None else port
+    configured = settings.api.token is not None and bool(settings.api.token.get_secret_value())
+    if not is_loopback(host) and not configured:
+        click.echo(f"watchkeeper: refusing to listen on {host}, which is not a loopback "
+                   "address, without an operator token: set api.token (or "
+                   "WATCHKEEPER_API__TOKEN), or listen on 127.0.0.1.", err=True)
+        sys.exit(EXIT_CONFIG)
+    from watchkeeper.api.routes.config import load_overrides, overrides_path
+    from watchkeeper.logging_setup import setup_logging
+    from watchkeeper.runtime import Runtime
+    from watchkeeper.store.sqlite import StoreError
+
+    log_file = setup_logging(settings.logging, console=not no_console_log)
+    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    try:
+        runtime = Runtime(settings, agents=names)
+    except (StoreError, ValueError) as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
+    try:  # updates made through the API last time, kept in the data dir
+        overrides = load_overrides(settings)
+        if overrides:
+            runtime.update_config(overrides, source=str(overrides_path(settings)))
+    except ConfigError as err:
+        _fail_config(err)
+    try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        click.echo(f"watchkeeper: cannot listen on {host}:{port}: {exc.strerror or exc}",
+                   err=True)
+        sys.exit(1)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    where = ("operator token from the configuration" if configured
+             else f"operator token in {token_path(settings)}")
+    click.echo(f"watchkeeper {__version__}: http://{shown}:{bound_port}/ (API docs at /docs; "
+               f"{where}); logs in {log_file}. Ctrl-C to stop.", err=True)
+    asyncio.run(_serve(runtime, host, sock))
+
+
+def _listen(host: str, port: int) -> Any:
+    """Bind the listening socket before anything starts, so a busy port fails fast."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(runtime: Any, host: str, sock: Any) -> None:
+    import uvicorn
+
+    from watchkeeper.api import create_app
+
+    app = create_app(runtime, bind_host=host)
+    # log_config=None: our logging setup stays in charge; uvicorn handles the signals.
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                           lifespan="off", server_header=False))
+    # uvicorn takes SIGINT/SIGTERM while it serves, then restores the previous handlers and
+    # raises the signal again; with the default handlers that would kill the process before
+    # the runtime flushes its history, so the previous handlers are ours and only stop it.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Windows has no add_signal_handler: uvicorn's own handling is all there is.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    await runtime.start()
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await runtime.stop()
+        sock.close()
 
 
 @cli.group()

@@ -1,0 +1,63 @@
+"""Remediation history, pending approvals, approve and reject."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+
+from watchkeeper.api.auth import require_operator, require_read
+from watchkeeper.api.routes.deps import RemediatorDep, RuntimeDep
+from watchkeeper.api.schemas import MAX_ID, ActionsBody, ApproveBody, ErrorBody, RejectRequest
+from watchkeeper.remediation.audit import Approval, ApprovalError
+from watchkeeper.runtime import Runtime
+
+router = APIRouter(prefix="/api/actions", tags=["actions"])
+
+ACTOR = "api"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
+
+ApprovalId = Annotated[int, Path(ge=1, le=MAX_ID, description="id of a pending approval")]
+
+
+@router.get("", response_model=ActionsBody, dependencies=[Depends(require_read)])
+def list_actions(runtime: RuntimeDep,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> ActionsBody:
+    """The newest audit entries (oldest first) and every action waiting for approval."""
+    return ActionsBody(entries=runtime.audit.entries(limit=limit),
+                       pending=runtime.audit.pending())
+
+
+def _check_pending(runtime: Runtime, approval_id: int) -> None:
+    approval = runtime.audit.approval(approval_id)
+    if approval is None:
+        raise HTTPException(404, f"no approval #{approval_id}")
+    if approval.state != "pending":
+        raise HTTPException(409, f"approval #{approval_id} was {approval.state} already")
+
+
+@router.post("/{approval_id}/approve", response_model=ApproveBody, responses=_ERRORS,
+             dependencies=[Depends(require_operator)])
+async def approve(approval_id: ApprovalId, runtime: RuntimeDep,
+                  remediator: RemediatorDep) -> ApproveBody:
+    """Approve a pending action; it runs if the policy still allows it now."""
+    _check_pending(runtime, approval_id)
+    try:
+        decision = await remediator.approve(approval_id, ACTOR)
+    except ApprovalError as exc:  # decided by someone else in the meantime
+        raise HTTPException(409, str(exc)) from None
+    return ApproveBody(approval_id=approval_id, verdict=decision.verdict, why=decision.why)
+
+
+@router.post("/{approval_id}/reject", response_model=Approval, responses=_ERRORS,
+             dependencies=[Depends(require_operator)])
+async def reject(approval_id: ApprovalId, runtime: RuntimeDep,
+                 remediator: RemediatorDep,
+                 body: Annotated[RejectRequest | None, Body()] = None) -> Approval:
+    """Reject a pending action, with an optional reason."""
+    _check_pending(runtime, approval_id)
+    try:
+        return await remediator.reject(approval_id, ACTOR, body.reason if body else "")
+    except ApprovalError as exc:
+        raise HTTPException(409, str(exc)) from None

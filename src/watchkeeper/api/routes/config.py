@@ -1,0 +1,101 @@
+"""The effective configuration (masked) and its validated, persisted live update."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Body, Depends, HTTPException
+
+from watchkeeper.api.auth import require_operator, require_read
+from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
+from watchkeeper.config import ConfigError, Settings, read_yaml
+from watchkeeper.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/config", tags=["config"])
+
+OVERRIDES_FILE_NAME = "config_overrides.yaml"
+
+#: Sections read only when the process starts (socket and tokens, open files, log setup):
+#: accepting them live would report a change that did not happen.
+RESTART_ONLY = ("api", "storage", "logging")
+
+
+def overrides_path(settings: Settings) -> Path:
+    """Where updates made through the API are kept, to be applied again at the next start."""
+    return settings.storage.path / OVERRIDES_FILE_NAME
+
+
+def load_overrides(settings: Settings) -> dict[str, Any]:
+    """The saved API updates ({} if none); a broken file is a ConfigError."""
+    path = overrides_path(settings)
+    return read_yaml(path) if path.is_file() else {}
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def save_overrides(settings: Settings, patch: Mapping[str, Any]) -> None:
+    """Merge ``patch`` into the overrides file, atomically and readable by the owner only."""
+    path = overrides_path(settings)
+    data = _deep_merge(load_overrides(settings), patch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _body(runtime: Runtime) -> dict[str, Any]:
+    return runtime.config.current.masked()
+
+
+@router.get("", response_model=ConfigBody, dependencies=[Depends(require_read)])
+def get_config(runtime: RuntimeDep) -> ConfigBody:
+    """The effective configuration, every secret masked."""
+    return ConfigBody(version=runtime.config.version, config=_body(runtime))
+
+
+@router.patch("", response_model=ConfigUpdated, dependencies=[Depends(require_operator)],
+              responses={422: {"model": ErrorBody, "description": "one problem per line"}})
+def update_config(runtime: RuntimeDep, patch: Annotated[dict[str, Any], Body(
+        examples=[{"thresholds": {"cpu_warning": 80}}],
+        description="a partial configuration, deep-merged into the current one")],
+                  ) -> ConfigUpdated:
+    """Validate and apply a partial configuration live; it is kept for the next start."""
+    fixed = [k for k in patch if k in RESTART_ONLY]
+    if fixed:
+        raise HTTPException(422, [f"{k}: changes only in the config file, with a restart"
+                                  for k in fixed])
+    try:
+        changed = runtime.update_config(patch, source="api")
+    except ConfigError as err:
+        raise HTTPException(422, [str(p) for p in err.problems]) from None
+    if changed:
+        try:
+            save_overrides(runtime.config.current, patch)
+        except (OSError, ConfigError) as exc:
+            # Applied but not kept: say so in the log; the live change still stands.
+            log.error("config update applied but not saved to %s: %s",
+                      overrides_path(runtime.config.current), exc)
+        log.info("config updated through the API: %s", ", ".join(changed))
+    return ConfigUpdated(version=runtime.config.version, changed=list(changed),
+                         config=_body(runtime))

@@ -1,0 +1,42 @@
+"""Shared dependencies: the runtime and the agents routes talk to."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, HTTPException, Request
+
+from watchkeeper.agents.analyzer import AnalyzerAgent
+from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.runtime import Runtime
+
+A = TypeVar("A", bound=BaseAgent)
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime this app serves."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _agent(runtime: Runtime, kind: type[A], name: str) -> A:
+    for agent in runtime.agents:
+        if isinstance(agent, kind):
+            return agent
+    raise HTTPException(503, f"the {name} agent is not running in this process")
+
+
+def get_analyzer(request: Request) -> AnalyzerAgent:
+    """The analyzer agent (503 when this process runs without one)."""
+    return _agent(get_runtime(request), AnalyzerAgent, "analyzer")
+
+
+def get_remediator(request: Request) -> RemediatorAgent:
+    """The remediator agent (503 when this process runs without one)."""
+    return _agent(get_runtime(request), RemediatorAgent, "remediator")
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AnalyzerDep = Annotated[AnalyzerAgent, Depends(get_analyzer)]
+RemediatorDep = Annotated[RemediatorAgent, Depends(get_remediator)]

@@ -1,0 +1,144 @@
+"""Current metrics, their history, and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from watchkeeper.agents.analyzer import AnalyzerAgent
+from watchkeeper.api.auth import require_read
+from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.schemas import ErrorBody, HistoryBody, Point, Text
+from watchkeeper.events import AgentState, MetricSnapshot
+from watchkeeper.runtime import Runtime
+from watchkeeper.series import METRICS, flatten
+
+router = APIRouter(tags=["metrics"])
+
+_STATES: tuple[AgentState, ...] = ("starting", "running", "paused", "degraded", "stopped",
+                                   "crashed")
+
+
+def _latest(runtime: Runtime) -> MetricSnapshot | None:
+    # The analyzer holds the newest tick; the store only what has been flushed.
+    for agent in runtime.agents:
+        if isinstance(agent, AnalyzerAgent) and agent.latest() is not None:
+            return agent.latest()
+    return runtime.store.latest_snapshot(runtime.host)
+
+
+@router.get("/api/metrics", response_model=MetricSnapshot, dependencies=[Depends(require_read)],
+            responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"}})
+def current(runtime: RuntimeDep) -> MetricSnapshot:
+    """The latest metric snapshot of this host."""
+    snap = _latest(runtime)
+    if snap is None:
+        raise HTTPException(503, "no metrics collected yet; try again in a few seconds")
+    return snap
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+@router.get("/api/metrics/history", response_model=HistoryBody,
+            dependencies=[Depends(require_read)])
+def history(
+    runtime: RuntimeDep,
+    metric: Annotated[Text, Query(description="a name from series.METRICS, e.g. cpu.percent",
+                                  json_schema_extra={"enum": list(METRICS)})],
+    start: Annotated[datetime | None, Query(description="default: an hour before end")] = None,
+    end: Annotated[datetime | None, Query(description="default: now")] = None,
+    step: Annotated[int | None, Query(ge=1, le=86_400, description="bucket seconds")] = None,
+    dimension: Annotated[Text, Query(description="mount point, interface, device")] = "",
+) -> HistoryBody:
+    """History of one metric between start and end, optionally bucketed by step seconds."""
+    if metric not in METRICS:
+        raise HTTPException(422, f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    end_at = _utc(end) if end is not None else datetime.now(timezone.utc)
+    start_at = _utc(start) if start is not None else end_at - timedelta(hours=1)
+    if start_at > end_at:
+        raise HTTPException(422, "start must not be after end")
+    try:
+        points = runtime.store.series(metric, start_at, end_at, dimension=dimension,
+                                      step_s=step, host=runtime.host)
+    except (OverflowError, ValueError) as exc:  # a date outside what a float timestamp holds
+        raise HTTPException(422, f"invalid range: {exc}") from None
+    return HistoryBody(metric=metric, dimension=dimension, step_s=step, start=start_at,
+                       end=end_at, points=[Point(at=p.at, avg=p.avg, min=p.min, max=p.max,
+                                                 count=p.count) for p in points])
+
+
+class RuntimeCollector(Collector):
+    """Prometheus metrics computed at scrape time from the runtime's latest state."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        """Host metrics, agent health, open alerts by severity, action outcomes."""
+        rt = self.runtime
+        snap = _latest(rt)
+        if snap is not None:
+            families: dict[str, GaugeMetricFamily] = {}
+            for sample in flatten(snap):
+                name = "watchkeeper_" + sample.metric.replace(".", "_")
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = GaugeMetricFamily(
+                        name, f"{sample.metric} from the latest snapshot",
+                        labels=["host", "dimension"])
+                family.add_metric([rt.host, sample.dimension], sample.value)
+            yield from families.values()
+        health = GaugeMetricFamily("watchkeeper_agent_up", "1 when the agent is running",
+                                   labels=["host", "agent"])
+        state = GaugeMetricFamily("watchkeeper_agent_state", "1 for the agent's current state",
+                                  labels=["host", "agent", "state"])
+        restarts = GaugeMetricFamily("watchkeeper_agent_restarts",
+                                     "times the supervisor restarted the agent",
+                                     labels=["host", "agent"])
+        for h in rt.supervisor.health():
+            health.add_metric([rt.host, h.name], 1.0 if h.state == "running" else 0.0)
+            restarts.add_metric([rt.host, h.name], float(h.restarts))
+            for s in _STATES:
+                state.add_metric([rt.host, h.name, s], 1.0 if h.state == s else 0.0)
+        yield from (health, state, restarts)
+        alerts = GaugeMetricFamily("watchkeeper_alerts_open", "open alerts by severity",
+                                   labels=["host", "severity"])
+        by_severity: Counter[str] = Counter()
+        for agent in rt.agents:
+            if isinstance(agent, AnalyzerAgent):
+                by_severity.update(a.severity for a in agent.engine.active_alerts())
+        for severity in ("info", "warning", "critical"):
+            alerts.add_metric([rt.host, severity], float(by_severity[severity]))
+        yield alerts
+        outcomes = GaugeMetricFamily(
+            "watchkeeper_action_outcomes", "remediation outcomes in the audit log (last 10000)",
+            labels=["host", "outcome"])
+        counted = Counter(e.outcome or "unknown"
+                          for e in rt.audit.entries(kind="outcome", limit=10_000))
+        for outcome, n in sorted(counted.items()):
+            outcomes.add_metric([rt.host, outcome], float(n))
+        yield outcomes
+        pending = GaugeMetricFamily("watchkeeper_actions_pending",
+                                    "actions waiting for approval", labels=["host"])
+        pending.add_metric([rt.host], float(len(rt.audit.pending())))
+        yield pending
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(require_read)],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def prometheus(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition of host metrics, agent health, alerts and action outcomes."""
+    # A registry per scrape: the collector reads live state, so nothing is kept between.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

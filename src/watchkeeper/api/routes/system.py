@@ -1,0 +1,86 @@
+"""Health, system, agents, bus counters and agent commands."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from watchkeeper import __version__
+from watchkeeper.api.auth import require_operator, require_read
+from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.schemas import (
+    AgentsBody,
+    AgentStatus,
+    BusBody,
+    CommandBody,
+    CommandRequest,
+    ErrorBody,
+    HealthBody,
+    SystemBody,
+    TopicCounters,
+)
+from watchkeeper.events import Command
+from watchkeeper.runtime import Runtime
+
+router = APIRouter(prefix="/api", tags=["system"])
+
+
+def _health(runtime: Runtime) -> HealthBody:
+    agents = [AgentStatus(name=h.name, state=h.state) for h in runtime.supervisor.health()]
+    ready = bool(agents) and all(a.state == "running" for a in agents)
+    return HealthBody(status="ok" if ready else "degraded", live=True, ready=ready,
+                      agents=agents)
+
+
+@router.get("/health", response_model=HealthBody, dependencies=[Depends(require_read)],
+            responses={503: {"model": HealthBody, "description": "not every agent is running"}})
+def health(runtime: RuntimeDep) -> JSONResponse:
+    """Liveness and readiness: 200 when every agent runs, else 503 with each agent's state."""
+    body = _health(runtime)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+
+@router.get("/system", response_model=SystemBody, dependencies=[Depends(require_read)])
+def system(request: Request, runtime: RuntimeDep) -> SystemBody:
+    """Overall status, uptime, host and version."""
+    snap = runtime.store.latest_snapshot(runtime.host)
+    health = runtime.supervisor.health()
+    running = sum(1 for h in health if h.state == "running")
+    identity = snap.identity if snap is not None else None
+    return SystemBody(
+        status="ok" if health and running == len(health) else "degraded",
+        version=__version__, host=runtime.host,
+        uptime_s=round(time.monotonic() - request.app.state.started, 3),
+        host_uptime_s=snap.uptime_s if snap is not None else None,
+        os=f"{identity.os} {identity.os_release}" if identity is not None else None,
+        agents_running=running, agents_total=len(health))
+
+
+@router.get("/agents", response_model=AgentsBody, dependencies=[Depends(require_read)])
+def agents(runtime: RuntimeDep) -> AgentsBody:
+    """Every agent's health: state, last success and error, restarts, checks."""
+    return AgentsBody(agents=runtime.supervisor.health())
+
+
+@router.get("/bus", response_model=BusBody, dependencies=[Depends(require_read)])
+def bus(runtime: RuntimeDep) -> BusBody:
+    """Message counters per topic."""
+    return BusBody(topics=[TopicCounters(topic=t.topic, published=t.published,
+                                         delivered=t.delivered, dropped=t.dropped,
+                                         queue_depth=t.queue_depth)
+                           for t in runtime.bus.stats()])
+
+
+@router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
+             responses={404: {"model": ErrorBody}})
+async def command(body: CommandRequest, runtime: RuntimeDep
+                  ) -> CommandBody:
+    """Send health_check, pause, resume or restart to one agent or to all; their replies."""
+    names = [a.name for a in runtime.agents]
+    if body.target != "all" and body.target not in names:
+        raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
+    replies = await runtime.command(Command(host=runtime.host, command=body.command,
+                                            target=body.target))
+    return CommandBody(replies=replies)

@@ -1,0 +1,87 @@
+"""Schemathesis over the OpenAPI document of a real `watchkeeper serve`, token set.
+
+Every check is on (schemathesis' default): no 5xx, responses that match their own schema,
+no mutating route that ignores missing auth, unsupported methods answered 405 with Allow.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_api_security import start_serve, wait_healthy
+from .test_cli import wk_env
+
+TOKEN = "schemathesis-operator-token-0123456789"
+
+# Exceptions, each a rule the schema cannot express, so a schema-valid request may be refused:
+# - /api/health answers 503 by design while an agent is paused or restarting (the fuzzer
+#   pauses and restarts agents through /api/command);
+# - a silence's `until` must lie in the future; history's start must not be after its end;
+# - a config patch must pass the settings' own validation (warning <= critical, ...).
+CONFIG = """
+[[operations]]
+include-path = "/api/health"
+checks.not_a_server_error.enabled = false
+
+[[operations]]
+include-path = "/api/alerts/silences"
+include-method = "POST"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/api/metrics/history"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/api/config"
+include-method = "PATCH"
+checks.positive_data_acceptance.enabled = false
+"""
+
+
+def _fuzz(tmp_path: Path, url: str, selected: int, *args: str) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    out = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+         f"{url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
+         "--max-examples", "25", "--seed", "20261126", "--workers", "1", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    # The filters chose what was meant, and the fuzzing was not vacuous.
+    assert f"Selected: {selected}/" in out.stdout and f"Tested: {selected}" in out.stdout
+
+
+def _serve_and_fuzz(tmp_path: Path, serve_args: tuple[str, ...], selected: int,
+                    *fuzz_args: str) -> None:
+    env = wk_env(tmp_path, WATCHKEEPER_API__TOKEN=TOKEN,
+                 WATCHKEEPER_AGENTS__CHECK_INTERVAL="0.5")
+    proc, url = start_serve(tmp_path, env, *serve_args)
+    try:
+        wait_healthy(url)
+        _fuzz(tmp_path, url, selected, *fuzz_args)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_schemathesis_every_route_but_config_updates(tmp_path: Path) -> None:
+    _serve_and_fuzz(tmp_path, (), 17, "--exclude-operation-id",
+                    "update_config_api_config_patch")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_schemathesis_config_updates_without_a_remediator(tmp_path: Path) -> None:
+    # Fuzzed settings are applied live; with no remediator nothing can act on them
+    # (a generated cleanup root plus a zero threshold must never reach clean_disk).
+    _serve_and_fuzz(tmp_path, ("--agents", "sensor,analyzer,communicator"), 1,
+                    "--include-operation-id", "update_config_api_config_patch")

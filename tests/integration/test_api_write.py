@@ -1,0 +1,252 @@
+"""Mutating routes of the REST API: operator token, 401/404/409/422 paths, real server."""
+
+from __future__ import annotations
+
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.api.routes.config import overrides_path
+from watchkeeper.remediation.policy import ActionRequest
+
+from .test_api_harness import READER, Api, api_settings, serve_api, until
+
+FUTURE = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+
+#: Every mutating route with a body that would be valid.
+MUTATIONS: list[tuple[str, str, Any]] = [
+    ("POST", "/api/alerts/some-fingerprint/ack", None),
+    ("POST", "/api/alerts/silences", {"matchers": {"metric": "cpu.*"}, "until": FUTURE}),
+    ("DELETE", "/api/alerts/silences/silence-1", None),
+    ("POST", "/api/actions/1/approve", None),
+    ("POST", "/api/actions/1/reject", {"reason": "no"}),
+    ("PATCH", "/api/config", {"thresholds": {"cpu_warning": 70}}),
+    ("POST", "/api/command", {"command": "health_check", "target": "all"}),
+]
+
+
+async def _pending(api: Api) -> int:
+    """One action waiting for approval (one per target waits at a time)."""
+    remediator = next(a for a in api.runtime.agents if isinstance(a, RemediatorAgent))
+    await remediator.submit(ActionRequest(action="notify_only", host=api.runtime.host,
+                                          params={"message": "look at this"}))
+    (approval,) = api.runtime.audit.pending()
+    return approval.id
+
+
+async def remediator_idle(api: Api) -> None:
+    remediator = next(a for a in api.runtime.agents if isinstance(a, RemediatorAgent))
+    await remediator.wait_idle()
+
+
+@pytest.mark.parametrize("token", [None, READER, "wrong-token"])
+async def test_every_mutation_needs_the_operator_token(tmp_path: Path, token: str | None
+                                                       ) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        headers = api.auth(token) if token else {}
+        for method, path, body in MUTATIONS:
+            r = await api.client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (method, path, r.text)
+            assert r.json()["error"] == "unauthorized"
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        # Nothing changed.
+        assert api.runtime.config.version == 1
+
+
+async def test_reads_need_a_token_when_bound_off_loopback(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path), bind_host="0.0.0.0") as api:
+        for path in ("/api/health", "/api/system", "/api/agents", "/api/metrics", "/api/bus",
+                     "/api/alerts", "/api/actions", "/api/config", "/metrics",
+                     "/api/metrics/history?metric=cpu.percent"):
+            r = await api.client.get(path)
+            assert r.status_code == 401, path
+            r = await api.client.get(path, headers=api.auth("nope"))
+            assert r.status_code == 401, path
+        assert (await api.client.get("/api/config", headers=api.auth(READER))).status_code \
+            == 200
+        assert (await api.client.get("/api/config", headers=api.auth())).status_code == 200
+        # The read token reads, and only reads.
+        r = await api.client.post("/api/command", headers=api.auth(READER),
+                                  json={"command": "health_check"})
+        assert r.status_code == 401
+
+
+async def test_ack_and_silences(tmp_path: Path) -> None:
+    # Every host uses more than 1% memory: a memory alert fires at once.
+    settings = api_settings(tmp_path, thresholds={"memory_warning": 1, "memory_critical": 99.9},
+                            analyzer={"for_s": 0})
+    async with serve_api(settings) as api:
+        async def memory_alert() -> dict[str, Any] | None:
+            alerts = (await api.client.get("/api/alerts")).json()["alerts"]
+            return next((a for a in alerts if a["metric"] == "memory.percent"), None)
+
+        alert = await until(memory_alert)
+        fp = alert["fingerprint"]
+        r = await api.client.post(f"/api/alerts/{fp}/ack", headers=api.auth())
+        assert r.status_code == 200 and r.json()["state"] == "acknowledged"
+        acked = (await api.client.get("/api/alerts", params={"state": "acknowledged"})).json()
+        assert fp in [a["fingerprint"] for a in acked["alerts"]]
+        r = await api.client.post("/api/alerts/no-such-alert/ack", headers=api.auth())
+        assert r.status_code == 404 and "no-such-alert" in r.json()["detail"]
+
+        r = await api.client.post("/api/alerts/silences", headers=api.auth(), json={
+            "matchers": {"metric": "memory.*"}, "until": FUTURE, "comment": "known"})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        listed = (await api.client.get("/api/alerts/silences")).json()["silences"]
+        assert [s["id"] for s in listed] == [sid] and listed[0]["comment"] == "known"
+        silenced = await until(memory_alert)
+        assert silenced["silenced"] is True
+
+        r = await api.client.delete(f"/api/alerts/silences/{sid}", headers=api.auth())
+        assert r.status_code == 200 and r.json()["ok"] is True
+        r = await api.client.delete(f"/api/alerts/silences/{sid}", headers=api.auth())
+        assert r.status_code == 404
+
+        past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+        for body in ({"matchers": {}, "until": FUTURE},
+                     {"matchers": {"metric": "x"}, "until": past},
+                     {"matchers": {"metric": "x"}},
+                     {"matchers": {"metric": "x\u0000"}, "until": FUTURE},
+                     {"matchers": {"metric": "x"}, "until": FUTURE, "extra": 1},
+                     ["not", "an", "object"]):
+            r = await api.client.post("/api/alerts/silences", headers=api.auth(), json=body)
+            assert r.status_code == 422, (body, r.text)
+
+
+async def test_approve_and_reject(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        first = await _pending(api)
+        body = (await api.client.get("/api/actions")).json()
+        assert [p["id"] for p in body["pending"]] == [first]
+        assert any(e["kind"] == "approval_requested" for e in body["entries"])
+
+        r = await api.client.post(f"/api/actions/{first}/approve", headers=api.auth())
+        assert r.status_code == 200, r.text
+        assert r.json()["approval_id"] == first and r.json()["verdict"] == "auto"
+        r = await api.client.post(f"/api/actions/{first}/approve", headers=api.auth())
+        assert r.status_code == 409
+
+        await remediator_idle(api)
+        second = await _pending(api)
+        r = await api.client.post(f"/api/actions/{second}/reject", headers=api.auth(),
+                                  json={"reason": "not now"})
+        assert r.status_code == 200 and r.json()["state"] == "rejected"
+        assert r.json()["reason"] == "not now"
+        r = await api.client.post(f"/api/actions/{second}/reject", headers=api.auth())
+        assert r.status_code == 409
+        assert (await api.client.get("/api/actions")).json()["pending"] == []
+
+        for path in ("/api/actions/999/approve", "/api/actions/999/reject"):
+            assert (await api.client.post(path, headers=api.auth())).status_code == 404
+        for bad in (str(2**63), "0", "-1", "abc", "1.5", str(2**64)):
+            r = await api.client.post(f"/api/actions/{bad}/approve", headers=api.auth())
+            assert r.status_code == 422, (bad, r.text)
+        r = await api.client.post(f"/api/actions/{2**63 - 1}/approve", headers=api.auth())
+        assert r.status_code == 404
+        r = await api.client.post("/api/actions/5/reject", headers=api.auth(),
+                                  json={"reason": 5})
+        assert r.status_code == 422
+
+
+async def test_config_update_is_validated_applied_and_kept(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    async with serve_api(settings) as api:
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"thresholds": {"cpu_warning": 70}})
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] == ["thresholds.cpu_warning"] and r.json()["version"] == 2
+        assert api.runtime.config.current.thresholds.cpu_warning == 70
+        path = overrides_path(settings)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert yaml.safe_load(path.read_text()) == {"thresholds": {"cpu_warning": 70}}
+
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"thresholds": {"cpu_warning": 99}})
+        assert r.status_code == 422
+        assert any("cpu_warning" in line for line in r.json()["detail"])
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"thresholds": {"cpu_warnin": 50}})
+        assert r.status_code == 422 and "did you mean 'cpu_warning'" in r.json()["detail"][0]
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"api": {"token": "mine"}})
+        assert r.status_code == 422
+        r = await api.client.patch("/api/config", headers=api.auth(), json=[1, 2])
+        assert r.status_code == 422
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"llm": {"api_key": 12}})
+        assert r.status_code == 422 and "12" not in str(r.json()["detail"])
+        assert api.runtime.config.version == 2  # nothing invalid was applied
+        assert yaml.safe_load(path.read_text()) == {"thresholds": {"cpu_warning": 70}}
+
+
+async def test_commands(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        r = await api.client.post("/api/command", headers=api.auth(),
+                                  json={"command": "health_check", "target": "all"})
+        assert r.status_code == 200
+        replies = r.json()["replies"]
+        assert {x["agent"] for x in replies} == {"sensor", "analyzer", "remediator",
+                                                 "communicator"}
+        assert all(x["ok"] for x in replies)
+        for command in ("pause", "resume", "restart"):
+            r = await api.client.post("/api/command", headers=api.auth(),
+                                      json={"command": command, "target": "analyzer"})
+            assert r.status_code == 200 and r.json()["replies"][0]["ok"], r.text
+        r = await api.client.post("/api/command", headers=api.auth(),
+                                  json={"command": "health_check", "target": "nobody"})
+        assert r.status_code == 404
+        for body in ({"command": "explode"}, {}, {"command": "pause", "target": 3}):
+            r = await api.client.post("/api/command", headers=api.auth(), json=body)
+            assert r.status_code == 422, body
+
+
+async def test_errors_are_json_without_stack_traces(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        checks: list[tuple[httpx.Response, int]] = [
+            (await api.client.get("/api/nothing-here"), 404),
+            (await api.client.delete("/api/health"), 405),
+            (await api.client.get("/api/alerts/silences/x%00y"), 400),
+            (await api.client.post("/api/alerts/a%00b/ack", headers=api.auth()), 400),
+            (await api.client.get("/api/metrics/history?metric=cpu.percent&dimension=a%00")
+             , 400),
+            (await api.client.post("/api/command", headers={
+                **api.auth(), "content-type": "application/json"}, content=b"{not json"), 422),
+            (await api.client.patch("/api/config", headers=api.auth(),
+                                    content=b"{" + b" " * 100_000 + b"}"), 413),
+        ]
+        for r, status in checks:
+            assert r.status_code == status, (r.request.url, r.text)
+            body = r.json()
+            assert set(body) == {"error", "detail"} and body["error"]
+            assert "Traceback" not in r.text and "File \"" not in r.text
+            assert "default-src 'none'" in r.headers["content-security-policy"]
+
+        async def chunks() -> Any:
+            for _ in range(100):
+                yield b" " * 1024
+
+        r = await api.client.patch("/api/config", headers=api.auth(), content=chunks())
+        assert r.status_code == 413
+
+
+async def test_docs_render_offline_with_a_strict_csp(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        r = await api.client.get("/docs")
+        assert r.status_code == 200 and "swagger" in r.text.lower()
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self' 'sha256-" in csp and "unsafe-eval" not in csp
+        assert "http" not in r.text.replace("http-equiv", "")  # nothing from a CDN
+        assert "script-src 'self' 'unsafe-inline'" not in csp
+        js = await api.client.get("/static-offline-docs/swagger-ui-bundle.js")
+        assert js.status_code == 200 and len(js.content) > 100_000
+        schema = (await api.client.get("/openapi.json")).json()
+        assert "/api/command" in schema["paths"]
+        assert set(schema["components"]["securitySchemes"]) == {"OperatorToken"}
+        assert "security" not in schema["paths"]["/api/health"]["get"]
