@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeAlias, TypeVar
@@ -28,6 +28,33 @@ PsutilLike: TypeAlias = Any
 
 #: Reason recorded for a rate that has no previous reading to compare against.
 FIRST_SAMPLE = "first sample: a rate needs a previous reading"
+
+
+def counter_deltas(
+    family: str, prev_at: float | None, cur_at: float, prev: Mapping[str, Any] | None,
+    cur: Mapping[str, Any], fields: Sequence[str], note: Callable[[str, str], None],
+    reset: str,
+) -> Iterator[tuple[str, Any, Any, tuple[float, ...], float]]:
+    """Walk two readings of per-device counters: (name, current, previous, deltas of
+    ``fields``, elapsed seconds) for every device with a usable previous value. The first
+    reading, no elapsed time, a new device and counters that went backwards are noted."""
+    if prev is None or prev_at is None:
+        note(family, FIRST_SAMPLE)
+        return
+    elapsed = cur_at - prev_at
+    if elapsed <= 0:
+        note(family, "no time elapsed since the previous reading")
+        return
+    for name in sorted(cur):
+        c, p = cur[name], prev.get(name)
+        if p is None:
+            note(f"{family}:{name}", FIRST_SAMPLE)
+            continue
+        deltas = tuple(float(getattr(c, f) - getattr(p, f)) for f in fields)
+        if min(deltas) < 0:
+            note(f"{family}:{name}", f"counters went backwards ({reset})")
+            continue
+        yield name, c, p, deltas, elapsed
 
 
 class CollectorTimeout(TimeoutError):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watchkeeper.collectors.common import FIRST_SAMPLE, PsutilLike
+from watchkeeper.collectors.common import PsutilLike, counter_deltas
 from watchkeeper.events import DiskIO
 
 #: Devices that are not physical disks: loop/ram/zram live in memory or on a file; dm-* (LVM,
@@ -57,27 +57,11 @@ def disk_io_rates(
     prev: CounterReading | None, cur: CounterReading, note: Callable[[str, str], None]
 ) -> tuple[DiskIO, ...]:
     """Per-second rates between two readings; a disk without a usable previous value is noted."""
-    if prev is None:
-        note("disk_io", FIRST_SAMPLE)
-        return ()
-    elapsed = cur.at - prev.at
-    if elapsed <= 0:
-        note("disk_io", "no time elapsed since the previous reading")
-        return ()
     out: list[DiskIO] = []
-    for name in sorted(cur.counters):
-        c = cur.counters[name]
-        p = prev.counters.get(name)
-        if p is None:
-            note(f"disk_io:{name}", FIRST_SAMPLE)
-            continue
-        deltas = (
-            c.read_bytes - p.read_bytes, c.write_bytes - p.write_bytes,
-            c.read_count - p.read_count, c.write_count - p.write_count,
-        )
-        if min(deltas) < 0:
-            note(f"disk_io:{name}", "counters went backwards (device reset)")
-            continue
+    for name, c, p, deltas, elapsed in counter_deltas(
+            "disk_io", prev.at if prev else None, cur.at, prev.counters if prev else None,
+            cur.counters, ("read_bytes", "write_bytes", "read_count", "write_count"), note,
+            "device reset"):
         busy = None
         c_busy, p_busy = getattr(c, "busy_time", None), getattr(p, "busy_time", None)
         if c_busy is not None and p_busy is not None and c_busy >= p_busy:

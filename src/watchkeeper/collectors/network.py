@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchkeeper.collectors.common import FIRST_SAMPLE, MissingLog, PsutilLike
+from watchkeeper.collectors.common import MissingLog, PsutilLike, counter_deltas
 from watchkeeper.events import Missing, NetIO
 
 
@@ -45,29 +45,12 @@ def net_rates(
     errors_*/drops_* are counts during the interval (not totals since boot), so a rule can
     alert on new errors without firing forever after one old burst.
     """
-    if prev is None:
-        note("net", FIRST_SAMPLE)
-        return ()
-    elapsed = cur.at - prev.at
-    if elapsed <= 0:
-        note("net", "no time elapsed since the previous reading")
-        return ()
     out: list[NetIO] = []
-    for name in sorted(cur.counters):
-        c = cur.counters[name]
-        p = prev.counters.get(name)
-        if p is None:
-            note(f"net:{name}", FIRST_SAMPLE)
-            continue
-        deltas = (
-            c.bytes_sent - p.bytes_sent, c.bytes_recv - p.bytes_recv,
-            c.packets_sent - p.packets_sent, c.packets_recv - p.packets_recv,
-            c.errin - p.errin, c.errout - p.errout, c.dropin - p.dropin, c.dropout - p.dropout,
-        )
-        if min(deltas) < 0:
-            # An interface re-created under the same name (VPN reconnect) restarts at zero.
-            note(f"net:{name}", "counters went backwards (interface reset)")
-            continue
+    # An interface re-created under the same name (VPN reconnect) restarts at zero.
+    for name, _c, _p, deltas, elapsed in counter_deltas(
+            "net", prev.at if prev else None, cur.at, prev.counters if prev else None,
+            cur.counters, ("bytes_sent", "bytes_recv", "packets_sent", "packets_recv",
+                           "errin", "errout", "dropin", "dropout"), note, "interface reset"):
         out.append(NetIO(
             interface=name,
             is_up=cur.is_up.get(name),
