@@ -195,6 +195,19 @@ def _known_job(procs: Sequence[ProcessInfo], amount: Callable[[ProcessInfo], flo
     return note
 
 
+
+def _known_job_classification(found: tuple[CompiledJob, list[ProcessInfo], float], verb: str,
+                              resource: str) -> Classification:
+    """The explanation for busy processes that match a configured known job."""
+    job, matching, share = found
+    names = ", ".join(proc_label(p) for p in matching[:3])
+    when = f", inside its window {job.window_text}" if job.window_text else ""
+    return Classification(
+        kind="known_job", expected=True, process=matching[0], cause=f"known_job:{job.name}",
+        text=(f"known job '{job.name}': {names} match '{job.pattern}' and {verb} "
+              f"{share:.0%} of the {resource} in use{when}"),
+        likely_cause=f"the known job '{job.name}' is running", confidence=0.8)
+
 def classify_cpu(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
                  runaway: RunawayTracker, runaway_s: float, runaway_percent: float
                  ) -> Classification:
@@ -209,15 +222,7 @@ def classify_cpu(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
             else sum(amount(p) for p in procs))
     found = _known_job(procs, amount, used, jobs, t)
     if not isinstance(found, str):
-        job, matching, share = found
-        names = ", ".join(proc_label(p) for p in matching[:3])
-        when = f", inside its window {job.window_text}" if job.window_text else ""
-        return Classification(
-            kind="known_job", expected=True, process=matching[0],
-            cause=f"known_job:{job.name}",
-            text=(f"known job '{job.name}': {names} match '{job.pattern}' and use "
-                  f"{share:.0%} of the CPU in use{when}"),
-            likely_cause=f"the known job '{job.name}' is running", confidence=0.8)
+        return _known_job_classification(found, "use", "CPU")
     note = found
     pinned = runaway.longest(t, runaway_s)
     if pinned is not None:
@@ -253,15 +258,7 @@ def classify_memory(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
         else sum(amount(p) for p in procs))
     found = _known_job(procs, amount, used, jobs, t)
     if not isinstance(found, str):
-        job, matching, share = found
-        names = ", ".join(proc_label(p) for p in matching[:3])
-        when = f", inside its window {job.window_text}" if job.window_text else ""
-        return Classification(
-            kind="known_job", expected=True, process=matching[0],
-            cause=f"known_job:{job.name}",
-            text=(f"known job '{job.name}': {names} match '{job.pattern}' and hold "
-                  f"{share:.0%} of the memory in use{when}"),
-            likely_cause=f"the known job '{job.name}' is running", confidence=0.8)
+        return _known_job_classification(found, "hold", "memory")
     note = found
     leaking = [(p, leaks[(p.pid, p.create_time)]) for p in procs
                if (p.pid, p.create_time) in leaks]
