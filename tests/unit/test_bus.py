@@ -103,6 +103,23 @@ async def test_never_drop_events_fail_loudly_when_subscriber_is_stuck() -> None:
     await bus.close()
 
 
+async def test_lossy_observer_never_holds_a_publisher_back() -> None:
+    # A browser's live stream that stops reading must not stall the agents: its oldest
+    # events go (counted), while a normal subscriber of the same topic still gets all.
+    bus = MemoryBus(block_timeout=5.0)
+    observer = bus.subscribe("errors.>", maxsize=2, lossy=True, name="browser")
+    keeper = bus.subscribe("errors.>", maxsize=10)
+    for i in range(5):
+        await asyncio.wait_for(bus.publish("errors.h.a", err(i)), 0.5)
+    got = [item[1].error for item in (observer.get_nowait(), observer.get_nowait()) if item]
+    assert got == ["boom 3", "boom 4"]
+    assert observer.get_nowait() is None
+    assert len(keeper) == 5
+    assert observer.dropped == 3
+    assert bus.stats()[0].dropped == 3
+    await bus.close()
+
+
 async def test_snapshot_never_evicts_an_alert_class_event(bus: MemoryBus) -> None:
     sub = bus.subscribe(">", maxsize=2)
     await bus.publish("errors.h.a", err(1))

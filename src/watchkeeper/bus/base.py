@@ -114,8 +114,12 @@ class Bus(Protocol):
         events whose subscriber stays full."""
         ...
 
-    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None
-                  ) -> Subscription: ...
+    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
+                  lossy: bool = False) -> Subscription:
+        """A bounded queue of matching events; ``lossy`` subscribers (observers such as a
+        browser's live stream) drop their oldest event when full instead of ever making a
+        publisher wait."""
+        ...
 
     def serve(self, topic: str, handler: Handler) -> Callable[[], None]:
         """Answer requests on ``topic``; returns a function that stops serving."""

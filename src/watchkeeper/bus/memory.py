@@ -45,11 +45,15 @@ class _Counters:
 class MemorySubscription:
     """One subscriber's bounded queue."""
 
-    def __init__(self, bus: MemoryBus, pattern: str, name: str, maxsize: int) -> None:
+    def __init__(self, bus: MemoryBus, pattern: str, name: str, maxsize: int,
+                 lossy: bool = False) -> None:
         self.bus = bus
         self.pattern = pattern
         self.name = name or pattern
         self.maxsize = maxsize
+        #: An observer (a browser's live stream): it never holds a publisher back; when it
+        #: falls behind its oldest events are dropped and counted instead.
+        self.lossy = lossy
         self.dropped = 0
         self._items: collections.deque[tuple[str, Event]] = collections.deque()
         self._readable = asyncio.Event()
@@ -69,6 +73,15 @@ class MemorySubscription:
         if self._closed:
             return
         if len(self._items) >= self.maxsize:
+            if self.lossy:
+                old_topic, _ = self._items.popleft()
+                self.dropped += 1
+                self.bus._counter(old_topic).dropped += 1
+                self.bus._counter(old_topic).depth -= 1
+                self._items.append((topic, event))
+                self.bus._counter(topic).depth += 1
+                self._readable.set()
+                return
             victim = self._drop_oldest_droppable() if type(event).droppable else None
             if victim is not None:
                 self.dropped += 1
@@ -185,11 +198,11 @@ class MemoryBus:
         if failures:
             raise failures[0]
 
-    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None
-                  ) -> MemorySubscription:
+    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
+                  lossy: bool = False) -> MemorySubscription:
         if self._closed:
             raise BusClosedError("bus is closed")
-        sub = MemorySubscription(self, pattern, name, maxsize or self.default_maxsize)
+        sub = MemorySubscription(self, pattern, name, maxsize or self.default_maxsize, lossy)
         self._subs.append(sub)
         return sub
 
