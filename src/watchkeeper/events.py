@@ -333,7 +333,7 @@ class RemediationEvent(Event):
     target: str = ""
     verdict: str = ""
     why: str = ""
-    source: Literal["rule", "llm"] = "rule"
+    source: Literal["rule", "llm", "operator"] = "rule"
     message: str = ""
     outcome: str | None = None
     verified: bool | None = None

@@ -164,23 +164,15 @@ class RemediatorAgent(BaseAgent):
         """Decide one request, audit the decision, and run it if the policy says auto."""
         key = f"{request.action}:{sorted(request.params.items())}"
         now = time.monotonic()
-        if approved_by is None and self._quiet_until.get(key, 0.0) > now:
+        # A person asking (API, dashboard) always gets a fresh verdict, and their what-ifs
+        # and refusals do not hold back the agent's own requests.
+        human = request.source == "operator"
+        if approved_by is None and not human and self._quiet_until.get(key, 0.0) > now:
             return Decision(request=request, verdict="refused", check="cooldown",
                             why="already refused recently; waiting before asking again")
         decision = self.policy.decide(request, approved_by=approved_by)
-        if decision.verdict == "refused" and approved_by is None:
-            # Ask again only once the refusal can have passed: at its retry time; for an
-            # action still running on the target, next tick; for a lasting refusal (mode off,
-            # not allowed, failing) in five minutes.
-            if decision.retry_after_s is not None:
-                quiet = decision.retry_after_s
-            elif decision.check == "concurrency":
-                quiet = self.config.current.agents.check_interval
-            else:
-                quiet = 300.0
-            self._quiet_until[key] = now + quiet
-        else:
-            self._quiet_until.pop(key, None)
+        if not human:
+            self._note_refusal(key, decision, approved_by, now)
         await self.audit.record_decision(decision)
         # The communicator tells people about these events; the agent only publishes them.
         if decision.notice is not None:
@@ -209,12 +201,29 @@ class RemediatorAgent(BaseAgent):
             await self._publish("pending", decision, approval_id=approval)
         elif decision.verdict == "dry_run":
             preview = await get_action(request.action).preview(decision.params, self._ctx())
+            decision = decision.model_copy(update={"preview": preview.summary})
             log.info("🧪 dry run: %s", preview.summary)
             await self._publish("decided", decision, message=preview.summary)
         else:
             log.debug("remediation: %s", decision.why)
             await self._publish("decided", decision)
         return decision
+
+    def _note_refusal(self, key: str, decision: Decision, approved_by: str | None,
+                      now: float) -> None:
+        """Ask again only once the refusal can have passed: at its retry time; for an action
+        still running on the target, next tick; for a lasting refusal (mode off, not
+        allowed, failing) in five minutes."""
+        if decision.verdict != "refused" or approved_by is not None:
+            self._quiet_until.pop(key, None)
+            return
+        if decision.retry_after_s is not None:
+            quiet = decision.retry_after_s
+        elif decision.check == "concurrency":
+            quiet = self.config.current.agents.check_interval
+        else:
+            quiet = 300.0
+        self._quiet_until[key] = now + quiet
 
     async def _run(self, decision: Decision) -> None:
         action = get_action(decision.request.action)

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from watchkeeper.events import AgentHealth, AgentState, Alert, CommandName, CommandReply
 from watchkeeper.remediation.audit import Approval, AuditEntry
+from watchkeeper.remediation.registry import REGISTRY
 
 
 def _no_nul(value: str) -> str:
@@ -144,13 +145,69 @@ class ConfigUpdated(Model):
     config: dict[str, Any]
 
 
-class CommandRequest(Model):
+def _plain_json(value: Any, depth: int = 0) -> Any:
+    """Check a free-form JSON value: no NUL anywhere, bounded nesting and size."""
+    if depth > 5:
+        raise ValueError("nested too deeply (at most 5 levels)")
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, dict):
+        if len(value) > 50:
+            raise ValueError("at most 50 keys")
+        for key, item in value.items():
+            _no_nul(key)
+            _plain_json(item, depth + 1)
+    elif isinstance(value, list):
+        if len(value) > 100:
+            raise ValueError("at most 100 items")
+        for item in value:
+            _plain_json(item, depth + 1)
+    return value
+
+
+class AgentCommandRequest(Model):
+    """Ask one agent, or all of them, to check in, pause, resume or restart."""
+
     command: CommandName
-    target: Text = "all"
+    target: Text = Field("all", description="an agent's name, or all")
+
+
+_ACTIONS: list[Any] = sorted(REGISTRY)
+
+
+class RemediateRequest(Model):
+    """Ask for one remediation action; it goes through the same policy as the agents' own."""
+
+    command: Literal["remediate"]
+    action: Text = Field(description="a registered action, e.g. restart_service",
+                         json_schema_extra={"enum": _ACTIONS})
+    params: Annotated[dict[str, Any], AfterValidator(_plain_json)] = Field(
+        default_factory=dict, description="the action's parameters, e.g. {\"service\": \"web\"}")
+    dry_run: bool = Field(False, description="only say what would happen")
+    reason: Text = ""
+
+
+CommandRequest = Annotated[AgentCommandRequest | RemediateRequest,
+                           Field(discriminator="command")]
+
+
+class DecisionBody(Model):
+    """The policy's verdict on a requested remediation, and why."""
+
+    decision_id: str
+    action: str
+    target: str | None
+    verdict: Literal["auto", "approve", "dry_run", "refused"]
+    check: str = Field(description="the policy check that decided (ok: all passed)")
+    why: str
+    preview: str | None = Field(None, description="for a dry run: what would happen")
+    approval_id: int | None = Field(None, description="when it waits for approval")
 
 
 class CommandBody(Model):
-    replies: list[CommandReply]
+    replies: list[CommandReply] = Field(default_factory=list,
+                                        description="the agents' answers (agent commands)")
+    decision: DecisionBody | None = Field(None, description="the verdict (remediate)")
 
 
 class Done(Model):

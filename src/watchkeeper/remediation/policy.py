@@ -112,9 +112,11 @@ class ActionRequest(Frozen):
     action: str
     params: dict[str, Any] = Field(default_factory=dict)
     host: str
-    source: Literal["rule", "llm"] = "rule"
+    source: Literal["rule", "llm", "operator"] = "rule"
     reasoning: str = ""
     fingerprint: str | None = Field(None, description="the alert this action answers")
+    dry_run: bool = Field(False, description="only show what would happen (an operator's "
+                                             "what-if), whatever remediation.dry_run says")
 
     @classmethod
     def from_suggestion(cls, suggestion: SuggestedAction, *, host: str,
@@ -188,6 +190,8 @@ class Decision(Frozen):
     retry_after_s: float | None = None
     notice: PolicyNotice | None = None
     stats: ActionStats | None = None
+    #: For a dry run: what the action would do, in plain words (from its preview).
+    preview: str | None = None
 
     @property
     def runs(self) -> bool:
@@ -550,10 +554,11 @@ class Policy:
         if mode == "approve" and approved_by is not None:
             effective = "auto"
         # 6. dry-run
-        if rem.dry_run:
+        if rem.dry_run or req.dry_run:
             would = "would run" if effective == "auto" else "would wait for approval"
+            reason = "remediation.dry_run is on" if rem.dry_run else "a dry run was asked for"
             return Decision(verdict="dry_run", check="dry_run",
-                            why=f"dry_run: remediation.dry_run is on; {what} {would}", **base)
+                            why=f"dry_run: {reason}; {what} {would}", **base)
         if not exempt:
             refusal = (self._check_breaker(req.action, now, settings)
                        or self._check_concurrency(req.host, target, settings)
@@ -564,7 +569,7 @@ class Policy:
             if refusal is not None:
                 rcheck, why, extra = refusal
                 return refuse(rcheck, why, **extra)
-        proposer = "an LLM" if req.source == "llm" else "a rule"
+        proposer = {"llm": "an LLM", "operator": "an operator"}.get(req.source, "a rule")
         history = f"; history: {stats.describe()}" if stats is not None else ""
         if effective == "auto":
             how = f"approved by {approved_by}" if approved_by else f"mode {mode}"

@@ -32,9 +32,14 @@ def get_analyzer(request: Request) -> AnalyzerAgent:
     return _agent(get_runtime(request), AnalyzerAgent, "analyzer")
 
 
+def remediator_of(runtime: Runtime) -> RemediatorAgent:
+    """The runtime's remediator agent (503 when this process runs without one)."""
+    return _agent(runtime, RemediatorAgent, "remediator")
+
+
 def get_remediator(request: Request) -> RemediatorAgent:
-    """The remediator agent (503 when this process runs without one)."""
-    return _agent(get_runtime(request), RemediatorAgent, "remediator")
+    """The remediator agent, as a route dependency."""
+    return remediator_of(get_runtime(request))
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -9,19 +9,23 @@ from fastapi.responses import JSONResponse
 
 from watchkeeper import __version__
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.routes.deps import RuntimeDep, remediator_of
 from watchkeeper.api.schemas import (
     AgentsBody,
     AgentStatus,
     BusBody,
     CommandBody,
     CommandRequest,
+    DecisionBody,
     ErrorBody,
     HealthBody,
+    RemediateRequest,
     SystemBody,
     TopicCounters,
 )
 from watchkeeper.events import Command
+from watchkeeper.remediation.policy import ActionRequest
+from watchkeeper.remediation.registry import REGISTRY, ActionRefused, parse_params
 from watchkeeper.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["system"])
@@ -74,13 +78,35 @@ def bus(runtime: RuntimeDep) -> BusBody:
 
 
 @router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
-             responses={404: {"model": ErrorBody}})
-async def command(body: CommandRequest, runtime: RuntimeDep
-                  ) -> CommandBody:
-    """Send health_check, pause, resume or restart to one agent or to all; their replies."""
+             responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+async def command(body: CommandRequest, runtime: RuntimeDep) -> CommandBody:
+    """Agent commands (health_check, pause, resume, restart) to one agent or all, with their
+    replies; or ``remediate``: one action, decided by the remediation policy like any other."""
+    if isinstance(body, RemediateRequest):
+        return CommandBody(decision=await _remediate(body, runtime))
     names = [a.name for a in runtime.agents]
     if body.target != "all" and body.target not in names:
         raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
     replies = await runtime.command(Command(host=runtime.host, command=body.command,
                                             target=body.target))
     return CommandBody(replies=replies)
+
+
+async def _remediate(body: RemediateRequest, runtime: Runtime) -> DecisionBody:
+    if body.action not in REGISTRY:
+        raise HTTPException(422, f"unknown action {body.action!r}; known: "
+                                 f"{', '.join(sorted(REGISTRY))}")
+    try:
+        parse_params(body.action, body.params)
+    except ActionRefused as exc:  # the caller's mistake, not the policy's verdict
+        raise HTTPException(422, str(exc)) from None
+    remediator = remediator_of(runtime)
+    decision = await remediator.submit(ActionRequest(
+        action=body.action, params=body.params, host=runtime.host, source="operator",
+        reasoning=body.reason or "asked for through the API", dry_run=body.dry_run))
+    approval = next((a.id for a in runtime.audit.pending() if a.decision.id == decision.id),
+                    None)
+    return DecisionBody(decision_id=decision.id, action=body.action,
+                        target=str(decision.target) if decision.target else None,
+                        verdict=decision.verdict, check=decision.check, why=decision.why,
+                        preview=decision.preview, approval_id=approval)
