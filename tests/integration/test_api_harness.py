@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from watchkeeper.api import create_app
+from watchkeeper.api.routes.events import close_streams
 from watchkeeper.config import Settings
 from watchkeeper.runtime import Runtime
 
@@ -50,7 +51,7 @@ class Api:
 
 
 def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     return sock
@@ -75,6 +76,7 @@ async def serve_api(settings: Settings, *, bind_host: str = "127.0.0.1") -> Asyn
         async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
             yield Api(url, client, runtime)
     finally:
+        close_streams(app)
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()

@@ -42,15 +42,20 @@ _SECURITY_HEADERS = [
 ]
 
 
-def _html_csp(body: bytes) -> bytes:
+#: Pages whose styles all come from files (the dashboard): no inline styles allowed there.
+STRICT_STYLE_PAGES = frozenset({"/"})
+
+
+def _html_csp(body: bytes, inline_styles: bool = True) -> bytes:
     """A CSP for an HTML page: our own files, plus exactly its inline scripts by hash."""
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(m).digest()).decode() + "'"
         for m in _INLINE_SCRIPT.findall(body))
     # Swagger UI sets style attributes from its script, so styles need 'unsafe-inline';
     # scripts stay pinned to our origin and the hashes of this very page.
-    return (f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' "
-            "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    styles = "'self' 'unsafe-inline'" if inline_styles else "'self'"
+    return (f"default-src 'none'; script-src 'self' {hashes}; style-src {styles}; "
+            "img-src 'self' data:; connect-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'").encode()
 
 
@@ -148,7 +153,8 @@ class GuardMiddleware:
                 start["headers"] = [(k, v) for k, v in start["headers"]
                                     if k.lower() != b"content-length"] + [
                     (b"content-length", str(len(html["body"])).encode()),
-                    (b"content-security-policy", _html_csp(html["body"]))]
+                    (b"content-security-policy", _html_csp(
+                        html["body"], inline_styles=scope["path"] not in STRICT_STYLE_PAGES))]
                 await send(start)
                 await send({"type": "http.response.body", "body": html["body"]})
                 return
@@ -236,7 +242,7 @@ def _install_openapi(app: FastAPI, reads_open: bool) -> None:
 
 def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     """Build the API for ``runtime``; ``bind_host`` (default api.host) decides read auth."""
-    from watchkeeper.api.routes import actions, alerts, config, metrics, system
+    from watchkeeper.api.routes import actions, alerts, config, dashboard, events, metrics, system
 
     settings = runtime.config.current
     host = bind_host if bind_host is not None else settings.api.host
@@ -253,9 +259,10 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     app.state.tokens = Tokens(operator=load_or_create_token(settings), read=read or None,
                               reads_open=is_loopback(host))
     app.state.started = time.monotonic()
+    app.state.streams = set()  # open /api/events subscriptions, closed at shutdown
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
-    for module in (system, metrics, alerts, actions, config):
+    for module in (system, metrics, alerts, actions, config, events, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
     return app

@@ -143,7 +143,10 @@ def _listen(host: str, port: int) -> Any:
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says TCP, and without it every keep-alive answer waits ~40 ms for
+    # the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -159,19 +162,26 @@ async def _serve(runtime: Any, host: str, sock: Any) -> None:
     import uvicorn
 
     from watchkeeper.api import create_app
+    from watchkeeper.api.routes.events import close_streams
 
     app = create_app(runtime, bind_host=host)
     # log_config=None: our logging setup stays in charge; uvicorn handles the signals.
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
-                                           lifespan="off", server_header=False))
+                                           lifespan="off", server_header=False,
+                                           timeout_graceful_shutdown=5))
     # uvicorn takes SIGINT/SIGTERM while it serves, then restores the previous handlers and
     # raises the signal again; with the default handlers that would kill the process before
     # the runtime flushes its history, so the previous handlers are ours and only stop it.
     loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        close_streams(app)  # live event streams would keep uvicorn waiting forever
+        server.handle_exit(sig, None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Windows has no add_signal_handler: uvicorn's own handling is all there is.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+            loop.add_signal_handler(sig, stop, sig)
     await runtime.start()
     try:
         await server.serve(sockets=[sock])

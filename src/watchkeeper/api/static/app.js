@@ -1,0 +1,954 @@
+// watchkeeper dashboard: plain JS, no framework, no build step.
+// Everything shown comes from the host or an LLM and is untrusted: it reaches the page only
+// through textContent / createElement, never as HTML.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "watchkeeper.token";
+  const FEED_MAX = 100;          // activity entries kept in the page
+  const LIVE_MAX_POINTS = 600;   // points per chart trace, history and live together
+  const HISTORY_POINTS = 300;    // points per trace loaded from the history API
+  const MAX_TRACES = 6;          // mounts / interfaces per chart
+  const STREAM_IDLE_MS = 45000;  // no byte (not even a keep-alive) for this long: reconnect
+  const BACKOFF_MAX_S = 15;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ------------------------------------------------------------------ small DOM helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      for (const [key, value] of Object.entries(attrs)) {
+        if (value === null || value === undefined || value === false) continue;
+        if (key === "class") node.className = value;
+        else if (key === "text") node.textContent = String(value);
+        else if (key.startsWith("data-")) node.setAttribute(key, String(value));
+        else if (key === "onclick") node.addEventListener("click", value);
+        else node.setAttribute(key, String(value));
+      }
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function setText(id, text) {
+    const node = $(id);
+    if (node) node.textContent = text === null || text === undefined ? "" : String(text);
+  }
+
+  // plotly reads a little HTML in trace names; host-given labels must stay text.
+  function plotlyText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+    let s = Math.max(0, Math.floor(seconds));
+    const d = Math.floor(s / 86400); s -= d * 86400;
+    const h = Math.floor(s / 3600); s -= h * 3600;
+    const m = Math.floor(s / 60); s -= m * 60;
+    if (d) return `${d}d ${h}h ${m}m`;
+    if (h) return `${h}h ${m}m`;
+    if (m) return `${m}m ${s}s`;
+    return `${s}s`;
+  }
+
+  function clock(at) {
+    const d = at ? new Date(at) : new Date();
+    return isNaN(d.getTime()) ? "" : d.toLocaleTimeString();
+  }
+
+  function when(at) {
+    const d = new Date(at);
+    if (isNaN(d.getTime())) return "";
+    const ago = (Date.now() - d.getTime()) / 1000;
+    return `${d.toLocaleString()} (${duration(ago)} ago)`;
+  }
+
+  // plotly shows date strings as they are: give it local wall-clock time.
+  function plotTime(at) {
+    const d = at instanceof Date ? at : new Date(at);
+    const p = (n, w) => String(n).padStart(w || 2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+      `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+  }
+
+  function bytesRate(v) {
+    if (v === null || v === undefined) return "–";
+    const units = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  function pct(v) {
+    return v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} %`;
+  }
+
+  // ------------------------------------------------------------------ token and API
+
+  let token = localStorage.getItem(TOKEN_KEY) || "";
+
+  function takeTokenFromFragment() {
+    const hash = window.location.hash || "";
+    const m = /^#token=(.+)$/.exec(hash);
+    if (!m) return;
+    try {
+      token = decodeURIComponent(m[1]).trim();
+    } catch (e) {
+      token = "";
+    }
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    // The token must not stay in the address bar, the history or a bookmark.
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+
+  function authHeaders() {
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  function showTokenState() {
+    setText("token-state", token ? "token saved in this browser" : "no token saved");
+  }
+
+  function banner(text) {
+    const node = $("banner");
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const detail = body && body.detail !== undefined ? body.detail : body;
+      super(typeof detail === "string" ? detail : `HTTP ${status}`);
+      this.status = status;
+      this.detail = detail;
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json", ...authHeaders() },
+                   cache: "no-store", credentials: "omit" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = text; }
+    }
+    if (response.status === 401) {
+      banner(token
+        ? "The API refused the saved token (401). Enter the operator token again."
+        : "This needs the operator token (401): paste it into the token field above. " +
+          "It is in the file api_token in watchkeeper's data directory.");
+      throw new ApiError(401, data);
+    }
+    if (!response.ok && !(response.status === 503 && path === "/api/health")) {
+      throw new ApiError(response.status, data);
+    }
+    return data;
+  }
+
+  function problemText(err) {
+    if (err instanceof ApiError) {
+      if (Array.isArray(err.detail)) {
+        return err.detail.map((p) => (typeof p === "string" ? p
+          : `${(p.loc || []).join(".")}: ${p.msg || JSON.stringify(p)}`));
+      }
+      return [`${err.status}: ${typeof err.detail === "string" ? err.detail : err.message}`];
+    }
+    return [String(err && err.message ? err.message : err)];
+  }
+
+  function showResult(id, ok, lines) {
+    const node = $(id);
+    clear(node);
+    node.classList.toggle("error", !ok);
+    if (lines.length === 1) {
+      node.textContent = lines[0];
+    } else {
+      node.append(el("ul", null, ...lines.map((l) => el("li", { text: l }))));
+    }
+  }
+
+  // ------------------------------------------------------------------ header
+
+  const header = { uptimeS: null, uptimeAt: 0, hostUptimeS: null, hostUptimeAt: 0 };
+
+  function tickClocks() {
+    const now = performance.now();
+    if (header.uptimeS !== null) {
+      setText("api-uptime", duration(header.uptimeS + (now - header.uptimeAt) / 1000));
+    }
+    if (header.hostUptimeS !== null) {
+      setText("host-uptime", duration(header.hostUptimeS + (now - header.hostUptimeAt) / 1000));
+    }
+  }
+
+  async function loadSystem() {
+    const s = await api("GET", "/api/system");
+    setText("host", s.host);
+    document.title = `watchkeeper · ${s.host}`;
+    const status = $("status");
+    status.textContent = s.status;
+    status.dataset.status = s.status;
+    setText("version", s.version);
+    header.uptimeS = s.uptime_s;
+    header.uptimeAt = performance.now();
+    if (s.host_uptime_s !== null && s.host_uptime_s !== undefined) {
+      header.hostUptimeS = s.host_uptime_s;
+      header.hostUptimeAt = performance.now();
+    }
+    tickClocks();
+  }
+
+  function showComment(comment) {
+    if (comment) setText("comment", comment);
+  }
+
+  // ------------------------------------------------------------------ agents
+
+  const agents = new Map();  // name -> AgentHealth
+
+  function renderAgents() {
+    const list = $("agents");
+    clear(list);
+    if (!agents.size) {
+      list.append(el("li", { class: "empty", text: "no agents reported yet" }));
+      return;
+    }
+    for (const [name, h] of [...agents.entries()].sort()) {
+      const paused = h.state === "paused";
+      const row = el("li", { "data-agent": name, "data-state": h.state },
+        el("div", { class: "line" },
+          el("span", { class: "dot", "data-state": h.state, title: h.state }),
+          el("strong", { class: "grow", text: name }),
+          el("span", { class: "state", text: h.state }),
+          el("span", { class: "muted", text: `restarts ${h.restarts || 0}` }),
+          el("button", { type: "button", class: "secondary",
+                         "data-command": paused ? "resume" : "pause",
+                         onclick: () => command(paused ? "resume" : "pause", name) },
+             paused ? "Resume" : "Pause")),
+        h.last_error ? el("p", { class: "detail",
+          text: `last error${h.last_error_at ? " at " + clock(h.last_error_at) : ""}: ` +
+                h.last_error }) : null);
+      list.append(row);
+    }
+  }
+
+  async function loadAgents() {
+    const body = await api("GET", "/api/agents");
+    agents.clear();
+    for (const h of body.agents) agents.set(h.name, h);
+    renderAgents();
+  }
+
+  async function command(name, target) {
+    try {
+      const body = await api("POST", "/api/command", { command: name, target });
+      banner("");
+      const lines = (body.replies || []).map(
+        (r) => `${r.agent}: ${r.ok ? "ok" : "failed"}${r.message ? " – " + r.message : ""}`);
+      showResult("command-result", true, lines.length ? lines : [`${name}: no replies`]);
+      for (const r of body.replies || []) if (r.health) agents.set(r.agent, r.health);
+      renderAgents();
+      loadSystem().catch(() => {});
+    } catch (err) {
+      showResult("command-result", false, problemText(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ alerts
+
+  const alerts = new Map();  // fingerprint -> Alert
+
+  function analysisBlock(a) {
+    if (!a) return null;
+    const llm = a.source === "llm";
+    const label = llm
+      ? `LLM reasoning${a.model ? " (" + a.model + ")" : ""}: a model's opinion, not verified`
+      : "Analysis (rules)";
+    const block = el("div", { class: "analysis", "data-source": a.source },
+      el("span", { class: "label", text: label }),
+      el("div", { text: a.summary }));
+    if (a.likely_cause) block.append(el("div", { text: `likely cause: ${a.likely_cause}` }));
+    block.append(el("div", { class: "muted",
+      text: `confidence ${Math.round((a.confidence || 0) * 100)} %` +
+            (a.expected ? " · expected behaviour" : "") }));
+    if (llm && a.evidence && a.evidence.length) {
+      block.append(el("div", { text: "evidence:" }),
+        el("ul", null, ...a.evidence.map((e) => el("li", { text: e }))));
+    }
+    if (a.suggested_actions && a.suggested_actions.length) {
+      block.append(el("div", { text: "suggested:" }), el("ul", null,
+        ...a.suggested_actions.map((s) => el("li", {
+          text: `${s.action}${Object.keys(s.params || {}).length ? " " +
+            JSON.stringify(s.params) : ""}${s.reason ? " – " + s.reason : ""}` }))));
+    }
+    if (a.note) block.append(el("div", { class: "muted", text: a.note }));
+    return block;
+  }
+
+  function renderAlerts() {
+    const list = $("alerts");
+    clear(list);
+    const open = [...alerts.values()].sort((x, y) => (x.at < y.at ? 1 : -1));
+    setText("alerts-count", open.length ? `(${open.length})` : "");
+    if (!open.length) {
+      list.append(el("li", { class: "empty", text: "nothing open" }));
+      return;
+    }
+    for (const a of open) {
+      list.append(el("li", { "data-fingerprint": a.fingerprint, "data-state": a.state },
+        el("div", { class: "line" },
+          el("span", { class: "sev", "data-severity": a.severity, text: a.severity }),
+          el("strong", { class: "grow", text: a.summary }),
+          a.state === "acknowledged" ? el("span", { class: "muted", text: "acknowledged" })
+            : null,
+          a.silenced ? el("span", { class: "muted", text: "silenced" }) : null),
+        el("p", { class: "detail", text: `since ${when(a.since)} · ${a.metric}` +
+          (a.dimension ? ` ${a.dimension}` : "") +
+          (a.value !== null && a.value !== undefined ? ` = ${a.value}` : "") +
+          (a.threshold !== null && a.threshold !== undefined ? ` (threshold ${a.threshold})`
+            : "") }),
+        a.context ? el("p", { class: "detail", text: a.context }) : null,
+        analysisBlock(a.assessment),
+        el("div", { class: "buttons" },
+          a.state === "firing" ? el("button", { type: "button", "data-do": "ack",
+            onclick: () => ackAlert(a.fingerprint) }, "Acknowledge") : null,
+          el("button", { type: "button", class: "secondary", "data-do": "silence",
+            onclick: () => silenceAlert(a.fingerprint) }, "Silence 1 h"))));
+    }
+  }
+
+  function upsertAlert(a) {
+    if (a.state === "resolved") alerts.delete(a.fingerprint);
+    else alerts.set(a.fingerprint, a);
+    renderAlerts();
+  }
+
+  async function loadAlerts() {
+    const body = await api("GET", "/api/alerts");
+    alerts.clear();
+    for (const a of body.alerts) alerts.set(a.fingerprint, a);
+    renderAlerts();
+  }
+
+  async function ackAlert(fingerprint) {
+    try {
+      const a = await api("POST", `/api/alerts/${encodeURIComponent(fingerprint)}/ack`);
+      banner("");
+      upsertAlert(a);
+    } catch (err) {
+      addFeed("error", `acknowledge failed: ${problemText(err).join("; ")}`);
+    }
+  }
+
+  async function silenceAlert(fingerprint) {
+    const until = new Date(Date.now() + 3600 * 1000).toISOString();
+    try {
+      await api("POST", "/api/alerts/silences", {
+        matchers: { fingerprint }, until, comment: "silenced for 1 h from the dashboard" });
+      banner("");
+      addFeed("silence", `silenced alert ${fingerprint} for 1 h`);
+      await loadAlerts();
+    } catch (err) {
+      addFeed("error", `silence failed: ${problemText(err).join("; ")}`);
+    }
+  }
+
+  // ------------------------------------------------------------------ approvals
+
+  function targetText(t) {
+    if (!t) return "";
+    return t.kind === "pid" ? `pid ${t.name}` : `${t.kind} ${t.name}`;
+  }
+
+  function renderApprovals(pending) {
+    const list = $("approvals");
+    clear(list);
+    setText("approvals-count", pending.length ? `(${pending.length})` : "");
+    if (!pending.length) {
+      list.append(el("li", { class: "empty", text: "nothing waiting" }));
+      return;
+    }
+    for (const p of pending) {
+      const d = p.decision || {};
+      const req = d.request || {};
+      list.append(el("li", { "data-approval": p.id },
+        el("div", { class: "line" },
+          el("strong", { class: "grow", text: `#${p.id} ${req.action || "?"}` +
+            (d.target ? ` on ${targetText(d.target)}` : "") }),
+          el("span", { class: "muted", text: `proposed by ${req.source || "?"}` })),
+        el("p", { class: "detail", text: `why: ${d.why || ""}` }),
+        req.reasoning ? el("p", { class: "detail", text: `reasoning: ${req.reasoning}` }) : null,
+        Object.keys(req.params || {}).length
+          ? el("p", { class: "detail", text: `parameters: ${JSON.stringify(req.params)}` })
+          : null,
+        el("p", { class: "detail", text: `asked ${when(p.requested_at)}` }),
+        el("div", { class: "buttons" },
+          el("button", { type: "button", "data-do": "approve",
+            onclick: (ev) => decide(p.id, "approve", ev.currentTarget) }, "Approve"),
+          el("button", { type: "button", class: "danger", "data-do": "reject",
+            onclick: (ev) => decide(p.id, "reject", ev.currentTarget) }, "Reject"))));
+    }
+  }
+
+  async function loadActions() {
+    const body = await api("GET", "/api/actions?limit=1");
+    renderApprovals(body.pending || []);
+  }
+
+  // The feed starts with the latest audit entries, so it is not empty until something happens.
+  async function seedFeed() {
+    const body = await api("GET", "/api/actions?limit=20");
+    for (const e of body.entries || []) {
+      const parts = [`${String(e.kind).replace(/_/g, " ")}: ${e.action || ""}` +
+                     (e.target ? ` on ${e.target}` : "")];
+      if (e.verdict) parts.push(e.verdict);
+      if (e.outcome) parts.push(`outcome ${e.outcome}`);
+      if (e.actor) parts.push(`by ${e.actor}`);
+      if (e.message) parts.push(e.message);
+      addFeed("audit", parts.join(" – "), e.at);
+    }
+  }
+
+  async function decide(id, verb, button) {
+    if (button) button.disabled = true;
+    try {
+      const body = verb === "approve"
+        ? await api("POST", `/api/actions/${id}/approve`)
+        : await api("POST", `/api/actions/${id}/reject`, { reason: "rejected from the dashboard" });
+      banner("");
+      addFeed("approval", verb === "approve"
+        ? `approved #${id}: ${body.verdict}${body.why ? " – " + body.why : ""}`
+        : `rejected #${id}`);
+    } catch (err) {
+      addFeed("error", `${verb} #${id} failed: ${problemText(err).join("; ")}`);
+    }
+    await loadActions().catch(() => {});
+  }
+
+  // ------------------------------------------------------------------ feed
+
+  function addFeed(kind, text, at) {
+    const feed = $("feed");
+    feed.prepend(el("li", { "data-kind": kind },
+      el("time", { text: clock(at) }), el("span", { class: "what", text })));
+    while (feed.children.length > FEED_MAX) feed.removeChild(feed.lastChild);
+  }
+
+  function feedFor(kind, e) {
+    switch (kind) {
+      case "alert": {
+        const verb = e.state === "resolved" ? "resolved" : e.state === "acknowledged"
+          ? "acknowledged" : "alert";
+        return `${verb} (${e.severity}): ${e.summary}`;
+      }
+      case "remediation": {
+        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}`];
+        if (e.verdict) parts.push(e.verdict);
+        if (e.outcome) parts.push(`outcome ${e.outcome}`);
+        if (e.message) parts.push(e.message);
+        else if (e.why) parts.push(e.why);
+        return parts.join(" – ");
+      }
+      case "agent_error":
+        return `agent ${e.agent} error${e.timed_out ? " (timed out)" : ""}: ${e.error}`;
+      case "agent_restarted":
+        return `agent ${e.agent} restarted (restart ${e.restarts}): ${e.reason}`;
+      case "agent_gave_up":
+        return `agent ${e.agent} stopped being restarted after ${e.restarts}: ${e.reason}`;
+      case "config_changed":
+        return `configuration changed (version ${e.version}): ${(e.changed || []).join(", ")}`;
+      case "analyzer_notice":
+        return `analyzer: ${e.message}`;
+      default:
+        return null;
+    }
+  }
+
+  // ------------------------------------------------------------------ charts
+
+  const charts = {
+    cpu: { id: "chart-cpu", metrics: ["cpu.percent"], unit: "%", traces: new Map() },
+    mem: { id: "chart-mem", metrics: ["memory.percent"], unit: "%", traces: new Map() },
+    disk: { id: "chart-disk", metrics: ["disk.percent"], unit: "%", traces: new Map() },
+    net: { id: "chart-net", metrics: ["net.bytes_recv_per_s", "net.bytes_sent_per_s"],
+           unit: "B/s", traces: new Map() },
+  };
+  let rangeS = 3600;
+  let stepS = 12;
+  let chartsReady = false;
+  let historyLoading = null;
+  const lastAppend = new Map();  // chart key -> ms of the last appended point
+
+  function havePlotly() {
+    return typeof window.Plotly === "object" && window.Plotly !== null;
+  }
+
+  function traceName(metric, dimension) {
+    const suffix = metric.endsWith("recv_per_s") ? " recv" : metric.endsWith("sent_per_s")
+      ? " sent" : "";
+    return plotlyText((dimension || metric) + suffix);
+  }
+
+  function layoutFor(chart) {
+    return {
+      margin: { l: 44, r: 8, t: 8, b: 28 },
+      showlegend: chart.metrics.length > 1 || chart.id === "chart-disk",
+      legend: { orientation: "h", y: -0.25, font: { size: 10 } },
+      xaxis: { type: "date", fixedrange: true },
+      yaxis: { fixedrange: true, rangemode: "tozero",
+               range: chart.unit === "%" ? [0, 100] : undefined },
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+      font: { size: 11, color: getComputedStyle(document.body).color },
+    };
+  }
+
+  const plotConfig = { displayModeBar: false, responsive: true, staticPlot: false,
+                       displaylogo: false, scrollZoom: false };
+
+  // Which series a chart shows: for disks and interfaces, those in the latest snapshot.
+  function seriesOf(key, snapshot) {
+    if (key === "cpu") return [["cpu.percent", ""]];
+    if (key === "mem") return [["memory.percent", ""]];
+    if (!snapshot) return [];
+    if (key === "disk") {
+      return (snapshot.disks || []).slice(0, MAX_TRACES).map((d) => ["disk.percent", d.mountpoint]);
+    }
+    const out = [];
+    for (const n of (snapshot.net || []).slice(0, MAX_TRACES / 2)) {
+      out.push(["net.bytes_recv_per_s", n.interface], ["net.bytes_sent_per_s", n.interface]);
+    }
+    return out;
+  }
+
+  async function fetchHistory(metric, dimension, start, end) {
+    const q = new URLSearchParams({ metric, start: start.toISOString(), end: end.toISOString(),
+                                    step: String(stepS), dimension });
+    const body = await api("GET", `/api/metrics/history?${q}`);
+    return body.points || [];
+  }
+
+  async function loadHistory() {
+    if (!havePlotly()) return;
+    stepS = Math.max(1, Math.ceil(rangeS / HISTORY_POINTS));
+    let snapshot = null;
+    try {
+      snapshot = await api("GET", "/api/metrics");
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 503)) throw err;
+    }
+    const end = new Date();
+    const start = new Date(end.getTime() - rangeS * 1000);
+    for (const [key, chart] of Object.entries(charts)) {
+      const series = seriesOf(key, snapshot);
+      const data = [];
+      chart.traces = new Map();
+      for (const [metric, dimension] of series) {
+        const points = await fetchHistory(metric, dimension, start, end);
+        chart.traces.set(`${metric}|${dimension}`, data.length);
+        data.push({ type: "scatter", mode: "lines", name: traceName(metric, dimension),
+                    x: points.map((p) => plotTime(p.at)), y: points.map((p) => p.avg),
+                    line: { width: 1.5 }, hoverinfo: "x+y+name" });
+      }
+      await window.Plotly.react($(chart.id), data, layoutFor(chart), plotConfig);
+      lastAppend.set(key, 0);
+    }
+    chartsReady = true;
+    $("charts-section").dataset.range = String(rangeS);  // which history is shown
+  }
+
+  function reloadHistory() {
+    // One load at a time; a reconnect or a new range during a load waits for it.
+    historyLoading = (historyLoading || Promise.resolve())
+      .then(loadHistory)
+      .catch((err) => addFeed("error", `chart history: ${problemText(err).join("; ")}`));
+    return historyLoading;
+  }
+
+  function appendLive(values, at) {
+    if (!chartsReady || !havePlotly()) return;
+    const x = plotTime(at);
+    const atMs = new Date(at).getTime();
+    for (const [key, chart] of Object.entries(charts)) {
+      // Keep the chosen range's resolution: at most one point per step, however fast ticks come.
+      if (atMs - (lastAppend.get(key) || 0) < stepS * 1000 * 0.9) continue;
+      const idx = [];
+      const xs = [];
+      const ys = [];
+      const added = [];
+      for (const v of values) {
+        if (!chart.metrics.includes(v.metric)) continue;
+        const traceKey = `${v.metric}|${v.dimension || ""}`;
+        let i = chart.traces.get(traceKey);
+        if (i === undefined) {
+          if (chart.traces.size >= MAX_TRACES) continue;
+          i = chart.traces.size;
+          chart.traces.set(traceKey, i);
+          added.push({ type: "scatter", mode: "lines", name: traceName(v.metric, v.dimension),
+                       x: [], y: [], line: { width: 1.5 }, hoverinfo: "x+y+name" });
+        }
+        idx.push(i);
+        xs.push([x]);
+        ys.push([v.value]);
+      }
+      const div = $(chart.id);
+      if (added.length) window.Plotly.addTraces(div, added);
+      if (idx.length) {
+        window.Plotly.extendTraces(div, { x: xs, y: ys }, idx, LIVE_MAX_POINTS);
+        lastAppend.set(key, atMs);
+      }
+    }
+  }
+
+  function showNow(values) {
+    const by = (metric, dim) => values.find(
+      (v) => v.metric === metric && (dim === undefined || v.dimension === dim));
+    const cpu = by("cpu.percent");
+    if (cpu) setText("now-cpu", pct(cpu.value));
+    const mem = by("memory.percent");
+    if (mem) setText("now-mem", pct(mem.value));
+    const disks = values.filter((v) => v.metric === "disk.percent");
+    if (disks.length) {
+      setText("now-disk", disks.slice(0, MAX_TRACES)
+        .map((d) => `${d.dimension} ${pct(d.value)}`).join(" · "));
+    }
+    let recv = 0;
+    let sent = 0;
+    let seen = false;
+    for (const v of values) {
+      if (v.metric === "net.bytes_recv_per_s") { recv += v.value; seen = true; }
+      if (v.metric === "net.bytes_sent_per_s") { sent += v.value; seen = true; }
+    }
+    if (seen) setText("now-net", `↓ ${bytesRate(recv)} ↑ ${bytesRate(sent)}`);
+    const up = by("uptime_s");
+    if (up) {
+      header.hostUptimeS = up.value;
+      header.hostUptimeAt = performance.now();
+    }
+  }
+
+  function onMetrics(m) {
+    const seq = $("seq");
+    seq.textContent = String(m.seq);
+    seq.dataset.seq = String(m.seq);
+    if (m.host) setText("host", m.host);
+    showComment(m.comment);
+    const values = m.values || [];
+    showNow(values);
+    appendLive(values, m.at);
+  }
+
+  // A full snapshot (polling fallback) in the stream's summary shape.
+  function summaryOf(s) {
+    const values = [];
+    const push = (metric, dimension, value) => {
+      if (value !== null && value !== undefined) values.push({ metric, dimension, value });
+    };
+    push("cpu.percent", "", s.cpu && s.cpu.percent);
+    push("memory.percent", "", s.memory && s.memory.percent);
+    for (const d of s.disks || []) push("disk.percent", d.mountpoint, d.percent);
+    for (const n of s.net || []) {
+      push("net.bytes_recv_per_s", n.interface, n.bytes_recv_per_s);
+      push("net.bytes_sent_per_s", n.interface, n.bytes_sent_per_s);
+    }
+    push("uptime_s", "", s.uptime_s);
+    return { host: s.host, at: s.at, seq: s.seq, values, comment: s.comment };
+  }
+
+  // ------------------------------------------------------------------ config
+
+  async function loadConfig() {
+    const body = await api("GET", "/api/config");
+    setText("config-version", `(version ${body.version})`);
+    $("config").textContent = JSON.stringify(body.config, null, 2);
+  }
+
+  async function applyConfig(ev) {
+    ev.preventDefault();
+    let patch;
+    try {
+      patch = JSON.parse($("config-patch").value);
+    } catch (err) {
+      showResult("config-result", false, [`not valid JSON: ${err.message}`]);
+      return;
+    }
+    if (patch === null || typeof patch !== "object" || Array.isArray(patch)) {
+      showResult("config-result", false, ["the change must be a JSON object"]);
+      return;
+    }
+    try {
+      const body = await api("PATCH", "/api/config", patch);
+      banner("");
+      showResult("config-result", true, [body.changed.length
+        ? `changed: ${body.changed.join(", ")} (now version ${body.version})`
+        : "nothing changed: the values were already in force"]);
+      setText("config-version", `(version ${body.version})`);
+      $("config").textContent = JSON.stringify(body.config, null, 2);
+    } catch (err) {
+      showResult("config-result", false, problemText(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ dry run
+
+  async function dryRun(ev) {
+    ev.preventDefault();
+    let params;
+    try {
+      params = JSON.parse($("dryrun-params").value || "{}");
+    } catch (err) {
+      showResult("dryrun-result", false, [`parameters are not valid JSON: ${err.message}`]);
+      return;
+    }
+    try {
+      const body = await api("POST", "/api/command", {
+        command: "remediate", action: $("dryrun-action").value, params, dry_run: true,
+        reason: $("dryrun-reason").value });
+      banner("");
+      const d = body.decision || {};
+      showResult("dryrun-result", true, [
+        `verdict: ${d.verdict || "?"}${d.target ? " (target " + d.target + ")" : ""}` +
+        `\nwhy: ${d.why || ""}${d.check ? "\ndecided by the check: " + d.check : ""}` +
+        `${d.preview ? "\nwould do: " + d.preview : ""}` +
+        `${d.approval_id ? "\nwaiting for approval #" + d.approval_id : ""}`]);
+    } catch (err) {
+      showResult("dryrun-result", false, problemText(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ live stream
+
+  // Server-Sent Events over fetch(): EventSource cannot send an Authorization header.
+  class SSEParser {
+    constructor(onEvent) {
+      this.onEvent = onEvent;
+      this.buffer = "";
+      this.type = "";
+      this.data = [];
+    }
+
+    push(text) {
+      this.buffer += text;
+      let start = 0;
+      for (;;) {
+        const cr = this.buffer.indexOf("\r", start);
+        const lf = this.buffer.indexOf("\n", start);
+        let end;
+        if (cr === -1 && lf === -1) break;
+        if (cr === -1 || (lf !== -1 && lf < cr)) end = lf;
+        else end = cr;
+        let next = end + 1;
+        if (end === cr) {
+          // A CR at the very end may be the first half of a CRLF split between chunks.
+          if (cr === this.buffer.length - 1) break;
+          if (this.buffer[cr + 1] === "\n") next = cr + 2;
+        }
+        this.line(this.buffer.slice(start, end));
+        start = next;
+      }
+      this.buffer = this.buffer.slice(start);
+      if (this.buffer.length > 1 << 20) this.buffer = "";  // no line is ever this long
+    }
+
+    line(line) {
+      if (line === "") {
+        if (this.data.length) this.onEvent(this.type || "message", this.data.join("\n"));
+        this.type = "";
+        this.data = [];
+        return;
+      }
+      if (line[0] === ":") return;  // a comment: the keep-alive
+      const colon = line.indexOf(":");
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? "" : line.slice(colon + 1);
+      if (value[0] === " ") value = value.slice(1);
+      if (field === "event") this.type = value;
+      else if (field === "data") this.data.push(value);
+    }
+  }
+
+  const stream = { controller: null, attempt: 0, timer: null, pollTimer: null, gen: 0 };
+
+  function setConn(state, text) {
+    const node = $("stream");
+    node.dataset.state = state;
+    node.textContent = text || state;
+  }
+
+  function onEvent(kind, data) {
+    let e;
+    try { e = JSON.parse(data); } catch (err) { return; }
+    if (kind === "metrics") { onMetrics(e); return; }
+    if (kind === "heartbeat") {
+      if (e.health) {
+        const before = agents.get(e.agent);
+        agents.set(e.agent, e.health);
+        if (!before || before.state !== e.health.state || before.restarts !== e.health.restarts
+            || before.last_error !== e.health.last_error) {
+          renderAgents();
+        }
+      }
+      return;
+    }
+    const text = feedFor(kind, e);
+    if (text) addFeed(kind, text, e.at);
+    if (kind === "alert") upsertAlert(e);
+    else if (kind === "remediation") loadActions().catch(() => {});
+    else if (kind === "config_changed") loadConfig().catch(() => {});
+    else if (kind.startsWith("agent_")) {
+      loadAgents().catch(() => {});
+      loadSystem().catch(() => {});
+    }
+  }
+
+  async function refreshAll() {
+    const jobs = [loadSystem(), loadAgents(), loadAlerts(), loadActions(), loadConfig()];
+    const results = await Promise.allSettled(jobs);
+    for (const r of results) {
+      if (r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 401)) {
+        addFeed("error", `loading: ${problemText(r.reason).join("; ")}`);
+      }
+    }
+    reloadHistory();
+  }
+
+  function scheduleReconnect() {
+    const delay = Math.min(BACKOFF_MAX_S, 2 ** stream.attempt);
+    stream.attempt += 1;
+    setConn("offline", `reconnecting in ${delay}s`);
+    clearTimeout(stream.timer);
+    stream.timer = setTimeout(connect, delay * 1000);
+  }
+
+  // Until a server has /api/events, follow it by polling (and say so).
+  function startPolling() {
+    setConn("polling", "polling");
+    const poll = async () => {
+      try {
+        onMetrics(summaryOf(await api("GET", "/api/metrics")));
+      } catch (err) { /* 503 before the first tick; retried */ }
+    };
+    clearInterval(stream.pollTimer);
+    stream.pollTimer = setInterval(() => {
+      poll();
+      loadAgents().catch(() => {});
+      loadAlerts().catch(() => {});
+      loadActions().catch(() => {});
+    }, 5000);
+    poll();
+  }
+
+  async function connect() {
+    const gen = ++stream.gen;
+    if (stream.controller) stream.controller.abort();
+    clearInterval(stream.pollTimer);
+    const controller = new AbortController();
+    stream.controller = controller;
+    setConn("connecting", "connecting");
+    let idle = null;
+    const bump = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => controller.abort(), STREAM_IDLE_MS);
+    };
+    try {
+      const response = await fetch("/api/events?snapshots=summary", {
+        headers: { Accept: "text/event-stream", ...authHeaders() }, cache: "no-store",
+        credentials: "omit", signal: controller.signal });
+      if (response.status === 404) { startPolling(); return; }
+      if (response.status === 401) {
+        banner("The live stream needs a token here (401): enter it in the token field.");
+        throw new Error("401");
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      setConn("live", "live");
+      const wasDown = stream.attempt > 0;
+      stream.attempt = 0;
+      // Whatever happened while we were away: read the state again.
+      if (wasDown) refreshAll();
+      bump();
+      const parser = new SSEParser((kind, data) => {
+        try { onEvent(kind, data); } catch (err) { console.warn("event", kind, err); }
+      });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        bump();
+        parser.push(value);
+      }
+    } catch (err) {
+      // aborted by a newer connect(), by the idle watchdog, or a network failure
+    } finally {
+      clearTimeout(idle);
+    }
+    if (gen === stream.gen) scheduleReconnect();
+  }
+
+  // ------------------------------------------------------------------ start
+
+  function wire() {
+    $("token-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const value = $("token").value.trim();
+      if (!value) return;
+      token = value;
+      localStorage.setItem(TOKEN_KEY, token);
+      $("token").value = "";
+      banner("");
+      showTokenState();
+      stream.attempt = 1;  // makes the new connection read the state again
+      connect();
+    });
+    $("token-clear").addEventListener("click", () => {
+      token = "";
+      localStorage.removeItem(TOKEN_KEY);
+      showTokenState();
+    });
+    $("health-check").addEventListener("click", () => command("health_check", "all"));
+    $("dryrun-form").addEventListener("submit", dryRun);
+    $("config-form").addEventListener("submit", applyConfig);
+    $("range").addEventListener("change", (ev) => {
+      rangeS = Number(ev.target.value) || 3600;
+      reloadHistory();
+    });
+    setInterval(tickClocks, 1000);
+  }
+
+  function start() {
+    takeTokenFromFragment();
+    showTokenState();
+    wire();
+    if (!havePlotly()) {
+      const note = $("charts-note");
+      note.textContent = "Charts are off: plotly is not installed with watchkeeper " +
+        "(pip install plotly). The current values are shown above each chart.";
+      note.hidden = false;
+      for (const chart of Object.values(charts)) $(chart.id).hidden = true;
+    }
+    renderAgents();
+    renderAlerts();
+    renderApprovals([]);
+    seedFeed().catch(() => {}).finally(() => {
+      refreshAll();
+      connect();
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

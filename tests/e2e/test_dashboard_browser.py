@@ -1,0 +1,286 @@
+"""The dashboard in a real headless Chromium against a real runtime and server.
+
+Debian's /usr/bin/chromium driven by Playwright (never `playwright install`); a missing
+browser fails these tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Browser, Page, Route, async_playwright
+
+from watchkeeper.api.routes import dashboard
+from watchkeeper.events import Alert, Assessment, SuggestedAction, utcnow
+
+from ..integration.test_api_harness import OPERATOR, Api, api_settings, serve_api, until
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+PAYLOAD = "<img src=x onerror=window.__pwned=1>"
+
+#: Records Content-Security-Policy violations from the first byte of every page.
+_RECORD_CSP = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
+  [e.violatedDirective, e.blockedURI, e.sourceFile, e.lineNumber, e.sample].join(" ")));
+"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).is_file(), \
+        f"{CHROMIUM} is missing: install Debian's chromium (scripts/test does)"
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@dataclass
+class Watched:
+    """A page and everything it did that a test asserts on afterwards."""
+
+    page: Page
+    requests: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def watched_page(browser: Browser, api: Api, *, width: int = 1280, height: int = 900,
+                       allowed_errors: tuple[str, ...] = ()) -> AsyncIterator[Watched]:
+    """A fresh page; on exit: no CSP violation, no error, no request off 127.0.0.1."""
+    context = await browser.new_context(viewport={"width": width, "height": height},
+                                        service_workers="block")
+    page = await context.new_page()
+    seen = Watched(page)
+
+    async def refuse(route: Route) -> None:
+        seen.blocked.append(route.request.url)
+        await route.abort()
+
+    await context.route(lambda url: urlsplit(url).hostname != "127.0.0.1", refuse)
+    page.on("request", lambda r: seen.requests.append(r.url))
+    page.on("console", lambda m: seen.console_errors.append(m.text) if m.type == "error"
+            else None)
+    page.on("pageerror", lambda e: seen.page_errors.append(str(e)))
+    await page.add_init_script(_RECORD_CSP)
+    try:
+        yield seen
+        violations = await page.evaluate("window.__csp")
+        assert violations == [], violations
+        assert await page.evaluate("window.__pwned") is None
+    finally:
+        await context.close()
+    assert seen.page_errors == []
+    assert [e for e in seen.console_errors
+            if not any(a in e for a in allowed_errors)] == []
+    assert seen.blocked == []
+    hosts = {urlsplit(u).hostname for u in seen.requests if not u.startswith("data:")}
+    assert hosts == {"127.0.0.1"}, hosts
+
+
+async def first_tick(api: Api) -> None:
+    """Wait for the sensor's first snapshot, so the page never meets the 503 before it."""
+    async def ready() -> bool:
+        return (await api.client.get("/api/metrics")).status_code == 200
+    await until(ready)
+
+
+async def open_dashboard(w: Watched, api: Api, fragment: str = "") -> Page:
+    page = w.page
+    response = await page.goto(api.url + "/" + fragment)
+    assert response is not None and response.ok
+    await page.wait_for_function(
+        "() => document.getElementById('stream').dataset.state === 'live'")
+    return page
+
+
+async def _live_points(page: Page) -> int:
+    points: int = await page.evaluate(
+        "((document.getElementById('chart-cpu').data || [])[0] || {x: []}).x.length")
+    return points
+
+
+async def test_metrics_arrive_live(browser: Browser, tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            assert await page.text_content("#host") == api.runtime.host
+            await page.select_option("#range", "300")  # 5 min: a point a second
+            await page.wait_for_function(
+                "() => document.getElementById('charts-section').dataset.range === '300'")
+            await page.wait_for_function("() => document.getElementById('seq').dataset.seq !== ''")
+            seq = int(await page.get_attribute("#seq", "data-seq") or 0)
+            points = await _live_points(page)
+            # No reload: the stream moves the tick counter and the CPU chart grows.
+            await page.wait_for_function(
+                "([seq, n]) => Number(document.getElementById('seq').dataset.seq) > seq"
+                " && document.getElementById('chart-cpu').data[0].x.length > n",
+                arg=[seq, points], timeout=10_000)
+            assert "%" in (await page.text_content("#now-cpu") or "")
+            for name in ("agents", "charts", "alerts", "approvals", "feed"):
+                assert await page.locator(f"#{name}-section").is_visible()
+            assert await page.locator("#agents li[data-agent='sensor']").count() == 1
+        urls = {urlsplit(u).path for u in w.requests}
+        assert {"/", "/static/app.js", "/static/app.css", "/api/events"} <= urls
+        assert any(p.startswith("/static/vendor/plotly-") for p in urls)
+
+
+async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            await page.fill("#token", OPERATOR)
+            await page.click("#token-save")
+            await page.wait_for_function(
+                "() => document.getElementById('stream').dataset.state === 'live'")
+            # Asked for after the page loaded: the stream's remediation event brings it in.
+            r = await api.client.post("/api/command", headers=api.auth(), json={
+                "command": "remediate", "action": "notify_only",
+                "params": {"message": "disk almost full"}, "reason": "e2e"})
+            assert r.status_code == 200, r.text
+            approval_id = r.json()["decision"]["approval_id"]
+            assert isinstance(approval_id, int)
+            row = page.locator(f"#approvals li[data-approval='{approval_id}']")
+            await row.wait_for()
+            assert "notify_only" in (await row.text_content() or "")
+            await row.locator("button[data-do='approve']").click()
+            await row.wait_for(state="detached")
+            assert await page.evaluate("localStorage.getItem('watchkeeper.token')") == OPERATOR
+        approval = api.runtime.audit.approval(approval_id)
+        assert approval is not None and approval.state == "approved" and approval.by == "api"
+        body = (await api.client.get("/api/actions")).json()
+        assert body["pending"] == []
+        assert any(e["kind"] == "approved" and e["approval_id"] == approval_id
+                   for e in body["entries"])
+
+
+async def test_phone_layout_and_untrusted_text(browser: Browser, tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api, width=390, height=844) as w:
+            # The token arrives once in the fragment, is kept, and leaves the address bar.
+            page = await open_dashboard(w, api, fragment=f"#token={OPERATOR}")
+            assert await page.evaluate("localStorage.getItem('watchkeeper.token')") == OPERATOR
+            assert "#" not in page.url and OPERATOR not in page.url
+            host = api.runtime.host
+            alert = Alert(
+                host=host, id="a-xss", fingerprint="fp-xss", rule="cpu_high",
+                metric="cpu.percent", dimension=PAYLOAD, severity="critical", since=utcnow(),
+                summary=f"{PAYLOAD} {'W' * 300}", context=PAYLOAD,
+                assessment=Assessment(
+                    source="llm", summary=PAYLOAD, likely_cause=PAYLOAD, confidence=0.7,
+                    evidence=(PAYLOAD,), model=PAYLOAD, suggested_actions=(SuggestedAction(
+                        action="notify_only", params={"message": PAYLOAD}, reason=PAYLOAD,
+                        source="llm"),)))
+            await api.runtime.bus.publish(f"alerts.{host}", alert)
+            row = page.locator("#alerts li[data-fingerprint='fp-xss']")
+            await row.wait_for()
+            text = await row.text_content() or ""
+            assert PAYLOAD in text and "LLM reasoning" in text
+            assert PAYLOAD in (await page.text_content("#feed") or "")
+            assert await page.evaluate("document.querySelectorAll('img').length") == 0
+            # One column, nothing wider than the phone.
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+            boxes: list[dict[str, Any]] = []
+            for name in ("agents", "alerts", "approvals", "feed", "charts", "actions",
+                         "config"):
+                section = page.locator(f"#{name}-section")
+                assert await section.is_visible(), name
+                box = await section.bounding_box()
+                assert box is not None
+                boxes.append(box)
+            assert len({round(b["x"]) for b in boxes}) == 1
+            assert all(b["x"] + b["width"] <= 390 for b in boxes)
+            assert await page.evaluate("window.__pwned") is None
+
+
+async def test_dry_run_and_config_forms(browser: Browser, tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api, allowed_errors=("status of 422",)) as w:
+            page = await open_dashboard(w, api, fragment=f"#token={OPERATOR}")
+            await page.select_option("#dryrun-action", "notify_only")
+            await page.fill("#dryrun-params", '{"message": "what if"}')
+            await page.click("#dryrun-form button[type=submit]")
+            await page.wait_for_function(
+                "() => document.getElementById('dryrun-result').textContent.includes('verdict')")
+            result = await page.text_content("#dryrun-result") or ""
+            assert "verdict: dry_run" in result and "why:" in result
+            assert api.runtime.audit.pending() == []  # a dry run asks nobody
+
+            await page.fill("#config-patch", '{"thresholds": {"cpu_warning": 77}}')
+            await page.click("#config-form button[type=submit]")
+            await page.wait_for_function(
+                "() => document.getElementById('config-result').textContent.includes('changed')")
+            assert api.runtime.config.current.thresholds.cpu_warning == 77
+            await page.wait_for_function(
+                "() => document.getElementById('config').textContent.includes('77')")
+
+            await page.fill("#config-patch", '{"thresholds": {"cpu_warning": "lots"}}')
+            await page.click("#config-form button[type=submit]")
+            await page.wait_for_function(
+                "() => document.getElementById('config-result').classList.contains('error')")
+            assert "cpu_warning" in (await page.text_content("#config-result") or "")
+            assert api.runtime.config.current.thresholds.cpu_warning == 77
+
+
+async def test_acknowledge_and_silence_a_real_alert(browser: Browser, tmp_path: Path) -> None:
+    # Any memory use is critical here: the analyzer raises a real alert at once.
+    settings = api_settings(tmp_path, thresholds={"memory_warning": 0.5, "memory_critical": 1.0},
+                            analyzer={"for_s": 0})
+    async with serve_api(settings) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api, fragment=f"#token={OPERATOR}")
+            row = page.locator("#alerts li[data-state='firing']", has_text="Memory").first
+            await row.wait_for()
+            fingerprint = await row.get_attribute("data-fingerprint")
+            assert "Analysis (rules)" in (await row.text_content() or "")
+            await row.locator("button[data-do='ack']").click()
+            acked = page.locator(
+                f"#alerts li[data-fingerprint='{fingerprint}'][data-state='acknowledged']")
+            await acked.wait_for()
+            await acked.locator("button[data-do='silence']").click()
+            await page.locator("#feed li", has_text="silenced").wait_for()
+        alerts = (await api.client.get("/api/alerts")).json()["alerts"]
+        assert any(a["fingerprint"] == fingerprint and a["state"] == "acknowledged"
+                   for a in alerts)
+        silences = (await api.client.get("/api/alerts/silences")).json()["silences"]
+        assert [s["matchers"] for s in silences] == [{"fingerprint": fingerprint}]
+
+
+async def test_without_plotly_the_page_shows_numbers(browser: Browser, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "plotly_path", lambda: None)
+    dashboard.plotly.cache_clear()
+    dashboard.index_html.cache_clear()
+    try:
+        async with serve_api(api_settings(tmp_path)) as api:
+            await first_tick(api)
+            async with watched_page(browser, api) as w:
+                page = await open_dashboard(w, api)
+                assert await page.locator("#charts-note").is_visible()
+                assert "plotly" in (await page.text_content("#charts-note") or "")
+                assert not await page.locator("#chart-cpu").is_visible()
+                await page.wait_for_function(
+                    "() => document.getElementById('now-cpu').textContent.includes('%')")
+            assert not any("/static/vendor/" in u for u in w.requests)
+    finally:
+        dashboard.plotly.cache_clear()
+        dashboard.index_html.cache_clear()
