@@ -77,6 +77,19 @@ def history(
                                                  count=p.count) for p in points])
 
 
+#: Series names whose literal translation promtool's linter rejects: a gauge must not end
+#: in ``_total`` (that suffix means a counter), and units are spelled out (``_seconds``).
+_PROM_RENAMES = {"processes.total": "processes", "uptime_s": "uptime_seconds"}
+
+
+def prometheus_name(metric: str) -> str:
+    """Prometheus name of a series.METRICS name: ``net.bytes_recv_per_s`` -> ``..._per_second``."""
+    name = _PROM_RENAMES.get(metric, metric).replace(".", "_")
+    if name.endswith("_per_s"):
+        name = name.removesuffix("s") + "second"
+    return "watchkeeper_" + name
+
+
 class RuntimeCollector(Collector):
     """Prometheus metrics computed at scrape time from the runtime's latest state."""
 
@@ -90,7 +103,7 @@ class RuntimeCollector(Collector):
         if snap is not None:
             families: dict[str, GaugeMetricFamily] = {}
             for sample in flatten(snap):
-                name = "watchkeeper_" + sample.metric.replace(".", "_")
+                name = prometheus_name(sample.metric)
                 family = families.get(name)
                 if family is None:
                     family = families[name] = GaugeMetricFamily(
