@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -37,12 +37,19 @@ def _latest(runtime: Runtime) -> MetricSnapshot | None:
 
 @router.get("/api/metrics", response_model=MetricSnapshot, dependencies=[Depends(require_read)],
             responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"}})
-def current(runtime: RuntimeDep) -> MetricSnapshot:
+def current(request: Request, runtime: RuntimeDep) -> Response:
     """The latest metric snapshot of this host."""
     snap = _latest(runtime)
     if snap is None:
         raise HTTPException(503, "no metrics collected yet; try again in a few seconds")
-    return snap
+    # Encoded once per tick, not once per request: a snapshot with hundreds of processes
+    # costs milliseconds to validate and serialize, and every dashboard polls the same one.
+    cached: tuple[MetricSnapshot, bytes] | None = getattr(request.app.state, "metrics_json",
+                                                          None)
+    if cached is None or cached[0] is not snap:
+        cached = (snap, snap.model_dump_json().encode())
+        request.app.state.metrics_json = cached
+    return Response(cached[1], media_type="application/json")
 
 
 def _utc(at: datetime) -> datetime:
