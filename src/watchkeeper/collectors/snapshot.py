@@ -142,6 +142,9 @@ class SnapshotCollector:
 
     def _collect(self, seq: int, interval_s: float) -> MetricSnapshot:
         started = time.perf_counter()
+        # A snapshot is stamped when its reading starts (as Prometheus stamps a scrape), so
+        # its time says when the tick ran; how long the reading took is collect_ms.
+        now = self._wall_clock()
         cfg = self._config
         timeout = cfg.collector_timeout
         deadline = time.monotonic() + timeout
@@ -198,7 +201,6 @@ class SnapshotCollector:
             if identity is not None and identity.boot_time is not None:
                 self._identity = identity
 
-        now = self._wall_clock()
         missing.sort(key=lambda m: m.key)
         self._log_changes(missing)
         return MetricSnapshot(
