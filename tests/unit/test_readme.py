@@ -37,7 +37,7 @@ def test_every_setting_is_documented() -> None:
 
 def test_readme_states_the_two_setup_commands() -> None:
     text = README.read_text()
-    assert ".venv/bin/pip install -e . && .venv/bin/watchkeeper run" in text
+    assert ".venv/bin/pip install -e . && .venv/bin/watchkeeper serve" in text
     assert "./scripts/test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "./scripts/test" in ci
