@@ -140,6 +140,28 @@ async def test_metrics_arrive_live(browser: Browser, tmp_path: Path) -> None:
         assert any(p.startswith("/static/vendor/plotly-") for p in urls)
 
 
+async def test_the_feed_shows_what_happened_before_the_page_opened(browser: Browser,
+                                                                   tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        r = await api.client.post("/api/command", headers=api.auth(), json={
+            "command": "remediate", "action": "notify_only", "dry_run": True,
+            "params": {"message": f"overnight {PAYLOAD}"}})
+        assert r.status_code == 200
+
+        async def stored() -> bool:
+            return bool((await api.client.get("/api/activity")).json()["events"])
+
+        await until(stored)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            entry = page.locator("#feed li[data-kind='remediation']")
+            await entry.first.wait_for()
+            text = await entry.first.text_content() or ""
+            assert "notify_only" in text and "dry_run" in text
+            assert PAYLOAD in text  # shown as text, never run (watched_page checks __pwned)
+
+
 async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> None:
     async with serve_api(api_settings(tmp_path)) as api:
         await first_tick(api)

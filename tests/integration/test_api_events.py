@@ -15,7 +15,7 @@ import pytest
 from watchkeeper.bus import errors_topic
 from watchkeeper.events import AgentError
 
-from .test_api_harness import READER, Api, api_settings, serve_api
+from .test_api_harness import READER, Api, api_settings, serve_api, until
 
 
 async def messages(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -134,3 +134,29 @@ async def test_open_streams_do_not_keep_the_server_from_stopping(tmp_path: Path)
     # serve_api's exit waited for uvicorn with a 10 s limit: it got here, so it stopped.
     await stream.aclose()
     await client.aclose()
+
+
+async def test_activity_is_the_recent_history_of_the_stream(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        r = await api.client.post("/api/command", headers=api.auth(), json={
+            "command": "remediate", "action": "notify_only", "dry_run": True,
+            "params": {"message": "before the page opened"}})
+        assert r.status_code == 200
+        await api.runtime.bus.publish(errors_topic(api.runtime.host, "sensor"), AgentError(
+            host=api.runtime.host, agent="sensor", error="disk read stalled", error_type="X"))
+
+        async def stored() -> list[dict[str, Any]] | None:
+            body = (await api.client.get("/api/activity")).json()
+            kinds = {e["kind"] for e in body["events"]}
+            return body["events"] if {"remediation", "agent_error"} <= kinds else None
+
+        events = await until(stored)
+        # Oldest first, with the event as the live stream sends it; no heartbeats or ticks.
+        assert [e["kind"] for e in events] == ["remediation", "agent_error"]
+        assert events[0]["event"]["verdict"] == "dry_run"
+        assert events[1]["event"]["error"] == "disk read stalled"
+        only = (await api.client.get("/api/activity?kind=agent_error&limit=5")).json()
+        assert [e["kind"] for e in only["events"]] == ["agent_error"]
+        for query in ("limit=0", "limit=1001", "kind=heartbeat", "kind=%3Cscript%3E"):
+            r = await api.client.get(f"/api/activity?{query}")
+            assert r.status_code == 422, query

@@ -122,6 +122,18 @@ class ApproveBody(Model):
     why: str
 
 
+class ActivityItem(Model):
+    id: int
+    at: datetime
+    topic: str
+    kind: str
+    event: dict[str, Any] = Field(description="the event as the live stream sends it")
+
+
+class ActivityBody(Model):
+    events: list[ActivityItem]
+
+
 class TopicCounters(Model):
     topic: str
     published: int

@@ -1,11 +1,11 @@
-"""The live event stream: every bus event of this host as Server-Sent Events."""
+"""The live event stream (every bus event as Server-Sent Events) and the recent activity."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.types import Receive, Scope, Send
@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from watchkeeper import __version__
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.routes.deps import RuntimeDep
-from watchkeeper.api.schemas import Text
+from watchkeeper.api.schemas import ActivityBody, ActivityItem, Text
 from watchkeeper.bus import BusClosedError, Subscription, topic_matches
 from watchkeeper.events import Command, CommandReply, Event, MetricSnapshot
 from watchkeeper.series import flatten
@@ -151,6 +151,26 @@ def events(
     streams.add(sub)
     return EventStream(sub, patterns, snapshots,
                        {"host": runtime.host, "version": __version__}, streams)
+
+
+#: Kinds that make up the activity feed: what happened, not the routine ticks and heartbeats.
+ActivityKind = Literal["alert", "remediation", "agent_error", "agent_restarted",
+                       "agent_gave_up", "config_changed", "analyzer_notice"]
+ACTIVITY_KINDS: tuple[str, ...] = get_args(ActivityKind)
+
+
+@router.get("/api/activity", response_model=ActivityBody, dependencies=[Depends(require_read)])
+def activity(runtime: RuntimeDep,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+             kind: Annotated[list[ActivityKind] | None,
+                             Query(description="only these kinds (default: all of them)")]
+             = None) -> ActivityBody:
+    """The newest stored events, oldest first (the live stream's kinds, from the history):
+    what a dashboard shows before anything new arrives."""
+    stored = runtime.store.events(kinds=kind or ACTIVITY_KINDS, limit=limit)
+    return ActivityBody(events=[ActivityItem(id=e.id, at=e.at, topic=e.topic, kind=e.kind,
+                                             event=e.event.model_dump(mode="json"))
+                                for e in stored])
 
 
 def close_streams(app: Any) -> None:

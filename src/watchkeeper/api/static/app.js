@@ -410,17 +410,13 @@
     renderApprovals(body.pending || []);
   }
 
-  // The feed starts with the latest audit entries, so it is not empty until something happens.
+  // The feed starts with what happened before the page opened (the stored events), so
+  // "what happened overnight?" has an answer; the live stream adds to it.
   async function seedFeed() {
-    const body = await api("GET", "/api/actions?limit=20");
-    for (const e of body.entries || []) {
-      const parts = [`${String(e.kind).replace(/_/g, " ")}: ${e.action || ""}` +
-                     (e.target ? ` on ${e.target}` : "")];
-      if (e.verdict) parts.push(e.verdict);
-      if (e.outcome) parts.push(`outcome ${e.outcome}`);
-      if (e.actor) parts.push(`by ${e.actor}`);
-      if (e.message) parts.push(e.message);
-      addFeed("audit", parts.join(" – "), e.at);
+    const body = await api("GET", `/api/activity?limit=${FEED_MAX}`);
+    for (const item of body.events || []) {
+      const text = feedFor(item.kind, item.event || {});
+      if (text) addFeed(item.kind, text, item.at);
     }
   }
 
