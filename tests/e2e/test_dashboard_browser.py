@@ -6,11 +6,12 @@ browser fails these tests rather than skipping them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,9 +100,10 @@ async def first_tick(api: Api) -> None:
     await until(ready)
 
 
-async def open_dashboard(w: Watched, api: Api, fragment: str = "") -> Page:
+async def open_dashboard(w: Watched, api: Api, fragment: str = "", *,
+                         wait_until: Literal["load", "domcontentloaded"] = "load") -> Page:
     page = w.page
-    response = await page.goto(api.url + "/" + fragment)
+    response = await page.goto(api.url + "/" + fragment, wait_until=wait_until)
     assert response is not None and response.ok
     await page.wait_for_function(
         "() => document.getElementById('stream').dataset.state === 'live'")
@@ -306,3 +308,29 @@ async def test_without_plotly_the_page_shows_numbers(browser: Browser, tmp_path:
     finally:
         dashboard.plotly.cache_clear()
         dashboard.index_html.cache_clear()
+
+
+async def test_the_page_works_while_the_chart_library_is_loading(browser: Browser,
+                                                                 tmp_path: Path) -> None:
+    # On a slow link plotly.js (1.4 MB gzipped) takes seconds; nothing else may wait for it.
+    release = asyncio.Event()
+
+    async def slow(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            await w.page.route("**/static/vendor/plotly-*", slow)
+            # The browser's load event waits for async scripts too: only the DOM is awaited.
+            page = await open_dashboard(w, api, wait_until="domcontentloaded")
+            await page.locator("#agents li[data-agent='sensor']").wait_for()
+            await page.wait_for_function(
+                "() => document.getElementById('now-cpu').textContent.includes('%')")
+            assert await page.evaluate("typeof window.Plotly") == "undefined"
+            assert not await page.locator("#charts-note").is_visible()
+            release.set()
+            await page.wait_for_function(
+                "() => ((document.getElementById('chart-cpu').data || [])[0] || {x: []})"
+                ".x.length > 0", timeout=15_000)

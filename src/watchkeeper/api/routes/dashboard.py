@@ -152,7 +152,9 @@ def _plotly_tags(found: Plotly | None) -> str:
         return ""
     guards = "".join(f'<meta name="watchkeeper-style-guard" content="plotly" id="{g}">\n'
                      for g in found.style_guards())
-    return f'{guards}<script src="{found.url}" defer></script>'
+    # async, not defer: the page (agents, alerts, approvals, buttons) works while the
+    # 1.4 MB chart library is still on its way; app.js draws the charts once it is there.
+    return f'{guards}<script src="{found.url}" async id="plotly-script"></script>'
 
 
 @lru_cache(maxsize=1)

@@ -494,6 +494,19 @@
     return typeof window.Plotly === "object" && window.Plotly !== null;
   }
 
+  // plotly.js loads async so the rest of the page works meanwhile: true once it is there,
+  // false if it is not installed, failed, or took more than 30 s.
+  function plotlyArrival() {
+    if (havePlotly()) return Promise.resolve(true);
+    const tag = $("plotly-script");
+    if (!tag) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      tag.addEventListener("load", () => resolve(havePlotly()), { once: true });
+      tag.addEventListener("error", () => resolve(false), { once: true });
+      setTimeout(() => resolve(havePlotly()), 30000);
+    });
+  }
+
   function traceName(metric, dimension) {
     const suffix = metric.endsWith("recv_per_s") ? " recv" : metric.endsWith("sent_per_s")
       ? " sent" : "";
@@ -929,13 +942,17 @@
     takeTokenFromFragment();
     showTokenState();
     wire();
-    if (!havePlotly()) {
+    plotlyArrival().then((ok) => {
+      if (ok) { reloadHistory(); return; }
       const note = $("charts-note");
-      note.textContent = "Charts are off: plotly is not installed with watchkeeper " +
-        "(pip install plotly). The current values are shown above each chart.";
+      note.textContent = $("plotly-script")
+        ? "Charts are off: the chart library did not load. The current values are shown " +
+          "above each chart."
+        : "Charts are off: plotly is not installed with watchkeeper (pip install plotly). " +
+          "The current values are shown above each chart.";
       note.hidden = false;
       for (const chart of Object.values(charts)) $(chart.id).hidden = true;
-    }
+    });
     renderAgents();
     renderAlerts();
     renderApprovals([]);
