@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from overhead import cpu_seconds  # the same CPU accounting as bench/overhead.py
 
 ENDPOINTS = ("/api/metrics", "/api/health")
 HOST = "127.0.0.1"
@@ -175,19 +176,6 @@ def jitter(rows: list[tuple[float, int]], start: float, end: float, interval: fl
 
 
 # ------------------------------------------------------------------ the product
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU seconds of a process and its children (both reaped and alive)."""
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + getattr(t, "children_user", 0.0) + \
-                getattr(t, "children_system", 0.0)
-        except psutil.Error:
-            pass
-    return total
-
 
 def get(port: int, path: str) -> int:
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
