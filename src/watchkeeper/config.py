@@ -18,12 +18,13 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -38,6 +39,17 @@ DEFAULT_CONFIG_FILE = Path("watchkeeper.yaml")
 DEFAULT_DOTENV_FILE = Path(".env")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
+
+
+def _non_empty_path(value: Any) -> Any:
+    # An empty string would become Path("."), the current directory: never what was meant.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+#: A path that must be given (an empty string is refused, not read as ".").
+GivenPath = Annotated[Path, BeforeValidator(_non_empty_path)]
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are re-validated."""
@@ -119,7 +131,7 @@ class LlmConfig(Section):
     mask_identifiers: bool = Field(
         False, description="mask host names, IPs, user names and paths (restored in answers)")
     redact_patterns: tuple[str, ...] = Field((), description="extra regexes to redact")
-    log_files: tuple[Path, ...] = Field((), description="log files the LLM may tail")
+    log_files: tuple[GivenPath, ...] = Field((), description="log files the LLM may tail")
 
 
 #: Metrics that have a threshold rule (keys of ``analyzer.rules``, optionally ``:dimension``).
@@ -308,10 +320,10 @@ class ServiceConfig(Section):
     manager: Literal["process", "systemd", "windows", "supervisord"] = "process"
     start: tuple[str, ...] = Field((), description="argv that starts it (manager: process)")
     stop: tuple[str, ...] = Field((), description="argv that stops it (default: SIGTERM)")
-    pid_file: Path | None = None
+    pid_file: GivenPath | None = None
     match: str | None = Field(None, description="glob on the command line of its process")
     unit: str | None = Field(None, description="systemd unit / Windows or supervisord name")
-    cwd: Path | None = None
+    cwd: GivenPath | None = None
     env: dict[str, str] = Field(default_factory=dict)
     checks: tuple[HealthCheck, ...] = ()
     keep_running: bool = Field(False, description="leave it running when watchkeeper stops")
@@ -330,7 +342,7 @@ ActionMode = Literal["auto", "approve", "off"]
 class CleanupRoot(Section):
     """A directory clean_disk may delete old files under (never outside it)."""
 
-    path: Path
+    path: GivenPath
     patterns: tuple[str, ...] = ("*.tmp", "*.log.[0-9]*", "*.gz")
     min_age_hours: float = Field(24.0, ge=0)
     max_bytes: int | None = Field(None, gt=0, description="free at most this much per run")
@@ -339,7 +351,7 @@ class CleanupRoot(Section):
 class LogFileRule(Section):
     """A log file rotate_log may truncate or rotate."""
 
-    path: Path
+    path: GivenPath
     max_bytes: int = Field(100_000_000, gt=0)
     keep: int = Field(3, ge=0, le=100, description="rotated copies kept (0 = truncate)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,16 @@ def test_update_keeps_secrets() -> None:
     store.update({"llm": {"model": "other"}})
     key = store.current.llm.api_key
     assert key is not None and key.get_secret_value() == "sk-keep"
+
+
+@pytest.mark.parametrize("section", [
+    {"remediation": {"log_files": [{"path": ""}]}},
+    {"remediation": {"cleanup_roots": [{"path": "  "}]}},
+    {"llm": {"log_files": [""]}},
+])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(
+        section: dict[str, Any]) -> None:
+    store = ConfigStore(Settings())
+    with pytest.raises(ConfigError, match="must not be empty"):
+        store.update(section)
+    assert store.version == 1
