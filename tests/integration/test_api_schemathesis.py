@@ -24,7 +24,9 @@ TOKEN = "schemathesis-operator-token-0123456789"
 # - /api/health answers 503 by design while an agent is paused or restarting (the fuzzer
 #   pauses and restarts agents through /api/command);
 # - a silence's `until` must lie in the future; history's start must not be after its end;
-# - a config patch must pass the settings' own validation (warning <= critical, ...).
+# - a config patch must pass the settings' own validation (warning <= critical, ...), and it is
+#   parsed as leniently as the YAML file and the environment are (false for 0, "5" for 5), so
+#   a request the schema calls invalid may be accepted.
 CONFIG = """
 [[operations]]
 include-path = "/api/health"
@@ -43,6 +45,7 @@ checks.positive_data_acceptance.enabled = false
 include-path = "/api/config"
 include-method = "PATCH"
 checks.positive_data_acceptance.enabled = false
+checks.negative_data_rejection.enabled = false
 """
 
 

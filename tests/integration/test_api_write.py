@@ -250,3 +250,11 @@ async def test_docs_render_offline_with_a_strict_csp(tmp_path: Path) -> None:
         assert "/api/command" in schema["paths"]
         assert set(schema["components"]["securitySchemes"]) == {"OperatorToken"}
         assert "security" not in schema["paths"]["/api/health"]["get"]
+        # The config patch is typed in the docs: every section it may change, nothing required.
+        body = schema["paths"]["/api/config"]["patch"]["requestBody"]["content"]
+        assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/ConfigPatch"}
+        patch = schema["components"]["schemas"]["ConfigPatch"]
+        assert {"thresholds", "remediation", "services"} <= set(patch["properties"])
+        assert not {"api", "storage", "logging"} & set(patch["properties"])
+        thresholds = schema["components"]["schemas"]["SettingsThresholds"]
+        assert "cpu_warning" in thresholds["properties"] and "required" not in thresholds

@@ -225,6 +225,10 @@ def _install_openapi(app: FastAPI, reads_open: bool) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
+            from watchkeeper.api.routes.config import config_patch_schemas
+
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                config_patch_schemas())
             if reads_open:
                 for ops in schema.get("paths", {}).values():
                     for op in ops.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import RuntimeDep
@@ -74,12 +75,56 @@ def get_config(runtime: RuntimeDep) -> ConfigBody:
     return ConfigBody(version=runtime.config.version, config=_body(runtime))
 
 
+#: The patch's schema, named in components (and filled in by create_app): every settings
+#: section but the restart-only ones, with nothing required at any level.
+PATCH_SCHEMA_REF = {"$ref": "#/components/schemas/ConfigPatch"}
+
+
+def config_patch_schemas() -> dict[str, Any]:
+    """OpenAPI component schemas: ConfigPatch and the settings sections it refers to."""
+    full = Settings.model_json_schema(ref_template="#/components/schemas/Settings{model}")
+    defs = {f"Settings{name}": schema for name, schema in full.pop("$defs", {}).items()}
+    for name in RESTART_ONLY:
+        full["properties"].pop(name, None)
+    full["title"] = "ConfigPatch"
+    full["description"] = ("A partial configuration, deep-merged into the current one. "
+                           f"{', '.join(RESTART_ONLY)} change only in the config file, with a "
+                           "restart.")
+    schemas = {"ConfigPatch": full, **defs}
+    _optional(schemas)
+    return schemas
+
+
+def _optional(node: Any) -> None:
+    # A patch names only what it changes: no field is required anywhere.
+    if isinstance(node, dict):
+        node.pop("required", None)
+        for value in node.values():
+            _optional(value)
+    elif isinstance(node, list):
+        for value in node:
+            _optional(value)
+
+
+async def _patch_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object (read here: the schema in the docs is ConfigPatch)."""
+    raw = await request.body()
+    try:
+        patch = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(422, [f"body: invalid JSON ({exc})"]) from None
+    if not isinstance(patch, dict):
+        raise HTTPException(422, ["body: a JSON object of settings sections is expected"])
+    return patch
+
+
 @router.patch("", response_model=ConfigUpdated, dependencies=[Depends(require_operator)],
-              responses={422: {"model": ErrorBody, "description": "one problem per line"}})
-def update_config(runtime: RuntimeDep, patch: Annotated[dict[str, Any], Body(
-        examples=[{"thresholds": {"cpu_warning": 80}}],
-        description="a partial configuration, deep-merged into the current one")],
-                  ) -> ConfigUpdated:
+              responses={422: {"model": ErrorBody, "description": "one problem per line"}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": PATCH_SCHEMA_REF,
+                                       "example": {"thresholds": {"cpu_warning": 80}}}}}})
+def update_config(runtime: RuntimeDep,
+                  patch: Annotated[dict[str, Any], Depends(_patch_body)]) -> ConfigUpdated:
     """Validate and apply a partial configuration live; it is kept for the next start."""
     fixed = [k for k in patch if k in RESTART_ONLY]
     if fixed:
