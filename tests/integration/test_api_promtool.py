@@ -64,8 +64,11 @@ async def test_prometheus_exposition_passes_promtool(tmp_path: Path) -> None:
     text = r.text
     for family in ("watchkeeper_memory_percent", "watchkeeper_agent_up",
                    "watchkeeper_alerts_open", "watchkeeper_action_outcomes",
-                   "watchkeeper_actions_pending", "watchkeeper_processes"):
-        assert f"\n# TYPE {family} " in "\n" + text, family
+                   "watchkeeper_actions_pending", "watchkeeper_processes",
+                   "watchkeeper_memory_used_bytes", "watchkeeper_uptime_seconds"):
+        assert f"\n# TYPE {family} gauge" in "\n" + text, family
+    assert "\n# TYPE watchkeeper_agent_restarts_total counter" in text
+    assert "\nwatchkeeper_agent_restarts_total{" in text
     (pending,) = [line for line in text.splitlines()
                   if line.startswith("watchkeeper_actions_pending{")]
     assert pending.endswith(" 1.0"), pending

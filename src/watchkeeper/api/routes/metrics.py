@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
@@ -86,7 +86,11 @@ def history(
 
 #: Series names whose literal translation promtool's linter rejects: a gauge must not end
 #: in ``_total`` (that suffix means a counter), and units are spelled out (``_seconds``).
-_PROM_RENAMES = {"processes.total": "processes", "uptime_s": "uptime_seconds"}
+_PROM_RENAMES = {"processes.total": "processes", "uptime_s": "uptime_seconds",
+                 # Prometheus names carry their base unit.
+                 **{f"memory.{k}": f"memory.{k}_bytes"
+                    for k in ("used", "available", "swap_used")},
+                 **{f"disk.{k}": f"disk.{k}_bytes" for k in ("used", "free")}}
 
 
 def prometheus_name(metric: str) -> str:
@@ -122,9 +126,10 @@ class RuntimeCollector(Collector):
                                    labels=["host", "agent"])
         state = GaugeMetricFamily("watchkeeper_agent_state", "1 for the agent's current state",
                                   labels=["host", "agent", "state"])
-        restarts = GaugeMetricFamily("watchkeeper_agent_restarts",
-                                     "times the supervisor restarted the agent",
-                                     labels=["host", "agent"])
+        # A counter (exposed as ..._total): rate() and increase() work on it.
+        restarts = CounterMetricFamily("watchkeeper_agent_restarts",
+                                       "times the supervisor restarted the agent",
+                                       labels=["host", "agent"])
         for h in rt.supervisor.health():
             health.add_metric([rt.host, h.name], 1.0 if h.state == "running" else 0.0)
             restarts.add_metric([rt.host, h.name], float(h.restarts))
