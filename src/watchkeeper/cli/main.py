@@ -133,8 +133,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | 
     shown = f"[{host}]" if ":" in host else host
     where = ("operator token from the configuration" if configured
              else f"operator token in {token_path(settings)}")
-    click.echo(f"watchkeeper {__version__}: http://{shown}:{bound_port}/ (API docs at /docs; "
-               f"{where}); logs in {log_file}. Ctrl-C to stop.", err=True)
+    click.echo(f"watchkeeper {__version__}: dashboard at http://{shown}:{bound_port}/ (API docs "
+               f"at /docs; {where}); logs in {log_file}. Ctrl-C to stop.", err=True)
     asyncio.run(_serve(runtime, host, sock))
 
 
