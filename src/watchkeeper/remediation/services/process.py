@@ -14,6 +14,7 @@ adopted process is signalled through its pidfd, which cannot name another proces
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fnmatch
 import logging
@@ -58,6 +59,15 @@ logger = logging.getLogger(__name__)
 #: Popen.__del__ from warning "subprocess N is still running" about a process we chose to
 #: leave behind.
 _DISOWNED: list[subprocess.Popen[bytes]] = []
+
+
+
+@atexit.register
+def _reap_disowned() -> None:
+    # A disowned child that has exited since (stopped by hand, or by a test) is reaped here,
+    # before module teardown drops the list: otherwise Popen.__del__ still warns about it.
+    for popen in _DISOWNED:
+        popen.poll()
 
 _POSIX = sys.platform != "win32"
 
