@@ -117,6 +117,30 @@ def test_serve_runs_agents_and_api_and_stops_cleanly(tmp_path: Path) -> None:
     assert stat.S_IMODE(token_path(_settings(tmp_path)).stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_at_once_with_a_browser_stream_open(tmp_path: Path, sig: int) -> None:
+    # A dashboard left open must not hold a stop (or a restart by systemd) for seconds.
+    env = wk_env(tmp_path, WATCHKEEPER_AGENTS__CHECK_INTERVAL="0.2")
+    proc, url = start_serve(tmp_path, env)
+    try:
+        wait_healthy(url)
+        with httpx.stream("GET", f"{url}/api/events", timeout=10) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            asked = time.monotonic()
+            proc.send_signal(sig)
+            rest = list(lines)  # the server ends the stream itself
+            assert time.monotonic() - asked < 2.0, rest[-3:]
+        _, err = proc.communicate(timeout=10)
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert took < 2.0, took  # uvicorn's graceful limit is 5 s: it was not needed
+
+
 def test_serve_applies_the_saved_config_overrides_at_start(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

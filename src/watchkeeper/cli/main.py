@@ -164,24 +164,40 @@ async def _serve(runtime: Any, host: str, sock: Any) -> None:
     from watchkeeper.api import create_app
     from watchkeeper.api.routes.events import close_streams
 
+    loop = asyncio.get_running_loop()
+
+    class _Server(uvicorn.Server):
+        """uvicorn wakes up ten times a second to see whether it should stop; an idle
+        monitor should not. This one wakes once a second (the Date header's resolution),
+        or at once when told to stop, and then ends the live event streams, which would
+        otherwise hold the shutdown until its time limit."""
+
+        exit_requested = asyncio.Event()
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # Called from a signal handler too: only hand the work to the loop from here.
+            loop.call_soon_threadsafe(close_streams, app)
+            loop.call_soon_threadsafe(self.exit_requested.set)
+
+        async def main_loop(self) -> None:
+            ticks = 0
+            while not await self.on_tick(ticks):  # its once-a-second work: ticks % 10 == 0
+                ticks = (ticks + 10) % 864_000
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.exit_requested.wait(), 1.0)
+
     app = create_app(runtime, bind_host=host)
     # log_config=None: our logging setup stays in charge; uvicorn handles the signals.
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
-                                           lifespan="off", server_header=False,
-                                           timeout_graceful_shutdown=5))
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                                    server_header=False, timeout_graceful_shutdown=5))
     # uvicorn takes SIGINT/SIGTERM while it serves, then restores the previous handlers and
     # raises the signal again; with the default handlers that would kill the process before
     # the runtime flushes its history, so the previous handlers are ours and only stop it.
-    loop = asyncio.get_running_loop()
-
-    def stop(sig: int) -> None:
-        close_streams(app)  # live event streams would keep uvicorn waiting forever
-        server.handle_exit(sig, None)
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Windows has no add_signal_handler: uvicorn's own handling is all there is.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop, sig)
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
     await runtime.start()
     try:
         await server.serve(sockets=[sock])
