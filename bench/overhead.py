@@ -1,12 +1,13 @@
-"""bench/overhead: CPU and peak RSS of `watchkeeper run` next to Glances, same host, same run.
+"""bench/overhead: CPU and peak RSS of `watchkeeper serve` (or `run`) next to Glances, same run.
 
 Starts N idle processes (default 300, so the process table is large), then runs
-`watchkeeper run` (5 s interval) and `glances --stdout cpu.total,mem.percent,load,processcount
--t 5` side by side for the same duration, measures each one's CPU time (user + system, the
-process and its children) over the run and its peak RSS (VmHWM), and prints a Markdown table
+`watchkeeper serve` or `run` (5 s interval) and
+`glances --stdout cpu.total,mem.percent,load,processcount -t 5` side by side for the same
+duration, measures each one's CPU time (user + system, the process and its children) over
+the run and its peak RSS (VmHWM), and prints a Markdown table
 with the ratios. Everything it starts it stops; its temp dirs are removed.
 
-    python bench/overhead.py [--seconds 90] [--idle 300] [--json out.json]
+    python bench/overhead.py [--seconds 90] [--idle 300] [--command serve|run] [--json out.json]
 
 Needs `pip install glances` (the `bench` extra).
 """
@@ -57,6 +58,9 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=300)
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--command", choices=("serve", "run"), default="serve",
+                    help="serve: agents + dashboard + API (the main command, no client "
+                         "connected); run: agents only")
     args = ap.parse_args()
 
     glances = shutil.which("glances") or str(Path(sys.executable).parent / "glances")
@@ -72,9 +76,10 @@ def main() -> None:
             "WATCHKEEPER_LOGGING__DIR": str(tmp / "logs"),
             "WATCHKEEPER_AGENTS__CHECK_INTERVAL": str(args.interval),
         })
+        extra = ["--port", "0"] if args.command == "serve" else []
         procs["watchkeeper"] = subprocess.Popen(
-            [sys.executable, "-m", "watchkeeper", "run", "--no-console-log"], cwd=tmp, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "watchkeeper", args.command, *extra, "--no-console-log"],
+            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs["glances"] = subprocess.Popen(
             [glances, "--stdout", "cpu.total,mem.percent,load,processcount",
              "-t", str(int(args.interval))], cwd=tmp, stdout=subprocess.DEVNULL,
@@ -111,7 +116,8 @@ def main() -> None:
     print("| tool | CPU % of one core | peak RSS (MB) |")
     print("| --- | --- | --- |")
     for name, r in results.items():
-        print(f"| {name} | {r['cpu_percent']:.2f} | {r['peak_rss_mb']:.1f} |")
+        shown = f"watchkeeper {args.command}" if name == "watchkeeper" else name
+        print(f"| {shown} | {r['cpu_percent']:.2f} | {r['peak_rss_mb']:.1f} |")
     print(f"| ratio watchkeeper / glances | {wk['cpu_percent'] / gl['cpu_percent']:.2f} | "
           f"{wk['peak_rss_mb'] / gl['peak_rss_mb']:.2f} |")
     if args.json:
