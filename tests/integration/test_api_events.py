@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from watchkeeper.api.routes import events as events_route
 from watchkeeper.bus import errors_topic
 from watchkeeper.events import AgentError
 
@@ -160,3 +161,19 @@ async def test_activity_is_the_recent_history_of_the_stream(tmp_path: Path) -> N
         for query in ("limit=0", "limit=1001", "kind=heartbeat", "kind=%3Cscript%3E"):
             r = await api.client.get(f"/api/activity?{query}")
             assert r.status_code == 422, query
+
+
+async def test_a_quiet_stream_sends_keep_alive_comments(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Proxies and browsers close a connection that says nothing for long; the stream speaks
+    # up every KEEPALIVE_S (15 s in production, shortened here) even with no event to send.
+    monkeypatch.setattr(events_route, "KEEPALIVE_S", 0.2)
+    async with serve_api(api_settings(tmp_path)) as api:
+        async def first_comment() -> str:
+            async with api.client.stream("GET", "/api/events?topics=nothing.here") as r:
+                async for line in r.aiter_lines():
+                    if line.startswith(":"):
+                        return line
+            return ""
+
+        assert await asyncio.wait_for(first_comment(), 5) == ": keep-alive"
