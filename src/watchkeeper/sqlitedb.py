@@ -17,13 +17,40 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Migration = Callable[[sqlite3.Connection], None]
+
+
+def epoch(dt: datetime) -> float:
+    """Epoch seconds, as the ``at`` columns store them; a naive datetime is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def from_epoch(ts: float) -> datetime:
+    """The UTC datetime of an ``at`` column."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def time_range(start: datetime | None, end: datetime | None,
+               column: str = "at") -> tuple[list[str], list[Any]]:
+    """WHERE terms and their arguments for ``start <= column <= end`` (either may be open)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if start is not None:
+        where.append(f"{column} >= ?")
+        args.append(epoch(start))
+    if end is not None:
+        where.append(f"{column} <= ?")
+        args.append(epoch(end))
+    return where, args
 
 
 def _default_explain(what: str, path: Path, exc: BaseException) -> str:

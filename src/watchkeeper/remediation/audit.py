@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
@@ -38,7 +38,7 @@ from watchkeeper.events import Frozen
 from watchkeeper.redact import redact_text
 from watchkeeper.remediation.actions.base import ActionResult, Verification
 from watchkeeper.remediation.policy import Decision
-from watchkeeper.sqlitedb import SqliteDb
+from watchkeeper.sqlitedb import SqliteDb, from_epoch, time_range
 
 log = logging.getLogger(__name__)
 
@@ -151,16 +151,6 @@ _COLUMNS = ("id", "at", "kind", "host", "action", "target", "source", "verdict",
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 
 
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def _ts(dt: datetime) -> float:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
@@ -174,7 +164,7 @@ def _decision_data(decision: Decision) -> dict[str, Any]:
 
 def _row_entry(row: Sequence[Any]) -> AuditEntry:
     values = dict(zip(_COLUMNS, row, strict=True))
-    values["at"] = _dt(values["at"])
+    values["at"] = from_epoch(values["at"])
     values["data"] = json.loads(values["data"] or "{}")
     return AuditEntry.model_validate(values)
 
@@ -312,7 +302,7 @@ class AuditLog:
                 (intent_id,)).fetchone()
             if done is not None:
                 raise AuditError(f"intent {intent_id} already has an outcome ({done[0]} at "
-                                 f"{_dt(done[1]):%Y-%m-%d %H:%M:%S} UTC)")
+                                 f"{from_epoch(done[1]):%Y-%m-%d %H:%M:%S} UTC)")
             host, action, target, source, verdict, decision_id = intent
             return self._insert(conn, "outcome", message=final_message, data=data,
                                 host=host, action=action, target=target, source=source,
@@ -352,8 +342,9 @@ class AuditLog:
                 "SELECT kind, actor, at FROM entries WHERE approval_id = ? "
                 "AND kind IN ('approved', 'rejected')", (approval_id,)).fetchone()
             if done is not None:
+                when = from_epoch(done[2])
                 raise ApprovalError(f"approval {approval_id} was already {done[0]} by {done[1]} "
-                                    f"at {_dt(done[2]):%Y-%m-%d %H:%M:%S} UTC; nothing changed")
+                                    f"at {when:%Y-%m-%d %H:%M:%S} UTC; nothing changed")
             row = conn.execute(f"{_SELECT} WHERE id = ?", (approval_id,)).fetchone()
             entry = _row_entry(row)
             self._insert(conn, kind, message=reason or f"{kind} by {by}",
@@ -390,14 +381,7 @@ class AuditLog:
 
         ``intent_id`` matches the intent and its outcome.
         """
-        where: list[str] = []
-        args: list[Any] = []
-        if start is not None:
-            where.append("at >= ?")
-            args.append(_ts(start))
-        if end is not None:
-            where.append("at <= ?")
-            args.append(_ts(end))
+        where, args = time_range(start, end)
         for column, value in (("kind", kind), ("host", host), ("action", action),
                               ("target", target), ("outcome", outcome), ("verdict", verdict),
                               ("source", source), ("decision_id", decision_id)):
@@ -434,10 +418,10 @@ class AuditLog:
         for id_, at, data, state, actor, message, resolved_at in reversed(rows):
             decision = Decision.model_validate(json.loads(data)["decision"])
             out.append(Approval(
-                id=id_, decision=decision, requested_at=_dt(at),
+                id=id_, decision=decision, requested_at=from_epoch(at),
                 state=cast(ApprovalState, state or "pending"), by=actor,
                 reason=message if state == "rejected" else "",
-                resolved_at=None if resolved_at is None else _dt(resolved_at)))
+                resolved_at=None if resolved_at is None else from_epoch(resolved_at)))
         return out
 
     def pending(self, limit: int = 1000) -> list[Approval]:

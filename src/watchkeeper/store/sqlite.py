@@ -29,14 +29,14 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from watchkeeper.config import StorageConfig
 from watchkeeper.events import Event, MetricSnapshot, decode, encode, utcnow
 from watchkeeper.series import flatten
-from watchkeeper.sqlitedb import SqliteDb
+from watchkeeper.sqlitedb import SqliteDb, epoch, from_epoch, time_range
 from watchkeeper.store.base import SeriesPoint, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -136,17 +136,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _ts(dt: datetime) -> float:
-    """Epoch seconds; a naive datetime is taken as UTC (the only clock events carry)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
 def _floor(ts: float, step: int) -> int:
@@ -312,14 +301,14 @@ class SqliteStore:
             # logged and skipped instead of failing (and endlessly retrying) the batch.
             try:
                 if tag == "s":
-                    at = _ts(obj.at)
+                    at = epoch(obj.at)
                     snaps.append((at, obj.host, obj.seq, zlib.compress(encode(obj), _ZLIB_LEVEL)))
                     for s in flatten(obj):
                         # NaN would become NULL and violate NOT NULL; inf has no meaning.
                         if math.isfinite(s.value):
                             samples.append(((s.metric, s.dimension, obj.host), at, s.value))
                 else:
-                    events.append((_ts(obj.at), topic, _kind(obj), obj.host,
+                    events.append((epoch(obj.at), topic, _kind(obj), obj.host,
                                    encode(obj).decode()))
             except Exception:
                 log.exception("history store: skipping an item that cannot be stored")
@@ -360,7 +349,7 @@ class SqliteStore:
     def _retention_sync(self, now: datetime) -> RetentionResult:
         cfg = self.config
         step = cfg.rollup_step_s
-        now_ts = _ts(now)
+        now_ts = epoch(now)
         complete_end = _floor(now_ts, step)  # buckets starting before this are complete
         raw_cutoff = now_ts - cfg.raw_retention_hours * 3600
         with self._write_txn() as conn:
@@ -475,7 +464,7 @@ class SqliteStore:
                   host: str | None = None) -> list[MetricSnapshot]:
         """Snapshots with start <= at <= end, oldest first; the newest ``limit`` if more."""
         sql = "SELECT data FROM snapshots WHERE at >= ? AND at <= ?"
-        args: list[Any] = [_ts(start), _ts(end)]
+        args: list[Any] = [epoch(start), epoch(end)]
         if host is not None:
             sql += " AND host = ?"
             args.append(host)
@@ -496,14 +485,7 @@ class SqliteStore:
 
         When more than ``limit`` match, the newest ``limit`` are returned.
         """
-        where: list[str] = []
-        args: list[Any] = []
-        if start is not None:
-            where.append("at >= ?")
-            args.append(_ts(start))
-        if end is not None:
-            where.append("at <= ?")
-            args.append(_ts(end))
+        where, args = time_range(start, end)
         if kinds:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args.extend(kinds)
@@ -522,7 +504,7 @@ class SqliteStore:
                 log.warning("history store: skipping event %d (%s) that cannot be read: %s",
                             id_, kind, exc)
                 continue
-            out.append(StoredEvent(id=id_, at=_dt(at), topic=topic, kind=kind, event=event))
+            out.append(StoredEvent(id=id_, at=from_epoch(at), topic=topic, kind=kind, event=event))
         return out
 
     def dimensions(self, metric: str, *, host: str | None = None) -> list[str]:
@@ -548,7 +530,7 @@ class SqliteStore:
         """
         if step_s is not None and step_s < 1:
             raise ValueError(f"step_s must be a positive number of seconds, got {step_s}")
-        start_ts, end_ts = _ts(start), _ts(end)
+        start_ts, end_ts = epoch(start), epoch(end)
         ids_sql = "SELECT id FROM series WHERE metric = :metric AND dimension = :dim"
         params: dict[str, Any] = {"metric": metric, "dim": dimension, "start": start_ts,
                                   "end": end_ts}
@@ -559,7 +541,7 @@ class SqliteStore:
             row = conn.execute("SELECT value FROM meta WHERE key = 'raw_from'").fetchone()
             raw_from = -math.inf if row is None else float(row[0])
             if step_s is None and start_ts >= raw_from:
-                return [SeriesPoint(_dt(at), v, v, v, 1) for at, v in conn.execute(
+                return [SeriesPoint(from_epoch(at), v, v, v, 1) for at, v in conn.execute(
                     f"""SELECT at, value FROM samples WHERE series_id IN ({ids_sql})
                         AND at >= :start AND at <= :end ORDER BY at""", params)]
             step = step_s or self.config.rollup_step_s
@@ -585,7 +567,7 @@ class SqliteStore:
                         FROM samples WHERE series_id IN ({ids_sql})
                         AND at >= :lo AND at <= :end GROUP BY b""", params).fetchall()
                 _merge(buckets, rows)
-        return [SeriesPoint(_dt(b), s / n, lo, hi, int(n))
+        return [SeriesPoint(from_epoch(b), s / n, lo, hi, int(n))
                 for b, (lo, hi, s, n) in sorted(buckets.items())]
 
 
