@@ -334,3 +334,21 @@ async def test_the_page_works_while_the_chart_library_is_loading(browser: Browse
             await page.wait_for_function(
                 "() => ((document.getElementById('chart-cpu').data || [])[0] || {x: []})"
                 ".x.length > 0", timeout=15_000)
+
+
+async def test_an_action_without_a_token_says_what_is_needed(browser: Browser,
+                                                             tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        # The browser logs the refused request itself; that console line is expected here.
+        async with watched_page(browser, api, allowed_errors=("401",)) as w:
+            page = await open_dashboard(w, api)
+            assert not await page.locator("#banner").is_visible()
+            await page.click("#health-check")
+            await page.locator("#banner").wait_for()
+            assert "operator token" in (await page.text_content("#banner") or "")
+            await page.fill("#token", "not-the-token")
+            await page.click("#token-save")
+            await page.click("#health-check")
+            await page.wait_for_function(
+                "() => document.getElementById('banner').textContent.includes('refused')")
