@@ -401,6 +401,9 @@ class RemediationConfig(Section):
         default_factory=dict, description="per action, globs of targets it may touch")
     startup_grace_s: float = Field(60.0, ge=0, description="no action this soon after start")
     verify_timeout_s: float = Field(30.0, gt=0, description="time for a fix to show")
+    approval_ttl_s: float = Field(
+        3600.0, gt=0, description="a pending approval expires unanswered after this long; "
+        "the agent asks again if the problem is still there")
     flap_max_attempts: int = Field(3, ge=1, description="attempts per target per flap window")
     flap_window_s: float = Field(300.0, gt=0)
     backoff_initial_s: float = Field(1.0, ge=0, description="wait before the 2nd attempt")

@@ -182,7 +182,9 @@ async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> Non
             assert isinstance(approval_id, int)
             row = page.locator(f"#approvals li[data-approval='{approval_id}']")
             await row.wait_for()
-            assert "notify_only" in (await row.text_content() or "")
+            text = await row.text_content() or ""
+            assert "notify_only" in text
+            assert "expires unanswered in 59m" in text  # the default hour, just begun
             await row.locator("button[data-do='approve']").click()
             await row.wait_for(state="detached")
             assert await page.evaluate("localStorage.getItem('watchkeeper.token')") == OPERATOR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -121,6 +122,25 @@ async def test_ack_and_silences(tmp_path: Path) -> None:
                      ["not", "an", "object"]):
             r = await api.client.post("/api/alerts/silences", headers=api.auth(), json=body)
             assert r.status_code == 422, (body, r.text)
+
+
+async def test_an_expired_approval_is_409_and_leaves_the_list(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path, remediation={"approval_ttl_s": 0.5})
+    async with serve_api(settings) as api:
+        approval_id = await _pending(api)
+        (listed,) = (await api.client.get("/api/actions")).json()["pending"]
+        asked = datetime.fromisoformat(listed["requested_at"])
+        expires = datetime.fromisoformat(listed["expires_at"])
+        assert expires - asked == timedelta(seconds=0.5)
+        await asyncio.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds())
+                            + 0.05)
+        assert (await api.client.get("/api/actions")).json()["pending"] == []
+        for verb in ("approve", "reject"):
+            r = await api.client.post(f"/api/actions/{approval_id}/{verb}", headers=api.auth())
+            assert r.status_code == 409, r.text
+            assert "expired unanswered at" in r.json()["detail"]
+        entries = (await api.client.get("/api/actions")).json()["entries"]
+        assert not [e for e in entries if e["kind"] in ("approved", "rejected")]
 
 
 async def test_approve_and_reject(tmp_path: Path) -> None:

@@ -227,6 +227,55 @@ async def test_approve_and_reject_are_one_call_and_final(audit: AuditLog) -> Non
     assert [(e.approval_id, e.actor) for e in resolutions] == [(a1, "alice"), (a2, "bob")]
 
 
+async def test_an_unanswered_approval_expires_and_can_no_longer_be_approved(
+        tmp_path: Path) -> None:
+    clock = [1_700_000_000.0]
+    audit = AuditLog(tmp_path / "audit.db", wall=lambda: clock[0])
+    try:
+        with pytest.raises(ValueError, match="ttl_s must be > 0"):
+            await audit.add_pending(decision("approve"), ttl_s=0)
+        old = await audit.add_pending(decision("approve", "web"), ttl_s=600)
+        forever = await audit.add_pending(decision("approve", "db"))  # no ttl: never expires
+        answered = await audit.add_pending(decision("approve", "api"), ttl_s=600)
+        await audit.approve(answered, "alice")
+        (first, _) = audit.pending()
+        assert first.id == old and first.state == "pending"
+        assert first.expires_at == datetime.fromtimestamp(clock[0] + 600, timezone.utc)
+
+        clock[0] += 599.9
+        assert [a.id for a in audit.pending()] == [old, forever]
+        clock[0] += 0.1  # its time to live is over, to the tick
+        assert [a.id for a in audit.pending()] == [forever]
+        assert [(a.id, a.state) for a in audit.approvals()] == \
+            [(old, "expired"), (forever, "pending"), (answered, "approved")]
+        assert [a.id for a in audit.approvals("expired")] == [old]
+        assert audit.approval(answered).state == "approved"  # type: ignore[union-attr]
+        before = audit.entries()
+        for verb in (audit.approve, audit.reject):
+            with pytest.raises(ApprovalError, match=rf"approval {old} expired unanswered at "
+                                                    r"2023-11-14 22:23:20 UTC; nothing changed"):
+                await verb(old, "bob")
+        assert audit.entries() == before  # refused, and nothing written
+        # An answer given after the expiry does not turn it back.
+        assert audit.approval(old).state == "expired"  # type: ignore[union-attr]
+    finally:
+        await audit.close()
+
+
+async def test_expiry_is_kept_across_a_reopen(tmp_path: Path) -> None:
+    clock = [1_700_000_000.0]
+    first = AuditLog(tmp_path / "audit.db", wall=lambda: clock[0])
+    approval_id = await first.add_pending(decision("approve"), ttl_s=60)
+    await first.close()
+    clock[0] += 61  # watchkeeper was down meanwhile
+    second = AuditLog(tmp_path / "audit.db", wall=lambda: clock[0])
+    try:
+        assert second.pending() == []
+        assert second.approval(approval_id).state == "expired"  # type: ignore[union-attr]
+    finally:
+        await second.close()
+
+
 async def test_two_processes_approving_at_once_only_one_wins(tmp_path: Path) -> None:
     first = AuditLog(tmp_path / "audit.db")
     second = AuditLog(tmp_path / "audit.db")  # e.g. the CLI while the agent runs

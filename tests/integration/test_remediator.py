@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.config import validate
 from watchkeeper.events import RemediationEvent
+from watchkeeper.remediation.audit import ApprovalError
 from watchkeeper.runtime import Runtime
 
 from ..conftest import BusRecorder
@@ -110,6 +112,35 @@ async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
         await until(lambda: events(recorder, "finished"))
         assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
         assert rt.audit.pending() == []
+    finally:
+        await rt.stop()
+
+
+async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
+        tmp_path: Path) -> None:
+    settings, _port = web_settings(tmp_path, actions={"restart_service": "approve"},
+                                   approval_ttl_s=2.0)
+    rt = Runtime(settings)
+    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        pid = await web_pid(rt)
+        os.kill(pid, signal.SIGKILL)
+        (first, *_) = await until(lambda: events(recorder, "pending"))
+        # Nobody answers: the service is still down, so a fresh approval is asked for.
+        (second, *_) = await until(lambda: events(recorder, "pending")[1:])
+        assert second.approval_id != first.approval_id
+        assert first.approval_id is not None and second.approval_id is not None
+        old = rt.audit.approval(first.approval_id)
+        assert old is not None and old.state == "expired"
+        assert [a.id for a in rt.audit.pending()] == [second.approval_id]
+        with pytest.raises(ApprovalError, match="expired unanswered"):
+            await remediator(rt).approve(first.approval_id, by="alice")
+        assert events(recorder, "started") == []  # the stale approval ran nothing
+        decision = await remediator(rt).approve(second.approval_id, by="alice")
+        assert decision.verdict == "auto"
+        await until(lambda: events(recorder, "finished"))
+        assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
     finally:
         await rt.stop()
 

@@ -195,7 +195,8 @@ class RemediatorAgent(BaseAgent):
             if waiting:  # one request per target waits for a human, not one per tick
                 self._quiet_until[key] = now + self.config.current.agents.check_interval * 5
                 return waiting[0].decision
-            approval = await self.audit.add_pending(decision)
+            approval = await self.audit.add_pending(
+                decision, ttl_s=self.config.current.remediation.approval_ttl_s)
             log.debug("remediation: %s on %s waits for approval #%d", request.action,
                       decision.target, approval)
             await self._publish("pending", decision, approval_id=approval)

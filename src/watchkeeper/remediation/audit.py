@@ -51,9 +51,13 @@ EntryKind = Literal["decision", "intent", "outcome", "approval_requested", "appr
 #: What became of an intent: the action's own outcome, or ``verify_failed`` (it ran but the
 #: problem stayed), or ``interrupted`` (watchkeeper died in between; set at reconciliation).
 AuditOutcome = Literal["ok", "failed", "refused", "dry_run", "verify_failed", "interrupted"]
-ApprovalState = Literal["pending", "approved", "rejected"]
+#: ``expired``: nobody answered within its time to live. Computed when read, never written:
+#: the state follows the clock even while watchkeeper is down.
+ApprovalState = Literal["pending", "approved", "rejected", "expired"]
 
 _KINDS: tuple[str, ...] = get_args(EntryKind)
+#: An approval request's expiry (epoch seconds, or NULL) from its row aliased ``r``.
+_EXPIRES = "json_extract(r.data, '$.expires_at')"
 _OUTCOMES: tuple[str, ...] = get_args(AuditOutcome)
 _MAX_TEXT = 4000
 
@@ -63,7 +67,7 @@ class AuditError(Exception):
 
 
 class ApprovalError(AuditError):
-    """An approval that does not exist or was decided already; nothing was changed."""
+    """An approval that does not exist, was decided already or expired; nothing changed."""
 
 
 class AuditEntry(Frozen):
@@ -96,6 +100,8 @@ class Approval(Frozen):
     by: str | None = None
     reason: str = ""
     resolved_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        None, description="when it expires unanswered (none: never, from an older version)")
 
 
 # --------------------------------------------------------------------------- schema
@@ -310,14 +316,26 @@ class AuditLog:
                                 outcome=final_outcome, intent_id=intent_id)
         return await self._write(write)
 
-    async def add_pending(self, decision: Decision) -> int:
-        """Store a decision that waits for a human; returns the approval id."""
+    async def add_pending(self, decision: Decision, *, ttl_s: float | None = None) -> int:
+        """Store a decision that waits for a human; returns the approval id.
+
+        After ``ttl_s`` seconds unanswered it expires: approving a fix for the state of an
+        hour ago could do harm now, so the agent asks again if the problem is still there.
+        """
         if decision.verdict != "approve":
             raise AuditError(f"only an approve decision waits for a human; this one is "
                              f"{decision.verdict}")
-        return await self._write(lambda conn: self._insert(
-            conn, "approval_requested", decision=decision, message=decision.why,
-            data={"decision": _decision_data(decision)}))
+        if ttl_s is not None and not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, not {ttl_s}")
+        data: dict[str, Any] = {"decision": _decision_data(decision)}
+
+        def write(conn: sqlite3.Connection) -> int:
+            at = self._wall()
+            if ttl_s is not None:
+                data["expires_at"] = at + ttl_s
+            return self._insert(conn, "approval_requested", decision=decision,
+                                message=decision.why, data=data, at=at)
+        return await self._write(write)
 
     async def approve(self, approval_id: int, by: str) -> Approval:
         """Approve a pending decision, in one durable call; ApprovalError if not pending."""
@@ -334,7 +352,7 @@ class AuditLog:
 
         def write(conn: sqlite3.Connection) -> None:
             request = conn.execute(
-                "SELECT 1 FROM entries WHERE id = ? AND kind = 'approval_requested'",
+                f"SELECT {_EXPIRES} FROM entries r WHERE id = ? AND kind = 'approval_requested'",
                 (approval_id,)).fetchone()
             if request is None:
                 raise ApprovalError(f"no approval {approval_id}")
@@ -345,6 +363,12 @@ class AuditLog:
                 when = from_epoch(done[2])
                 raise ApprovalError(f"approval {approval_id} was already {done[0]} by {done[1]} "
                                     f"at {when:%Y-%m-%d %H:%M:%S} UTC; nothing changed")
+            expires = request[0]
+            if expires is not None and self._wall() >= expires:
+                raise ApprovalError(
+                    f"approval {approval_id} expired unanswered at "
+                    f"{from_epoch(expires):%Y-%m-%d %H:%M:%S} UTC; nothing changed (if the "
+                    f"problem is still there, a new approval is asked for)")
             row = conn.execute(f"{_SELECT} WHERE id = ?", (approval_id,)).fetchone()
             entry = _row_entry(row)
             self._insert(conn, kind, message=reason or f"{kind} by {by}",
@@ -407,26 +431,31 @@ class AuditLog:
         return [_row_entry(r) for r in rows]
 
     def _approvals(self, where: str, args: Sequence[Any], limit: int) -> list[Approval]:
+        now = self._wall()
         with self._read() as conn:
             rows = conn.execute(
-                f"""SELECT r.id, r.at, r.data, s.kind, s.actor, s.message, s.at
+                f"""SELECT r.id, r.at, r.data, s.kind, s.actor, s.message, s.at, {_EXPIRES}
                     FROM entries r LEFT JOIN entries s ON s.approval_id = r.id
                          AND s.kind IN ('approved', 'rejected')
                     WHERE r.kind = 'approval_requested' {where}
                     ORDER BY r.id DESC LIMIT ?""", (*args, limit)).fetchall()
         out = []
-        for id_, at, data, state, actor, message, resolved_at in reversed(rows):
+        for id_, at, data, state, actor, message, resolved_at, expires in reversed(rows):
             decision = Decision.model_validate(json.loads(data)["decision"])
+            if state is None:
+                state = "expired" if expires is not None and now >= expires else "pending"
             out.append(Approval(
                 id=id_, decision=decision, requested_at=from_epoch(at),
-                state=cast(ApprovalState, state or "pending"), by=actor,
+                state=cast(ApprovalState, state), by=actor,
                 reason=message if state == "rejected" else "",
-                resolved_at=None if resolved_at is None else from_epoch(resolved_at)))
+                resolved_at=None if resolved_at is None else from_epoch(resolved_at),
+                expires_at=None if expires is None else from_epoch(expires)))
         return out
 
     def pending(self, limit: int = 1000) -> list[Approval]:
-        """Decisions still waiting for a human, oldest first."""
-        return self._approvals("AND s.id IS NULL", (), limit)
+        """Decisions still waiting for a human (not expired), oldest first."""
+        return self._approvals(f"AND s.id IS NULL AND ({_EXPIRES} IS NULL OR {_EXPIRES} > ?)",
+                               (self._wall(),), limit)
 
     def approval(self, approval_id: int) -> Approval | None:
         """One approval request and its state."""
@@ -440,4 +469,7 @@ class AuditLog:
             return self._approvals("", (), limit)
         if state == "pending":
             return self.pending(limit)
+        if state == "expired":
+            return self._approvals(f"AND s.id IS NULL AND {_EXPIRES} <= ?", (self._wall(),),
+                                   limit)
         return self._approvals("AND s.kind = ?", (state,), limit)

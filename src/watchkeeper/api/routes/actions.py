@@ -33,7 +33,7 @@ def _check_pending(runtime: Runtime, approval_id: int) -> None:
     approval = runtime.audit.approval(approval_id)
     if approval is None:
         raise HTTPException(404, f"no approval #{approval_id}")
-    if approval.state != "pending":
+    if approval.state in ("approved", "rejected"):  # expired: the audit log says when (409)
         raise HTTPException(409, f"approval #{approval_id} was {approval.state} already")
 
 

@@ -73,6 +73,11 @@
     return `${d.toLocaleString()} (${duration(ago)} ago)`;
   }
 
+  function expiresIn(at) {
+    const left = (new Date(at).getTime() - Date.now()) / 1000;
+    return isNaN(left) ? "?" : duration(Math.max(0, left));
+  }
+
   // plotly shows date strings as they are: give it local wall-clock time.
   function plotTime(at) {
     const d = at instanceof Date ? at : new Date(at);
@@ -396,7 +401,8 @@
         Object.keys(req.params || {}).length
           ? el("p", { class: "detail", text: `parameters: ${JSON.stringify(req.params)}` })
           : null,
-        el("p", { class: "detail", text: `asked ${when(p.requested_at)}` }),
+        el("p", { class: "detail", text: `asked ${when(p.requested_at)}` +
+          (p.expires_at ? `; expires unanswered in ${expiresIn(p.expires_at)}` : "") }),
         el("div", { class: "buttons" },
           el("button", { type: "button", "data-do": "approve",
             onclick: (ev) => decide(p.id, "approve", ev.currentTarget) }, "Approve"),
