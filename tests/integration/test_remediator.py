@@ -134,6 +134,10 @@ async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
         old = rt.audit.approval(first.approval_id)
         assert old is not None and old.state == "expired"
         assert [a.id for a in rt.audit.pending()] == [second.approval_id]
+        # The agent asked again every second while the first waited; each approval was
+        # audited once, not once per asking.
+        asked = rt.audit.entries(kind="decision", action="restart_service", verdict="approve")
+        assert [e.decision_id for e in asked] == [first.decision_id, second.decision_id]
         with pytest.raises(ApprovalError, match="expired unanswered"):
             await remediator(rt).approve(first.approval_id, by="alice")
         assert events(recorder, "started") == []  # the stale approval ran nothing

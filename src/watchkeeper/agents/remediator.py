@@ -173,6 +173,13 @@ class RemediatorAgent(BaseAgent):
         decision = self.policy.decide(request, approved_by=approved_by)
         if not human:
             self._note_refusal(key, decision, approved_by, now)
+        # One request per target waits for a human. The agent's own asking again is not
+        # audited once per tick while it waits; a person's request is, and gets that one.
+        waiting = (self._waiting(decision)
+                   if decision.verdict == "approve" and approved_by is None else None)
+        if waiting is not None and not human:
+            self._quiet_until[key] = now + self.config.current.agents.check_interval * 5
+            return waiting.decision
         await self.audit.record_decision(decision)
         # The communicator tells people about these events; the agent only publishes them.
         if decision.notice is not None:
@@ -188,13 +195,9 @@ class RemediatorAgent(BaseAgent):
             task = asyncio.create_task(self._run(decision), name=f"action-{decision.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif waiting is not None:
+            return waiting.decision
         elif decision.verdict == "approve" and approved_by is None:
-            waiting = [a for a in self.audit.pending()
-                       if a.decision.request.action == request.action
-                       and a.decision.target == decision.target]
-            if waiting:  # one request per target waits for a human, not one per tick
-                self._quiet_until[key] = now + self.config.current.agents.check_interval * 5
-                return waiting[0].decision
             approval = await self.audit.add_pending(
                 decision, ttl_s=self.config.current.remediation.approval_ttl_s)
             log.debug("remediation: %s on %s waits for approval #%d", request.action,
@@ -209,6 +212,12 @@ class RemediatorAgent(BaseAgent):
             log.debug("remediation: %s", decision.why)
             await self._publish("decided", decision)
         return decision
+
+    def _waiting(self, decision: Decision) -> Approval | None:
+        """The pending approval for the same action on the same target, if one waits."""
+        return next((a for a in self.audit.pending()
+                     if a.decision.request.action == decision.request.action
+                     and a.decision.target == decision.target), None)
 
     def _note_refusal(self, key: str, decision: Decision, approved_by: str | None,
                       now: float) -> None:
