@@ -170,9 +170,11 @@ async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> Non
         async with watched_page(browser, api) as w:
             page = await open_dashboard(w, api)
             await page.fill("#token", OPERATOR)
+            await page.fill("#operator-name", "Alice Smith")
             await page.click("#token-save")
             await page.wait_for_function(
                 "() => document.getElementById('stream').dataset.state === 'live'")
+            assert "acting as Alice Smith" in (await page.text_content("#token-state") or "")
             # Asked for after the page loaded: the stream's remediation event brings it in.
             r = await api.client.post("/api/command", headers=api.auth(), json={
                 "command": "remediate", "action": "notify_only",
@@ -189,7 +191,8 @@ async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> Non
             await row.wait_for(state="detached")
             assert await page.evaluate("localStorage.getItem('watchkeeper.token')") == OPERATOR
         approval = api.runtime.audit.approval(approval_id)
-        assert approval is not None and approval.state == "approved" and approval.by == "api"
+        assert approval is not None and approval.state == "approved"
+        assert approval.by == "Alice Smith"  # the name given in the page, sent with the request
         body = (await api.client.get("/api/actions")).json()
         assert body["pending"] == []
         assert any(e["kind"] == "approved" and e["approval_id"] == approval_id

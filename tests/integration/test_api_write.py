@@ -92,16 +92,20 @@ async def test_ack_and_silences(tmp_path: Path) -> None:
 
         alert = await until(memory_alert)
         fp = alert["fingerprint"]
-        r = await api.client.post(f"/api/alerts/{fp}/ack", headers=api.auth())
+        r = await api.client.post(f"/api/alerts/{fp}/ack",
+                                  headers={**api.auth(), "X-Watchkeeper-User": "carol"})
         assert r.status_code == 200 and r.json()["state"] == "acknowledged"
+        assert r.json()["labels"]["acked_by"] == "carol"
         acked = (await api.client.get("/api/alerts", params={"state": "acknowledged"})).json()
         assert fp in [a["fingerprint"] for a in acked["alerts"]]
         r = await api.client.post("/api/alerts/no-such-alert/ack", headers=api.auth())
         assert r.status_code == 404 and "no-such-alert" in r.json()["detail"]
 
-        r = await api.client.post("/api/alerts/silences", headers=api.auth(), json={
-            "matchers": {"metric": "memory.*"}, "until": FUTURE, "comment": "known"})
+        r = await api.client.post("/api/alerts/silences", json={
+            "matchers": {"metric": "memory.*"}, "until": FUTURE, "comment": "known"},
+            headers={**api.auth(), "X-Watchkeeper-User": "dave@example.com"})
         assert r.status_code == 201, r.text
+        assert r.json()["by"] == "dave@example.com"
         sid = r.json()["id"]
         listed = (await api.client.get("/api/alerts/silences")).json()["silences"]
         assert [s["id"] for s in listed] == [sid] and listed[0]["comment"] == "known"
@@ -141,6 +145,32 @@ async def test_an_expired_approval_is_409_and_leaves_the_list(tmp_path: Path) ->
             assert "expired unanswered at" in r.json()["detail"]
         entries = (await api.client.get("/api/actions")).json()["entries"]
         assert not [e for e in entries if e["kind"] in ("approved", "rejected")]
+
+
+async def test_who_acts_is_recorded_as_named(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        first = await _pending(api)
+        for bad in ("x" * 65, "a;b", "", "<img>", "alice\tbob"):
+            r = await api.client.post(f"/api/actions/{first}/approve",
+                                      headers={**api.auth(), "X-Watchkeeper-User": bad})
+            assert r.status_code == 422, (bad, r.text)
+        assert [a.id for a in api.runtime.audit.pending()] == [first]  # nothing changed
+        r = await api.client.post(f"/api/actions/{first}/approve",
+                                  headers={**api.auth(), "X-Watchkeeper-User": "Alice Smith"})
+        assert r.status_code == 200, r.text
+        approval = api.runtime.audit.approval(first)
+        assert approval is not None and approval.by == "Alice Smith"
+        await remediator_idle(api)
+        second = await _pending(api)
+        await api.client.post(f"/api/actions/{second}/reject", headers=api.auth())
+        assert api.runtime.audit.approval(second).by == "api"  # type: ignore[union-attr]
+        r = await api.client.post("/api/command", json={
+            "command": "remediate", "action": "notify_only", "params": {"message": "hi"},
+            "dry_run": True, "reason": "checking"},
+            headers={**api.auth(), "X-Watchkeeper-User": "erin"})
+        assert r.status_code == 200, r.text
+        (asked,) = api.runtime.audit.entries(kind="decision", source="operator")
+        assert asked.data["decision"]["request"]["reasoning"] == "erin: checking"
 
 
 async def test_approve_and_reject(tmp_path: Path) -> None:

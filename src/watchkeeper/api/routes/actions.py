@@ -7,14 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import RemediatorDep, RuntimeDep
+from watchkeeper.api.routes.deps import ActorDep, RemediatorDep, RuntimeDep
 from watchkeeper.api.schemas import MAX_ID, ActionsBody, ApproveBody, ErrorBody, RejectRequest
 from watchkeeper.remediation.audit import Approval, ApprovalError
 from watchkeeper.runtime import Runtime
 
 router = APIRouter(prefix="/api/actions", tags=["actions"])
-
-ACTOR = "api"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 
@@ -40,11 +38,11 @@ def _check_pending(runtime: Runtime, approval_id: int) -> None:
 @router.post("/{approval_id}/approve", response_model=ApproveBody, responses=_ERRORS,
              dependencies=[Depends(require_operator)])
 async def approve(approval_id: ApprovalId, runtime: RuntimeDep,
-                  remediator: RemediatorDep) -> ApproveBody:
+                  remediator: RemediatorDep, by: ActorDep) -> ApproveBody:
     """Approve a pending action; it runs if the policy still allows it now."""
     _check_pending(runtime, approval_id)
     try:
-        decision = await remediator.approve(approval_id, ACTOR)
+        decision = await remediator.approve(approval_id, by)
     except ApprovalError as exc:  # decided by someone else in the meantime
         raise HTTPException(409, str(exc)) from None
     return ApproveBody(approval_id=approval_id, verdict=decision.verdict, why=decision.why)
@@ -53,11 +51,11 @@ async def approve(approval_id: ApprovalId, runtime: RuntimeDep,
 @router.post("/{approval_id}/reject", response_model=Approval, responses=_ERRORS,
              dependencies=[Depends(require_operator)])
 async def reject(approval_id: ApprovalId, runtime: RuntimeDep,
-                 remediator: RemediatorDep,
+                 remediator: RemediatorDep, by: ActorDep,
                  body: Annotated[RejectRequest | None, Body()] = None) -> Approval:
     """Reject a pending action, with an optional reason."""
     _check_pending(runtime, approval_id)
     try:
-        return await remediator.reject(approval_id, ACTOR, body.reason if body else "")
+        return await remediator.reject(approval_id, by, body.reason if body else "")
     except ApprovalError as exc:
         raise HTTPException(409, str(exc)) from None

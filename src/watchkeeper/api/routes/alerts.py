@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from watchkeeper.analysis.alerts import Silence
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import AnalyzerDep
+from watchkeeper.api.routes.deps import ActorDep, AnalyzerDep
 from watchkeeper.api.schemas import (
     AlertsBody,
     Done,
@@ -22,9 +22,6 @@ from watchkeeper.api.schemas import (
 from watchkeeper.events import Alert, AlertState, Severity
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
-
-#: Who the analyzer records as having acted; the API has one operator identity.
-ACTOR = "api"
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
@@ -48,9 +45,9 @@ def list_alerts(analyzer: AnalyzerDep,
 @router.post("/{fingerprint}/ack", response_model=Alert, responses=_NOT_FOUND,
              dependencies=[Depends(require_operator)])
 async def ack(fingerprint: Annotated[Text, Path(max_length=200)],
-              analyzer: AnalyzerDep) -> Alert:
+              analyzer: AnalyzerDep, by: ActorDep) -> Alert:
     """Acknowledge an open alert: it stays open but stops escalating and notifying."""
-    alert = await analyzer.ack(fingerprint, ACTOR)
+    alert = await analyzer.ack(fingerprint, by)
     if alert is None:
         raise HTTPException(404, f"no open alert with fingerprint {fingerprint!r}")
     return alert
@@ -64,13 +61,13 @@ def list_silences(analyzer: AnalyzerDep) -> SilencesBody:
 
 @router.post("/silences", response_model=SilenceBody, status_code=201,
              dependencies=[Depends(require_operator)])
-async def add_silence(body: SilenceRequest,
-                      analyzer: AnalyzerDep) -> SilenceBody:
+async def add_silence(body: SilenceRequest, analyzer: AnalyzerDep,
+                      by: ActorDep) -> SilenceBody:
     """Silence alerts whose fields or labels match every glob, until ``until``."""
     until = body.until if body.until.tzinfo else body.until.replace(tzinfo=timezone.utc)
     if until <= datetime.now(timezone.utc):
         raise HTTPException(422, "until must be in the future")
-    sid = await analyzer.silence(dict(body.matchers), until, by=ACTOR, comment=body.comment)
+    sid = await analyzer.silence(dict(body.matchers), until, by=by, comment=body.comment)
     found = next(s for s in analyzer.engine.silences if s.id == sid)
     return _silence_body(found)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
@@ -12,6 +12,11 @@ from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.runtime import Runtime
 
 A = TypeVar("A", bound=BaseAgent)
+
+#: Who the audit log and the alert history record as having acted when a request names no one.
+DEFAULT_ACTOR = "api"
+#: Names a person can give in X-Watchkeeper-User: letters, digits and ``_ . @ + -`` and spaces.
+ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -42,6 +47,15 @@ def get_remediator(request: Request) -> RemediatorAgent:
     return remediator_of(get_runtime(request))
 
 
+def get_actor(x_watchkeeper_user: Annotated[str | None, Header(
+        pattern=ACTOR_PATTERN, description="who acts, as the audit log should record it "
+        "(self-declared, like Alertmanager's createdBy; default: api)")] = None) -> str:
+    """The name a mutating request acts under."""
+    name = (x_watchkeeper_user or "").strip()
+    return name or DEFAULT_ACTOR
+
+
+ActorDep = Annotated[str, Depends(get_actor)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AnalyzerDep = Annotated[AnalyzerAgent, Depends(get_analyzer)]
 RemediatorDep = Annotated[RemediatorAgent, Depends(get_remediator)]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from watchkeeper import __version__
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import RuntimeDep, remediator_of
+from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, remediator_of
 from watchkeeper.api.schemas import (
     AgentsBody,
     AgentStatus,
@@ -79,11 +79,11 @@ def bus(runtime: RuntimeDep) -> BusBody:
 
 @router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
              responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-async def command(body: CommandRequest, runtime: RuntimeDep) -> CommandBody:
+async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep) -> CommandBody:
     """Agent commands (health_check, pause, resume, restart) to one agent or all, with their
     replies; or ``remediate``: one action, decided by the remediation policy like any other."""
     if isinstance(body, RemediateRequest):
-        return CommandBody(decision=await _remediate(body, runtime))
+        return CommandBody(decision=await _remediate(body, runtime, by))
     names = [a.name for a in runtime.agents]
     if body.target != "all" and body.target not in names:
         raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
@@ -92,7 +92,7 @@ async def command(body: CommandRequest, runtime: RuntimeDep) -> CommandBody:
     return CommandBody(replies=replies)
 
 
-async def _remediate(body: RemediateRequest, runtime: Runtime) -> DecisionBody:
+async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> DecisionBody:
     if body.action not in REGISTRY:
         raise HTTPException(422, f"unknown action {body.action!r}; known: "
                                  f"{', '.join(sorted(REGISTRY))}")
@@ -103,7 +103,7 @@ async def _remediate(body: RemediateRequest, runtime: Runtime) -> DecisionBody:
     remediator = remediator_of(runtime)
     decision = await remediator.submit(ActionRequest(
         action=body.action, params=body.params, host=runtime.host, source="operator",
-        reasoning=body.reason or "asked for through the API", dry_run=body.dry_run))
+        reasoning=f"{by}: {body.reason or 'asked for through the API'}", dry_run=body.dry_run))
     approval = next((a.id for a in runtime.audit.pending() if a.decision.id == decision.id),
                     None)
     return DecisionBody(decision_id=decision.id, action=body.action,

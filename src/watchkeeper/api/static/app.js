@@ -5,6 +5,7 @@
 
 (function () {
   const TOKEN_KEY = "watchkeeper.token";
+  const USER_KEY = "watchkeeper.user";
   const FEED_MAX = 100;          // activity entries kept in the page
   const LIVE_MAX_POINTS = 600;   // points per chart trace, history and live together
   const HISTORY_POINTS = 300;    // points per trace loaded from the history API
@@ -101,6 +102,8 @@
   // ------------------------------------------------------------------ token and API
 
   let token = localStorage.getItem(TOKEN_KEY) || "";
+  // Who acts, as the audit log records it (X-Watchkeeper-User); self-declared, optional.
+  let user = localStorage.getItem(USER_KEY) || "";
 
   function takeTokenFromFragment() {
     const hash = window.location.hash || "";
@@ -117,11 +120,14 @@
   }
 
   function authHeaders() {
-    return token ? { Authorization: `Bearer ${token}` } : {};
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    if (user) headers["X-Watchkeeper-User"] = user;
+    return headers;
   }
 
   function showTokenState() {
-    setText("token-state", token ? "token saved in this browser" : "no token saved");
+    setText("token-state", (token ? "token saved in this browser" : "no token saved") +
+      (user ? `; acting as ${user}` : ""));
   }
 
   function banner(text) {
@@ -920,10 +926,21 @@
     $("token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const value = $("token").value.trim();
-      if (!value) return;
-      token = value;
-      localStorage.setItem(TOKEN_KEY, token);
-      $("token").value = "";
+      const name = $("operator-name").value.trim();
+      if (!value && name === user) return;
+      if (name !== user) {
+        if (name && !$("operator-name").checkValidity()) {
+          banner("A name may have letters, digits, spaces and _ . @ + - (at most 64).");
+          return;
+        }
+        user = name;
+        if (user) localStorage.setItem(USER_KEY, user); else localStorage.removeItem(USER_KEY);
+      }
+      if (value) {
+        token = value;
+        localStorage.setItem(TOKEN_KEY, token);
+        $("token").value = "";
+      }
       banner("");
       showTokenState();
       stream.attempt = 1;  // makes the new connection read the state again
@@ -931,7 +948,10 @@
     });
     $("token-clear").addEventListener("click", () => {
       token = "";
+      user = "";
       localStorage.removeItem(TOKEN_KEY);
+      localStorage.removeItem(USER_KEY);
+      $("operator-name").value = "";
       showTokenState();
     });
     $("health-check").addEventListener("click", () => command("health_check", "all"));
@@ -946,6 +966,7 @@
 
   function start() {
     takeTokenFromFragment();
+    $("operator-name").value = user;
     showTokenState();
     wire();
     plotlyArrival().then((ok) => {
