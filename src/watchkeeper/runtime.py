@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
@@ -81,12 +81,23 @@ class Runtime:
     def _on_config_changed(self, _settings: Settings, changed: tuple[str, ...]) -> None:
         event = ConfigChanged(host=self.host, version=self.config.version, changed=changed)
         try:
-            task = asyncio.get_running_loop().create_task(
-                self.bus.publish(system_topic(self.host), event))
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (updated from a plain thread): nothing to tell live
             return
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        jobs: list[Coroutine[Any, Any, None]] = [self.bus.publish(system_topic(self.host),
+                                                                  event)]
+        if any(key.split(".", 1)[0] == "services" for key in changed):
+            jobs.append(self._apply_services())
+        for job in jobs:
+            task = loop.create_task(job)
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks.remove)
+
+    async def _apply_services(self) -> None:
+        """Bring the services in line with the current settings, live: new and changed
+        managed processes are started, as at start-up."""
+        change = await self.services.reconfigure(self.config.current.services)
+        await self._start_managed_services(change.added + change.changed)
 
     def update_config(self, patch: dict[str, Any], *, source: str = "api") -> tuple[str, ...]:
         """The one validated way to change settings at run time (raises ConfigError)."""
@@ -101,11 +112,11 @@ class Runtime:
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
 
-    async def _start_managed_services(self) -> None:
+    async def _start_managed_services(self, names: Sequence[str] | None = None) -> None:
         """Services watchkeeper manages itself (manager: process) are started, Monit-style;
         one already running (found by pid file or match) is adopted, not started twice."""
-        for name in self.services.names:
-            if self.services.config(name).manager != "process":
+        for name in self.services.names if names is None else names:
+            if name not in self.services or self.services.config(name).manager != "process":
                 continue
             result = await self.services.start(name)
             if result.ok:
@@ -115,6 +126,11 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        if self._tasks:  # e.g. services being reconfigured: let that finish first
+            _done, late = await asyncio.wait(list(self._tasks), timeout=15)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         # Stops the processes watchkeeper started, unless a service says keep_running.
         await self.services.aclose()
         await self.audit.close()

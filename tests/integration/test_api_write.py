@@ -230,6 +230,11 @@ async def test_config_update_is_validated_applied_and_kept(tmp_path: Path) -> No
         r = await api.client.patch("/api/config", headers=api.auth(),
                                    json={"api": {"token": "mine"}})
         assert r.status_code == 422
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"host_name": "elsewhere"})  # names every stored row
+        assert r.status_code == 422
+        assert r.json()["detail"] == ["host_name: changes only in the config file, with a "
+                                      "restart"]
         r = await api.client.patch("/api/config", headers=api.auth(), json=[1, 2])
         assert r.status_code == 422
         r = await api.client.patch("/api/config", headers=api.auth(),
@@ -308,6 +313,6 @@ async def test_docs_render_offline_with_a_strict_csp(tmp_path: Path) -> None:
         assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/ConfigPatch"}
         patch = schema["components"]["schemas"]["ConfigPatch"]
         assert {"thresholds", "remediation", "services"} <= set(patch["properties"])
-        assert not {"api", "storage", "logging"} & set(patch["properties"])
+        assert not {"api", "storage", "logging", "host_name"} & set(patch["properties"])
         thresholds = schema["components"]["schemas"]["SettingsThresholds"]
         assert "cpu_warning" in thresholds["properties"] and "required" not in thresholds

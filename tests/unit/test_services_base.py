@@ -16,6 +16,7 @@ from watchkeeper.remediation.services import (
     ProcessManager,
     ServiceExit,
     Services,
+    ServicesChange,
     ServiceStatus,
     SubprocessRunner,
     SupervisordManager,
@@ -235,6 +236,34 @@ async def test_services_route_by_name_and_refuse_unknown_names() -> None:
     await services.aclose()
     await services.aclose()  # idempotent
     assert all(b.closed for b in built.values())
+
+
+async def test_reconfigure_touches_only_what_changed() -> None:
+    built, factories = _fake_factories()
+    web, db = ServiceConfig(start=("x",)), ServiceConfig(manager="systemd", unit="postgresql")
+    services = Services({"web": web, "db": db, "old": ServiceConfig(start=("y",))},
+                        factories=factories)  # type: ignore[arg-type]
+    first = dict(built)
+    change = await services.reconfigure({
+        "web": web,  # the same: its backend (and process) stays
+        "db": ServiceConfig(manager="systemd", unit="postgresql@15-main"),
+        "api": ServiceConfig(start=("z",))})
+    assert change == ServicesChange(added=("api",), changed=("db",), removed=("old",))
+    assert services.names == ("web", "db", "api")
+    assert services.backend("web") is first["web"] and not first["web"].closed
+    assert first["db"].closed and services.backend("db") is built["db"] is not first["db"]
+    assert services.config("db").unit == "postgresql@15-main"
+    assert first["old"].closed and "old" not in services
+    with pytest.raises(UnknownService, match="unknown service 'old'"):
+        await services.restart("old")
+    assert (await services.start("api")).ok and built["api"].calls == ["start api"]
+
+    same = await services.reconfigure({"web": web, "db": services.config("db"),
+                                       "api": services.config("api")})
+    assert not same and same == ServicesChange()
+    await services.aclose()
+    assert all(b.closed for b in built.values())
+    assert not await services.reconfigure({})  # closed: nothing more happens
 
 
 async def test_from_settings_builds_one_backend_of_the_right_kind_per_service(

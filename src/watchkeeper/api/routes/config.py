@@ -25,9 +25,10 @@ router = APIRouter(prefix="/api/config", tags=["config"])
 
 OVERRIDES_FILE_NAME = "config_overrides.yaml"
 
-#: Sections read only when the process starts (socket and tokens, open files, log setup):
-#: accepting them live would report a change that did not happen.
-RESTART_ONLY = ("api", "storage", "logging")
+#: Sections read only when the process starts (socket and tokens, open files, log setup, the
+#: host's name on every event and stored row): accepting them live would report a change
+#: that did not happen.
+RESTART_ONLY = ("api", "storage", "logging", "host_name")
 
 
 def overrides_path(settings: Settings) -> Path:

@@ -22,7 +22,7 @@ from .base import (
 )
 from .checks import CheckContext, check_command, check_http, check_process, check_tcp, run_checks
 from .process import ProcessManager
-from .registry import BackendContext, BackendFactory, Services
+from .registry import BackendContext, BackendFactory, Services, ServicesChange
 from .supervisord import SupervisordManager
 from .systemd import SystemdManager
 from .windows import WindowsServiceManager
@@ -44,6 +44,7 @@ __all__ = [
     "ServiceState",
     "ServiceStatus",
     "Services",
+    "ServicesChange",
     "SubprocessRunner",
     "SupervisordManager",
     "SystemdManager",

@@ -47,6 +47,18 @@ class BackendContext:
     grace_s: float
 
 
+@dataclass(frozen=True)
+class ServicesChange:
+    """What a new services section changed, by name."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
 #: Builds the backend for one service: ``factory(name, config, context)``.
 BackendFactory = Callable[[str, ServiceConfig, BackendContext], ServiceManager]
 
@@ -87,13 +99,17 @@ class Services:
                  grace_s: float = 10.0,
                  factories: Mapping[ManagerName, BackendFactory] | None = None) -> None:
         self.hub = ExitHub()
-        ctx = BackendContext(ps=ps, runner=runner or SubprocessRunner(), hub=self.hub,
-                             log_dir=log_dir, grace_s=grace_s)
-        chosen = {**DEFAULT_FACTORIES, **(factories or {})}
+        self._ctx = BackendContext(ps=ps, runner=runner or SubprocessRunner(), hub=self.hub,
+                                   log_dir=log_dir, grace_s=grace_s)
+        self._factories = {**DEFAULT_FACTORIES, **(factories or {})}
         self._configs = dict(services)
         self._backends: dict[str, ServiceManager] = {
-            name: chosen[cfg.manager](name, cfg, ctx) for name, cfg in services.items()}
+            name: self._build(name, cfg) for name, cfg in services.items()}
         self._closed = False
+        self._reconfiguring = asyncio.Lock()
+
+    def _build(self, name: str, cfg: ServiceConfig) -> ServiceManager:
+        return self._factories[cfg.manager](name, cfg, self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Services:
@@ -187,11 +203,48 @@ class Services:
         """An async iterator over every managed-process exit from now on."""
         return self.hub.exits(maxsize)
 
+    async def reconfigure(self, services: Mapping[str, ServiceConfig]) -> ServicesChange:
+        """Apply a new services section live, as ``supervisorctl update`` does.
+
+        A service no longer configured has its backend closed; a new one gets a backend; a
+        changed one has its backend closed and built anew. Closing stops a process
+        watchkeeper started (unless ``keep_running``) and leaves an adopted one alone, so a
+        changed managed process is stopped here and started again by the caller, like a new
+        one; unchanged services are not touched. Returns what changed.
+        """
+        async with self._reconfiguring:
+            if self._closed:
+                return ServicesChange()
+            new = dict(services)
+            removed = tuple(n for n in self._configs if n not in new)
+            added = tuple(n for n in new if n not in self._configs)
+            changed = tuple(n for n in new if n in self._configs and new[n] != self._configs[n])
+            for name in removed + changed:
+                backend = self._backends.pop(name)
+                del self._configs[name]
+                try:
+                    await backend.aclose()
+                except Exception:
+                    logger.exception("%s: closing its backend failed", name)
+            for name in added + changed:
+                self._backends[name] = self._build(name, new[name])
+                self._configs[name] = new[name]
+            # The configured order, as a freshly started watchkeeper would have it.
+            self._backends = {n: self._backends[n] for n in new}
+            self._configs = {n: self._configs[n] for n in new}
+            change = ServicesChange(added=added, changed=changed, removed=removed)
+            if change:
+                logger.info("services reconfigured: added %s, changed %s, removed %s",
+                            list(added), list(changed), list(removed))
+            return change
+
     async def aclose(self) -> None:
         """Close every backend (stopping processes we started, unless keep_running)."""
         if self._closed:
             return
         self._closed = True
+        async with self._reconfiguring:  # not while backends are being swapped
+            pass
         results = await asyncio.gather(*(b.aclose() for b in self._backends.values()),
                                        return_exceptions=True)
         for name, res in zip(self._backends, results, strict=True):
