@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright
 
 from watchkeeper.api.routes import dashboard
-from watchkeeper.events import Alert, Assessment, SuggestedAction, utcnow
+from watchkeeper.events import AgentError, Alert, Assessment, SuggestedAction, utcnow
 
 from ..integration.test_api_harness import OPERATOR, Api, api_settings, serve_api, until
 
@@ -357,3 +357,31 @@ async def test_an_action_without_a_token_says_what_is_needed(browser: Browser,
             await page.click("#health-check")
             await page.wait_for_function(
                 "() => document.getElementById('banner').textContent.includes('refused')")
+
+
+async def test_news_missed_while_disconnected_arrives_on_reconnect(browser: Browser,
+                                                                     tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            await page.wait_for_function("() => document.getElementById('seq').dataset.seq")
+            resumes: list[str] = []
+            page.on("request", lambda r: resumes.append(r.headers.get("last-event-id", ""))
+                    if r.url.endswith("/api/events?snapshots=summary") else None)
+            # The server ends the stream (as a proxy or a network blip would), and news
+            # happens before the page is back; only the stream's replay can bring it.
+            (stream,) = api.app.state.streams
+            await api.runtime.bus.publish(f"errors.{api.runtime.host}.sensor", AgentError(
+                host=api.runtime.host, agent="sensor", error="seen live", error_type="X"))
+            await page.locator("#feed li", has_text="seen live").wait_for()
+            stream.end()
+            await page.wait_for_function(
+                "() => document.getElementById('stream').dataset.state !== 'live'")
+            await api.runtime.bus.publish(f"errors.{api.runtime.host}.sensor", AgentError(
+                host=api.runtime.host, agent="sensor", error="missed while away",
+                error_type="X"))
+            await page.wait_for_function(
+                "() => document.getElementById('stream').dataset.state === 'live'")
+            await page.locator("#feed li", has_text="missed while away").wait_for()
+            assert resumes and resumes[-1].startswith(api.app.state.journal.run + "-")

@@ -98,21 +98,38 @@ async def test_topic_filter_and_snapshot_modes(tmp_path: Path) -> None:
 async def test_a_reader_that_stalls_never_holds_the_bus_back(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A browser tab in the background stops reading: publishing must go on at full speed
-    # (never-drop events would otherwise wait for it and then fail).
+    # (never-drop events would otherwise wait for it and then fail), and when it reads
+    # again it is told that it missed news, rather than handed a silent gap.
     async with serve_api(api_settings(tmp_path)) as api:
-        async with api.client.stream("GET", "/api/events") as r:
+        async with api.client.stream("GET", "/api/events?topics=errors.>") as r:
             assert r.status_code == 200
-            # Read nothing more: the socket buffer and the stream's queue fill up.
+            lines = r.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            # Read nothing more: the socket buffers fill up and the stream stops sending.
             topic = errors_topic(api.runtime.host, "sensor")
             for i in range(5000):
                 await asyncio.wait_for(api.runtime.bus.publish(topic, AgentError(
                     host=api.runtime.host, agent="sensor", error="x" * 4000 + str(i),
                     error_type="X")), 1.0)
-            streams = [s for s in api.runtime.bus.subscriptions() if s.name == "api-events"]
-            assert streams and streams[0].dropped > 0
-        # The client left: its subscription is gone, and that is no error.
-        await asyncio.sleep(0.3)
-        assert not [s for s in api.runtime.bus.subscriptions() if s.name == "api-events"]
+            (stream,) = api.app.state.streams
+            assert stream.cursor < 4000  # it did stall
+
+            async def until_reset_then_last() -> list[str]:
+                seen: list[str] = []
+                async for line in lines:
+                    if line == "event: reset":
+                        seen.append("reset")
+                    elif line.startswith("data: ") and '4999","error_type"' in line:
+                        seen.append("last")
+                        return seen
+                return seen
+
+            assert await asyncio.wait_for(until_reset_then_last(), 20) == ["reset", "last"]
+        # The client left: its stream is gone, and that is no error.
+        async def gone() -> bool:
+            return not api.app.state.streams
+
+        await until(gone)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -177,3 +194,65 @@ async def test_a_quiet_stream_sends_keep_alive_comments(tmp_path: Path,
             return ""
 
         assert await asyncio.wait_for(first_comment(), 5) == ": keep-alive"
+
+
+async def test_a_client_that_reconnects_with_last_event_id_gets_what_it_missed(
+        tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        topic = errors_topic(api.runtime.host, "sensor")
+
+        async def publish(text: str) -> None:
+            await api.runtime.bus.publish(topic, AgentError(
+                host=api.runtime.host, agent="sensor", error=text, error_type="X"))
+
+        async def read(want: int, headers: dict[str, str] | None = None
+                       ) -> list[tuple[str, str, str]]:
+            """(event, id, error or reason) of the first ``want`` messages."""
+            got: list[tuple[str, str, str]] = []
+            event, id_ = "message", ""
+            async with api.client.stream("GET", "/api/events?topics=errors.>",
+                                         headers=headers) as r:
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    field, _, value = line.partition(": ")
+                    if field in ("event", "id"):
+                        event, id_ = (value, id_) if field == "event" else (event, value)
+                    elif field == "data":
+                        data = json.loads(value)
+                        got.append((event, id_ if event != "ready" else "",
+                                    data.get("error") or data.get("reason", "")))
+                        if len(got) >= want:
+                            return got
+            return got
+
+        async def publish_soon(*texts: str) -> None:
+            await asyncio.sleep(0.3)
+            for text in texts:
+                await publish(text)
+
+        first_task = asyncio.create_task(read(2))
+        await publish_soon("seen")
+        first = await asyncio.wait_for(first_task, 10)
+        assert [(e, m) for e, _, m in first] == [("ready", ""), ("agent_error", "seen")]
+        seen_id = first[1][1]
+        assert seen_id.startswith(api.app.state.journal.run + "-")
+
+        # Disconnected: three errors happen meanwhile.
+        for text in ("missed 1", "missed 2", "missed 3"):
+            await publish(text)
+        again_task = asyncio.create_task(read(5, {"Last-Event-ID": seen_id}))
+        await publish_soon("live")
+        again = await asyncio.wait_for(again_task, 10)
+        assert [(e, m) for e, _, m in again] == [
+            ("ready", ""), ("agent_error", "missed 1"), ("agent_error", "missed 2"),
+            ("agent_error", "missed 3"), ("agent_error", "live")]
+        ids = [int(i.rsplit("-", 1)[1]) for _, i, _ in again[1:]]
+        assert ids == sorted(ids) and ids[0] > int(seen_id.rsplit("-", 1)[1])
+
+        # An id this run never gave (an earlier run's, or garbage): told to start over.
+        for stale in ("0badc0de-3", "<script>", f"{api.app.state.journal.run}-99999999"):
+            told = await asyncio.wait_for(read(2, {"Last-Event-ID": stale}), 10)
+            assert [e for e, _, _ in told] == ["ready", "reset"], stale
+            assert told[1][2].startswith(f"cannot resume from {stale}: ")
+        r = await api.client.get("/api/events", headers={"Last-Event-ID": "1" * 101})
+        assert r.status_code == 422

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from watchkeeper.api import create_app
 from watchkeeper.api.routes.events import close_streams
@@ -45,6 +46,7 @@ class Api:
     url: str
     client: httpx.AsyncClient
     runtime: Runtime
+    app: FastAPI
 
     def auth(self, token: str = OPERATOR) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -74,7 +76,7 @@ async def serve_api(settings: Settings, *, bind_host: str = "127.0.0.1") -> Asyn
             await asyncio.sleep(0.01)
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
-            yield Api(url, client, runtime)
+            yield Api(url, client, runtime, app)
     finally:
         close_streams(app)
         server.should_exit = True

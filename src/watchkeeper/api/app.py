@@ -263,7 +263,7 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     app.state.tokens = Tokens(operator=load_or_create_token(settings), read=read or None,
                               reads_open=is_loopback(host))
     app.state.started = time.monotonic()
-    app.state.streams = set()  # open /api/events subscriptions, closed at shutdown
+    app.state.streams = set()  # open /api/events streams (journal: started on first use)
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
     for module in (system, metrics, alerts, actions, config, events, dashboard):

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from starlette.types import Receive, Scope, Send
 
 from watchkeeper import __version__
 from watchkeeper.api.auth import require_read
+from watchkeeper.api.journal import Entry, EventJournal
 from watchkeeper.api.routes.deps import RuntimeDep
 from watchkeeper.api.schemas import ActivityBody, ActivityItem, Text
-from watchkeeper.bus import BusClosedError, Subscription, topic_matches
-from watchkeeper.events import Command, CommandReply, Event, MetricSnapshot
+from watchkeeper.bus import topic_matches
+from watchkeeper.events import MetricSnapshot
+from watchkeeper.runtime import Runtime
 from watchkeeper.series import flatten
 
 router = APIRouter(tags=["events"])
-
-#: Events a browser may not keep up with are dropped oldest-first, never held for it.
-STREAM_QUEUE = 512
 
 #: Milliseconds a client waits before it reconnects (sent once, at the start).
 RETRY_MS = 2000
@@ -45,76 +43,106 @@ def snapshot_summary(snap: MetricSnapshot) -> dict[str, Any]:
     }
 
 
-def _message(event: Event, snapshots: Snapshots, seq: int) -> bytes | None:
-    """One SSE message (event, id, data lines), or None for what this stream leaves out."""
-    if isinstance(event, (Command, CommandReply)):
-        return None  # request/reply plumbing, not news
-    if isinstance(event, MetricSnapshot) and snapshots != "full":
-        if snapshots == "none":
-            return None
-        return _sse("metrics", seq, json.dumps(snapshot_summary(event)))
-    return _sse(str(getattr(event, "kind", type(event).__name__)), seq,
-                event.model_dump_json())
+def _message(entry: Entry, snapshots: Snapshots, event_id: str) -> bytes | None:
+    """One SSE message (event, id, data lines), or None for what this stream leaves out;
+    encoded once per format, however many streams send it."""
+    key = "full" if not isinstance(entry.event, MetricSnapshot) else snapshots
+    if key not in entry.wire:
+        event = entry.event
+        if isinstance(event, MetricSnapshot) and snapshots != "full":
+            data = None if snapshots == "none" else (
+                "metrics", json.dumps(snapshot_summary(event)))
+        else:
+            data = (str(getattr(event, "kind", type(event).__name__)),
+                    event.model_dump_json())
+        entry.wire[key] = None if data is None else (
+            f"event: {data[0]}\ndata: {data[1]}\n\n".encode())
+    body = entry.wire[key]
+    return None if body is None else f"id: {event_id}\n".encode() + body
 
 
-def _sse(kind: str, seq: int, data: str, *, retry_ms: int | None = None) -> bytes:
+def _sse(kind: str, data: str, *, retry_ms: int | None = None) -> bytes:
     # JSON from json.dumps / pydantic has no raw newlines, so one data line is enough.
     head = f"retry: {retry_ms}\n" if retry_ms is not None else ""
-    return f"{head}event: {kind}\nid: {seq}\ndata: {data}\n\n".encode()
+    return f"{head}event: {kind}\ndata: {data}\n\n".encode()
 
 
 class EventStream(Response):
-    """A text/event-stream response that owns its bus subscription from start to end.
+    """A text/event-stream response: a cursor into the event journal, from start to end.
 
     Written at the ASGI level rather than with a generator: a client that goes away while
-    its stream is stalled must still release its subscription at once, and a generator
-    suspended at ``yield`` would only be closed by the garbage collector.
+    its stream waits must end it at once, and a generator suspended at ``yield`` would only
+    be closed by the garbage collector.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, sub: Subscription, patterns: list[str], snapshots: Snapshots,
-                 hello: dict[str, Any], streams: set[Subscription]) -> None:
+    def __init__(self, journal: EventJournal, cursor: int, patterns: list[str],
+                 snapshots: Snapshots, hello: dict[str, Any],
+                 streams: set[EventStream]) -> None:
         super().__init__(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         # An open-ended stream: no Content-Length (Response sets 0 for an empty body).
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self.sub = sub
+        self.journal = journal
+        self.cursor = cursor
         self.patterns = patterns
         self.snapshots = snapshots
         self.hello = hello
         self.streams = streams
+        self.fell_behind = 0  # times this reader lost news it had not read yet
+        self.ended = False
+
+    def end(self) -> None:
+        """End this stream as soon as it has sent what it is sending (the client may come
+        back with its Last-Event-ID)."""
+        self.ended = True
+        self.journal.wake()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            self.sub.close()  # wakes the loop below, which then ends
 
+        self.streams.add(self)
         watcher = asyncio.create_task(watch_disconnect())
+        pump = asyncio.create_task(self._pump(send))
+        try:
+            await asyncio.wait({watcher, pump}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, pump):
+                task.cancel()
+            await asyncio.gather(watcher, pump, return_exceptions=True)
+            self.streams.discard(self)
+
+    async def _pump(self, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
-            await self._body(send, _sse("ready", 0, json.dumps(self.hello),
-                                        retry_ms=RETRY_MS))
-            for seq in itertools.count(1):
-                try:
-                    topic, event = await asyncio.wait_for(self.sub.get(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
+            await self._body(send, _sse("ready", json.dumps(self.hello), retry_ms=RETRY_MS))
+            if self.hello.get("reset"):
+                await self._body(send, _sse("reset", json.dumps(
+                    {"reason": self.hello["reset"]})))
+            journal = self.journal
+            while not journal.closed and not self.ended:
+                if not await journal.wait(self.cursor, KEEPALIVE_S):
                     await self._body(send, b": keep-alive\n\n")
                     continue
-                except BusClosedError:  # the client left, or the server is stopping
+                if journal.closed or self.ended:
                     break
-                if any(topic_matches(p, topic) for p in self.patterns):
-                    chunk = _message(event, self.snapshots, seq)
-                    if chunk is not None:
-                        await self._body(send, chunk)
+                if journal.lost_after(self.cursor):
+                    self.fell_behind += 1
+                    await self._body(send, _sse("reset", json.dumps(
+                        {"reason": "this reader fell behind and news was lost; read the "
+                                   "current state again"})))
+                for entry in journal.after(self.cursor):
+                    self.cursor = entry.n
+                    if any(topic_matches(p, entry.topic) for p in self.patterns):
+                        chunk = _message(entry, self.snapshots, journal.event_id(entry.n))
+                        if chunk is not None:
+                            await self._body(send, chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the connection broke while we wrote to it
             pass
-        finally:
-            watcher.cancel()
-            self.streams.discard(self.sub)
-            self.sub.close()
 
     @staticmethod
     async def _body(send: Send, chunk: bytes) -> None:
@@ -137,20 +165,37 @@ def stream_topics(
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "one message per bus event: event (its kind), "
                                             "id, data (its JSON)"}})
-def events(
+async def events(
     request: Request, runtime: RuntimeDep,
     patterns: Annotated[list[str], Depends(stream_topics)],
     snapshots: Annotated[Snapshots, Query(description="metric snapshots: summary (flat "
                                                       "values), full, or none")] = "summary",
+    last_event_id: Annotated[Text | None, Header(
+        max_length=100, description="resume after this id: the news missed since then is "
+                                    "sent first (EventSource sends it when it reconnects)")]
+    = None,
 ) -> EventStream:
     """Follow the bus live: a ``ready`` message once subscribed, then metrics (each sensor
     tick), alerts, remediation steps, agent errors and restarts, config changes. A slow
-    reader loses its oldest events; it never holds monitoring back."""
-    streams: set[Subscription] = request.app.state.streams
-    sub = runtime.bus.subscribe(">", name="api-events", maxsize=STREAM_QUEUE, lossy=True)
-    streams.add(sub)
-    return EventStream(sub, patterns, snapshots,
-                       {"host": runtime.host, "version": __version__}, streams)
+    reader never holds monitoring back; if it falls so far behind that news it has not read
+    is no longer kept, or asks to resume from an id that is not kept, it gets a ``reset``
+    message: read the current state again."""
+    journal = event_journal(request.app, runtime)
+    cursor, reset = journal.resume_from(last_event_id)
+    hello: dict[str, Any] = {"host": runtime.host, "version": __version__}
+    if reset:
+        hello["reset"] = f"cannot resume from {last_event_id}: {reset}"
+    return EventStream(journal, cursor, patterns, snapshots, hello,
+                       request.app.state.streams)
+
+
+def event_journal(app: Any, runtime: Runtime) -> EventJournal:
+    """The app's journal, started on first use (it needs the server's running loop)."""
+    journal: EventJournal | None = getattr(app.state, "journal", None)
+    if journal is None:
+        journal = app.state.journal = EventJournal(runtime.bus)
+    journal.start()
+    return journal
 
 
 #: Kinds that make up the activity feed: what happened, not the routine ticks and heartbeats.
@@ -175,5 +220,8 @@ def activity(runtime: RuntimeDep,
 
 def close_streams(app: Any) -> None:
     """End every open event stream (at shutdown: the server would wait on them forever)."""
-    for sub in list(app.state.streams):
-        sub.close()
+    for stream in list(app.state.streams):
+        stream.end()
+    journal: EventJournal | None = getattr(app.state, "journal", None)
+    if journal is not None:
+        journal.close()

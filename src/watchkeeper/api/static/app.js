@@ -761,6 +761,7 @@
       this.buffer = "";
       this.type = "";
       this.data = [];
+      this.lastId = "";
     }
 
     push(text) {
@@ -800,10 +801,14 @@
       if (value[0] === " ") value = value.slice(1);
       if (field === "event") this.type = value;
       else if (field === "data") this.data.push(value);
+      else if (field === "id" && value.indexOf("\0") === -1) this.lastId = value;
     }
   }
 
-  const stream = { controller: null, attempt: 0, timer: null, pollTimer: null, gen: 0 };
+  // lastId: the last event id seen, sent back on reconnect (as EventSource does) so the
+  // news missed meanwhile arrives first.
+  const stream = { controller: null, attempt: 0, timer: null, pollTimer: null, gen: 0,
+                   lastId: "" };
 
   function setConn(state, text) {
     const node = $("stream");
@@ -815,6 +820,11 @@
     let e;
     try { e = JSON.parse(data); } catch (err) { return; }
     if (kind === "metrics") { onMetrics(e); return; }
+    if (kind === "reset") {  // missed news the server no longer has: read the state again
+      addFeed("stream", `live stream: ${e.reason || "reset"}`);
+      refreshAll();
+      return;
+    }
     if (kind === "heartbeat") {
       if (e.health) {
         const before = agents.get(e.agent);
@@ -887,9 +897,10 @@
       idle = setTimeout(() => controller.abort(), STREAM_IDLE_MS);
     };
     try {
+      const resume = stream.lastId ? { "Last-Event-ID": stream.lastId } : {};
       const response = await fetch("/api/events?snapshots=summary", {
-        headers: { Accept: "text/event-stream", ...authHeaders() }, cache: "no-store",
-        credentials: "omit", signal: controller.signal });
+        headers: { Accept: "text/event-stream", ...authHeaders(), ...resume },
+        cache: "no-store", credentials: "omit", signal: controller.signal });
       if (response.status === 404) { startPolling(); return; }
       if (response.status === 401) {
         banner("The live stream needs a token here (401): enter it in the token field.");
@@ -903,6 +914,7 @@
       if (wasDown) refreshAll();
       bump();
       const parser = new SSEParser((kind, data) => {
+        if (parser.lastId) stream.lastId = parser.lastId;
         try { onEvent(kind, data); } catch (err) { console.warn("event", kind, err); }
       });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
