@@ -325,10 +325,12 @@ class AnalyzerNotice(Event):
 
 
 class RemediationEvent(Event):
-    """A step of one remediation: decided, pending approval, started, finished, escalated."""
+    """A step of one remediation: decided, pending approval (then rejected or expired
+    unanswered), started, finished, escalated."""
 
     kind: Literal["remediation"] = "remediation"
-    phase: Literal["decided", "pending", "started", "finished", "escalated", "notice"]
+    phase: Literal["decided", "pending", "rejected", "expired", "started", "finished",
+                   "escalated", "notice"]
     action: str
     target: str = ""
     verdict: str = ""
@@ -342,6 +344,7 @@ class RemediationEvent(Event):
     intent_id: int | None = None
     approval_id: int | None = None
     fingerprint: str | None = None
+    by: str | None = Field(None, description="who approved or rejected it")
 
 
 AnyEvent = Annotated[

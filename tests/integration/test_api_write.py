@@ -192,6 +192,13 @@ async def test_approve_and_reject(tmp_path: Path) -> None:
                                   json={"reason": "not now"})
         assert r.status_code == 200 and r.json()["state"] == "rejected"
         assert r.json()["reason"] == "not now"
+
+        async def rejected() -> list[dict[str, Any]]:
+            body = (await api.client.get("/api/activity?kind=remediation")).json()
+            return [e["event"] for e in body["events"] if e["event"]["phase"] == "rejected"]
+
+        (told,) = await until(rejected)  # other dashboards and the log learn of it
+        assert (told["approval_id"], told["by"], told["message"]) == (second, "api", "not now")
         r = await api.client.post(f"/api/actions/{second}/reject", headers=api.auth())
         assert r.status_code == 409
         assert (await api.client.get("/api/actions")).json()["pending"] == []

@@ -109,7 +109,8 @@ async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
         assert pending.approval_id is not None
         decision = await remediator(rt).approve(pending.approval_id, by="alice")
         assert decision.verdict == "auto" and decision.approved_by == "alice"
-        await until(lambda: events(recorder, "finished"))
+        (finished, *_) = await until(lambda: events(recorder, "finished"))
+        assert events(recorder, "started")[0].by == finished.by == "alice"  # who said yes
         assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
         assert rt.audit.pending() == []
     finally:
@@ -133,6 +134,10 @@ async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
         assert first.approval_id is not None and second.approval_id is not None
         old = rt.audit.approval(first.approval_id)
         assert old is not None and old.state == "expired"
+        # Announced once, so open dashboards drop it from their list.
+        (expired,) = await until(lambda: events(recorder, "expired"))
+        assert expired.approval_id == first.approval_id and expired.target == "web"
+        assert expired.message == f"approval #{first.approval_id} expired unanswered after 2 s"
         assert [a.id for a in rt.audit.pending()] == [second.approval_id]
         # The agent asked again every second while the first waited; each approval was
         # audited once, not once per asking.

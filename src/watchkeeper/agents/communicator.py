@@ -124,9 +124,10 @@ class CommunicatorAgent(BaseAgent):
                 log.warning("%s", text)
 
     def _log_remediation(self, ev: RemediationEvent) -> None:
-        who = "the LLM" if ev.source == "llm" else "a rule"
+        who = {"llm": "the LLM", "operator": "an operator"}.get(ev.source, "a rule")
         if ev.phase == "started":
-            log.info("🔧 %s %s (proposed by %s)", ev.action, ev.target, who)
+            approved = f", approved by {ev.by}" if ev.by else ""
+            log.info("🔧 %s %s (proposed by %s%s)", ev.action, ev.target, who, approved)
         elif ev.phase == "finished":
             if ev.outcome == "ok" and ev.verified is not False:
                 log.info("✅ fixed: %s %s — %s", ev.action, ev.target, ev.message)
@@ -135,6 +136,12 @@ class CommunicatorAgent(BaseAgent):
         elif ev.phase == "pending":
             log.warning("✋ %s %s waits for approval #%s: %s", ev.action, ev.target,
                         ev.approval_id, ev.why)
+        elif ev.phase == "rejected":
+            log.info("🚫 approval #%s rejected by %s: %s %s", ev.approval_id, ev.by, ev.action,
+                     ev.target)
+        elif ev.phase == "expired":
+            log.warning("⌛ %s %s: %s; asked again if still needed", ev.action, ev.target,
+                        ev.message)
         elif ev.phase == "escalated":
             log.error("📣 needs a human: %s", ev.why)
         elif ev.phase == "notice":

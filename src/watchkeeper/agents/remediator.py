@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from watchkeeper.agents.base import BaseAgent
@@ -56,6 +57,9 @@ class RemediatorAgent(BaseAgent):
         # Ticks in a row each service has been seen running but failing its checks.
         self._unhealthy_ticks: dict[str, int] = {}
         self._reconciled = False
+        # Approvals that expired unanswered since this agent started are announced once.
+        self._expiry_seen_until = datetime.now(timezone.utc)
+        self._next_expiry_check = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -149,6 +153,7 @@ class RemediatorAgent(BaseAgent):
         sub = self._sub
         if sub is None:
             return
+        await self._announce_expired()
         if not self._requests:  # a service exit already waits: act on it first
             for _topic, event in await self.next_batch(sub):
                 if isinstance(event, MetricSnapshot):
@@ -213,6 +218,22 @@ class RemediatorAgent(BaseAgent):
             await self._publish("decided", decision)
         return decision
 
+    async def _announce_expired(self) -> None:
+        """Tell people (and open dashboards) when an approval expires unanswered."""
+        now = time.monotonic()
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + self.config.current.agents.check_interval
+        expired = [a for a in self.audit.approvals("expired", limit=100)
+                   if a.expires_at is not None and a.expires_at > self._expiry_seen_until]
+        for approval in sorted(expired, key=lambda a: (a.expires_at, a.id)):
+            assert approval.expires_at is not None
+            self._expiry_seen_until = max(self._expiry_seen_until, approval.expires_at)
+            asked = approval.expires_at - approval.requested_at
+            await self._publish("expired", approval.decision, approval_id=approval.id,
+                                message=f"approval #{approval.id} expired unanswered after "
+                                        f"{_span(asked.total_seconds())}")
+
     def _waiting(self, decision: Decision) -> Approval | None:
         """The pending approval for the same action on the same target, if one waits."""
         return next((a for a in self.audit.pending()
@@ -266,11 +287,12 @@ class RemediatorAgent(BaseAgent):
         return ActionContext(settings=settings.remediation, services=self.services,
                              verify_timeout_s=settings.remediation.verify_timeout_s, **extra)
 
-    async def _publish(self, phase: Literal["decided", "pending", "started", "finished",
-                                            "escalated", "notice"],
+    async def _publish(self, phase: Literal["decided", "pending", "rejected", "expired",
+                                            "started", "finished", "escalated", "notice"],
                        decision: Decision, **fields: Any) -> None:
         req = decision.request
         fields.setdefault("message", decision.why)
+        fields.setdefault("by", decision.approved_by)
         await self.bus.publish(actions_topic(self.host), RemediationEvent(
             host=self.host, phase=phase, action=req.action,
             target=str(decision.target) if decision.target else "", verdict=decision.verdict,
@@ -286,9 +308,21 @@ class RemediatorAgent(BaseAgent):
 
     async def reject(self, approval_id: int, by: str, reason: str = "") -> Approval:
         """Reject a pending action (one call)."""
-        return await self.audit.reject(approval_id, by, reason)
+        approval = await self.audit.reject(approval_id, by, reason)
+        await self._publish("rejected", approval.decision, approval_id=approval_id, by=by,
+                            message=reason or f"rejected by {by}")
+        return approval
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no action is running (for tests and shutdown)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+def _span(seconds: float) -> str:
+    """A duration in plain words: "45 s", "20 min", "1.5 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

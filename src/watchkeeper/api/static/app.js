@@ -465,7 +465,8 @@
         return `${verb} (${e.severity}): ${e.summary}`;
       }
       case "remediation": {
-        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}`];
+        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}` +
+          (e.by ? ` by ${e.by}` : "")];
         if (e.verdict) parts.push(e.verdict);
         if (e.outcome) parts.push(`outcome ${e.outcome}`);
         if (e.message) parts.push(e.message);
