@@ -285,6 +285,7 @@ async def test_acknowledge_and_silence_a_real_alert(browser: Browser, tmp_path: 
             acked = page.locator(
                 f"#alerts li[data-fingerprint='{fingerprint}'][data-state='acknowledged']")
             await acked.wait_for()
+            assert "acknowledged by api" in (await acked.text_content() or "")  # no name given
             await acked.locator("button[data-do='silence']").click()
             await page.locator("#feed li", has_text="silenced").wait_for()
         alerts = (await api.client.get("/api/alerts")).json()["alerts"]

@@ -325,7 +325,8 @@
         el("div", { class: "line" },
           el("span", { class: "sev", "data-severity": a.severity, text: a.severity }),
           el("strong", { class: "grow", text: a.summary }),
-          a.state === "acknowledged" ? el("span", { class: "muted", text: "acknowledged" })
+          a.state === "acknowledged" ? el("span", { class: "muted", text: "acknowledged" +
+            ((a.labels || {}).acked_by ? ` by ${a.labels.acked_by}` : "") })
             : null,
           a.silenced ? el("span", { class: "muted", text: "silenced" }) : null),
         el("p", { class: "detail", text: `since ${when(a.since)} · ${a.metric}` +
@@ -460,8 +461,9 @@
   function feedFor(kind, e) {
     switch (kind) {
       case "alert": {
+        const by = (e.labels || {}).acked_by;
         const verb = e.state === "resolved" ? "resolved" : e.state === "acknowledged"
-          ? "acknowledged" : "alert";
+          ? `acknowledged${by ? " by " + by : ""}` : "alert";
         return `${verb} (${e.severity}): ${e.summary}`;
       }
       case "remediation": {
