@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -626,6 +626,14 @@ def load_settings(
     return validate(merged, origin)
 
 
+def with_patch(settings: Settings, patch: Mapping[str, Any], *, source: str) -> Settings:
+    """``settings`` with ``patch`` deep-merged in, validated (ConfigError names ``source``)."""
+    merged = _plain(settings)
+    origin: dict[str, str] = {}
+    _merge(merged, patch, origin, source)
+    return validate(merged, origin)
+
+
 def validate(data: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> Settings:
     """Validate a plain mapping into Settings, or raise ConfigError."""
     try:
@@ -660,6 +668,10 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 Listener = Callable[[Settings, tuple[str, ...]], None]
 
+#: Settings read only when the process starts (socket and tokens, open files, log setup, the
+#: host's name on every event and stored row): a live change to them would not happen.
+START_ONLY: tuple[str, ...] = ("api", "storage", "logging", "host_name")
+
 
 class ConfigStore:
     """Holds the effective settings; the one place they change at run time.
@@ -692,15 +704,29 @@ class ConfigStore:
         Returns the dotted keys that changed. Raises ConfigError (nothing applied).
         """
         with self._lock:
-            merged = _plain(self._settings)
-            origin: dict[str, str] = {}
-            _merge(merged, patch, origin, source)
-            new = validate(merged, origin)
-            changed = tuple(_diff(_plain(self._settings), _plain(new)))
-            if not changed:
-                return ()
+            new = with_patch(self._settings, patch, source=source)
+            changed = self._swap(new)
+        self._notify(new, changed)
+        return changed
+
+    def replace(self, settings: Settings, *, keep: Sequence[str] = ()) -> tuple[str, ...]:
+        """Swap in settings read anew (a reload), but for the top-level fields in ``keep``,
+        which stay as they are. Returns the dotted keys that changed."""
+        with self._lock:
+            new = settings.model_copy(update={k: getattr(self._settings, k) for k in keep})
+            changed = self._swap(new)
+        self._notify(new, changed)
+        return changed
+
+    def _swap(self, new: Settings) -> tuple[str, ...]:
+        """Make ``new`` current if it differs (the lock held); the dotted keys that changed."""
+        changed = tuple(_diff(_plain(self._settings), _plain(new)))
+        if changed:
             self._settings = new
             self._version += 1
-        for listener in list(self._listeners):
-            listener(new, changed)
         return changed
+
+    def _notify(self, new: Settings, changed: tuple[str, ...]) -> None:
+        if changed:
+            for listener in list(self._listeners):
+                listener(new, changed)

@@ -14,7 +14,7 @@ from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, MemoryBus, system_topic
-from watchkeeper.config import ConfigError, ConfigStore, Settings
+from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
@@ -102,6 +102,18 @@ class Runtime:
     def update_config(self, patch: dict[str, Any], *, source: str = "api") -> tuple[str, ...]:
         """The one validated way to change settings at run time (raises ConfigError)."""
         return self.config.update(patch, source=source)
+
+    def reload(self, settings: Settings) -> tuple[str, ...]:
+        """Apply settings read anew from their sources (SIGHUP), live; what is read only at
+        start keeps its current value, with a warning if the new one differs."""
+        current = self.config.current
+        for name in START_ONLY:
+            if getattr(settings, name) != getattr(current, name):
+                log.warning("config reload: %s changed, which takes effect only at the next "
+                            "start; kept as it is until then", name)
+        changed = self.config.replace(settings, keep=START_ONLY)
+        log.info("config reloaded: %s", ", ".join(changed) if changed else "nothing changed")
+        return changed
 
     async def command(self, command: Command) -> list[CommandReply]:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)

@@ -144,16 +144,26 @@ def test_serve_stops_at_once_with_a_browser_stream_open(tmp_path: Path, sig: int
 def test_serve_applies_the_saved_config_overrides_at_start(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "config_overrides.yaml").write_text("thresholds:\n  cpu_warning: 42\n")
+    # An older version wrote whatever the API accepted; what only the config file may say
+    # (a command to run) is ignored, and said so, and the rest applies.
+    marker = tmp_path / "ran"
+    (data / "config_overrides.yaml").write_text(
+        "thresholds:\n  cpu_warning: 42\n"
+        f"services:\n  sneaky:\n    start: [/usr/bin/touch, {marker}]\n")
     proc, url = start_serve(tmp_path, wk_env(tmp_path))
     try:
         wait_healthy(url)
         config = httpx.get(f"{url}/api/config", timeout=10).json()["config"]
         assert config["thresholds"]["cpu_warning"] == 42
+        assert config["services"] == {}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert not marker.exists()
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "config_overrides.yaml: ignoring services (these change only in the config file)" \
+        in log
 
 
 async def test_no_secret_in_any_response(tmp_path: Path) -> None:

@@ -145,6 +145,14 @@ async def test_an_expired_approval_is_409_and_leaves_the_list(tmp_path: Path) ->
             assert "expired unanswered at" in r.json()["detail"]
         entries = (await api.client.get("/api/actions")).json()["entries"]
         assert not [e for e in entries if e["kind"] in ("approved", "rejected")]
+        r = await api.client.get("/api/actions/approvals", params={"state": "expired"})
+        assert [(a["id"], a["state"]) for a in r.json()["approvals"]] == \
+            [(approval_id, "expired")]
+        assert (await api.client.get("/api/actions/approvals?state=pending")).json() == \
+            {"approvals": []}
+        for query in ("state=stale", "limit=0", "limit=1001"):
+            r = await api.client.get(f"/api/actions/approvals?{query}")
+            assert r.status_code == 422, query
 
 
 async def test_who_acts_is_recorded_as_named(tmp_path: Path) -> None:
@@ -160,6 +168,8 @@ async def test_who_acts_is_recorded_as_named(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         approval = api.runtime.audit.approval(first)
         assert approval is not None and approval.by == "Alice Smith"
+        r = await api.client.get("/api/actions/approvals?state=approved")
+        assert [(a["id"], a["by"]) for a in r.json()["approvals"]] == [(first, "Alice Smith")]
         await remediator_idle(api)
         second = await _pending(api)
         await api.client.post(f"/api/actions/{second}/reject", headers=api.auth())
@@ -237,6 +247,20 @@ async def test_config_update_is_validated_applied_and_kept(tmp_path: Path) -> No
         r = await api.client.patch("/api/config", headers=api.auth(),
                                    json={"api": {"token": "mine"}})
         assert r.status_code == 422
+        # What runs and what may be deleted is set on the host only: the token is no shell.
+        for patch, key in (
+                ({"services": {"x": {"start": ["/bin/sh", "-c", "id"]}}}, "services"),
+                ({"remediation": {"scripts": {"x": {"argv": ["/bin/sh"]}}}},
+                 "remediation.scripts"),
+                ({"remediation": {"cleanup_roots": [{"path": "/"}]}},
+                 "remediation.cleanup_roots"),
+                ({"remediation": {"log_files": [{"path": "/etc/passwd"}]}},
+                 "remediation.log_files")):
+            r = await api.client.patch("/api/config", headers=api.auth(), json=patch)
+            assert r.status_code == 422, (patch, r.text)
+            assert r.json()["detail"] == [f"{key}: says what runs or what may be deleted, so "
+                                          "it changes only in the config file on the host "
+                                          "(then SIGHUP)"]
         r = await api.client.patch("/api/config", headers=api.auth(),
                                    json={"host_name": "elsewhere"})  # names every stored row
         assert r.status_code == 422
@@ -319,7 +343,11 @@ async def test_docs_render_offline_with_a_strict_csp(tmp_path: Path) -> None:
         body = schema["paths"]["/api/config"]["patch"]["requestBody"]["content"]
         assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/ConfigPatch"}
         patch = schema["components"]["schemas"]["ConfigPatch"]
-        assert {"thresholds", "remediation", "services"} <= set(patch["properties"])
-        assert not {"api", "storage", "logging", "host_name"} & set(patch["properties"])
+        assert {"thresholds", "remediation", "agents"} <= set(patch["properties"])
+        assert not {"api", "storage", "logging", "host_name", "services"} \
+            & set(patch["properties"])
+        remediation = schema["components"]["schemas"]["SettingsRemediationConfig"]
+        assert {"dry_run", "actions", "approval_ttl_s"} <= set(remediation["properties"])
+        assert not {"scripts", "cleanup_roots", "log_files"} & set(remediation["properties"])
         thresholds = schema["components"]["schemas"]["SettingsThresholds"]
         assert "cpu_warning" in thresholds["properties"] and "required" not in thresholds

@@ -1,4 +1,5 @@
-"""Services changed at run time (PATCH /api/config) apply live, with real processes."""
+"""Services changed at run time (a reload of the config file, SIGHUP) apply live, with real
+processes."""
 
 from __future__ import annotations
 
@@ -47,10 +48,16 @@ async def test_added_and_changed_services_apply_live(tmp_path: Path) -> None:
         assert now.healthy and now.pid not in (None, first.pid)
         assert not psutil.pid_exists(first.pid)
         assert (await rt.services.status("api")).pid == api.pid  # untouched
-        # The old process's end was expected: nothing was "healed".
+
+        # A service the file no longer has: stopped, and no longer watched.
+        rt.reload(rt.config.current.model_copy(update={
+            "services": {"web": rt.config.current.services["web"]}}))
+        await until(lambda: "api" not in rt.services)
+        await until(lambda: not psutil.pid_exists(api.pid))
+        assert (await rt.services.status("web")).pid == now.pid
+        # The ends of the old processes were expected: nothing was "healed".
         assert not [e for e in recorder.of(RemediationEvent)
                     if isinstance(e, RemediationEvent) and e.phase == "started"]
     finally:
         await rt.stop()
-    for pid in (api.pid, now.pid):
-        assert not psutil.pid_exists(pid)  # stopped with watchkeeper, as at start-up
+    assert not psutil.pid_exists(now.pid)  # stopped with watchkeeper, as at start-up

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from watchkeeper.config import ConfigError, ConfigStore, Settings, load_settings
+from watchkeeper.config import ConfigError, ConfigStore, Settings, load_settings, validate
 
 
 def test_defaults_match_the_documented_values() -> None:
@@ -109,6 +109,23 @@ def test_update_applies_valid_change_and_reports_keys() -> None:
     assert store.version == 2
     assert seen == [changed]
     assert store.update({"thresholds": {"cpu_warning": 70}}) == ()  # no-op is not a change
+
+
+def test_replace_swaps_everything_but_what_it_keeps() -> None:
+    store = ConfigStore(validate({"services": {"web": {"start": ["a"]}, "db": {"start": ["b"]}},
+                                  "api": {"port": 8000}}))
+    seen: list[tuple[str, ...]] = []
+    store.subscribe(lambda _s, changed: seen.append(changed))
+    fresh = validate({"services": {"web": {"start": ["a"]}}, "api": {"port": 9000},
+                      "thresholds": {"cpu_warning": 70}})
+    changed = store.replace(fresh, keep=("api",))
+    # A reload removes what the file no longer has (a patch could not), and keeps "api".
+    assert list(store.current.services) == ["web"]
+    assert store.current.thresholds.cpu_warning == 70 and store.current.api.port == 8000
+    assert changed == ("services.db", "thresholds.cpu_warning")
+    assert not [k for k in changed if k.startswith("api")]
+    assert seen == [changed] and store.version == 2
+    assert store.replace(fresh, keep=("api",)) == () and store.version == 2
 
 
 def test_invalid_update_changes_nothing() -> None:

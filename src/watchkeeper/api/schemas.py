@@ -112,6 +112,10 @@ class ActionsBody(Model):
     pending: list[Approval]
 
 
+class ApprovalsBody(Model):
+    approvals: list[Approval]
+
+
 class RejectRequest(Model):
     reason: Text = ""
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from watchkeeper import __version__
-from watchkeeper.config import ConfigError, Settings, load_settings
+from watchkeeper.config import ConfigError, Settings, load_settings, with_patch
 
 EXIT_CONFIG = 2
 
@@ -70,10 +72,35 @@ def run(ctx: click.Context, agents: str | None, no_console_log: bool) -> None:
     except (StoreError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
-    asyncio.run(_run_until_signal(runtime))
+    asyncio.run(_run_until_signal(runtime, ctx.obj.get("config")))
 
 
-async def _run_until_signal(runtime: Any) -> None:
+def _reload(runtime: Any, config_file: Path | None, *, overrides: bool) -> None:
+    """SIGHUP: read the configuration again from its sources (and the API's saved updates,
+    for serve) and apply it live; an invalid one changes nothing and is logged."""
+    log = logging.getLogger("watchkeeper.reload")
+    try:
+        settings = load_settings(config_file)
+        if overrides:
+            from watchkeeper.api.routes.config import load_overrides, overrides_path
+
+            settings = with_patch(settings, load_overrides(runtime.config.current),
+                                  source=str(overrides_path(runtime.config.current)))
+    except ConfigError as err:
+        log.error("config reload refused, nothing changed: %s",
+                  "; ".join(str(p) for p in err.problems))
+        return
+    runtime.reload(settings)
+
+
+def _on_reload_signal(loop: asyncio.AbstractEventLoop, reload: Callable[[], None]) -> None:
+    """SIGHUP reloads (systemd's ExecReload=kill -HUP $MAINPID); not on Windows."""
+    if hasattr(signal, "SIGHUP"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+async def _run_until_signal(runtime: Any, config_file: Path | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +108,7 @@ async def _run_until_signal(runtime: Any) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: only SIGINT, via KeyboardInterrupt
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=False))
     await runtime.run(stop)
 
 
@@ -135,7 +163,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | 
              else f"operator token in {token_path(settings)}")
     click.echo(f"watchkeeper {__version__}: dashboard at http://{shown}:{bound_port}/ (API docs "
                f"at /docs; {where}); logs in {log_file}. Ctrl-C to stop.", err=True)
-    asyncio.run(_serve(runtime, host, sock))
+    asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config")))
 
 
 def _listen(host: str, port: int) -> Any:
@@ -158,7 +186,7 @@ def _listen(host: str, port: int) -> Any:
     return sock
 
 
-async def _serve(runtime: Any, host: str, sock: Any) -> None:
+async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -> None:
     import uvicorn
 
     from watchkeeper.api import create_app
@@ -198,6 +226,7 @@ async def _serve(runtime: Any, host: str, sock: Any) -> None:
         # Windows has no add_signal_handler: uvicorn's own handling is all there is.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=True))
     await runtime.start()
     try:
         await server.serve(sockets=[sock])

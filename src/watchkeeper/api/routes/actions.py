@@ -8,8 +8,15 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import ActorDep, RemediatorDep, RuntimeDep
-from watchkeeper.api.schemas import MAX_ID, ActionsBody, ApproveBody, ErrorBody, RejectRequest
-from watchkeeper.remediation.audit import Approval, ApprovalError
+from watchkeeper.api.schemas import (
+    MAX_ID,
+    ActionsBody,
+    ApprovalsBody,
+    ApproveBody,
+    ErrorBody,
+    RejectRequest,
+)
+from watchkeeper.remediation.audit import Approval, ApprovalError, ApprovalState
 from watchkeeper.runtime import Runtime
 
 router = APIRouter(prefix="/api/actions", tags=["actions"])
@@ -25,6 +32,16 @@ def list_actions(runtime: RuntimeDep,
     """The newest audit entries (oldest first) and every action waiting for approval."""
     return ActionsBody(entries=runtime.audit.entries(limit=limit),
                        pending=runtime.audit.pending())
+
+
+@router.get("/approvals", response_model=ApprovalsBody, dependencies=[Depends(require_read)])
+def list_approvals(runtime: RuntimeDep,
+                   state: Annotated[ApprovalState | None, Query(
+                       description="only this state (default: all)")] = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ApprovalsBody:
+    """Approval requests, oldest first (the newest ``limit``): who decided each and when,
+    and which expired unanswered."""
+    return ApprovalsBody(approvals=runtime.audit.approvals(state, limit))
 
 
 def _check_pending(runtime: Runtime, approval_id: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import RuntimeDep
 from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
-from watchkeeper.config import ConfigError, Settings, read_yaml
+from watchkeeper.config import START_ONLY, ConfigError, Settings, read_yaml
 from watchkeeper.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,42 @@ router = APIRouter(prefix="/api/config", tags=["config"])
 
 OVERRIDES_FILE_NAME = "config_overrides.yaml"
 
-#: Sections read only when the process starts (socket and tokens, open files, log setup, the
-#: host's name on every event and stored row): accepting them live would report a change
-#: that did not happen.
-RESTART_ONLY = ("api", "storage", "logging", "host_name")
+#: Accepting these live would report a change that did not happen.
+RESTART_ONLY = START_ONLY
+
+#: Settings that say which commands run (service start/stop commands and command checks,
+#: scripts) and which files may be deleted or truncated. Through the API they would turn
+#: the operator token into a way to run anything as watchkeeper's user; they change only in
+#: the config file, on the host, read again on SIGHUP.
+HOST_ONLY: tuple[tuple[str, ...], ...] = (
+    ("services",), ("remediation", "scripts"), ("remediation", "cleanup_roots"),
+    ("remediation", "log_files"))
+
+
+def host_only_keys(patch: Mapping[str, Any]) -> list[str]:
+    """The dotted HOST_ONLY keys a patch names."""
+    found = []
+    for path in HOST_ONLY:
+        node: Any = patch
+        for part in path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+            if node is None:
+                break
+        else:
+            found.append(".".join(path))
+    return found
+
+
+def without_host_only(patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``patch`` without the HOST_ONLY keys."""
+    out = copy.deepcopy(dict(patch))
+    for path in HOST_ONLY:
+        node: Any = out
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
 
 
 def overrides_path(settings: Settings) -> Path:
@@ -37,9 +70,16 @@ def overrides_path(settings: Settings) -> Path:
 
 
 def load_overrides(settings: Settings) -> dict[str, Any]:
-    """The saved API updates ({} if none); a broken file is a ConfigError."""
+    """The saved API updates ({} if none); a broken file is a ConfigError. Settings only the
+    config file may hold (written there by an older version) are left out, and said so."""
     path = overrides_path(settings)
-    return read_yaml(path) if path.is_file() else {}
+    data = read_yaml(path) if path.is_file() else {}
+    ignored = host_only_keys(data)
+    if ignored:
+        log.warning("%s: ignoring %s (these change only in the config file)", path,
+                    ", ".join(ignored))
+        data = without_host_only(data)
+    return data
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,10 +127,15 @@ def config_patch_schemas() -> dict[str, Any]:
     defs = {f"Settings{name}": schema for name, schema in full.pop("$defs", {}).items()}
     for name in RESTART_ONLY:
         full["properties"].pop(name, None)
+    for path in HOST_ONLY:
+        node = full if len(path) == 1 else defs[
+            full["properties"][path[0]]["$ref"].rsplit("/", 1)[-1]]
+        node["properties"].pop(path[-1], None)
     full["title"] = "ConfigPatch"
     full["description"] = ("A partial configuration, deep-merged into the current one. "
                            f"{', '.join(RESTART_ONLY)} change only in the config file, with a "
-                           "restart.")
+                           f"restart; {', '.join('.'.join(p) for p in HOST_ONLY)} only in the "
+                           "config file, read again on SIGHUP.")
     schemas = {"ConfigPatch": full, **defs}
     _optional(schemas)
     return schemas
@@ -127,10 +172,12 @@ async def _patch_body(request: Request) -> dict[str, Any]:
 def update_config(runtime: RuntimeDep,
                   patch: Annotated[dict[str, Any], Depends(_patch_body)]) -> ConfigUpdated:
     """Validate and apply a partial configuration live; it is kept for the next start."""
-    fixed = [k for k in patch if k in RESTART_ONLY]
+    fixed = [f"{k}: changes only in the config file, with a restart"
+             for k in patch if k in RESTART_ONLY]
+    fixed += [f"{k}: says what runs or what may be deleted, so it changes only in the "
+              f"config file on the host (then SIGHUP)" for k in host_only_keys(patch)]
     if fixed:
-        raise HTTPException(422, [f"{k}: changes only in the config file, with a restart"
-                                  for k in fixed])
+        raise HTTPException(422, fixed)
     try:
         changed = runtime.update_config(patch, source="api")
     except ConfigError as err:
