@@ -255,12 +255,15 @@ async def test_config_update_is_validated_applied_and_kept(tmp_path: Path) -> No
                 ({"remediation": {"cleanup_roots": [{"path": "/"}]}},
                  "remediation.cleanup_roots"),
                 ({"remediation": {"log_files": [{"path": "/etc/passwd"}]}},
-                 "remediation.log_files")):
+                 "remediation.log_files"),
+                ({"llm": {"base_url": "http://elsewhere.example/v1"}}, "llm.base_url"),
+                ({"llm": {"log_files": ["/etc/shadow"]}}, "llm.log_files"),
+                ({"llm": {"mask_identifiers": False}}, "llm.mask_identifiers")):
             r = await api.client.patch("/api/config", headers=api.auth(), json=patch)
             assert r.status_code == 422, (patch, r.text)
-            assert r.json()["detail"] == [f"{key}: says what runs or what may be deleted, so "
-                                          "it changes only in the config file on the host "
-                                          "(then SIGHUP)"]
+            assert r.json()["detail"] == [f"{key}: decides what runs, what may be deleted or "
+                                          "what leaves the host, so it changes only in the "
+                                          "config file on the host (then SIGHUP)"]
         r = await api.client.patch("/api/config", headers=api.auth(),
                                    json={"host_name": "elsewhere"})  # names every stored row
         assert r.status_code == 422
@@ -349,5 +352,8 @@ async def test_docs_render_offline_with_a_strict_csp(tmp_path: Path) -> None:
         remediation = schema["components"]["schemas"]["SettingsRemediationConfig"]
         assert {"dry_run", "actions", "approval_ttl_s"} <= set(remediation["properties"])
         assert not {"scripts", "cleanup_roots", "log_files"} & set(remediation["properties"])
+        llm = schema["components"]["schemas"]["SettingsLlmConfig"]
+        assert {"enabled", "model", "max_calls_per_hour"} <= set(llm["properties"])
+        assert not {"base_url", "api_key", "log_files"} & set(llm["properties"])
         thresholds = schema["components"]["schemas"]["SettingsThresholds"]
         assert "cpu_warning" in thresholds["properties"] and "required" not in thresholds

@@ -29,13 +29,16 @@ OVERRIDES_FILE_NAME = "config_overrides.yaml"
 #: Accepting these live would report a change that did not happen.
 RESTART_ONLY = START_ONLY
 
-#: Settings that say which commands run (service start/stop commands and command checks,
-#: scripts) and which files may be deleted or truncated. Through the API they would turn
-#: the operator token into a way to run anything as watchkeeper's user; they change only in
-#: the config file, on the host, read again on SIGHUP.
+#: Settings that decide what runs (service start/stop commands and command checks, scripts),
+#: what may be deleted or truncated, and what leaves the host (where the LLM is and its key,
+#: which files it may read, how much is masked). Through the API they would turn the
+#: operator token into a way to run anything as watchkeeper's user, or to send the host's
+#: data and the API key elsewhere; they change only in the config file, on the host, read
+#: again on SIGHUP.
 HOST_ONLY: tuple[tuple[str, ...], ...] = (
     ("services",), ("remediation", "scripts"), ("remediation", "cleanup_roots"),
-    ("remediation", "log_files"))
+    ("remediation", "log_files"), ("llm", "base_url"), ("llm", "api_key"),
+    ("llm", "log_files"), ("llm", "mask_identifiers"), ("llm", "redact_patterns"))
 
 
 def host_only_keys(patch: Mapping[str, Any]) -> list[str]:
@@ -174,8 +177,9 @@ def update_config(runtime: RuntimeDep,
     """Validate and apply a partial configuration live; it is kept for the next start."""
     fixed = [f"{k}: changes only in the config file, with a restart"
              for k in patch if k in RESTART_ONLY]
-    fixed += [f"{k}: says what runs or what may be deleted, so it changes only in the "
-              f"config file on the host (then SIGHUP)" for k in host_only_keys(patch)]
+    fixed += [f"{k}: decides what runs, what may be deleted or what leaves the host, so it "
+              f"changes only in the config file on the host (then SIGHUP)"
+              for k in host_only_keys(patch)]
     if fixed:
         raise HTTPException(422, fixed)
     try:
