@@ -467,8 +467,8 @@
         return `${verb} (${e.severity}): ${e.summary}`;
       }
       case "remediation": {
-        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}` +
-          (e.by ? ` by ${e.by}` : "")];
+        const by = !e.by ? "" : e.phase === "rejected" ? ` by ${e.by}` : ` (approved by ${e.by})`;
+        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}${by}`];
         if (e.verdict) parts.push(e.verdict);
         if (e.outcome) parts.push(`outcome ${e.outcome}`);
         if (e.message) parts.push(e.message);
