@@ -188,6 +188,26 @@ def get(port: int, path: str) -> int:
         conn.close()
 
 
+def start_serve(tmp: Path, interval: float) -> subprocess.Popen[bytes]:
+    """`watchkeeper serve` on a free loopback port, everything in ``tmp`` (stderr in
+    ``tmp/serve.stderr``, for wait_ready): all agents, sensor every ``interval`` s.
+    Nothing leaves the host and nothing on it is changed: no LLM, actions decided and
+    logged only."""
+    cfg = tmp / "watchkeeper.yaml"
+    cfg.write_text(json.dumps({  # JSON is YAML
+        "agents": {"check_interval": interval},
+        "storage": {"data_dir": str(tmp / "data")},
+        "logging": {"dir": str(tmp / "logs")},
+        "llm": {"enabled": False},
+        "remediation": {"dry_run": True},
+    }))
+    with (tmp / "serve.stderr").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper", "-c", str(cfg), "serve",
+             "--host", HOST, "--port", "0", "--no-console-log"],
+            cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+
+
 def wait_ready(server: subprocess.Popen[bytes], stderr_path: Path, timeout: float = 60.0
                ) -> int:
     """The bound port (from the start-up line), once GET /api/health answers 200."""
@@ -243,24 +263,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="wk-apiload-"))
     data = tmp / "data"
-    cfg = tmp / "watchkeeper.yaml"
-    cfg.write_text(json.dumps({  # JSON is YAML
-        "agents": {"check_interval": args.interval},
-        "storage": {"data_dir": str(data)},
-        "logging": {"dir": str(tmp / "logs")},
-        # Nothing leaves the host and nothing on it is changed: no LLM, actions decided
-        # and logged only. The agents still all run.
-        "llm": {"enabled": False},
-        "remediation": {"dry_run": True},
-    }))
     stderr_path = tmp / "serve.stderr"
     server: subprocess.Popen[bytes] | None = None
     try:
-        with stderr_path.open("wb") as err:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "watchkeeper", "-c", str(cfg), "serve",
-                 "--host", HOST, "--port", "0", "--no-console-log"],
-                cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        server = start_serve(tmp, args.interval)
         port = wait_ready(server, stderr_path)
         handle = psutil.Process(server.pid)
         time.sleep(3 * args.interval)  # past start-up: first readings, first rates

@@ -31,7 +31,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from api_load import HOST, pct, wait_ready
+from api_load import HOST, pct, start_serve, wait_ready
 from overhead import cpu_seconds
 
 # ------------------------------------------------------------------ reader process
@@ -93,23 +92,11 @@ def main() -> None:
     counts = [int(c) for c in args.streams.split(",") if c.strip()]
 
     tmp = Path(tempfile.mkdtemp(prefix="wk-ssefan-"))
-    cfg = tmp / "watchkeeper.yaml"
-    cfg.write_text(json.dumps({  # JSON is YAML
-        "agents": {"check_interval": args.interval},
-        "storage": {"data_dir": str(tmp / "data")},
-        "logging": {"dir": str(tmp / "logs")},
-        "llm": {"enabled": False},
-        "remediation": {"dry_run": True},
-    }))
     stderr_path = tmp / "serve.stderr"
     server: subprocess.Popen[bytes] | None = None
     rows: list[dict[str, Any]] = []
     try:
-        with stderr_path.open("wb") as err:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "watchkeeper", "-c", str(cfg), "serve",
-                 "--host", HOST, "--port", "0", "--no-console-log"],
-                cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        server = start_serve(tmp, args.interval)
         port = wait_ready(server, stderr_path)
         handle = psutil.Process(server.pid)
         time.sleep(3 * args.interval)
