@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -577,6 +578,49 @@ def _problems_from(err: ValidationError, origin: Mapping[str, str]) -> list[Conf
                 msg += f" (got {shown!r})"
             problems.append(ConfigProblem(key, msg, src))
     return problems
+
+
+def json_type_problems(patch: Mapping[str, Any], model: type[BaseModel] | None = None,
+                       prefix: tuple[str, ...] = ()) -> list[ConfigProblem]:
+    """Values in a JSON patch whose JSON type is not the setting's: ``"5"`` or ``false``
+    where a number goes, ``1`` where a string goes. The YAML file and the environment are
+    read leniently ("5" is 5 there, as they have only strings); a JSON client says what it
+    means, and a JSON ``false`` silently read as a threshold of 0 would do harm. Only types
+    are checked here, leaf by leaf; unknown keys, ranges and cross-field rules are
+    ``validate``'s."""
+    problems: list[ConfigProblem] = []
+    for key, value in patch.items():
+        field = (model or Settings).model_fields.get(str(key))
+        if field is None:
+            continue  # validate() names it, with a suggestion
+        path = (*prefix, str(key))
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and isinstance(value, Mapping):
+            problems += json_type_problems(value, kind, path)
+            continue
+        if kind is None:
+            continue
+        try:
+            TypeAdapter(kind).validate_json(json.dumps(value), strict=True)
+        except ValidationError as err:
+            problems += [ConfigProblem(".".join(path), reason, "api") for reason in
+                         _problems_from_strict(err, value)]
+        except (TypeError, ValueError):  # not JSON at all: validate() says why
+            continue
+    return problems
+
+
+def _problems_from_strict(err: ValidationError, value: Any) -> list[str]:
+    # One line per distinct reason; the value is shown only where it is a plain scalar.
+    reasons = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        text = f"{where}: {e['msg']}" if where else e["msg"]
+        if not where and isinstance(value, (str, int, float, bool)):
+            text += f" (got {json.dumps(value)})"
+        if text not in reasons:
+            reasons.append(text)
+    return reasons
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -271,6 +271,14 @@ async def test_config_update_is_validated_applied_and_kept(tmp_path: Path) -> No
                                       "restart"]
         r = await api.client.patch("/api/config", headers=api.auth(), json=[1, 2])
         assert r.status_code == 422
+        # JSON types are strict: false is not a threshold of 0, "90" is not 90.
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"thresholds": {"cpu_warning": False,
+                                                        "cpu_critical": "90"}})
+        assert r.status_code == 422
+        assert r.json()["detail"] == [
+            "thresholds.cpu_warning: Input should be a valid number (got false) [from api]",
+            'thresholds.cpu_critical: Input should be a valid number (got "90") [from api]']
         r = await api.client.patch("/api/config", headers=api.auth(),
                                    json={"llm": {"api_key": 12}})
         assert r.status_code == 422 and "12" not in str(r.json()["detail"])

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from watchkeeper.config import ConfigError, ConfigStore, Settings, load_settings, validate
+from watchkeeper.config import (
+    ConfigError,
+    ConfigStore,
+    Settings,
+    json_type_problems,
+    load_settings,
+    validate,
+)
 
 
 def test_defaults_match_the_documented_values() -> None:
@@ -126,6 +133,38 @@ def test_replace_swaps_everything_but_what_it_keeps() -> None:
     assert not [k for k in changed if k.startswith("api")]
     assert seen == [changed] and store.version == 2
     assert store.replace(fresh, keep=("api",)) == () and store.version == 2
+
+
+@pytest.mark.parametrize(("patch", "problem"), [
+    ({"thresholds": {"cpu_warning": "80"}},
+     'thresholds.cpu_warning: Input should be a valid number (got "80") [from api]'),
+    ({"thresholds": {"cpu_warning": False}},
+     "thresholds.cpu_warning: Input should be a valid number (got false) [from api]"),
+    ({"personality": {"enabled": "false"}},
+     'personality.enabled: Input should be a valid boolean (got "false") [from api]'),
+    ({"agents": {"max_concurrent_actions": 2.5}},
+     "agents.max_concurrent_actions: Input should be a valid integer (got 2.5) [from api]"),
+    ({"remediation": {"actions": {"stop_process": 1}}},
+     "remediation.actions: stop_process: Input should be 'auto', 'approve' or 'off' "
+     "[from api]"),
+    ({"thresholds": 5}, "thresholds: Input should be an object (got 5) [from api]"),
+])
+def test_json_patches_are_typed_strictly(patch: dict[str, Any], problem: str) -> None:
+    # YAML and the environment only have strings; a JSON client says what it means, and a
+    # false read as a threshold of 0 would page everyone.
+    assert [str(p) for p in json_type_problems(patch)] == [problem]
+
+
+def test_json_patches_of_the_right_types_pass() -> None:
+    assert json_type_problems({
+        "thresholds": {"cpu_warning": 80, "cpu_critical": 95.5},  # an int is a number
+        "agents": {"check_interval": 1},
+        "remediation": {"actions": {"stop_process": "approve"}, "dry_run": True,
+                        "maintenance": [{"window": "02:00-04:00", "days": ["sat"]}]},
+        "analyzer": {"rules": {"cpu": {"warning": 80}}},
+        "sensor": {"ignore_mounts": ["/boot"]},
+        "unknown_section": {"x": "left to validate(), which suggests a name"},
+    }) == []
 
 
 def test_invalid_update_changes_nothing() -> None:

@@ -17,7 +17,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import RuntimeDep
 from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
-from watchkeeper.config import START_ONLY, ConfigError, Settings, read_yaml
+from watchkeeper.config import (
+    START_ONLY,
+    ConfigError,
+    Settings,
+    json_type_problems,
+    read_yaml,
+)
 from watchkeeper.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -182,6 +188,9 @@ def update_config(runtime: RuntimeDep,
               for k in host_only_keys(patch)]
     if fixed:
         raise HTTPException(422, fixed)
+    wrong_types = json_type_problems(patch)
+    if wrong_types:
+        raise HTTPException(422, [str(p) for p in wrong_types])
     try:
         changed = runtime.update_config(patch, source="api")
     except ConfigError as err:
