@@ -7,7 +7,14 @@ from datetime import datetime, timezone
 
 from watchkeeper.api.journal import EventJournal
 from watchkeeper.bus import MemoryBus
-from watchkeeper.events import AgentError, Command, CpuStats, MetricSnapshot
+from watchkeeper.events import (
+    AgentError,
+    AgentHealth,
+    Command,
+    CpuStats,
+    Heartbeat,
+    MetricSnapshot,
+)
 
 
 def error(i: int) -> AgentError:
@@ -19,8 +26,8 @@ def tick(i: int) -> MetricSnapshot:
                           cpu=CpuStats(percent=1.0))
 
 
-def test_events_are_numbered_and_news_and_ticks_kept_apart() -> None:
-    journal = EventJournal(MemoryBus(), news_kept=3, ticks_kept=2)
+def test_events_are_numbered_and_news_and_routine_kept_apart() -> None:
+    journal = EventJournal(MemoryBus(), news_kept=3, routine_kept=2)
     assert journal.after(0) == [] and journal.last == 0
     assert journal.add("commands.h", Command(host="h", command="pause")) is None  # plumbing
     for i in range(4):
@@ -40,10 +47,13 @@ def test_a_reader_behind_the_kept_news_is_told_it_lost_some() -> None:
     for i in range(5):
         journal.add("errors.h.sensor", error(i))  # 1..5; 4 and 5 kept
     assert journal.lost_after(2) and not journal.lost_after(3)
-    # Ticks forgotten are not news: losing them is no loss to report.
-    for i in range(30):
+    # Ticks and heartbeats forgotten are not news: losing them is no loss to report.
+    for i in range(40):
         journal.add("metrics.h", tick(i))
+        health = AgentHealth(name="sensor", state="running", interval_s=5.0)
+        journal.add("heartbeats.h.sensor", Heartbeat(host="h", agent="sensor", health=health))
     assert not journal.lost_after(5)
+    assert [e.n for e in journal.after(0)][:2] == [4, 5]  # the news is still there
 
 
 def test_resume_from_an_id() -> None:

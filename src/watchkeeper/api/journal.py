@@ -3,7 +3,8 @@
 One lossy bus subscription serves every open stream, so a stalled browser tab never holds
 monitoring back and costs nothing per event. Each event gets the next number of this
 process; the newest ``NEWS_KEPT`` events that are news (alerts, remediation steps, agent
-errors, config changes, ...) and the newest ``TICKS_KEPT`` sensor ticks are kept, so:
+errors, config changes, ...) and the newest ``ROUTINE_KEPT`` routine ones (sensor ticks and
+agent heartbeats, which the next one supersedes) are kept, so:
 
 * a stream is a cursor into the journal: it sends whatever is after its cursor;
 * a client that reconnects with ``Last-Event-ID`` gets the news it missed, as a browser's
@@ -26,14 +27,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from watchkeeper.bus import Bus, BusClosedError, Subscription
-from watchkeeper.events import Command, CommandReply, Event, MetricSnapshot
+from watchkeeper.events import Command, CommandReply, Event
 
 log = logging.getLogger(__name__)
 
 #: News events kept for clients that reconnect (a few hours of a busy host's alerts).
 NEWS_KEPT = 1000
-#: Sensor ticks kept: enough for a reader a few ticks behind; older ticks are stale anyway.
-TICKS_KEPT = 12
+#: Routine events kept (the bus's droppable ones: ticks, heartbeats, each superseded by the
+#: next): enough for a reader a few ticks behind; losing older ones is no loss to report.
+ROUTINE_KEPT = 32
 #: The journal's own bus queue; it drains it at once, so this only absorbs bursts.
 QUEUE = 4096
 
@@ -52,11 +54,11 @@ class EventJournal:
     """Numbers bus events and keeps the recent ones; streams read it by cursor."""
 
     def __init__(self, bus: Bus, *, news_kept: int = NEWS_KEPT,
-                 ticks_kept: int = TICKS_KEPT) -> None:
+                 routine_kept: int = ROUTINE_KEPT) -> None:
         self.run = secrets.token_hex(4)
         self._bus = bus
         self._news: deque[Entry] = deque(maxlen=news_kept)
-        self._ticks: deque[Entry] = deque(maxlen=ticks_kept)
+        self._routine: deque[Entry] = deque(maxlen=routine_kept)
         self._last = 0
         self._news_forgotten = 0  # number of the newest news entry no longer kept
         self._changed = asyncio.Event()
@@ -104,8 +106,8 @@ class EventJournal:
             return None
         self._last += 1
         entry = Entry(self._last, topic, event)
-        if isinstance(event, MetricSnapshot):
-            self._ticks.append(entry)
+        if type(event).droppable:
+            self._routine.append(entry)
         else:
             if len(self._news) == self._news.maxlen:
                 self._news_forgotten = self._news[0].n
@@ -154,7 +156,7 @@ class EventJournal:
     def after(self, cursor: int) -> list[Entry]:
         """Kept entries numbered after ``cursor``, in order (a copy: the journal goes on
         growing while a stream sends them)."""
-        return list(heapq.merge(_newer(self._news, cursor), _newer(self._ticks, cursor),
+        return list(heapq.merge(_newer(self._news, cursor), _newer(self._routine, cursor),
                                 key=lambda e: e.n))
 
     async def wait(self, cursor: int, timeout: float) -> bool:
