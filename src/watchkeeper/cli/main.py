@@ -77,7 +77,11 @@ def run(ctx: click.Context, agents: str | None, no_console_log: bool) -> None:
 
 def _reload(runtime: Any, config_file: Path | None, *, overrides: bool) -> None:
     """SIGHUP: read the configuration again from its sources (and the API's saved updates,
-    for serve) and apply it live; an invalid one changes nothing and is logged."""
+    for serve) and apply it live; an invalid one changes nothing and is logged.
+
+    A signal rather than watching the file (watchfiles): the operator says when an edit is
+    finished, as with Prometheus, nginx or `monit reload`, so a half-saved file or an
+    editor's swap file is never applied, and `systemctl reload` works as expected."""
     log = logging.getLogger("watchkeeper.reload")
     try:
         settings = load_settings(config_file)
