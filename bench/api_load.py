@@ -208,6 +208,16 @@ def start_serve(tmp: Path, interval: float) -> subprocess.Popen[bytes]:
             cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
 
 
+def stop_serve(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean stop flushes the history), then SIGKILL after 30 s."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def wait_ready(server: subprocess.Popen[bytes], stderr_path: Path, timeout: float = 60.0
                ) -> int:
     """The bound port (from the start-up line), once GET /api/health answers 200."""
@@ -307,12 +317,7 @@ def main() -> None:
         time.sleep(2 * args.interval)  # the last ticks of the phase reach the store queue
 
         # A clean stop flushes the history; then read the tick times the product wrote.
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_serve(server)
         with contextlib.closing(sqlite3.connect(f"file:{data / 'watchkeeper.db'}?mode=ro",
                                                 uri=True)) as db:
             stored = db.execute("SELECT at, seq, data FROM snapshots ORDER BY at").fetchall()

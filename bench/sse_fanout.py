@@ -28,7 +28,6 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from api_load import HOST, pct, start_serve, wait_ready
+from api_load import HOST, pct, start_serve, stop_serve, wait_ready
 from overhead import cpu_seconds
 
 # ------------------------------------------------------------------ reader process
@@ -122,12 +121,7 @@ def main() -> None:
                              "max": max(lags, default=float("nan")),
                              "mean": statistics.fmean(lags) if lags else float("nan")})
                 time.sleep(1.0)  # the streams of this phase are closed before the next
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_serve(server)
     finally:
         if server is not None and server.poll() is None:
             server.kill()
