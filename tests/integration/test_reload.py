@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -93,3 +94,27 @@ def test_sighup_applies_the_edited_config_file_live(tmp_path: Path) -> None:
     assert "config reload: api changed, which takes effect only at the next start" in log
     assert "thresholds.cpu_warning" in log  # what changed is said
     assert not answers(web) and not answers(api)  # stopped with watchkeeper
+
+
+def test_sighup_reloads_the_headless_run_too(tmp_path: Path) -> None:
+    config_file = tmp_path / "watchkeeper.yaml"
+    config_file.write_text(json.dumps({"agents": {"check_interval": 0.2}}))
+    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "run", "--no-console-log"],
+                            cwd=tmp_path, env=wk_env(tmp_path), stderr=subprocess.PIPE,
+                            text=True)
+    log_dir = tmp_path / "logs"
+
+    def log() -> str:
+        return "".join(p.read_text() for p in log_dir.glob("*.log"))
+
+    try:
+        poll(lambda: "is on watch as" in log())
+        config_file.write_text(json.dumps({"agents": {"check_interval": 0.2},
+                                           "thresholds": {"cpu_warning": 61}}))
+        proc.send_signal(signal.SIGHUP)
+        poll(lambda: "config reloaded: thresholds.cpu_warning" in log())
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
