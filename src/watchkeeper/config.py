@@ -267,6 +267,10 @@ class StorageConfig(Section):
         return self.data_dir.expanduser()
 
 
+#: A person's name as the audit log records it: letters, digits, spaces and ``_ . @ + -``.
+ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
+
+
 class ApiConfig(Section):
     """Web dashboard and REST API (the `serve` command)."""
 
@@ -274,6 +278,25 @@ class ApiConfig(Section):
     port: int = Field(8000, ge=1, le=65535)
     token: SecretStr | None = Field(None, description="operator token; generated if unset")
     read_token: SecretStr | None = None
+    operators: dict[str, SecretStr] = Field(
+        default_factory=dict, description="named operator tokens (name: token): what each "
+        "does is recorded under its name")
+
+    @field_validator("operators")
+    @classmethod
+    def _named_tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        seen: set[str] = set()
+        for name, token in value.items():
+            if not re.fullmatch(ACTOR_PATTERN, name):
+                raise ValueError(f"operator name {name!r}: letters, digits, spaces and "
+                                 f"_ . @ + - only, at most 64")
+            secret = token.get_secret_value()
+            if len(secret) < 16:
+                raise ValueError(f"operator {name!r}: a token needs at least 16 characters")
+            if secret in seen:
+                raise ValueError(f"operator {name!r}: two operators share one token")
+            seen.add(secret)
+        return value
 
 
 class PersonalityConfig(Section):

@@ -183,6 +183,38 @@ async def test_who_acts_is_recorded_as_named(tmp_path: Path) -> None:
         assert asked.data["decision"]["request"]["reasoning"] == "erin: checking"
 
 
+async def test_named_operators_act_as_themselves(tmp_path: Path) -> None:
+    alice, bob = "alice-token-0123456789", "bob-token-0123456789ab"
+    settings = api_settings(tmp_path, api={"operators": {"alice": alice, "Bob Smith": bob}})
+    async with serve_api(settings, bind_host="0.0.0.0") as api:
+        first = await _pending(api)
+        # Alice's token cannot be used to act as someone else.
+        r = await api.client.post(f"/api/actions/{first}/approve", headers={
+            **api.auth(alice), "X-Watchkeeper-User": "Bob Smith"})
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"] == "this token is alice's: it cannot act as Bob Smith"
+        assert [a.id for a in api.runtime.audit.pending()] == [first]
+        r = await api.client.post(f"/api/actions/{first}/approve", headers={
+            **api.auth(alice), "X-Watchkeeper-User": "alice"})  # repeating it is fine
+        assert r.status_code == 200, r.text
+        assert api.runtime.audit.approval(first).by == "alice"  # type: ignore[union-attr]
+        await remediator_idle(api)
+        second = await _pending(api)
+        r = await api.client.post(f"/api/actions/{second}/reject", headers=api.auth(bob))
+        assert r.status_code == 200 and r.json()["by"] == "Bob Smith"
+        # A named token reads too (bound off loopback, reads need a token), and the
+        # configuration never shows it.
+        r = await api.client.get("/api/config", headers=api.auth(alice))
+        assert r.status_code == 200
+        assert r.json()["config"]["api"]["operators"] == {"alice": "**********",
+                                                          "Bob Smith": "**********"}
+        assert alice not in r.text and bob not in r.text
+        for wrong in ("alice", alice[:-1], bob + "x"):
+            r = await api.client.post("/api/command", headers=api.auth(wrong),
+                                      json={"command": "health_check"})
+            assert r.status_code == 401, wrong
+
+
 async def test_approve_and_reject(tmp_path: Path) -> None:
     async with serve_api(api_settings(tmp_path)) as api:
         first = await _pending(api)

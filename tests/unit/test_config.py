@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,16 @@ def test_json_patches_of_the_right_types_pass() -> None:
         "sensor": {"ignore_mounts": ["/boot"]},
         "unknown_section": {"x": "left to validate(), which suggests a name"},
     }) == []
+
+
+@pytest.mark.parametrize(("operators", "problem"), [
+    ({"alice": "short"}, "operator 'alice': a token needs at least 16 characters"),
+    ({"alice": "x" * 20, "bob": "x" * 20}, "operator 'bob': two operators share one token"),
+    ({"al;ice": "x" * 20}, "operator name 'al;ice': letters, digits, spaces"),
+])
+def test_named_operator_tokens_are_checked(operators: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        validate({"api": {"operators": operators}})
 
 
 def test_invalid_update_changes_nothing() -> None:

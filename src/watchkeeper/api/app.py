@@ -257,11 +257,14 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
                     "(Authorization: Bearer ...); reads need a token only when the API is "
                     "bound to a non-loopback address.",
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody},
+                   403: {"model": ErrorBody},
                    413: {"model": ErrorBody}, 422: {"model": ErrorBody},
                    500: {"model": ErrorBody}})
     app.state.runtime = runtime
     app.state.tokens = Tokens(operator=load_or_create_token(settings), read=read or None,
-                              reads_open=is_loopback(host))
+                              reads_open=is_loopback(host),
+                              named={name: token.get_secret_value()
+                                     for name, token in settings.api.operators.items()})
     app.state.started = time.monotonic()
     app.state.streams = set()  # open /api/events streams (journal: started on first use)
     _install_error_handlers(app)

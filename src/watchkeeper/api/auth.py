@@ -7,7 +7,8 @@ import ipaddress
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -81,9 +82,23 @@ class Tokens:
     operator: str
     read: str | None
     reads_open: bool
+    named: Mapping[str, str] = field(default_factory=dict)  # operator name -> token
+
+    def operator_name(self, given: str | None) -> str | None:
+        """The named operator ``given`` belongs to, or None (every token is compared, in
+        constant time each)."""
+        found = None
+        if given is not None:
+            for name, token in self.named.items():
+                if hmac.compare_digest(given.encode(), token.encode()):
+                    found = name
+        return found
 
     def is_operator(self, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), self.operator.encode())
+        if given is None:
+            return False
+        shared = hmac.compare_digest(given.encode(), self.operator.encode())
+        return shared or self.operator_name(given) is not None
 
     def may_read(self, given: str | None) -> bool:
         if self.reads_open or self.is_operator(given):
@@ -109,7 +124,10 @@ def require_read(request: Request, credentials: ReadCredentials) -> None:
 
 
 def require_operator(request: Request, credentials: OperatorCredentials) -> None:
-    """Every mutation needs the operator token."""
+    """Every mutation needs the operator token, shared or named (then the request acts as
+    that operator: ``request.state.operator``)."""
     tokens: Tokens = request.app.state.tokens
-    if not tokens.is_operator(_given(credentials)):
+    given = _given(credentials)
+    if not tokens.is_operator(given):
         raise _unauthorized("the operator bearer token is required for this action")
+    request.state.operator = tokens.operator_name(given)

@@ -132,7 +132,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | 
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     configured = settings.api.token is not None and bool(settings.api.token.get_secret_value())
-    if not is_loopback(host) and not configured:
+    if not is_loopback(host) and not (configured or settings.api.operators):
         click.echo(f"watchkeeper: refusing to listen on {host}, which is not a loopback "
                    "address, without an operator token: set api.token (or "
                    "WATCHKEEPER_API__TOKEN), or listen on 127.0.0.1.", err=True)

@@ -9,14 +9,13 @@ from fastapi import Depends, Header, HTTPException, Request
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.config import ACTOR_PATTERN
 from watchkeeper.runtime import Runtime
 
 A = TypeVar("A", bound=BaseAgent)
 
 #: Who the audit log and the alert history record as having acted when a request names no one.
 DEFAULT_ACTOR = "api"
-#: Names a person can give in X-Watchkeeper-User: letters, digits and ``_ . @ + -`` and spaces.
-ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -47,12 +46,19 @@ def get_remediator(request: Request) -> RemediatorAgent:
     return remediator_of(get_runtime(request))
 
 
-def get_actor(x_watchkeeper_user: Annotated[str | None, Header(
-        pattern=ACTOR_PATTERN, description="who acts, as the audit log should record it "
-        "(self-declared, like Alertmanager's createdBy; default: api)")] = None) -> str:
-    """The name a mutating request acts under."""
-    name = (x_watchkeeper_user or "").strip()
-    return name or DEFAULT_ACTOR
+def get_actor(request: Request, x_watchkeeper_user: Annotated[str | None, Header(
+        pattern=ACTOR_PATTERN, description="who acts, as the audit log should record it: "
+        "with a named operator token, that name (the header may only repeat it); with the "
+        "shared operator token, self-declared, like Alertmanager's createdBy (default: api)")]
+        = None) -> str:
+    """The name a mutating request acts under (after require_operator authenticated it)."""
+    named: str | None = getattr(request.state, "operator", None)
+    given = (x_watchkeeper_user or "").strip()
+    if named is not None:
+        if given and given != named:
+            raise HTTPException(403, f"this token is {named}'s: it cannot act as {given}")
+        return named
+    return given or DEFAULT_ACTOR
 
 
 ActorDep = Annotated[str, Depends(get_actor)]
