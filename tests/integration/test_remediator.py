@@ -7,7 +7,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,21 @@ def remediator(rt: Runtime) -> RemediatorAgent:
     return next(a for a in rt.agents if isinstance(a, RemediatorAgent))
 
 
-async def test_killed_service_is_restarted_and_healthy_again(tmp_path: Path) -> None:
-    settings, _port = web_settings(tmp_path)
+@asynccontextmanager
+async def running(settings: Any) -> AsyncIterator[tuple[Runtime, BusRecorder]]:
+    """The runtime started, with a recorder on its bus; stopped afterwards."""
     rt = Runtime(settings)
     recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
     await rt.start()
     try:
+        yield rt, recorder
+    finally:
+        await rt.stop()
+
+
+async def test_killed_service_is_restarted_and_healthy_again(tmp_path: Path) -> None:
+    settings, _port = web_settings(tmp_path)
+    async with running(settings) as (rt, recorder):
         pid = await web_pid(rt)
         os.kill(pid, signal.SIGKILL)  # the runtime started it for this test
         finished = await until(lambda: events(recorder, "finished"))
@@ -90,16 +100,11 @@ async def test_killed_service_is_restarted_and_healthy_again(tmp_path: Path) -> 
         entries = rt.audit.entries(action="restart_service")
         assert [e.kind for e in entries][:3] == ["decision", "intent", "outcome"]
         assert entries[2].outcome == "ok"
-    finally:
-        await rt.stop()
 
 
 async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
     settings, _port = web_settings(tmp_path, actions={"restart_service": "approve"})
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (rt, recorder):
         pid = await web_pid(rt)
         os.kill(pid, signal.SIGKILL)
         (pending, *_) = await until(lambda: events(recorder, "pending"))
@@ -113,18 +118,13 @@ async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
         assert events(recorder, "started")[0].by == finished.by == "alice"  # who said yes
         assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
         assert rt.audit.pending() == []
-    finally:
-        await rt.stop()
 
 
 async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
         tmp_path: Path) -> None:
     settings, _port = web_settings(tmp_path, actions={"restart_service": "approve"},
                                    approval_ttl_s=2.0)
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (rt, recorder):
         pid = await web_pid(rt)
         os.kill(pid, signal.SIGKILL)
         (first, *_) = await until(lambda: events(recorder, "pending"))
@@ -150,16 +150,11 @@ async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
         assert decision.verdict == "auto"
         await until(lambda: events(recorder, "finished"))
         assert (await rt.services.wait_healthy("web", timeout_s=10)).healthy
-    finally:
-        await rt.stop()
 
 
 async def test_dry_run_executes_nothing(tmp_path: Path) -> None:
     settings, _port = web_settings(tmp_path, dry_run=True)
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (rt, recorder):
         pid = await web_pid(rt)
         os.kill(pid, signal.SIGKILL)
         decided = await until(lambda: [e for e in events(recorder, "decided")
@@ -168,8 +163,6 @@ async def test_dry_run_executes_nothing(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         assert (await rt.services.status("web")).state != "running"
         assert events(recorder, "started") == []
-    finally:
-        await rt.stop()
 
 
 async def test_crash_looping_service_gets_exactly_three_restarts_then_one_escalation(
@@ -177,26 +170,16 @@ async def test_crash_looping_service_gets_exactly_three_restarts_then_one_escala
     start = [sys.executable, "-c", "import sys; sys.exit(3)"]
     settings = settings_for(tmp_path, start, [{"process": True}], flap_max_attempts=3,
                             flap_window_s=300)
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (_rt, recorder):
         await until(lambda: events(recorder, "escalated"), timeout=20)
         await asyncio.sleep(1.5)  # more exits and unhealthy ticks: no more tries
         started = events(recorder, "started")
         assert len(started) == 3
         assert len(events(recorder, "escalated")) == 1
-    finally:
-        await rt.stop()
     # The budget is persisted: a new watchkeeper on the same data dir does not try again.
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (_rt, recorder):
         await asyncio.sleep(1.5)
         assert events(recorder, "started") == []
-    finally:
-        await rt.stop()
     assert not any("import sys; sys.exit(3)" in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["cmdline"]))
 
@@ -216,18 +199,13 @@ async def test_intent_without_outcome_is_reconciled_not_repeated(tmp_path: Path)
     intent = await audit.record_intent(decision)  # ...and then the process died (SIGKILL)
     await audit.close()
 
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (rt, recorder):
         await web_pid(rt)
         (outcome,) = [e for e in rt.audit.entries(kind="outcome") if e.intent_id == intent]
         assert outcome.outcome == "interrupted"
         assert "web is now running" in outcome.message
         assert rt.audit.unfinished_intents() == []
         assert events(recorder, "started") == []  # healthy: nothing re-run
-    finally:
-        await rt.stop()
 
 
 async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
@@ -249,10 +227,7 @@ async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
     settings, _port = web_settings(
         tmp_path, actions={"clean_disk": "auto"},
         cleanup_roots=[{"path": str(root), "patterns": ["*.tmp"], "min_age_hours": 24}])
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
+    async with running(settings) as (rt, recorder):
         await web_pid(rt)
         alert = Alert(host=rt.host, id="a1", fingerprint="f1", rule="disk_full_forecast",
                       metric="disk.full_eta_hours", dimension="/", severity="warning",
@@ -268,5 +243,3 @@ async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
         assert not old.exists() and new.exists()
         (outcome,) = [e for e in rt.audit.entries(action="clean_disk") if e.kind == "outcome"]
         assert outcome.outcome == "ok"
-    finally:
-        await rt.stop()
