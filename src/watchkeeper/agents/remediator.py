@@ -24,7 +24,14 @@ from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext
 from watchkeeper.remediation.audit import Approval, AuditLog
 from watchkeeper.remediation.learning import success_of
-from watchkeeper.remediation.policy import ActionRequest, Decision, Policy, PolicyError, Target
+from watchkeeper.remediation.policy import (
+    ActionRequest,
+    Decision,
+    Policy,
+    PolicyError,
+    Target,
+    plain_secs,
+)
 from watchkeeper.remediation.services import Services
 from watchkeeper.remediation.services.base import ServiceExit
 
@@ -232,7 +239,7 @@ class RemediatorAgent(BaseAgent):
             asked = approval.expires_at - approval.requested_at
             await self._publish("expired", approval.decision, approval_id=approval.id,
                                 message=f"approval #{approval.id} expired unanswered after "
-                                        f"{_span(asked.total_seconds())}")
+                                        f"{plain_secs(round(asked.total_seconds(), 3))}")
 
     def _waiting(self, decision: Decision) -> Approval | None:
         """The pending approval for the same action on the same target, if one waits."""
@@ -318,11 +325,3 @@ class RemediatorAgent(BaseAgent):
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-
-def _span(seconds: float) -> str:
-    """A duration in plain words: "45 s", "20 min", "1.5 h"."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

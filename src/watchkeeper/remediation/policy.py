@@ -384,7 +384,7 @@ def _write_durably(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _secs(seconds: float) -> str:
+def plain_secs(seconds: float) -> str:
     """'42 s', '1.5 s', '12 min' (remaining times rounded up, never shown as 0)."""
     if seconds >= 120:
         return f"{math.ceil(seconds / 60)} min"
@@ -537,7 +537,7 @@ class Policy:
         # 4. start-up grace
         up = now - self._started_at
         if up < rem.startup_grace_s:
-            return refuse("grace", f"watchkeeper started {_secs(up)} ago; no action in the "
+            return refuse("grace", f"watchkeeper started {plain_secs(up)} ago; no action in the "
                                    f"first {_cfg_secs(rem.startup_grace_s)} (startup_grace_s)",
                           retry_after_s=rem.startup_grace_s - up)
         exempt = spec.risk == "none"
@@ -627,7 +627,7 @@ class Policy:
                     # Budget frees up when the attempt that put it over leaves the hour.
                     starts = sorted(a.started for a in attempts)
                     retry = max(0.0, starts[len(starts) - budget] + BUDGET_WINDOW_S - now)
-                when = f", next in {_secs(retry)}" if retry is not None else ""
+                when = f", next in {plain_secs(retry)}" if retry is not None else ""
                 why = "breaker open: alert-only; " + text.format(n=len(attempts), b=budget) + when
                 return "breaker", why, {"retry_after_s": retry}
         return None
@@ -662,7 +662,7 @@ class Policy:
         ref = last.ended if last.ended is not None else last.started
         left = ref + cooldown - now
         if left > 0:
-            return ("cooldown", f"{what} is in cooldown for {_secs(left)} more "
+            return ("cooldown", f"{what} is in cooldown for {plain_secs(left)} more "
                                 f"(healing_cooldown {_cfg_secs(cooldown)})",
                     {"retry_after_s": left})
         return None
@@ -685,7 +685,7 @@ class Policy:
         ts = self.state.targets.get((host, target.key))
         if ts is not None and ts.failing_since is not None:
             return ("flap", f"{target} is failing ({ts.failing_why}, "
-                            f"{_secs(now - ts.failing_since)} ago); {self._until(settings)}",
+                            f"{plain_secs(now - ts.failing_since)} ago); {self._until(settings)}",
                     {})
         recent = self._recent(host, target, now, settings)
         if len(recent) >= rem.flap_max_attempts:
@@ -711,7 +711,7 @@ class Policy:
         ref = last.ended if last.ended is not None else last.started
         left = ref + wait - now
         if left > 0:
-            return ("backoff", f"backoff: next try on {target} in {_secs(left)} (attempt "
+            return ("backoff", f"backoff: next try on {target} in {plain_secs(left)} (attempt "
                                f"{n + 1} waits {_cfg_secs(wait)} after the last one ended; "
                                f"backoff_initial_s {_cfg_secs(rem.backoff_initial_s)}, "
                                f"backoff_max_s {_cfg_secs(rem.backoff_max_s)})",

@@ -32,9 +32,6 @@ router = APIRouter(prefix="/api/config", tags=["config"])
 
 OVERRIDES_FILE_NAME = "config_overrides.yaml"
 
-#: Accepting these live would report a change that did not happen.
-RESTART_ONLY = START_ONLY
-
 #: Settings that decide what runs (service start/stop commands and command checks, scripts),
 #: what may be deleted or truncated, and what leaves the host (where the LLM is and its key,
 #: which files it may read, how much is masked). Through the API they would turn the
@@ -134,7 +131,7 @@ def config_patch_schemas() -> dict[str, Any]:
     """OpenAPI component schemas: ConfigPatch and the settings sections it refers to."""
     full = Settings.model_json_schema(ref_template="#/components/schemas/Settings{model}")
     defs = {f"Settings{name}": schema for name, schema in full.pop("$defs", {}).items()}
-    for name in RESTART_ONLY:
+    for name in START_ONLY:
         full["properties"].pop(name, None)
     for path in HOST_ONLY:
         node = full if len(path) == 1 else defs[
@@ -142,7 +139,7 @@ def config_patch_schemas() -> dict[str, Any]:
         node["properties"].pop(path[-1], None)
     full["title"] = "ConfigPatch"
     full["description"] = ("A partial configuration, deep-merged into the current one. "
-                           f"{', '.join(RESTART_ONLY)} change only in the config file, with a "
+                           f"{', '.join(START_ONLY)} change only in the config file, with a "
                            f"restart; {', '.join('.'.join(p) for p in HOST_ONLY)} only in the "
                            "config file, read again on SIGHUP.")
     schemas = {"ConfigPatch": full, **defs}
@@ -182,7 +179,7 @@ def update_config(runtime: RuntimeDep,
                   patch: Annotated[dict[str, Any], Depends(_patch_body)]) -> ConfigUpdated:
     """Validate and apply a partial configuration live; it is kept for the next start."""
     fixed = [f"{k}: changes only in the config file, with a restart"
-             for k in patch if k in RESTART_ONLY]
+             for k in patch if k in START_ONLY]
     fixed += [f"{k}: decides what runs, what may be deleted or what leaves the host, so it "
               f"changes only in the config file on the host (then SIGHUP)"
               for k in host_only_keys(patch)]
