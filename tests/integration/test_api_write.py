@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -215,7 +216,8 @@ async def test_named_operators_act_as_themselves(tmp_path: Path) -> None:
             assert r.status_code == 401, wrong
 
 
-async def test_approve_and_reject(tmp_path: Path) -> None:
+async def test_approve_and_reject(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="watchkeeper.agents.communicator")
     async with serve_api(api_settings(tmp_path)) as api:
         first = await _pending(api)
         body = (await api.client.get("/api/actions")).json()
@@ -241,6 +243,8 @@ async def test_approve_and_reject(tmp_path: Path) -> None:
 
         (told,) = await until(rejected)  # other dashboards and the log learn of it
         assert (told["approval_id"], told["by"], told["message"]) == (second, "api", "not now")
+        assert any(f"approval #{second} rejected by api" in r.getMessage()
+                   for r in caplog.records)
         r = await api.client.post(f"/api/actions/{second}/reject", headers=api.auth())
         assert r.status_code == 409
         assert (await api.client.get("/api/actions")).json()["pending"] == []

@@ -121,7 +121,7 @@ async def test_approval_mode_waits_for_a_human(tmp_path: Path) -> None:
 
 
 async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings, _port = web_settings(tmp_path, actions={"restart_service": "approve"},
                                    approval_ttl_s=2.0)
     async with running(settings) as (rt, recorder):
@@ -138,6 +138,9 @@ async def test_an_expired_approval_is_refused_and_the_agent_asks_again(
         (expired,) = await until(lambda: events(recorder, "expired"))
         assert expired.approval_id == first.approval_id and expired.target == "web"
         assert expired.message == f"approval #{first.approval_id} expired unanswered after 2 s"
+        await until(lambda: any(  # and the log says so, in the communicator's words
+            f"{expired.message}; asked again if still needed" in r.getMessage()
+            for r in caplog.records))
         assert [a.id for a in rt.audit.pending()] == [second.approval_id]
         # The agent asked again every second while the first waited; each approval was
         # audited once, not once per asking.
