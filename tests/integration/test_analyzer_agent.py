@@ -190,7 +190,9 @@ async def test_ack_and_silence_are_published_and_silences_survive_a_restart(
     assert any(a.state == "acknowledged" for a in published)
 
     # A new agent on the same data dir (a restart) keeps the silence.
-    again = AnalyzerAgent(store=store, bus=bus, config=config, host="h")
+    # The restart happens "now" in the snapshots' time, not on today's wall clock.
+    again = AnalyzerAgent(store=store, bus=bus, config=config, host="h",
+                          wall=lambda: T0 + timedelta(minutes=5))
     await again.setup()
     assert [s.id for s in again.engine.silences] == [sid]
     high_memory = snap(3, 97.0).model_copy(update={"memory": MemoryStats(percent=99.0)})
