@@ -23,6 +23,15 @@ first that objects decides:
 12. learning: a strategy (action on target) that failed ``failure_limit`` times in a row is
     not repeated: refused "escalate: ...", ``escalate`` set once.
 
+A *supervised* request (``ActionRequest.supervised``: the remediator's own restart of a
+``manager: process`` service that is down, like supervisord's autorestart) skips 4 and 9:
+the grace is for what the sensor saw before watchkeeper knew the host, and the cooldown for
+what rules and the LLM propose. Backoff and flap protection still hold it back when it keeps
+dying. A service action counts as a success only once the service stayed up and healthy for
+``remediation.stable_window_s`` (its verification waits that long); such a success forgives
+the earlier attempts on the target for flap protection and backoff, as a start that outlived
+supervisord's ``startsecs`` resets its ``startretries``.
+
 Actions of risk "none" (notify_only) change nothing, so 7-12 do not apply to them and the
 maintenance window does not hold them back: telling a human is what alert-only means.
 A proposal by the LLM goes through exactly the same checks as one by a rule; the request
@@ -117,6 +126,10 @@ class ActionRequest(Frozen):
     fingerprint: str | None = Field(None, description="the alert this action answers")
     dry_run: bool = Field(False, description="only show what would happen (an operator's "
                                              "what-if), whatever remediation.dry_run says")
+    supervised: bool = Field(False, description="a managed process (manager: process) is "
+                             "down: restarted like a process supervisor does, so the start-up "
+                             "grace and healing_cooldown do not apply; backoff and flap "
+                             "protection do. Set only by the remediator, never by a proposer")
 
     @classmethod
     def from_suggestion(cls, suggestion: SuggestedAction, *, host: str,
@@ -534,9 +547,10 @@ class Policy:
             shown = ", ".join(globs) or "nothing"
             return refuse("target", f"{req.action} may not touch {target} "
                                     f"(remediation.allow.{req.action}: {shown})")
-        # 4. start-up grace
+        # 4. start-up grace: for what the sensor saw before watchkeeper knew the host, not
+        # for a process watchkeeper itself watched going down.
         up = now - self._started_at
-        if up < rem.startup_grace_s:
+        if up < rem.startup_grace_s and not req.supervised:
             return refuse("grace", f"watchkeeper started {plain_secs(up)} ago; no action in the "
                                    f"first {_cfg_secs(rem.startup_grace_s)} (startup_grace_s)",
                           retry_after_s=rem.startup_grace_s - up)
@@ -562,7 +576,8 @@ class Policy:
         if not exempt:
             refusal = (self._check_breaker(req.action, now, settings)
                        or self._check_concurrency(req.host, target, settings)
-                       or self._check_cooldown(req.host, target, what, now, settings)
+                       or (None if req.supervised else
+                           self._check_cooldown(req.host, target, what, now, settings))
                        or self._check_flap(req.host, target, now, settings)
                        or self._check_backoff(req.host, target, now, settings)
                        or self._check_learning(req.host, req.action, target, settings))
@@ -827,6 +842,13 @@ class Policy:
             if success is not None:
                 key = (running.host, running.action, running.target.key)
                 self.state.strategies.setdefault(key, StrategyStats()).record(success)
+            if success and running.target.kind == "service":
+                # A service action succeeds only once the service stayed up and healthy for
+                # the stability window (supervisord's startsecs): like startretries, the
+                # tries before such a run no longer count for flap protection and backoff.
+                for a in self.state.attempts:
+                    if a.host == running.host and a.target == running.target.key:
+                        a.forgiven = True
             self._version += 1
 
     @property
