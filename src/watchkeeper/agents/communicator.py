@@ -146,6 +146,8 @@ class CommunicatorAgent(BaseAgent):
             log.error("📣 needs a human: %s", ev.why)
         elif ev.phase == "notice":
             log.warning("🛑 %s", ev.message)
+        elif ev.phase == "reset":
+            log.warning("🔓 %s", ev.message)
 
     async def _perform_check(self) -> None:
         drained = self._drain()

@@ -458,6 +458,50 @@ class RemediatorAgent(BaseAgent):
                             message=reason or f"rejected by {by}")
         return approval
 
+    def target_of(self, kind: str, name: str) -> Target:
+        """The target a person names, checked: a declared service, or one the policy has a
+        record of; UnknownTarget (with what is known) otherwise."""
+        try:
+            target = Target.model_validate({"kind": kind, "name": name})
+        except ValueError:
+            raise UnknownTarget(f"unknown target kind {kind!r}; use service:<name>, "
+                                "pid:<n>, root:<path>, log:<path> or script:<name>") from None
+        if target.kind == "service":
+            try:
+                self.services.backend(name)
+            except UnknownService as exc:
+                raise UnknownTarget(str(exc)) from None
+        elif not self.policy.knows(target, host=self.host):
+            failing = ", ".join(f.target.key for f in self.policy.failing()) or "none"
+            raise UnknownTarget(f"the policy has no record of {target.key}; failing "
+                                f"targets: {failing}")
+        return target
+
+    async def reset(self, target: Target, by: str) -> bool:
+        """A human resets ``target``: its failing mark, failure streak and backoff are
+        cleared, audited with who and announced; a managed service that is down is
+        restarted at once. Returns whether anything was cleared."""
+        cleared = self.policy.reset(target, by=by, host=self.host)
+        await self.policy.persist()
+        what = (f"{target} reset by {by}; automatic tries allowed again" if cleared else
+                f"{target} reset by {by}; nothing was holding it back")
+        await self.audit.record_reset(host=self.host, target=str(target), by=by, message=what)
+        await self.bus.publish(actions_topic(self.host), RemediationEvent(
+            host=self.host, phase="reset", action="reset", target=str(target),
+            source="operator", by=by, message=what, why=what))
+        if target.kind == "service" and target.name in self.book:
+            self.book.failing(target.name, None)
+            handle = self._retries.pop(target.name, None)
+            if handle is not None:
+                handle.cancel()
+            if self._managed(target.name) and target.name not in self._in_flight:
+                status = await self.services.status(target.name, checks=False)
+                if status.state not in ("running", "starting"):
+                    self._requests.append(self._supervised(
+                        target.name, f"{target.name} is {status.state}; reset by {by}"))
+        self.wake()
+        return cleared
+
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no action is running (for tests and shutdown)."""
         if self._tasks:

@@ -893,12 +893,19 @@ class Policy:
         return changed
 
     def reset(self, target: Target, *, by: str, host: str | None = None) -> bool:
-        """A human clears the failing mark and failure streaks of ``target``.
+        """A human clears the failing mark, failure streaks and backoff of ``target``.
 
         Returns whether anything was cleared. Cooldown and budgets still apply.
         """
         with self._lock:
             cleared = [self._clear(h, k) for h, k in self._targets_matching(target, host)]
+            # Backoff too: after a reset the next automatic try may run at once.
+            for a in self.state.attempts:
+                if a.target == target.key and (host is None or a.host == host) \
+                        and not a.forgiven:
+                    a.forgiven = True
+                    cleared.append(True)
+                    self._version += 1
         if any(cleared):
             logger.info("policy: %s reset by %s; automatic tries allowed again", target, by)
         return any(cleared)
@@ -948,6 +955,13 @@ class Policy:
                                            successes=st.successes, failures=st.failures,
                                            failures_in_a_row=st.failures_in_a_row))
             return out
+
+    def knows(self, target: Target, *, host: str | None = None) -> bool:
+        """Whether the policy has any record of ``target`` (attempts, marks, strategies)."""
+        with self._lock:
+            return any((host is None or h == host) and k == target.key for h, k in (
+                *self.state.targets, *((h, t) for h, _, t in self.state.strategies),
+                *((a.host, a.target) for a in self.state.attempts)))
 
     def failing(self) -> list[FailingTarget]:
         """Targets marked failing (flap protection), oldest first."""

@@ -287,6 +287,13 @@ class ServiceBook:
         e = self._entries.get(name)
         return None if e is None else self._current(e, self._now())
 
+    def checked(self, name: str) -> tuple[datetime | None, bool | None, str]:
+        """When the checks of ``name`` last ran, whether they passed, and what they said."""
+        e = self._entries.get(name)
+        if e is None:
+            return None, None, ""
+        return e.last_check_at, e.last_check_ok, e.last_check
+
     def counters(self) -> list[tuple[str, bool, int]]:
         """(name, up, restarts) per service, for the Prometheus exposition."""
         return [(e.name, self._condition(e) == "ok", e.restarts)
