@@ -222,8 +222,6 @@ class RemediatorAgent(BaseAgent):
                 elif isinstance(event, Alert):
                     self._from_alert(event)
         requests, self._requests = self._requests, []
-        if requests:
-            await self.publish_reports()  # the outage first, then what is done about it
         for request in requests:
             if request.supervised and await self._running_already(request):
                 continue
@@ -489,6 +487,7 @@ class RemediatorAgent(BaseAgent):
         await self.bus.publish(actions_topic(self.host), RemediationEvent(
             host=self.host, phase="reset", action="reset", target=str(target),
             source="operator", by=by, message=what, why=what))
+        self._quiet_until.clear()  # a person acted: every request gets a fresh verdict
         if target.kind == "service" and target.name in self.book:
             self.book.failing(target.name, None)
             handle = self._retries.pop(target.name, None)

@@ -21,7 +21,7 @@ METRIC = "service.up"
 
 _WORDS = {
     "down": "is down",
-    "restarting": "went down",
+    "restarting": "is down",
     "crash_looping": "is crash-looping",
     "failing": "is failing; remediation gave up",
     "unhealthy": "fails its health checks",

@@ -104,16 +104,19 @@ class ServiceBook:
         if e is None:
             return
         e.seen = True
-        if e.busy and info.state != "running":
-            # The attempt in flight knows better (a restart stops the process on purpose).
-            return
-        e.state, e.healthy, e.pid = info.state, info.healthy, info.pid
         e.last_check_at = at
         e.last_check_ok = info.healthy
         e.last_check = ("; ".join(info.failing) or info.detail if info.healthy is False
                         else "all checks passed" if info.healthy else "no checks")
-        e.detail = "; ".join(info.failing) or info.detail if (
+        if e.busy:
+            # The attempt in flight knows better (a restart stops the process on purpose,
+            # and a new one may not answer yet).
+            return
+        e.state, e.healthy, e.pid = info.state, info.healthy, info.pid
+        detail = "; ".join(info.failing) or info.detail if (
             info.healthy is False or info.state != "running") else ""
+        if not (detail and e.detail.startswith(detail)):  # keep the exit's fuller words
+            e.detail = detail
         if info.state == "running" and info.healthy is not False and not e.busy:
             e.refused, e.refused_why, e.next_try_at, e.approval_id = None, "", None, None
 
@@ -180,6 +183,8 @@ class ServiceBook:
             # It ran but did not hold: "unstable"; it could not even run: its outcome.
             e.last_outcome = "unstable" if outcome == "ok" else outcome
             e.unstable += 1
+            if e.state == "failed" and e.pid is None:
+                return  # its exit said why already
             if state is not None and state != "running":
                 e.state, e.pid = state, None
             if e.state == "running":

@@ -99,7 +99,7 @@ async def reset(body: ResetRequest, remediator: RemediatorDep, by: ActorDep) -> 
     except UnknownTarget as exc:
         raise HTTPException(404, str(exc)) from None
     cleared = await remediator.reset(target, by)
-    detail = (f"{target} reset: automatic tries allowed again" if cleared else
-              f"{target} was not held back (no failing mark, failure streak or backoff); "
+    detail = (f"{target.key} reset: automatic tries allowed again" if cleared else
+              f"{target.key} was not held back (no failing mark, failure streak or backoff); "
               "nothing to clear")
     return ResetBody(target=target.key, cleared=cleared, by=by, detail=detail)
