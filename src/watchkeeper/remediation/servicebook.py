@@ -241,7 +241,7 @@ class ServiceBook:
                 next_ = f"{verb} refused: {e.refused}, next try at {clock_time(e.next_try_at)}"
             else:
                 why = e.refused_why.removeprefix("refused: ")
-                next_ = f"{verb} refused: {e.refused} ({why})"
+                next_ = f"{verb} refused: {e.refused}: {why}"
         elif condition != "ok" and e.last_outcome not in (None, "ok", "running"):
             next_ = f"last {verb} {e.last_outcome}: {e.last_message}"
         else:
