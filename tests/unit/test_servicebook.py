@@ -138,3 +138,42 @@ def test_conditions_through_a_crash_loop(tmp_path: Path) -> None:
         report.remediation
     env.book.failing("web", None)  # reset
     assert env.report().condition == "down"
+
+
+def _report(condition: str, at: float, **extra: Any) -> Any:
+    from watchkeeper.events import ServiceReport
+
+    t = datetime.fromtimestamp(at, timezone.utc)
+    return ServiceReport(host=HOST, at=t, service="web", manager="process",
+                         condition=condition,  # type: ignore[arg-type]
+                         state="failed" if condition != "ok" else "running", since=t, **extra)
+
+
+def test_a_service_alert_is_acked_like_any_other_and_resolves_after_a_restart(
+        tmp_path: Path) -> None:
+    """Through the engine's AlertManager: fires, updates with what remediation does,
+    acknowledges, and a restored open alert resolves at the next good report."""
+    from watchkeeper.analysis.engine import Analyzer
+
+    settings = make_settings(tmp_path)
+    engine = Analyzer(lambda: settings, host=HOST)
+    (fired,) = engine.observe_service(_report("down", WALL0, detail="killed by SIGKILL"))
+    assert (fired.rule, fired.metric, fired.dimension) == ("service", "service.up", "web")
+    assert fired.labels["change"] == "new" and fired.severity == "critical"
+    assert fired.summary == "Service web is down: killed by SIGKILL"
+    (updated,) = engine.observe_service(_report(
+        "down", WALL0 + 1, detail="killed by SIGKILL",
+        remediation="restart refused: backoff, next try at 05:06:09"))
+    assert updated.labels["change"] == "updated" and updated.id == fired.id
+    assert updated.context == "restart refused: backoff, next try at 05:06:09"
+    acked = engine.ack(fired.fingerprint, "alice")
+    assert acked is not None and acked.state == "acknowledged"
+
+    # watchkeeper restarts: the open alert is restored from the history, not dropped...
+    later = Analyzer(lambda: settings, host=HOST)
+    assert [a.id for a in later.restore([fired, updated, acked])] == [fired.id]
+    # ...and resolves when the remediator next reports the service healthy.
+    (resolved,) = later.observe_service(_report("ok", WALL0 + 60))
+    assert resolved.state == "resolved" and resolved.id == fired.id
+    assert resolved.summary == "Service web is running and healthy again"
+    assert later.active_alerts() == []
