@@ -193,7 +193,10 @@ class AnalyzerAgent(BaseAgent):
                 continue
             for alert in changes:
                 await self.publish_alert(alert)
-                if self._worth_investigating(alert) and self._latest is not None:
+                # Each remediation step updates a service alert: reasoning about it is
+                # worth the LLM's budget when it opens or gets worse, not at every step.
+                if alert.labels.get("change") != "updated" \
+                        and self._worth_investigating(alert) and self._latest is not None:
                     self._investigate(alert, self._latest)
 
     async def publish_alert(self, alert: Alert) -> None:

@@ -167,6 +167,8 @@ class RemediatorAgent(BaseAgent):
                              supervised=self._managed(name))
 
     def _from_snapshot(self, snap: MetricSnapshot) -> None:
+        if any(svc.name not in self.book for svc in snap.services):
+            self._declare()  # the services section was reloaded
         for svc in snap.services:
             self.book.observe(svc, snap.at)
             target = Target.service(svc.name)
