@@ -6,6 +6,15 @@ actions suggested on alerts (by rules or the LLM, which get no special treatment
 decided by the policy; an ``auto`` decision's intent is committed to the audit log before
 the side effect, the action runs, its verification decides success, and the outcome is
 appended. ``approve`` decisions wait in the audit log for one call to approve or reject.
+
+A ``manager: process`` service that is down is restarted as a process supervisor would
+(``ActionRequest.supervised``: no start-up grace, no cooldown); when backoff holds it back,
+the agent asks again at the backoff's end rather than at the next tick, and an exit during
+an attempt's stability window fails that attempt first, so backoff and flap protection
+count it. What each declared service does and what is done about it is kept in a
+:class:`~watchkeeper.remediation.servicebook.ServiceBook` and published as a ServiceReport
+on ``services.<host>`` when it changes (the analyzer turns it into the service's alert). A
+person's ``reset`` of a failing target is audited and announced like every other step.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Any, Literal
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent, ServiceReport
+from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent
 from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext
 from watchkeeper.remediation.audit import Approval, AuditLog
@@ -243,9 +252,6 @@ class RemediatorAgent(BaseAgent):
         for report in self.book.changes():
             await self.bus.publish(services_topic(self.host), report)
 
-    def service_reports(self) -> list[ServiceReport]:
-        """Every declared service's current report (for the API)."""
-        return self.book.reports()
 
     async def submit(self, request: ActionRequest, *, approved_by: str | None = None
                      ) -> Decision:
