@@ -177,3 +177,17 @@ def test_a_service_alert_is_acked_like_any_other_and_resolves_after_a_restart(
     assert resolved.state == "resolved" and resolved.id == fired.id
     assert resolved.summary == "Service web is running and healthy again"
     assert later.active_alerts() == []
+
+
+def test_a_process_that_just_started_is_starting_not_unhealthy(tmp_path: Path) -> None:
+    """At watchkeeper's start the first tick often comes before the service answers: no
+    alert for that, unless it still fails its checks after the stability window."""
+    env = Env(tmp_path)
+    env.observe("running", False, "connection refused")
+    assert env.report().condition == "starting"
+    env.wall.advance(4.9)
+    env.observe("running", False, "connection refused")
+    assert env.report().condition == "starting"
+    env.wall.advance(0.2)
+    env.observe("running", False, "connection refused")
+    assert env.report().condition == "unhealthy"

@@ -584,7 +584,8 @@ class Policy:
             if refusal is not None:
                 rcheck, why, extra = refusal
                 return refuse(rcheck, why, **extra)
-        proposer = {"llm": "an LLM", "operator": "an operator"}.get(req.source, "a rule")
+        proposer = {"llm": "an LLM", "operator": "an operator"}.get(
+            req.source, "the process supervisor" if req.supervised else "a rule")
         history = f"; history: {stats.describe()}" if stats is not None else ""
         if effective == "auto":
             how = f"approved by {approved_by}" if approved_by else f"mode {mode}"

@@ -64,6 +64,8 @@ class _Entry:
     approval_id: int | None = None
     failing_why: str | None = None
     since: datetime | None = None
+    #: When the current pid was first seen: a new process may not answer its checks yet.
+    pid_since: datetime | None = None
     condition: ServiceCondition | None = None
     published: tuple[object, ...] | None = None
 
@@ -112,6 +114,8 @@ class ServiceBook:
             # The attempt in flight knows better (a restart stops the process on purpose,
             # and a new one may not answer yet).
             return
+        if info.pid != e.pid or e.pid_since is None:
+            e.pid_since = at
         e.state, e.healthy, e.pid = info.state, info.healthy, info.pid
         detail = "; ".join(info.failing) or info.detail if (
             info.healthy is False or info.state != "running") else ""
@@ -209,8 +213,7 @@ class ServiceBook:
             return None
         return self._entries.get(t.name)
 
-    @staticmethod
-    def _condition(e: _Entry) -> ServiceCondition:
+    def _condition(self, e: _Entry) -> ServiceCondition:
         if e.failing_why is not None:
             return "failing"
         if e.busy:
@@ -218,7 +221,14 @@ class ServiceBook:
         if e.state == "starting":
             return "starting"
         if e.state == "running":
-            return "unhealthy" if e.healthy is False else "ok"
+            if e.healthy is not False:
+                return "ok"
+            # A process that started moments ago (watchkeeper's own start, a restart by
+            # someone else) may not answer yet: for the stability window that is
+            # starting, not an outage.
+            fresh = e.pid_since is not None and (
+                self._now() - e.pid_since).total_seconds() < self._stable_s()
+            return "starting" if fresh else "unhealthy"
         if e.state == "unknown":
             return "unhealthy"
         return "crash_looping" if e.unstable >= CRASH_LOOP_AFTER else "down"
