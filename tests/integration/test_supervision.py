@@ -148,3 +148,12 @@ async def test_a_service_dying_two_seconds_after_each_start_is_never_fixed(
             '/api/actions/reset {"service": "dies"} or the Reset button on the dashboard')
         assert reports(rec, "dies")[-1].condition == "failing"
         assert any(r.condition == "crash_looping" for r in reports(rec, "dies"))
+    # The failing mark is persisted: a new watchkeeper on the same data dir says so from
+    # its first report, and does not try again.
+    async with running(settings) as (rt, rec):
+        first = await until(lambda: reports(rec, "dies"), timeout=10)
+        assert first[0].condition == "failing"
+        assert "remediation gave up (flap protection: 3 attempts" in first[0].remediation
+        await asyncio.sleep(2.5)  # it died once more meanwhile: still no try
+        assert phase(rec, "started") == []
+        assert {r.condition for r in reports(rec, "dies")} == {"failing"}

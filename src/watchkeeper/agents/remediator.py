@@ -124,7 +124,7 @@ class RemediatorAgent(BaseAgent):
         """Keep the book in line with the declared services (they change on reload)."""
         names = self.services.names
         self.book.declare((n, self.services.config(n).manager) for n in names)
-        failing = {f.target.name: f.why for f in self.policy.failing()
+        failing = {f.target.name: f"flap protection: {f.why}" for f in self.policy.failing()
                    if f.host == self.host and f.target.kind == "service"}
         for name in names:
             self.book.failing(name, failing.get(name))
