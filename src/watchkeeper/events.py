@@ -351,7 +351,7 @@ class RemediationEvent(Event):
 
 
 ServiceCondition = Literal["ok", "starting", "down", "unhealthy", "restarting", "crash_looping",
-                           "failing"]
+                           "failing", "removed"]
 
 
 class ServiceReport(Event):

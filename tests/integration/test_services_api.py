@@ -223,3 +223,26 @@ async def test_services_route_needs_the_read_token_off_loopback(tmp_path: Path) 
         r = await api.client.get("/api/services", headers=api.auth())
         assert r.status_code == 200 and r.json() == {"services": []}
         assert isinstance(r, httpx.Response)
+
+
+async def test_a_restart_waiting_for_approval_says_so_on_the_service_and_its_alert(
+        tmp_path: Path) -> None:
+    """restart_service in approve mode (the one setting changed: that is the point)."""
+    port = free_port()
+    sets = make_settings(tmp_path, api={"token": OPERATOR}, llm={"enabled": False},
+                         services={"web": web(port)},
+                         remediation={"actions": {"restart_service": "approve"}})
+    async with serve_api(sets) as api:
+        status = await api.runtime.services.wait_healthy("web", timeout_s=10)
+        assert status.pid is not None
+        await until(lambda: _condition(api, "web", "ok"))
+        os.kill(status.pid, signal.SIGKILL)  # the runtime started it for this test
+        waiting = await until(lambda: _refused(api, "web"), timeout=5)
+        (approval,) = api.runtime.audit.pending()
+        assert waiting["refused"] == "approval" and waiting["condition"] == "down"
+        assert waiting["remediation"] == f"restart waits for approval #{approval.id}"
+        alert = await until(lambda: _context(api, "web", "waits for approval"), timeout=5)
+        assert alert["context"] == waiting["remediation"]
+        r = await api.client.post(f"/api/actions/{approval.id}/approve", headers=api.auth())
+        assert r.status_code == 200 and r.json()["verdict"] == "auto"
+        await until(lambda: _none(service_alerts(api, "web")), timeout=15)

@@ -191,3 +191,22 @@ def test_a_process_that_just_started_is_starting_not_unhealthy(tmp_path: Path) -
     env.wall.advance(0.2)
     env.observe("running", False, "connection refused")
     assert env.report().condition == "unhealthy"
+
+
+def test_a_service_no_longer_declared_resolves_its_alert(tmp_path: Path) -> None:
+    from watchkeeper.analysis.engine import Analyzer
+
+    env = Env(tmp_path)
+    engine = Analyzer(lambda: env.settings, host=HOST)
+    env.book.exited(ServiceExit(service="web", pid=42, returncode=1, expected=False,
+                                message="exited with code 1"))
+    (down,) = env.book.changes()
+    (fired,) = engine.observe_service(down)
+    env.book.declare([])  # reloaded without it
+    env.wall.advance(1)
+    (gone,) = env.book.changes()
+    assert gone.condition == "removed" and env.book.reports() == []
+    (resolved,) = engine.observe_service(gone)
+    assert resolved.id == fired.id and resolved.state == "resolved"
+    assert resolved.summary == "Service web is no longer declared"
+    assert env.book.changes() == []

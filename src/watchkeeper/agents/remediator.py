@@ -176,7 +176,7 @@ class RemediatorAgent(BaseAgent):
                              supervised=self._managed(name))
 
     def _from_snapshot(self, snap: MetricSnapshot) -> None:
-        if any(svc.name not in self.book for svc in snap.services):
+        if set(self.services.names) != self.book.names:
             self._declare()  # the services section was reloaded
         for svc in snap.services:
             self.book.observe(svc, snap.at)

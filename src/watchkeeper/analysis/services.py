@@ -36,7 +36,7 @@ def _epoch(at: datetime | None, default: float) -> float:
 
 def severity_of(report: ServiceReport) -> Severity | None:
     """None when the service is fine (or starting): its alert, if any, resolves."""
-    if report.condition in ("ok", "starting"):
+    if report.condition in ("ok", "starting", "removed"):
         return None
     return "warning" if report.condition == "unhealthy" else "critical"
 
@@ -65,6 +65,10 @@ class ServiceDetector:
         """The alert's words: what is wrong, and what remediation did and will do next."""
         name = report.service
         labels = {"service": name, "manager": report.manager, "condition": report.condition}
+        if report.condition == "removed":
+            return Description(summary=f"Service {name} is no longer declared",
+                               context=report.remediation or None, labels=labels,
+                               confidence=1.0)
         if severity_of(report) is None:
             summary = f"Service {name} is running and healthy again"
             return Description(summary=summary, context=report.remediation or None,

@@ -80,6 +80,8 @@ class ServiceBook:
         self._wall = wall
         self._stable_s = stable_s
         self._entries: dict[str, _Entry] = {}
+        #: Reports of services no longer declared, not yet published.
+        self._gone: list[ServiceReport] = []
 
     # ------------------------------------------------------------------ declared services
 
@@ -88,9 +90,19 @@ class ServiceBook:
         wanted = dict(services)
         for name in list(self._entries):
             if name not in wanted or self._entries[name].manager != wanted[name]:
-                del self._entries[name]
+                e = self._entries.pop(name)
+                if e.seen and name not in wanted:
+                    # Its alert, if one is open, resolves: there is nothing left to watch.
+                    e.detail = ""
+                    self._gone.append(self._report(e, "removed", self._now()).model_copy(
+                        update={"remediation": "no longer declared in the configuration"}))
         for name, manager in wanted.items():
             self._entries.setdefault(name, _Entry(name, manager))
+
+    @property
+    def names(self) -> set[str]:
+        """The services in the book."""
+        return set(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -144,9 +156,9 @@ class ServiceBook:
         if decision.verdict == "auto":
             e.refused, e.refused_why, e.next_try_at, e.approval_id = None, "", None, None
             return
-        e.refused = decision.check if decision.verdict == "refused" else "approval"
-        if decision.verdict == "dry_run":
-            e.refused = "dry_run"
+        if decision.verdict == "approve":
+            return  # ``waiting`` says so, with the approval's number
+        e.refused = decision.check if decision.verdict == "refused" else "dry_run"
         e.refused_why = decision.why
         e.next_try_at = None
         if decision.retry_after_s is not None:
@@ -280,7 +292,7 @@ class ServiceBook:
         """Reports of the services whose condition or remediation changed since last time
         (only once the service was seen at all)."""
         at = self._now()
-        out = []
+        out, self._gone = self._gone, []
         for e in self._entries.values():
             if not e.seen:
                 continue
