@@ -282,8 +282,9 @@ class ServiceBook:
     def _current(self, e: _Entry, at: datetime) -> ServiceReport:
         condition = self._condition(e)
         if condition != e.condition:
-            bad = ("ok", "starting")
-            if e.condition is None or (condition in bad) != (e.condition in bad):
+            fine = ("ok", "starting")
+            # "since" is when the outage (or the good stretch) began, not the last step.
+            if e.condition is None or (condition in fine) != (e.condition in fine):
                 e.since = at
             e.condition = condition
         return self._report(e, condition, at)
