@@ -392,14 +392,15 @@ async def test_a_failing_service_is_shown_and_a_person_resets_it_from_the_panel(
         browser: Browser, tmp_path: Path) -> None:
     """A managed process that dies 2 s after every start: the services panel says it is
     failing and why, its alert offers Reset too, and Reset (as the named person) lets
-    watchkeeper try again. Default remediation settings except the grace (0 s here: the
-    start-up grace plays no part in a supervised restart anyway)."""
+    watchkeeper try again. Default remediation settings (the harness's 0 s grace and
+    approve mode for notify_only are put back to the defaults)."""
     import sys
 
     dies = {"start": [sys.executable, "-c", "import time; time.sleep(2); raise SystemExit(1)"],
             "checks": [{"process": True}]}
     settings = api_settings(tmp_path, services={"dies": dies},
-                            remediation={"actions": {"notify_only": "auto"}})
+                            remediation={"actions": {"notify_only": "auto"},
+                                         "startup_grace_s": 60})
     async with serve_api(settings) as api:
         await first_tick(api)
         async with watched_page(browser, api) as w:
