@@ -425,6 +425,9 @@ class RemediationConfig(Section):
         default_factory=dict, description="per action, globs of targets it may touch")
     startup_grace_s: float = Field(60.0, ge=0, description="no action this soon after start")
     verify_timeout_s: float = Field(30.0, gt=0, description="time for a fix to show")
+    stable_window_s: float = Field(
+        5.0, ge=0, le=3600, description="a restarted or started service counts as fixed only "
+        "once it stayed up and healthy this long (supervisord's startsecs)")
     approval_ttl_s: float = Field(
         3600.0, gt=0, description="a pending approval expires unanswered after this long; "
         "the agent asks again if the problem is still there")

@@ -326,11 +326,11 @@ class AnalyzerNotice(Event):
 
 class RemediationEvent(Event):
     """A step of one remediation: decided, pending approval (then rejected or expired
-    unanswered), started, finished, escalated."""
+    unanswered), started, finished, escalated; or a human's reset of a failing target."""
 
     kind: Literal["remediation"] = "remediation"
     phase: Literal["decided", "pending", "rejected", "expired", "started", "finished",
-                   "escalated", "notice"]
+                   "escalated", "notice", "reset"]
     action: str
     target: str = ""
     verdict: str = ""
@@ -347,6 +347,37 @@ class RemediationEvent(Event):
     by: str | None = Field(None, description="who approved or rejected it")
 
 
+# --------------------------------------------------------------------------- services
+
+
+ServiceCondition = Literal["ok", "starting", "down", "unhealthy", "restarting", "crash_looping",
+                           "failing", "removed"]
+
+
+class ServiceReport(Event):
+    """What watchkeeper knows and does about one declared service, published on
+    ``services.<host>`` when its condition or its remediation changes (an exit at once)."""
+
+    kind: Literal["service_report"] = "service_report"
+    service: str
+    manager: str
+    condition: ServiceCondition
+    state: str = Field(description="as its manager says: running, stopped, failed, ...")
+    healthy: bool | None = None
+    pid: int | None = None
+    detail: str = Field("", description="why it is not ok: the exit, the failing checks")
+    since: datetime | None = Field(None, description="since when it is in this condition")
+    restarts: int = Field(0, description="restarts and starts watchkeeper ran since it started")
+    last_action: str | None = None
+    last_action_at: datetime | None = None
+    last_outcome: str | None = Field(None, description="ok, failed, unstable, running")
+    last_message: str = ""
+    refused: str | None = Field(None, description="the check that holds the next try back: "
+                                "grace, cooldown, backoff, breaker, flap, approval, ...")
+    next_try_at: datetime | None = None
+    remediation: str = Field("", description="what was done and what comes next, in words")
+
+
 AnyEvent = Annotated[
     MetricSnapshot
     | Heartbeat
@@ -358,7 +389,8 @@ AnyEvent = Annotated[
     | ConfigChanged
     | Alert
     | AnalyzerNotice
-    | RemediationEvent,
+    | RemediationEvent
+    | ServiceReport,
     Field(discriminator="kind"),
 ]
 

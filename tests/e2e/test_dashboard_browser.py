@@ -386,3 +386,43 @@ async def test_news_missed_while_disconnected_arrives_on_reconnect(browser: Brow
                 "() => document.getElementById('stream').dataset.state === 'live'")
             await page.locator("#feed li", has_text="missed while away").wait_for()
             assert resumes and resumes[-1].startswith(api.app.state.journal.run + "-")
+
+
+async def test_a_failing_service_is_shown_and_a_person_resets_it_from_the_panel(
+        browser: Browser, tmp_path: Path) -> None:
+    """A managed process that dies 2 s after every start: the services panel says it is
+    failing and why, its alert offers Reset too, and Reset (as the named person) lets
+    watchkeeper try again. Default remediation settings (the harness's 0 s grace and
+    approve mode for notify_only are put back to the defaults)."""
+    import sys
+
+    dies = {"start": [sys.executable, "-c", "import time; time.sleep(2); raise SystemExit(1)"],
+            "checks": [{"process": True}]}
+    settings = api_settings(tmp_path, services={"dies": dies},
+                            remediation={"actions": {"notify_only": "auto"},
+                                         "startup_grace_s": 60})
+    async with serve_api(settings) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api, "#token=" + OPERATOR)
+            await page.fill("#operator-name", "Bob")
+            await page.click("#token-save")
+            row = page.locator("#services li[data-service='dies']")
+            await row.wait_for()
+            failing = page.locator("#services li[data-service='dies'][data-condition='failing']")
+            await failing.wait_for(timeout=40_000)
+            text = await failing.text_content() or ""
+            assert "remediation gave up (flap protection: 3 attempts within 300 s" in text
+            assert "restarts 3" in text and "last action restart_service" in text
+            alert = page.locator("#alerts li", has_text="Service dies is failing")
+            await alert.wait_for()
+            assert await alert.locator("button[data-do='reset']").count() == 1
+            await failing.locator("button[data-do='reset']").click()
+            await page.wait_for_function(
+                "() => document.getElementById('services-result').textContent"
+                ".includes('service:dies reset: automatic tries allowed again')")
+            # Tried again at once: the panel follows the live reports.
+            await page.locator(
+                "#services li[data-service='dies']:not([data-condition='failing'])").wait_for()
+        (entry,) = api.runtime.audit.entries(action="reset")
+        assert entry.actor == "Bob"

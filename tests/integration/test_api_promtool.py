@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from watchkeeper.agents.remediator import RemediatorAgent
@@ -36,7 +37,10 @@ async def _request_approval(api: Api) -> int:
 
 async def test_prometheus_exposition_passes_promtool(tmp_path: Path) -> None:
     tool = promtool()
-    async with serve_api(api_settings(tmp_path)) as api:
+    # A declared service, so the per-service families have samples too.
+    sleeper = {"start": [sys.executable, "-c", "import time; time.sleep(600)"],
+               "checks": [{"process": True}]}
+    async with serve_api(api_settings(tmp_path, services={"sleeper": sleeper})) as api:
         async def have_snapshot() -> bool:
             return (await api.client.get("/api/metrics")).status_code == 200
 
@@ -69,6 +73,10 @@ async def test_prometheus_exposition_passes_promtool(tmp_path: Path) -> None:
         assert f"\n# TYPE {family} gauge" in "\n" + text, family
     assert "\n# TYPE watchkeeper_agent_restarts_total counter" in text
     assert "\nwatchkeeper_agent_restarts_total{" in text
+    assert "\n# TYPE watchkeeper_service_up gauge" in text
+    assert 'watchkeeper_service_up{host="' in text and 'service="sleeper"} 1.0' in text
+    assert "\n# TYPE watchkeeper_service_restarts_total counter" in text
+    assert 'service="sleeper"} 0.0' in text
     (pending,) = [line for line in text.splitlines()
                   if line.startswith("watchkeeper_actions_pending{")]
     assert pending.endswith(" 1.0"), pending

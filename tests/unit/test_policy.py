@@ -357,7 +357,7 @@ def _scenario(env: Env, jump: Callable[[], None]) -> list[tuple[str, str, bool]]
         d = env.decide(action, target=target)
         out.append((d.verdict, d.why, d.escalate))
         if d.verdict == "auto":
-            env.attempt(d, duration=2, success=step % 3 == 0)
+            env.attempt(d, duration=2, success=step % 3 == 0 and step > 40)
         jump()
         env.clock.advance(3600 if step == 30 else 1 + step % 5)
     return out
@@ -425,17 +425,75 @@ def test_crash_loop_gets_exactly_its_budget_then_one_escalation(tmp_path: Path) 
     assert not any(d.escalate for d in later)
 
 
-def test_crash_loop_with_restarts_that_seem_to_work_still_stops(tmp_path: Path) -> None:
+def test_crash_loop_whose_restarts_never_stay_up_still_stops(tmp_path: Path) -> None:
+    """A restart that was healthy a moment but did not last the stability window is a
+    failure (the service action's verification says so), so the loop is stopped."""
     env = Env(tmp_path, remediation={"flap_max_attempts": 3, "flap_window_s": 300})
     verdicts = []
     for _ in range(10):
         d = env.decide()
         verdicts.append((d.verdict, d.escalate))
         if d.verdict == "auto":
-            env.attempt(d, success=True)  # healthy at verification, crashes right after
+            env.attempt(d, success=False)  # up a moment, died inside the stability window
         env.clock.advance(10)
     assert verdicts[:4] == [("auto", False)] * 3 + [("refused", True)]
     assert set(verdicts[4:]) == {("refused", False)}
+
+
+def test_a_run_that_stayed_up_forgives_earlier_tries(tmp_path: Path) -> None:
+    """supervisord's startretries: only starts that did not survive startsecs count; a
+    service action succeeds only after its stability window, and then the tries before it
+    no longer count for flap protection or backoff."""
+    env = Env(tmp_path, remediation={"flap_max_attempts": 3, "flap_window_s": 300,
+                                     "backoff_initial_s": 10, "backoff_max_s": 60,
+                                     "actions": {"run_script": "auto"}})
+    env.attempt(env.decide(), success=False)
+    env.clock.advance(10)
+    env.attempt(env.decide(), success=False)
+    env.clock.advance(20)
+    env.attempt(env.decide(), success=True)  # this one stayed up
+    # Killed again a second later: no backoff, no flap count from the earlier tries.
+    env.clock.advance(1)
+    assert env.decide().verdict == "auto"
+    # Any other action's success forgives nothing: its attempts still count.
+    env.attempt(env.decide("run_script", target="fix", name="fix"), success=True)
+    env.clock.advance(0.5)
+    assert env.decide("run_script", target="fix", name="fix").check == "backoff"
+
+
+def test_a_supervised_restart_skips_grace_and_cooldown_but_not_backoff_or_flap(
+        tmp_path: Path) -> None:
+    """A managed process that exits is restarted at once, in the start-up grace and
+    regardless of healing_cooldown; when it keeps dying, backoff and flap protection hold."""
+    env = Env(tmp_path, remediation={"startup_grace_s": 60, "flap_max_attempts": 3,
+                                     "backoff_initial_s": 1, "backoff_max_s": 60},
+              agents={"healing_cooldown": 60})
+    env.policy = Policy(lambda: env.settings, monotonic=env.clock, wall=env.wall,
+                        state=PolicyState(), started_at=env.clock.now)
+
+    def supervised() -> Decision:
+        return env.policy.decide(ActionRequest(
+            action="restart_service", params={"service": "web"}, host=HOST, supervised=True,
+            reasoning="web exited unexpectedly: killed by SIGKILL"))
+
+    assert env.decide().check == "grace"  # what a rule proposes waits out the grace
+    first = supervised()
+    assert first.verdict == "auto", first.why
+    env.attempt(first, success=True)  # stayed up
+    env.clock.advance(8)
+    assert env.decide().check == "grace"  # a rule's restart still waits out the grace
+    second = supervised()
+    assert second.verdict == "auto", second.why  # no cooldown for the supervisor
+    env.attempt(second, success=False)  # died inside the stability window
+    backoff = supervised()
+    assert backoff.check == "backoff" and backoff.retry_after_s == pytest.approx(1)
+    env.clock.advance(1)
+    env.attempt(supervised(), success=False)
+    env.clock.advance(2)
+    env.attempt(supervised(), success=False)
+    env.clock.advance(4)
+    flap = supervised()
+    assert flap.check == "flap" and flap.escalate
 
 
 def test_failing_target_recovers_by_reset_or_a_healthy_window(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.analysis.engine import Analyzer
 from watchkeeper.analysis.llm import Investigator, Toolbox
-from watchkeeper.bus import Subscription, metrics_topic, system_topic
+from watchkeeper.bus import BusClosedError, Subscription, metrics_topic, system_topic
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, AnalyzerNotice, MetricSnapshot
+from watchkeeper.events import Alert, AnalyzerNotice, MetricSnapshot, ServiceReport
 from watchkeeper.status import write_atomic
 from watchkeeper.store.base import Store
 
@@ -65,6 +65,8 @@ class AnalyzerAgent(BaseAgent):
         self._slots = asyncio.Semaphore(MAX_INVESTIGATIONS)
         self._next_save = self._monotonic() + SAVE_EVERY_S
         self._restored = False
+        self._services_sub: Subscription | None = None
+        self._services_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -80,8 +82,13 @@ class AnalyzerAgent(BaseAgent):
         if not self._restored:
             self._restored = True
             self._restore()
+        self._follow_services()
 
     async def teardown(self) -> None:
+        if self._services_task is not None:
+            self._services_task.cancel()
+            await asyncio.gather(self._services_task, return_exceptions=True)
+            self._services_task = None
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -158,6 +165,39 @@ class AnalyzerAgent(BaseAgent):
             await self.publish_alert(alert)
             if self._worth_investigating(alert):
                 self._investigate(alert, snap)
+
+    # ------------------------------------------------------------------ services
+
+    def _follow_services(self) -> None:
+        """Service reports are acted on the moment they arrive (a crash fires its alert
+        at once), not at the next snapshot: a task of their own."""
+        if self._services_sub is None:
+            self._services_sub = self.bus.subscribe(f"services.{self.host}",
+                                                    name=f"{self.name}.services", maxsize=1000)
+        if self._services_task is None or self._services_task.done():
+            self._services_task = asyncio.create_task(
+                self._services_loop(self._services_sub), name="analyzer-services")
+
+    async def _services_loop(self, sub: Subscription) -> None:
+        while True:
+            try:
+                _topic, event = await sub.get()
+            except BusClosedError:
+                return
+            if not isinstance(event, ServiceReport):
+                continue
+            try:
+                changes = self.engine.observe_service(event)
+            except Exception:  # one bad report must not stop the service alerts
+                log.exception("analyzer: service report of %s failed", event.service)
+                continue
+            for alert in changes:
+                await self.publish_alert(alert)
+                # Each remediation step updates a service alert: reasoning about it is
+                # worth the LLM's budget when it opens or gets worse, not at every step.
+                if alert.labels.get("change") != "updated" \
+                        and self._worth_investigating(alert) and self._latest is not None:
+                    self._investigate(alert, self._latest)
 
     async def publish_alert(self, alert: Alert) -> None:
         """Publish one alert change on ``alerts.<host>``."""

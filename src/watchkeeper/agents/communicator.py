@@ -102,6 +102,8 @@ class CommunicatorAgent(BaseAgent):
             log.info("⚙️  configuration updated: %s", ", ".join(event.changed))
 
     def _log_alert(self, alert: Alert) -> None:
+        if self._log_service_step(alert):
+            return
         if alert.silenced:
             log.debug("silenced alert %s: %s", alert.fingerprint, alert.summary)
         elif alert.state == "resolved":
@@ -122,6 +124,16 @@ class CommunicatorAgent(BaseAgent):
                 log.error("%s", text)
             else:
                 log.warning("%s", text)
+
+    @staticmethod
+    def _log_service_step(alert: Alert) -> bool:
+        """A service alert updated with what remediation does next: one quieter line (the
+        outage itself was logged once, as critical or warning, when it opened)."""
+        if alert.rule != "service" or alert.silenced or alert.state != "firing" \
+                or alert.labels.get("change") != "updated":
+            return False
+        log.info("↻ %s — %s", alert.summary, alert.context or "")
+        return True
 
     def _log_remediation(self, ev: RemediationEvent) -> None:
         who = {"llm": "the LLM", "operator": "an operator"}.get(ev.source, "a rule")
@@ -146,6 +158,8 @@ class CommunicatorAgent(BaseAgent):
             log.error("📣 needs a human: %s", ev.why)
         elif ev.phase == "notice":
             log.warning("🛑 %s", ev.message)
+        elif ev.phase == "reset":
+            log.warning("🔓 %s", ev.message)
 
     async def _perform_check(self) -> None:
         drained = self._drain()

@@ -6,6 +6,15 @@ actions suggested on alerts (by rules or the LLM, which get no special treatment
 decided by the policy; an ``auto`` decision's intent is committed to the audit log before
 the side effect, the action runs, its verification decides success, and the outcome is
 appended. ``approve`` decisions wait in the audit log for one call to approve or reject.
+
+A ``manager: process`` service that is down is restarted as a process supervisor would
+(``ActionRequest.supervised``: no start-up grace, no cooldown); when backoff holds it back,
+the agent asks again at the backoff's end rather than at the next tick, and an exit during
+an attempt's stability window fails that attempt first, so backoff and flap protection
+count it. What each declared service does and what is done about it is kept in a
+:class:`~watchkeeper.remediation.servicebook.ServiceBook` and published as a ServiceReport
+on ``services.<host>`` when it changes (the analyzer turns it into the service's alert). A
+person's ``reset`` of a failing target is audited and announced like every other step.
 """
 
 from __future__ import annotations
@@ -32,14 +41,23 @@ from watchkeeper.remediation.policy import (
     Target,
     plain_secs,
 )
+from watchkeeper.remediation.servicebook import ServiceBook
 from watchkeeper.remediation.services import Services
-from watchkeeper.remediation.services.base import ServiceExit
+from watchkeeper.remediation.services.base import ServiceExit, UnknownService
 
 log = logging.getLogger(__name__)
 
 
 def actions_topic(host: str) -> str:
     return f"actions.{host}"
+
+
+def services_topic(host: str) -> str:
+    return f"services.{host}"
+
+
+class UnknownTarget(LookupError):
+    """A reset named a target that is neither declared nor known to the policy."""
 
 
 class RemediatorAgent(BaseAgent):
@@ -67,6 +85,13 @@ class RemediatorAgent(BaseAgent):
         # Approvals that expired unanswered since this agent started are announced once.
         self._expiry_seen_until = datetime.now(timezone.utc)
         self._next_expiry_check = 0.0
+        #: What each declared service does and what is done about it (API, alerts).
+        self.book = ServiceBook(self.host, wall=lambda: self._wall().timestamp(),
+                                stable_s=lambda: self.config.current.remediation.stable_window_s)
+        #: Services with an attempt in flight -> whether it died meanwhile.
+        self._in_flight: dict[str, bool] = {}
+        #: Supervised restarts held back by backoff: the timer that asks again.
+        self._retries: dict[str, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,6 +103,7 @@ class RemediatorAgent(BaseAgent):
             self._sub = self.bus.subscribe(f"*.{self.host}", name=self.name, maxsize=1000)
         if self._unsubscribe is None:
             self._unsubscribe = self.services.on_exit(self._on_exit)
+        self._declare()
         if not self._reconciled:
             self._reconciled = True
             await self._reconcile()
@@ -90,6 +116,25 @@ class RemediatorAgent(BaseAgent):
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+
+    def _declare(self) -> None:
+        """Keep the book in line with the declared services (they change on reload)."""
+        names = self.services.names
+        self.book.declare((n, self.services.config(n).manager) for n in names)
+        failing = {f.target.name: f"flap protection: {f.why}" for f in self.policy.failing()
+                   if f.host == self.host and f.target.kind == "service"}
+        for name in names:
+            self.book.failing(name, failing.get(name))
+
+    def _managed(self, name: str) -> bool:
+        """Whether watchkeeper itself runs ``name`` (manager: process), as a supervisor."""
+        try:
+            return self.services.config(name).manager == "process"
+        except UnknownService:
+            return False
 
     async def _reconcile(self) -> None:
         """Intents without an outcome (killed between the two): check, never repeat blindly."""
@@ -115,20 +160,34 @@ class RemediatorAgent(BaseAgent):
     def _on_exit(self, event: ServiceExit) -> None:
         if event.expected:
             return
-        self._requests.append(ActionRequest(
-            action="restart_service", params={"service": event.service}, host=self.host,
-            reasoning=f"{event.service} exited unexpectedly: {event.message}"))
-        self.wake()  # an exit is acted on now, not at the next tick
+        self.book.exited(event)
+        if event.service in self._in_flight:
+            # Its own attempt is still settling: that attempt fails now, and asks again
+            # once it has ended (see _run), so the policy counts it first.
+            self._in_flight[event.service] = True
+        else:
+            self._requests.append(self._supervised(
+                event.service, f"{event.service} exited unexpectedly: {event.message}"))
+        self.wake()  # an exit is acted on (and reported) now, not at the next tick
+
+    def _supervised(self, name: str, reasoning: str) -> ActionRequest:
+        return ActionRequest(action="restart_service", params={"service": name},
+                             host=self.host, reasoning=reasoning,
+                             supervised=self._managed(name))
 
     def _from_snapshot(self, snap: MetricSnapshot) -> None:
+        if set(self.services.names) != self.book.names:
+            self._declare()  # the services section was reloaded
         for svc in snap.services:
+            self.book.observe(svc, snap.at)
             target = Target.service(svc.name)
             if svc.state == "running" and svc.healthy is not False:
                 self._unhealthy_ticks.pop(svc.name, None)
-                self.policy.mark_healthy(target, host=self.host)
+                if self.policy.mark_healthy(target, host=self.host):
+                    self.book.failing(svc.name, None)
                 continue
-            if svc.state == "starting":
-                continue
+            if svc.state == "starting" or svc.name in self._in_flight:
+                continue  # its own attempt decides; a restart stops it on purpose
             if svc.state == "running":
                 # Running but failing its checks: a service just (re)started may not answer
                 # yet, so one bad tick is not enough; stopped or failed acts at once.
@@ -137,11 +196,17 @@ class RemediatorAgent(BaseAgent):
                 if ticks < 2:
                     continue
             self.policy.mark_unhealthy(target, host=self.host)
+            if svc.name in self._retries:
+                continue  # a supervised retry is already timed
             why = "; ".join(svc.failing) or svc.detail or svc.state
-            self._requests.append(ActionRequest(
-                action="restart_service", params={"service": svc.name}, host=self.host,
-                reasoning=f"{svc.name} is {svc.state}"
-                          f"{', failing its checks' if svc.healthy is False else ''}: {why}"))
+            reasoning = (f"{svc.name} is {svc.state}"
+                         f"{', failing its checks' if svc.healthy is False else ''}: {why}")
+            if svc.state in ("stopped", "failed") and self._managed(svc.name):
+                self._requests.append(self._supervised(svc.name, reasoning))
+            else:
+                self._requests.append(ActionRequest(
+                    action="restart_service", params={"service": svc.name}, host=self.host,
+                    reasoning=reasoning))
 
     def _from_alert(self, alert: Alert) -> None:
         if alert.state != "firing" or alert.silenced:
@@ -169,12 +234,30 @@ class RemediatorAgent(BaseAgent):
                     self._from_alert(event)
         requests, self._requests = self._requests, []
         for request in requests:
+            if request.supervised and await self._running_already(request):
+                continue
             await self.submit(request)
+        await self.publish_reports()
+
+    async def _running_already(self, request: ActionRequest) -> bool:
+        """A supervised restart is for a process that is down: not if it runs again."""
+        name = str(request.params.get("service", ""))
+        if name in self._in_flight:
+            return True
+        status = await self.services.status(name, checks=False)
+        return status.state in ("running", "starting")
+
+    async def publish_reports(self) -> None:
+        """Publish the services whose condition or remediation changed (services.<host>)."""
+        for report in self.book.changes():
+            await self.bus.publish(services_topic(self.host), report)
+
 
     async def submit(self, request: ActionRequest, *, approved_by: str | None = None
                      ) -> Decision:
         """Decide one request, audit the decision, and run it if the policy says auto."""
-        key = f"{request.action}:{sorted(request.params.items())}"
+        key = (f"{request.action}:{sorted(request.params.items())}"
+               f"{':supervised' if request.supervised else ''}")
         now = time.monotonic()
         # A person asking (API, dashboard) always gets a fresh verdict, and their what-ifs
         # and refusals do not hold back the agent's own requests.
@@ -185,12 +268,19 @@ class RemediatorAgent(BaseAgent):
         decision = self.policy.decide(request, approved_by=approved_by)
         if not human:
             self._note_refusal(key, decision, approved_by, now)
+            self.book.decided(decision)
+            if decision.verdict == "refused" and decision.check in ("flap", "learning") \
+                    and decision.target is not None and decision.target.kind == "service":
+                self.book.failing(decision.target.name, self._gave_up(decision))
+            if request.supervised:
+                self._retry_later(request, decision)
         # One request per target waits for a human. The agent's own asking again is not
         # audited once per tick while it waits; a person's request is, and gets that one.
         waiting = (self._waiting(decision)
                    if decision.verdict == "approve" and approved_by is None else None)
         if waiting is not None and not human:
             self._quiet_until[key] = now + self.config.current.agents.check_interval * 5
+            self.book.waiting(decision, waiting.id)
             return waiting.decision
         await self.audit.record_decision(decision)
         # The communicator tells people about these events; the agent only publishes them.
@@ -204,6 +294,9 @@ class RemediatorAgent(BaseAgent):
             except PolicyError as exc:
                 log.warning("remediation: %s", exc)
                 return decision
+            if decision.target is not None and decision.target.kind == "service":
+                self._in_flight.setdefault(decision.target.name, False)
+                self.book.started(decision)
             task = asyncio.create_task(self._run(decision), name=f"action-{decision.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -215,6 +308,8 @@ class RemediatorAgent(BaseAgent):
             log.debug("remediation: %s on %s waits for approval #%d", request.action,
                       decision.target, approval)
             await self._publish("pending", decision, approval_id=approval)
+            if not human:
+                self.book.waiting(decision, approval)
         elif decision.verdict == "dry_run":
             preview = await get_action(request.action).preview(decision.params, self._ctx())
             decision = decision.model_copy(update={"preview": preview.summary})
@@ -263,6 +358,35 @@ class RemediatorAgent(BaseAgent):
             quiet = 300.0
         self._quiet_until[key] = now + quiet
 
+    def _gave_up(self, decision: Decision) -> str:
+        """Why automatic tries stopped on a service, short (for its report and alert)."""
+        marked = next((f for f in self.policy.failing()
+                       if f.host == self.host and f.target == decision.target), None)
+        if marked is not None:
+            return f"flap protection: {marked.why}"
+        why = decision.why.removeprefix("refused: ").removeprefix("escalate: ")
+        return why.split("; ", 1)[0]
+
+    def _retry_later(self, request: ActionRequest, decision: Decision) -> None:
+        """A supervised restart held back for a while (backoff, breaker) is asked again at
+        its time, as supervisord does: not at the next tick, nor after a cooldown."""
+        name = str(request.params.get("service", ""))
+        old = self._retries.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if decision.verdict != "refused" or decision.retry_after_s is None:
+            return
+
+        def again() -> None:
+            self._retries.pop(name, None)
+            self._requests.append(self._supervised(
+                name, f"{name} is still down; retrying after {decision.check}"))
+            self.wake()
+
+        # A hair after the refusal's end, so the quiet period is over when it is asked.
+        self._retries[name] = asyncio.get_running_loop().call_later(
+            decision.retry_after_s + 0.02, again)
+
     async def _run(self, decision: Decision) -> None:
         action = get_action(decision.request.action)
         success: bool | None = None
@@ -278,15 +402,34 @@ class RemediatorAgent(BaseAgent):
             success = success_of(result, verification)
             await self.audit.record_outcome(intent, result, verification)
             text = result.message + (f"; {verification.message}" if verification else "")
+            state = verification.details.get("state") if verification is not None else None
+            self.book.finished(decision, ok=bool(success), outcome=result.outcome,
+                               message=verification.message if verification else result.message,
+                               state=state if isinstance(state, str) else None)
             await self._publish("finished", decision, intent_id=intent, outcome=result.outcome,
                                 verified=None if verification is None else verification.ok,
                                 message=text, duration_s=result.duration_s)
         except Exception:
             log.exception("remediation: running %s failed", decision.request.action)
             success = False
+            self.book.finished(decision, ok=False, outcome="failed",
+                               message="the action raised; the log has the details")
         finally:
             self.policy.end(decision, success=success)
             await self.policy.persist()
+            self._ended(decision)
+
+    def _ended(self, decision: Decision) -> None:
+        """After an attempt on a service: if it died meanwhile, the supervisor asks again
+        (now that the failed attempt counts for backoff and flap protection)."""
+        target = decision.target
+        if target is None or target.kind != "service":
+            return
+        died = self._in_flight.pop(target.name, False)
+        if died:
+            self._requests.append(self._supervised(
+                target.name, f"{target.name} exited again while its restart settled"))
+        self.wake()  # publish its report now
 
     def _ctx(self) -> ActionContext:
         settings = self.config.current
@@ -295,7 +438,8 @@ class RemediatorAgent(BaseAgent):
                              verify_timeout_s=settings.remediation.verify_timeout_s, **extra)
 
     async def _publish(self, phase: Literal["decided", "pending", "rejected", "expired",
-                                            "started", "finished", "escalated", "notice"],
+                                            "started", "finished", "escalated", "notice",
+                                            "reset"],
                        decision: Decision, **fields: Any) -> None:
         req = decision.request
         fields.setdefault("message", decision.why)
@@ -319,6 +463,51 @@ class RemediatorAgent(BaseAgent):
         await self._publish("rejected", approval.decision, approval_id=approval_id, by=by,
                             message=reason or f"rejected by {by}")
         return approval
+
+    def target_of(self, kind: str, name: str) -> Target:
+        """The target a person names, checked: a declared service, or one the policy has a
+        record of; UnknownTarget (with what is known) otherwise."""
+        try:
+            target = Target.model_validate({"kind": kind, "name": name})
+        except ValueError:
+            raise UnknownTarget(f"unknown target kind {kind!r}; use service:<name>, "
+                                "pid:<n>, root:<path>, log:<path> or script:<name>") from None
+        if target.kind == "service":
+            try:
+                self.services.backend(name)
+            except UnknownService as exc:
+                raise UnknownTarget(str(exc)) from None
+        elif not self.policy.knows(target, host=self.host):
+            failing = ", ".join(f.target.key for f in self.policy.failing()) or "none"
+            raise UnknownTarget(f"the policy has no record of {target.key}; failing "
+                                f"targets: {failing}")
+        return target
+
+    async def reset(self, target: Target, by: str) -> bool:
+        """A human resets ``target``: its failing mark, failure streak and backoff are
+        cleared, audited with who and announced; a managed service that is down is
+        restarted at once. Returns whether anything was cleared."""
+        cleared = self.policy.reset(target, by=by, host=self.host)
+        await self.policy.persist()
+        what = (f"{target} reset by {by}; automatic tries allowed again" if cleared else
+                f"{target} reset by {by}; nothing was holding it back")
+        await self.audit.record_reset(host=self.host, target=str(target), by=by, message=what)
+        await self.bus.publish(actions_topic(self.host), RemediationEvent(
+            host=self.host, phase="reset", action="reset", target=str(target),
+            source="operator", by=by, message=what, why=what))
+        self._quiet_until.clear()  # a person acted: every request gets a fresh verdict
+        if target.kind == "service" and target.name in self.book:
+            self.book.failing(target.name, None)
+            handle = self._retries.pop(target.name, None)
+            if handle is not None:
+                handle.cancel()
+            if self._managed(target.name) and target.name not in self._in_flight:
+                status = await self.services.status(target.name, checks=False)
+                if status.state not in ("running", "starting"):
+                    self._requests.append(self._supervised(
+                        target.name, f"{target.name} is {status.state}; reset by {by}"))
+        self.wake()
+        return cleared
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no action is running (for tests and shutdown)."""

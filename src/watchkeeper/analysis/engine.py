@@ -26,8 +26,9 @@ from watchkeeper.analysis.context import CompiledJob, RunawayTracker, TickContex
 from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, DiskForecaster, LeakDetector
 from watchkeeper.analysis.rules import RULE as THRESHOLD_RULE
 from watchkeeper.analysis.rules import RULES, Condition, RuleBook
+from watchkeeper.analysis.services import ServiceDetector
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, MetricSnapshot
+from watchkeeper.events import Alert, MetricSnapshot, ServiceReport
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class Analyzer:
         self._disks = DiskForecaster()
         self._leaks = LeakDetector()
         self._runaway = RunawayTracker()
+        self._services = ServiceDetector()
         self._manager = AlertManager(host)
         self._jobs: tuple[CompiledJob, ...] = ()
         self._runaway_s = 600.0
@@ -215,6 +217,21 @@ class Analyzer:
                            runaway_s=self._runaway_s, runaway_percent=self._runaway_percent,
                            leaks=self._leaks.leaks, cleanup_roots=self._roots)
 
+    # ----------------------------------------------------------------- services
+
+    def observe_service(self, report: ServiceReport) -> list[Alert]:
+        """A declared service's condition changed (the remediator's report): its alert
+        fires, is updated with what remediation does, or resolves; returns the changes."""
+        if report.host != self.host:
+            return []
+        self._refresh()
+        finding = self._services.finding(report)
+        if finding is None:
+            return []
+        t = _epoch(report.at)
+        # Reports come between snapshots; never move the manager's clock backwards.
+        return self._manager.update(max(t, self._last_t or t), [finding])
+
     # ----------------------------------------------------------------- user actions
 
     def ack(self, fingerprint: str, by: str) -> Alert | None:
@@ -263,6 +280,9 @@ class Analyzer:
         opened = self._manager.restore(alerts)
         kept = []
         for a in opened:
+            if self._services.seed(a):
+                kept.append(a)  # resolves at the remediator's next report of the service
+                continue
             cond = self._seed(a)
             if cond is None:
                 logger.warning("cannot resume alert %s (%s %s %s); dropping it", a.id, a.rule,

@@ -246,7 +246,16 @@ def _install_openapi(app: FastAPI, reads_open: bool) -> None:
 
 def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     """Build the API for ``runtime``; ``bind_host`` (default api.host) decides read auth."""
-    from watchkeeper.api.routes import actions, alerts, config, dashboard, events, metrics, system
+    from watchkeeper.api.routes import (
+        actions,
+        alerts,
+        config,
+        dashboard,
+        events,
+        metrics,
+        services,
+        system,
+    )
 
     settings = runtime.config.current
     host = bind_host if bind_host is not None else settings.api.host
@@ -269,7 +278,7 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     app.state.streams = set()  # open /api/events streams (journal: started on first use)
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
-    for module in (system, metrics, alerts, actions, config, events, dashboard):
+    for module in (system, metrics, alerts, actions, services, config, events, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
     return app

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from watchkeeper.events import AgentHealth, AgentState, Alert, CommandName, CommandReply
+from watchkeeper.events import (
+    AgentHealth,
+    AgentState,
+    Alert,
+    CommandName,
+    CommandReply,
+    ServiceCondition,
+)
 from watchkeeper.remediation.audit import Approval, AuditEntry
 from watchkeeper.remediation.registry import REGISTRY
 
@@ -229,3 +236,67 @@ class CommandBody(Model):
 class Done(Model):
     ok: bool = True
     detail: str = ""
+
+
+# --------------------------------------------------------------------------- services
+
+
+class ServiceBody(Model):
+    """One declared service: its state, its checks, and what remediation did and does."""
+
+    name: str
+    manager: str
+    condition: ServiceCondition = Field(description="ok, starting, down, unhealthy, "
+                                        "restarting, crash_looping, failing")
+    state: str = Field(description="as its manager says: running, stopped, failed, ...")
+    healthy: bool | None = None
+    pid: int | None = None
+    uptime_s: float | None = Field(None, description="how long its process has run")
+    detail: str = Field("", description="why it is not ok")
+    since: datetime | None = Field(None, description="since when in this condition")
+    restarts: int = Field(description="restarts and starts watchkeeper ran since it started")
+    last_check_at: datetime | None = None
+    last_check_ok: bool | None = None
+    last_check: str = ""
+    last_action: str | None = None
+    last_action_at: datetime | None = None
+    last_outcome: str | None = Field(None, description="ok, failed, unstable (did not stay "
+                                     "up for the stability window), running")
+    last_message: str = ""
+    refused: str | None = Field(None, description="the check holding the next try back")
+    next_try_at: datetime | None = Field(None, description="when the next try is allowed")
+    remediation: str = Field("", description="what was done and what comes next, in words")
+
+
+class ServicesBody(Model):
+    services: list[ServiceBody]
+
+
+_TARGET = r"^(service|pid|root|log|script|host|action):.+$"
+
+
+class ResetRequest(Model):
+    """Which failing target to reset: ``{"service": "web"}`` or
+    ``{"target": "service:web"}`` (exactly one)."""
+
+    service: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)] | None \
+        = None
+    target: Annotated[str, Field(min_length=3, max_length=1024, pattern=_TARGET,
+                                 description="kind:name, e.g. service:web, script:fix"),
+                      AfterValidator(_no_nul)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ResetRequest:
+        if (self.service is None) == (self.target is None):
+            raise ValueError('name exactly one of "service" or "target"')
+        return self
+
+
+class ResetBody(Model):
+    """What a reset did."""
+
+    target: str
+    cleared: bool = Field(description="whether a failing mark, failure streak or backoff "
+                          "was cleared")
+    by: str
+    detail: str

@@ -254,6 +254,13 @@ class AuditLog:
             conn, "decision", decision=decision, message=decision.why,
             data={"decision": _decision_data(decision)}))
 
+    async def record_reset(self, *, host: str, target: str, by: str, message: str) -> int:
+        """Append a human's reset of a failing target (a decision of theirs: action
+        ``reset``, verdict ``reset``, ``actor`` who)."""
+        return await self._write(lambda conn: self._insert(
+            conn, "decision", host=host, action="reset", target=target, source="operator",
+            verdict="reset", actor=by, message=message))
+
     async def record_intent(self, decision: Decision, *, argv: Sequence[str] = (),
                             plan: str = "", approval_id: int | None = None) -> int:
         """Append, commit and fsync the intent to run ``decision``; returns the intent id.

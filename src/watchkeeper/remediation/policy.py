@@ -23,6 +23,15 @@ first that objects decides:
 12. learning: a strategy (action on target) that failed ``failure_limit`` times in a row is
     not repeated: refused "escalate: ...", ``escalate`` set once.
 
+A *supervised* request (``ActionRequest.supervised``: the remediator's own restart of a
+``manager: process`` service that is down, like supervisord's autorestart) skips 4 and 9:
+the grace is for what the sensor saw before watchkeeper knew the host, and the cooldown for
+what rules and the LLM propose. Backoff and flap protection still hold it back when it keeps
+dying. A service action counts as a success only once the service stayed up and healthy for
+``remediation.stable_window_s`` (its verification waits that long); such a success forgives
+the earlier attempts on the target for flap protection and backoff, as a start that outlived
+supervisord's ``startsecs`` resets its ``startretries``.
+
 Actions of risk "none" (notify_only) change nothing, so 7-12 do not apply to them and the
 maintenance window does not hold them back: telling a human is what alert-only means.
 A proposal by the LLM goes through exactly the same checks as one by a rule; the request
@@ -117,6 +126,10 @@ class ActionRequest(Frozen):
     fingerprint: str | None = Field(None, description="the alert this action answers")
     dry_run: bool = Field(False, description="only show what would happen (an operator's "
                                              "what-if), whatever remediation.dry_run says")
+    supervised: bool = Field(False, description="a managed process (manager: process) is "
+                             "down: restarted like a process supervisor does, so the start-up "
+                             "grace and healing_cooldown do not apply; backoff and flap "
+                             "protection do. Set only by the remediator, never by a proposer")
 
     @classmethod
     def from_suggestion(cls, suggestion: SuggestedAction, *, host: str,
@@ -534,9 +547,10 @@ class Policy:
             shown = ", ".join(globs) or "nothing"
             return refuse("target", f"{req.action} may not touch {target} "
                                     f"(remediation.allow.{req.action}: {shown})")
-        # 4. start-up grace
+        # 4. start-up grace: for what the sensor saw before watchkeeper knew the host, not
+        # for a process watchkeeper itself watched going down.
         up = now - self._started_at
-        if up < rem.startup_grace_s:
+        if up < rem.startup_grace_s and not req.supervised:
             return refuse("grace", f"watchkeeper started {plain_secs(up)} ago; no action in the "
                                    f"first {_cfg_secs(rem.startup_grace_s)} (startup_grace_s)",
                           retry_after_s=rem.startup_grace_s - up)
@@ -562,14 +576,16 @@ class Policy:
         if not exempt:
             refusal = (self._check_breaker(req.action, now, settings)
                        or self._check_concurrency(req.host, target, settings)
-                       or self._check_cooldown(req.host, target, what, now, settings)
+                       or (None if req.supervised else
+                           self._check_cooldown(req.host, target, what, now, settings))
                        or self._check_flap(req.host, target, now, settings)
                        or self._check_backoff(req.host, target, now, settings)
                        or self._check_learning(req.host, req.action, target, settings))
             if refusal is not None:
                 rcheck, why, extra = refusal
                 return refuse(rcheck, why, **extra)
-        proposer = {"llm": "an LLM", "operator": "an operator"}.get(req.source, "a rule")
+        proposer = {"llm": "an LLM", "operator": "an operator"}.get(
+            req.source, "the process supervisor" if req.supervised else "a rule")
         history = f"; history: {stats.describe()}" if stats is not None else ""
         if effective == "auto":
             how = f"approved by {approved_by}" if approved_by else f"mode {mode}"
@@ -827,6 +843,13 @@ class Policy:
             if success is not None:
                 key = (running.host, running.action, running.target.key)
                 self.state.strategies.setdefault(key, StrategyStats()).record(success)
+            if success and running.target.kind == "service":
+                # A service action succeeds only once the service stayed up and healthy for
+                # the stability window (supervisord's startsecs): like startretries, the
+                # tries before such a run no longer count for flap protection and backoff.
+                for a in self.state.attempts:
+                    if a.host == running.host and a.target == running.target.key:
+                        a.forgiven = True
             self._version += 1
 
     @property
@@ -871,12 +894,19 @@ class Policy:
         return changed
 
     def reset(self, target: Target, *, by: str, host: str | None = None) -> bool:
-        """A human clears the failing mark and failure streaks of ``target``.
+        """A human clears the failing mark, failure streaks and backoff of ``target``.
 
         Returns whether anything was cleared. Cooldown and budgets still apply.
         """
         with self._lock:
             cleared = [self._clear(h, k) for h, k in self._targets_matching(target, host)]
+            # Backoff too: after a reset the next automatic try may run at once.
+            for a in self.state.attempts:
+                if a.target == target.key and (host is None or a.host == host) \
+                        and not a.forgiven:
+                    a.forgiven = True
+                    cleared.append(True)
+                    self._version += 1
         if any(cleared):
             logger.info("policy: %s reset by %s; automatic tries allowed again", target, by)
         return any(cleared)
@@ -926,6 +956,13 @@ class Policy:
                                            successes=st.successes, failures=st.failures,
                                            failures_in_a_row=st.failures_in_a_row))
             return out
+
+    def knows(self, target: Target, *, host: str | None = None) -> bool:
+        """Whether the policy has any record of ``target`` (attempts, marks, strategies)."""
+        with self._lock:
+            return any((host is None or h == host) and k == target.key for h, k in (
+                *self.state.targets, *((h, t) for h, _, t in self.state.strategies),
+                *((a.host, a.target) for a in self.state.attempts)))
 
     def failing(self) -> list[FailingTarget]:
         """Targets marked failing (flap protection), oldest first."""

@@ -1,4 +1,4 @@
-"""Remediation history, pending approvals, approve and reject."""
+"""Remediation history, pending approvals, approve and reject, reset of a failing target."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 
+from watchkeeper.agents.remediator import UnknownTarget
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import ActorDep, RemediatorDep, RuntimeDep
 from watchkeeper.api.schemas import (
@@ -15,6 +16,8 @@ from watchkeeper.api.schemas import (
     ApproveBody,
     ErrorBody,
     RejectRequest,
+    ResetBody,
+    ResetRequest,
 )
 from watchkeeper.remediation.audit import Approval, ApprovalError, ApprovalState
 from watchkeeper.runtime import Runtime
@@ -76,3 +79,27 @@ async def reject(approval_id: ApprovalId, runtime: RuntimeDep,
         return await remediator.reject(approval_id, by, body.reason if body else "")
     except ApprovalError as exc:
         raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/reset", response_model=ResetBody, responses={404: {"model": ErrorBody}},
+             dependencies=[Depends(require_operator)])
+async def reset(body: ResetRequest, remediator: RemediatorDep, by: ActorDep) -> ResetBody:
+    """A person resets a failing target (``{"service": "web"}`` or ``{"target":
+    "service:web"}``): its failing mark, failure streak and backoff are cleared, so
+    automatic tries are allowed again (a managed service that is down is restarted at once).
+    Audited with who, announced on the live stream. An unknown target is a 404 and changes
+    nothing."""
+    if body.service is not None:
+        kind, name = "service", body.service
+    else:
+        assert body.target is not None
+        kind, _, name = body.target.partition(":")
+    try:
+        target = remediator.target_of(kind, name)
+    except UnknownTarget as exc:
+        raise HTTPException(404, str(exc)) from None
+    cleared = await remediator.reset(target, by)
+    detail = (f"{target.key} reset: automatic tries allowed again" if cleared else
+              f"{target.key} was not held back (no failing mark, failure streak or backoff); "
+              "nothing to clear")
+    return ResetBody(target=target.key, cleared=cleared, by=by, detail=detail)

@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
+from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.routes.deps import RuntimeDep
 from watchkeeper.api.schemas import ErrorBody, HistoryBody, Point, Text
@@ -157,6 +158,25 @@ class RuntimeCollector(Collector):
                                     "actions waiting for approval", labels=["host"])
         pending.add_metric([rt.host], float(len(rt.audit.pending())))
         yield pending
+        yield from self._services()
+
+    def _services(self) -> Iterator[Metric]:
+        """Per declared service: up (running and healthy, not being healed) and restarts."""
+        rt = self.runtime
+        book = next((a.book for a in rt.agents if isinstance(a, RemediatorAgent)), None)
+        if book is None:
+            return
+        up = GaugeMetricFamily("watchkeeper_service_up",
+                               "1 when the declared service is running and healthy",
+                               labels=["host", "service"])
+        # A counter (exposed as ..._total) since this watchkeeper started.
+        restarts = CounterMetricFamily("watchkeeper_service_restarts",
+                                       "restarts and starts watchkeeper ran on the service",
+                                       labels=["host", "service"])
+        for name, ok, count in book.counters():
+            up.add_metric([rt.host, name], 1.0 if ok else 0.0)
+            restarts.add_metric([rt.host, name], float(count))
+        yield from (up, restarts)
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_read)],

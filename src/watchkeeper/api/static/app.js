@@ -339,6 +339,10 @@
         el("div", { class: "buttons" },
           a.state === "firing" ? el("button", { type: "button", "data-do": "ack",
             onclick: () => ackAlert(a.fingerprint) }, "Acknowledge") : null,
+          a.rule === "service" && (a.labels || {}).condition === "failing"
+            ? el("button", { type: "button", class: "danger", "data-do": "reset",
+                onclick: (ev) => resetService(a.dimension, ev.currentTarget) }, "Reset")
+            : null,
           el("button", { type: "button", class: "secondary", "data-do": "silence",
             onclick: () => silenceAlert(a.fingerprint) }, "Silence 1 h"))));
     }
@@ -378,6 +382,70 @@
     } catch (err) {
       addFeed("error", `silence failed: ${problemText(err).join("; ")}`);
     }
+  }
+
+  // ------------------------------------------------------------------ services
+
+  const services = new Map();  // name -> ServiceBody (GET /api/services)
+
+  function serviceLine(s) {
+    const parts = [s.state];
+    if (s.pid) parts.push(`pid ${s.pid}`);
+    if (s.uptime_s !== null && s.uptime_s !== undefined) parts.push(`up ${duration(s.uptime_s)}`);
+    parts.push(`restarts ${s.restarts || 0}`);
+    return parts.join(" · ");
+  }
+
+  function renderServices() {
+    const list = $("services");
+    clear(list);
+    setText("services-count", services.size ? `(${services.size})` : "");
+    if (!services.size) {
+      list.append(el("li", { class: "empty", text: "no services declared" }));
+      return;
+    }
+    for (const s of services.values()) {
+      const check = s.last_check_at
+        ? `last check ${clock(s.last_check_at)}: ${s.last_check || "–"}` : "not checked yet";
+      const action = s.last_action
+        ? `last action ${s.last_action}${s.last_action_at ? " at " + clock(s.last_action_at) : ""}` +
+          `: ${s.last_outcome || "?"}${s.last_message ? " – " + s.last_message : ""}` : null;
+      list.append(el("li", { "data-service": s.name, "data-condition": s.condition },
+        el("div", { class: "line" },
+          el("span", { class: "dot", "data-state": s.condition === "ok" ? "running"
+            : s.condition === "unhealthy" || s.condition === "starting" ? "degraded" : "crashed",
+            title: s.condition }),
+          el("strong", { class: "grow", text: s.name }),
+          el("span", { class: "state", text: s.condition.replace("_", " ") }),
+          el("span", { class: "muted", text: serviceLine(s) }),
+          s.condition === "failing" ? el("button", { type: "button", class: "danger",
+            "data-do": "reset", onclick: (ev) => resetService(s.name, ev.currentTarget) },
+            "Reset") : null),
+        s.detail ? el("p", { class: "detail", text: s.detail }) : null,
+        s.remediation ? el("p", { class: "detail remediation", text: s.remediation }) : null,
+        el("p", { class: "detail muted", text: check }),
+        action ? el("p", { class: "detail muted", text: action }) : null));
+    }
+  }
+
+  async function loadServices() {
+    const body = await api("GET", "/api/services");
+    services.clear();
+    for (const s of body.services) services.set(s.name, s);
+    renderServices();
+  }
+
+  // A failing target gets no automatic tries until a person resets it (audited as them).
+  async function resetService(name, button) {
+    if (button) button.disabled = true;
+    try {
+      const body = await api("POST", "/api/actions/reset", { service: name });
+      banner("");
+      showResult("services-result", true, [body.detail]);
+    } catch (err) {
+      showResult("services-result", false, problemText(err));
+    }
+    await loadServices().catch(() => {});
   }
 
   // ------------------------------------------------------------------ approvals
@@ -467,7 +535,8 @@
         return `${verb} (${e.severity}): ${e.summary}`;
       }
       case "remediation": {
-        const by = !e.by ? "" : e.phase === "rejected" ? ` by ${e.by}` : ` (approved by ${e.by})`;
+        const by = !e.by ? "" : e.phase === "rejected" || e.phase === "reset" ? ` by ${e.by}`
+        : ` (approved by ${e.by})`;
         const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}${by}`];
         if (e.verdict) parts.push(e.verdict);
         if (e.outcome) parts.push(`outcome ${e.outcome}`);
@@ -841,6 +910,7 @@
     }
     const text = feedFor(kind, e);
     if (text) addFeed(kind, text, e.at);
+    if (kind === "service_report") { loadServices().catch(() => {}); return; }
     if (kind === "alert") upsertAlert(e);
     else if (kind === "remediation") loadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
@@ -851,7 +921,8 @@
   }
 
   async function refreshAll() {
-    const jobs = [loadSystem(), loadAgents(), loadAlerts(), loadActions(), loadConfig()];
+    const jobs = [loadSystem(), loadAgents(), loadServices(), loadAlerts(), loadActions(),
+                  loadConfig()];
     const results = await Promise.allSettled(jobs);
     for (const r of results) {
       if (r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 401)) {
@@ -881,6 +952,7 @@
     stream.pollTimer = setInterval(() => {
       poll();
       loadAgents().catch(() => {});
+      loadServices().catch(() => {});
       loadAlerts().catch(() => {});
       loadActions().catch(() => {});
     }, 5000);
@@ -996,6 +1068,7 @@
       for (const chart of Object.values(charts)) $(chart.id).hidden = true;
     });
     renderAgents();
+    renderServices();
     renderAlerts();
     renderApprovals([]);
     seedFeed().catch(() => {}).finally(() => {

@@ -39,15 +39,14 @@ class _ServiceAction(BaseAction[ServiceParams]):
 
     async def _verify(self, params: ServiceParams, ctx: ActionContext,
                       result: ActionResult) -> Check:
+        # Fixed means healthy *and* still so after the stability window (supervisord's
+        # startsecs): a service that dies two seconds after each start is never "fixed".
         services = _services(params, ctx)
-        status = await services.wait_healthy(  # type: ignore[attr-defined]
-            params.service, timeout_s=ctx.verify_timeout_s)
-        good = status.healthy if status.healthy is not None else status.state == "running"
-        failing = [c.message for c in status.checks if not c.ok]
-        message = (f"{params.service} is {status.state} and healthy" if good else
-                   f"{params.service} is {status.state}; "
-                   f"{'; '.join(failing) or 'not healthy'} after {ctx.verify_timeout_s:g}s")
-        return Check(bool(good), message, details={"state": status.state})
+        settled = await services.settle(  # type: ignore[attr-defined]
+            params.service, timeout_s=ctx.verify_timeout_s,
+            stable_s=ctx.settings.stable_window_s)
+        state = settled.status.state if settled.status is not None else "failed"
+        return Check(settled.ok, settled.message, details={"state": state})
 
 
 class RestartService(_ServiceAction):

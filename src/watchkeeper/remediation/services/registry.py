@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import time
@@ -23,6 +24,7 @@ from .base import (
     ManagerName,
     Operation,
     OperationResult,
+    ServiceExit,
     ServiceManager,
     ServiceStatus,
     SubprocessRunner,
@@ -57,6 +59,16 @@ class ServicesChange:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How a (re)started service came out of ``Services.settle``."""
+
+    ok: bool
+    status: ServiceStatus | None
+    message: str
+    took_s: float
 
 
 #: Builds the backend for one service: ``factory(name, config, context)``.
@@ -193,6 +205,82 @@ class Services:
             if good or time.monotonic() >= deadline:
                 return current
             await asyncio.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
+
+    async def settle(self, name: str, *, timeout_s: float, stable_s: float,
+                     interval_s: float = 0.1, hold_interval_s: float = 0.5) -> Settled:
+        """After a (re)start: wait until ``name`` is healthy (at most ``timeout_s``), then
+        until it has stayed up and healthy for ``stable_s`` (supervisord's ``startsecs``).
+
+        A managed process that exits meanwhile ends the wait at once (its exit is seen the
+        moment it happens); other managers are polled every ``hold_interval_s``.
+        """
+        died: list[ServiceExit] = []
+        gone = asyncio.Event()
+
+        def on_exit(item: ServiceExit) -> None:
+            if item.service == name and not item.expected:
+                died.append(item)
+                gone.set()
+
+        unsubscribe = self.on_exit(on_exit)
+        started = time.monotonic()
+
+        def exited(up_since: float | None) -> Settled:
+            item = died[-1]
+            after = "" if up_since is None else \
+                f" {time.monotonic() - up_since:.1f} s after it was healthy"
+            return Settled(False, None, f"{name} {item.message}{after}",
+                           time.monotonic() - started)
+
+        try:
+            deadline = started + timeout_s
+            while True:
+                current = await self.status(name)
+                if died:
+                    return exited(None)
+                good = current.healthy if current.healthy is not None \
+                    else current.state == "running"
+                if good:
+                    break
+                if current.state in ("failed", "stopped") and current.pid is None \
+                        and time.monotonic() - started > interval_s:
+                    return Settled(False, current, f"{name} is {current.state}: "
+                                   f"{current.detail}", time.monotonic() - started)
+                if time.monotonic() >= deadline:
+                    failing = [c.message for c in current.checks if not c.ok]
+                    return Settled(False, current, f"{name} is {current.state}; "
+                                   f"{'; '.join(failing) or 'not healthy'} after "
+                                   f"{timeout_s:g} s", time.monotonic() - started)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(gone.wait(), interval_s)
+            up_since = time.monotonic()
+            pid = current.pid
+            hold_until = up_since + stable_s
+            while (left := hold_until - time.monotonic()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(gone.wait(), min(hold_interval_s, left))
+                if died:
+                    return exited(up_since)
+                if time.monotonic() < hold_until:
+                    now = await self.status(name, checks=False)
+                    if now.state != "running" or (pid is not None and now.pid != pid):
+                        return Settled(False, now, f"{name} went {now.state} "
+                                       f"{time.monotonic() - up_since:.1f} s after it was "
+                                       f"healthy: {now.detail}", time.monotonic() - started)
+            final = await self.status(name)
+            if died:
+                return exited(up_since)
+            good = final.healthy if final.healthy is not None else final.state == "running"
+            if not good or (pid is not None and final.pid != pid):
+                failing = [c.message for c in final.checks if not c.ok]
+                return Settled(False, final, f"{name} did not stay healthy for {stable_s:g} s: "
+                               f"{'; '.join(failing) or final.detail or final.state}",
+                               time.monotonic() - started)
+            stable = f", stable for {stable_s:g} s" if stable_s > 0 else ""
+            return Settled(True, final, f"{name} is running and healthy{stable}",
+                           time.monotonic() - started)
+        finally:
+            unsubscribe()
 
     def on_exit(self, callback: ExitCallback) -> Callable[[], None]:
         """Call ``callback(ServiceExit)`` the moment a managed process ends (a coroutine
