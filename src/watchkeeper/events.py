@@ -335,7 +335,9 @@ class RemediationEvent(Event):
     target: str = ""
     verdict: str = ""
     why: str = ""
-    source: Literal["rule", "llm", "operator"] = "rule"
+    source: Literal["rule", "llm", "operator", "supervisor"] = Field(
+        "rule", description="who proposed it; supervisor: the restart of a managed process "
+        "that went down")
     message: str = ""
     outcome: str | None = None
     verified: bool | None = None

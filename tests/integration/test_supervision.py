@@ -107,7 +107,10 @@ async def test_two_kills_eight_seconds_apart_each_heal_within_two_seconds(
         finished = phase(rec, "finished")
         assert [(e.outcome, e.verified) for e in finished] == [("ok", True)] * 2
         assert all("stable for 5 s" in e.message for e in finished)
-        assert all(e.source == "rule" for e in finished)
+        # Proposed by the process supervisor, and the log says so (not "a rule").
+        assert all(e.source == "supervisor" for e in finished)
+        assert any("(proposed by the process supervisor)" in r.getMessage()
+                   for r in caplog.records)
         assert phase(rec, "decided") == []  # nothing was refused on the way
         await until(lambda: len([r for r in caplog.records
                                  if "✅ fixed" in r.getMessage()]) == 2)

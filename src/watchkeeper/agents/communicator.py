@@ -136,7 +136,8 @@ class CommunicatorAgent(BaseAgent):
         return True
 
     def _log_remediation(self, ev: RemediationEvent) -> None:
-        who = {"llm": "the LLM", "operator": "an operator"}.get(ev.source, "a rule")
+        who = {"llm": "the LLM", "operator": "an operator",
+               "supervisor": "the process supervisor"}.get(ev.source, "a rule")
         if ev.phase == "started":
             approved = f", approved by {ev.by}" if ev.by else ""
             log.info("🔧 %s %s (proposed by %s%s)", ev.action, ev.target, who, approved)

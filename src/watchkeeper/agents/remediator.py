@@ -447,7 +447,8 @@ class RemediatorAgent(BaseAgent):
         await self.bus.publish(actions_topic(self.host), RemediationEvent(
             host=self.host, phase=phase, action=req.action,
             target=str(decision.target) if decision.target else "", verdict=decision.verdict,
-            why=decision.why, source=req.source, decision_id=decision.id,
+            why=decision.why, source="supervisor" if req.supervised else req.source,
+            decision_id=decision.id,
             fingerprint=req.fingerprint, **fields))
 
     # ------------------------------------------------------------------ humans
