@@ -1,4 +1,4 @@
-"""A real loop-mounted ext4 image, filled to 100 %, is in the snapshot (needs root to mount)."""
+"""A real loop-mounted ext4 image, filled to 100 %, is watched and alerted on (root mounts it)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_analysis_streams import Stream, analyzer, only
 from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.config import SensorConfig
 
@@ -69,3 +70,7 @@ def test_a_full_read_write_loop_mount_is_watched_a_read_only_one_is_not(
     assert disks[str(rw)].fstype == "ext4"
     assert disks[str(rw)].percent == 100.0
     assert str(ro) not in disks
+    # ...and the analyzer, on default thresholds, raises it once it has lasted for_s.
+    fired = Stream().feed(analyzer(), 8, disks=list(disks.values()))
+    assert [(a.metric, a.dimension, a.severity) for a in only(fired, "new")
+            if a.dimension == str(rw)] == [("disk.percent", str(rw), "critical")]
