@@ -20,6 +20,7 @@ import click
 
 from watchkeeper import __version__
 from watchkeeper.config import ConfigError, Settings, load_settings, with_patch
+from watchkeeper.instance_lock import InstanceLock, InstanceLockError
 
 EXIT_CONFIG = 2
 
@@ -71,10 +72,8 @@ def _agent_names(_ctx: click.Context, _param: click.Parameter, value: str | None
     return names
 
 
-def _lock_data_dir(settings: Settings) -> Any:
+def _lock_data_dir(settings: Settings) -> InstanceLock:
     """One run/serve per data directory; a second one exits 1 naming the first one's pid."""
-    from watchkeeper.instance_lock import InstanceLock, InstanceLockError
-
     try:
         return InstanceLock.acquire(settings.storage.path)
     except InstanceLockError as exc:
