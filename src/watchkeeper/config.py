@@ -59,6 +59,7 @@ def _switch(value: Any) -> Any:
     # `personality: off` (YAML reads it as False) is shorthand for `personality: {enabled: off}`.
     return {"enabled": value} if isinstance(value, bool) else value
 
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are re-validated."""
 
@@ -270,8 +271,7 @@ class AnalyzerConfig(Section):
     for_s: float = Field(30.0, ge=0, description="a condition must hold this long to fire")
     hysteresis: float = Field(5.0, ge=0, description="clears only below threshold minus this")
     rules: dict[str, Annotated[RuleOverride, BeforeValidator(_switch)]] = Field(
-        default_factory=dict,
-                                           description='keys like "disk.percent:/var"')
+        default_factory=dict, description='keys like "disk.percent:/var"')
     baseline: Annotated[BaselineConfig, BeforeValidator(_switch)] = BaselineConfig()
     forecast: ForecastConfig = ForecastConfig()
     known_jobs: tuple[KnownJob, ...] = ()
