@@ -27,12 +27,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "WATCHKEEPER_"
 ENV_NESTING = "__"
@@ -52,6 +54,12 @@ def _non_empty_path(value: Any) -> Any:
 #: A path that must be given (an empty string is refused, not read as ".").
 GivenPath = Annotated[Path, BeforeValidator(_non_empty_path)]
 
+
+def _switch(value: Any) -> Any:
+    # `personality: off` (YAML reads it as False) is shorthand for `personality: {enabled: off}`.
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are re-validated."""
 
@@ -70,15 +78,59 @@ class Thresholds(Section):
     disk_warning: float = Field(85.0, ge=0, le=100)
     disk_critical: float = Field(95.0, ge=0, le=100, description="disk % that's basically full")
 
-    @model_validator(mode="after")
-    def _warning_below_critical(self) -> Thresholds:
-        for family in ("cpu", "memory", "swap", "disk"):
-            warn, crit = getattr(self, f"{family}_warning"), getattr(self, f"{family}_critical")
-            if warn > crit:
-                raise ValueError(
-                    f"{family}_warning ({warn:g}) must not be above {family}_critical ({crit:g})"
-                )
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _warning_below_critical(cls, data: Any, handler: ModelWrapValidatorHandler[Thresholds]
+                                ) -> Thresholds:
+        # A wrap, not an "after" validator: that one runs only once every field is valid, so
+        # a file with a bad disk_warning would hide its cpu_warning above cpu_critical.
+        try:
+            model = handler(data)
+        except ValidationError as err:
+            bad = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+            given = data if isinstance(data, Mapping) else {}
+            order = [e for e in (_order_problem(cls, given, family) for family in FAMILIES
+                                 if {f"{family}_warning", f"{family}_critical"}.isdisjoint(bad))
+                     if e is not None]
+            if not order:
+                raise
+            raise ValidationError.from_exception_data(
+                cls.__name__, [*_init_details(err), *order]) from None
+        problems = [p for p in (_order_problem(cls, model.model_dump(), f) for f in FAMILIES)
+                    if p is not None]
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return model
+
+
+#: Metric families with a warning and a critical threshold.
+FAMILIES = ("cpu", "memory", "swap", "disk")
+
+
+def _order_problem(model: type[BaseModel], values: Mapping[str, Any], family: str
+                   ) -> InitErrorDetails | None:
+    """A warning above its critical, from ``values`` (defaults where not given), or None."""
+    pair = []
+    for name in (f"{family}_warning", f"{family}_critical"):
+        raw = values.get(name, model.model_fields[name].default)
+        try:
+            pair.append(float(raw))
+        except (TypeError, ValueError):
+            return None  # not a number: its own field error says so
+    warn, crit = pair
+    if warn <= crit:
+        return None
+    return InitErrorDetails(
+        type=PydanticCustomError("value_error", "{family}_warning ({warn}) must not be above "
+                                 "{family}_critical ({crit})",
+                                 {"family": family, "warn": f"{warn:g}", "crit": f"{crit:g}"}),
+        loc=(), input=dict(values))
+
+
+def _init_details(err: ValidationError) -> list[InitErrorDetails]:
+    """The errors of ``err`` in the form that builds a new ValidationError."""
+    return [InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"],
+                             ctx=e.get("ctx", {})) for e in err.errors()]
 
 
 class AgentsConfig(Section):
@@ -218,9 +270,9 @@ class AnalyzerConfig(Section):
 
     for_s: float = Field(30.0, ge=0, description="a condition must hold this long to fire")
     hysteresis: float = Field(5.0, ge=0, description="clears only below threshold minus this")
-    rules: dict[str, RuleOverride] = Field(default_factory=dict,
-                                           description='keys like "disk.percent:/var"')
-    baseline: BaselineConfig = BaselineConfig()
+    rules: dict[str, Annotated[RuleOverride, BeforeValidator(_switch)]] = Field(
+        default_factory=dict, description='keys like "disk.percent:/var"')
+    baseline: Annotated[BaselineConfig, BeforeValidator(_switch)] = BaselineConfig()
     forecast: ForecastConfig = ForecastConfig()
     known_jobs: tuple[KnownJob, ...] = ()
     runaway_minutes: float = Field(10.0, gt=0, description="one process pinned this long")
@@ -271,6 +323,10 @@ class StorageConfig(Section):
 ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
 
 
+#: Shortest operator token accepted (api.token and every api.operators token).
+MIN_TOKEN_LENGTH = 16
+
+
 class ApiConfig(Section):
     """Web dashboard and REST API (the `serve` command)."""
 
@@ -282,6 +338,15 @@ class ApiConfig(Section):
         default_factory=dict, description="named operator tokens (name: token): what each "
         "does is recorded under its name")
 
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty means unset (an empty WATCHKEEPER_API__TOKEN): a token is generated.
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"a token needs at least {MIN_TOKEN_LENGTH} characters, as "
+                             "operator tokens do (leave it unset to have one generated)")
+        return value
+
     @field_validator("operators")
     @classmethod
     def _named_tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -291,8 +356,9 @@ class ApiConfig(Section):
                 raise ValueError(f"operator name {name!r}: letters, digits, spaces and "
                                  f"_ . @ + - only, at most 64")
             secret = token.get_secret_value()
-            if len(secret) < 16:
-                raise ValueError(f"operator {name!r}: a token needs at least 16 characters")
+            if len(secret) < MIN_TOKEN_LENGTH:
+                raise ValueError(f"operator {name!r}: a token needs at least "
+                                 f"{MIN_TOKEN_LENGTH} characters")
             if secret in seen:
                 raise ValueError(f"operator {name!r}: two operators share one token")
             seen.add(secret)
@@ -363,6 +429,21 @@ class ServiceConfig(Section):
 ActionMode = Literal["auto", "approve", "off"]
 
 
+def _mode_as_written(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted off/no/false as False (the README writes `stop_process: off`),
+    # and on/yes/true as True, which names no mode: auto and approve differ in who decides.
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("on/yes/true does not say who decides: write auto (it runs on its "
+                         "own) or approve (it waits for a human)")
+    return value
+
+
+#: A mode as a user writes it in YAML: an unquoted ``off`` is "off".
+ModeAsWritten = Annotated[ActionMode, BeforeValidator(_mode_as_written)]
+
+
 class CleanupRoot(Section):
     """A directory clean_disk may delete old files under (never outside it)."""
 
@@ -420,7 +501,7 @@ class RemediationConfig(Section):
     """What the RemediatorAgent may do, and how."""
 
     dry_run: bool = Field(False, description="decide and log, execute nothing")
-    actions: dict[str, ActionMode] = Field(default_factory=_default_modes)
+    actions: dict[str, ModeAsWritten] = Field(default_factory=_default_modes)
     allow: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="per action, globs of targets it may touch")
     startup_grace_s: float = Field(60.0, ge=0, description="no action this soon after start")
@@ -463,10 +544,10 @@ class Settings(Section):
     analyzer: AnalyzerConfig = AnalyzerConfig()
     agents: AgentsConfig = AgentsConfig()
     sensor: SensorConfig = SensorConfig()
-    llm: LlmConfig = LlmConfig()
+    llm: Annotated[LlmConfig, BeforeValidator(_switch)] = LlmConfig()
     storage: StorageConfig = StorageConfig()
     api: ApiConfig = ApiConfig()
-    personality: PersonalityConfig = PersonalityConfig()
+    personality: Annotated[PersonalityConfig, BeforeValidator(_switch)] = PersonalityConfig()
     logging: LoggingConfig = LoggingConfig()
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
     remediation: RemediationConfig = RemediationConfig()

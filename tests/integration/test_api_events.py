@@ -205,9 +205,10 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_what_it_missed(
             await api.runtime.bus.publish(topic, AgentError(
                 host=api.runtime.host, agent="sensor", error=text, error_type="X"))
 
-        async def read(want: int, headers: dict[str, str] | None = None
-                       ) -> list[tuple[str, str, str]]:
-            """(event, id, error or reason) of the first ``want`` messages."""
+        async def read(want: int, ready: asyncio.Event,
+                       headers: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+            """(event, id, error or reason) of the first ``want`` messages; ``ready`` is set
+            once the stream is subscribed."""
             got: list[tuple[str, str, str]] = []
             event, id_ = "message", ""
             async with api.client.stream("GET", "/api/events?topics=errors.>",
@@ -221,17 +222,21 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_what_it_missed(
                         data = json.loads(value)
                         got.append((event, id_ if event != "ready" else "",
                                     data.get("error") or data.get("reason", "")))
+                        if event == "ready":
+                            ready.set()
                         if len(got) >= want:
                             return got
             return got
 
-        async def publish_soon(*texts: str) -> None:
-            await asyncio.sleep(0.3)
+        async def publish_when(ready: asyncio.Event, *texts: str) -> None:
+            # Once the stream is subscribed, not after a guessed delay (a loaded machine).
+            await asyncio.wait_for(ready.wait(), 10)
             for text in texts:
                 await publish(text)
 
-        first_task = asyncio.create_task(read(2))
-        await publish_soon("seen")
+        subscribed = asyncio.Event()
+        first_task = asyncio.create_task(read(2, subscribed))
+        await publish_when(subscribed, "seen")
         first = await asyncio.wait_for(first_task, 10)
         assert [(e, m) for e, _, m in first] == [("ready", ""), ("agent_error", "seen")]
         seen_id = first[1][1]
@@ -240,8 +245,9 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_what_it_missed(
         # Disconnected: three errors happen meanwhile.
         for text in ("missed 1", "missed 2", "missed 3"):
             await publish(text)
-        again_task = asyncio.create_task(read(5, {"Last-Event-ID": seen_id}))
-        await publish_soon("live")
+        subscribed = asyncio.Event()
+        again_task = asyncio.create_task(read(5, subscribed, {"Last-Event-ID": seen_id}))
+        await publish_when(subscribed, "live")
         again = await asyncio.wait_for(again_task, 10)
         assert [(e, m) for e, _, m in again] == [
             ("ready", ""), ("agent_error", "missed 1"), ("agent_error", "missed 2"),
@@ -251,7 +257,7 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_what_it_missed(
 
         # An id this run never gave (an earlier run's, or garbage): told to start over.
         for stale in ("0badc0de-3", "<script>", f"{api.app.state.journal.run}-99999999"):
-            told = await asyncio.wait_for(read(2, {"Last-Event-ID": stale}), 10)
+            told = await asyncio.wait_for(read(2, asyncio.Event(), {"Last-Event-ID": stale}), 10)
             assert [e for e, _, _ in told] == ["ready", "reset"], stale
             assert told[1][2].startswith(f"cannot resume from {stale}: ")
         r = await api.client.get("/api/events", headers={"Last-Event-ID": "1" * 101})

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from watchkeeper.agents.remediator import RemediatorAgent
@@ -122,3 +128,53 @@ async def test_remediate_needs_the_operator_token(tmp_path: Path) -> None:
                 "command": "remediate", "action": "notify_only", "dry_run": True})
             assert r.status_code == 401
         assert api.runtime.audit.entries() == []
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real process this test may ask to stop; killed afterwards if it is still there."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+async def test_stop_process_is_checked_when_asked_and_bound_to_the_live_process(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """The operator names a pid; its create_time is looked up at once, so the approval given
+    later is for that very process (a pid alone would be refused after the approval)."""
+    settings = api_settings(tmp_path, remediation={"startup_grace_s": 0})  # stop_process: approve
+    async with serve_api(settings) as api:
+        decision = await _remediate(api, action="stop_process",
+                                    params={"pid": sleeper.pid, "grace_s": 5})
+        assert decision["verdict"] == "approve", decision
+        (pending,) = api.runtime.audit.pending()
+        assert pending.decision.params["create_time"] == pytest.approx(
+            psutil.Process(sleeper.pid).create_time(), abs=0.001)
+        r = await api.client.post(f"/api/actions/{decision['approval_id']}/approve",
+                                  headers=api.auth())
+        assert r.status_code == 200, r.text
+        remediator = next(a for a in api.runtime.agents if isinstance(a, RemediatorAgent))
+        await remediator.wait_idle()
+        assert await asyncio.to_thread(sleeper.wait, 10) == -signal.SIGTERM
+        (outcome,) = api.runtime.audit.entries(kind="outcome")
+        assert outcome.outcome == "ok", outcome.message
+
+
+async def test_stop_process_of_an_unknown_or_reused_pid_is_422_at_once(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(10)  # exited and reaped: its pid names no process now
+    started = psutil.Process(sleeper.pid).create_time()
+    async with serve_api(api_settings(tmp_path)) as api:
+        for params, says in (
+                ({"pid": gone.pid}, f"no process with pid {gone.pid}"),
+                ({"pid": sleeper.pid, "create_time": started - 100},
+                 f"pid {sleeper.pid} is another process now")):
+            r = await api.client.post("/api/command", headers=api.auth(), json={
+                "command": "remediate", "action": "stop_process", "params": params})
+            assert r.status_code == 422, r.text
+            assert says in r.json()["detail"]
+        assert api.runtime.audit.entries() == []
+        assert api.runtime.audit.pending() == []
+    assert sleeper.poll() is None

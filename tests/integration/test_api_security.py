@@ -40,7 +40,8 @@ def test_loose_token_file_is_restricted_and_configured_token_wins(tmp_path: Path
     token_path(settings).chmod(0o644)
     assert load_or_create_token(settings) == token
     assert stat.S_IMODE(token_path(settings).stat().st_mode) == 0o600
-    assert load_or_create_token(_settings(tmp_path, token="configured-1")) == "configured-1"
+    configured = "configured-token-1"
+    assert load_or_create_token(_settings(tmp_path, token=configured)) == configured
 
 
 @pytest.mark.parametrize(("host", "loopback"), [

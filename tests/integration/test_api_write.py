@@ -130,13 +130,14 @@ async def test_ack_and_silences(tmp_path: Path) -> None:
 
 
 async def test_an_expired_approval_is_409_and_leaves_the_list(tmp_path: Path) -> None:
-    settings = api_settings(tmp_path, remediation={"approval_ttl_s": 0.5})
+    # Long enough to be listed first on a loaded machine (0.5 s was not, in CI).
+    settings = api_settings(tmp_path, remediation={"approval_ttl_s": 2.0})
     async with serve_api(settings) as api:
         approval_id = await _pending(api)
         (listed,) = (await api.client.get("/api/actions")).json()["pending"]
         asked = datetime.fromisoformat(listed["requested_at"])
         expires = datetime.fromisoformat(listed["expires_at"])
-        assert expires - asked == timedelta(seconds=0.5)
+        assert expires - asked == timedelta(seconds=2)
         await asyncio.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds())
                             + 0.05)
         assert (await api.client.get("/api/actions")).json()["pending"] == []

@@ -156,3 +156,66 @@ def test_run_killed_with_sigkill_keeps_history_and_restarts(tmp_path: Path) -> N
     seqs = [r[0] for r in con.execute("select seq from snapshots order by at")]
     con.close()
     assert len(seqs) >= after_kill + 3  # old history kept, new history appended
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_usage_error_exits_2_before_any_banner_or_file(tmp_path: Path, command: str) -> None:
+    out = wk(tmp_path, command, "--agents", "sensor,bogus")
+    assert out.returncode == 2, out.stderr
+    assert "Invalid value for '--agents': unknown agent(s) bogus; known: analyzer, " \
+           "communicator, remediator, sensor" in out.stderr
+    assert "watchkeeper 0" not in out.stderr + out.stdout  # no banner
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+
+
+def test_config_is_accepted_after_the_subcommand_and_every_problem_is_listed(
+        tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("thresholds:\n  cpu_warning: 66\nremediation:\n  actions:\n"
+                    "    stop_process: off\n")
+    out = wk(tmp_path, "config", "show", "--format", "json", "--config", str(good))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["thresholds"]["cpu_warning"] == 66
+    assert data["remediation"]["actions"]["stop_process"] == "off"
+    assert wk(tmp_path, "config", "validate", "-c", str(good)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("thresholds:\n  cpu_warning: 95\n  cpu_critical: 70\n  disk_warning: 150\n")
+    for args in (("config", "validate", "--config", str(bad)), ("run", "--config", str(bad)),
+                 ("serve", "--config", str(bad), "--port", "0")):
+        out = wk(tmp_path, *args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "invalid configuration (2 problems)" in out.stderr, args
+        assert f"thresholds.disk_warning: Input should be less than or equal to 100 (got 150) " \
+               f"[from {bad}]" in out.stderr
+        assert f"thresholds: cpu_warning (95) must not be above cpu_critical (70) " \
+               f"[from {bad}]" in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_a_second_run_or_serve_on_the_same_data_dir_refuses_naming_the_first(
+        tmp_path: Path) -> None:
+    db = tmp_path / "data" / "watchkeeper.db"
+    first = start_run(tmp_path)
+    try:
+        wait_for_snapshots(db, 2)
+        for args in (("run",), ("serve", "--port", "0")):
+            out = wk(tmp_path, *args, "--no-console-log", timeout=30)
+            assert out.returncode == 1, (args, out.stderr)
+            assert f"another watchkeeper (pid {first.pid}) is already running on data " \
+                   f"directory {tmp_path / 'data'}" in out.stderr
+            assert "Ctrl-C to stop" not in out.stderr  # it never started
+        assert first.poll() is None
+    finally:
+        first.kill()  # SIGKILL: the kernel drops the lock, nothing stale is left
+        first.communicate(timeout=30)
+    count = snapshot_count(db)
+    again = start_run(tmp_path)
+    try:
+        wait_for_snapshots(db, count + 2)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        _out, err = again.communicate(timeout=30)
+    assert again.returncode == 0, err

@@ -225,8 +225,11 @@ async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
     old, new = root / "old.tmp", root / "new.tmp"
     old.write_bytes(b"x" * 10_000)
     new.write_bytes(b"y" * 10_000)
-    week_ago = _time.time() - 7 * 86400
-    os.utime(old, (week_ago, week_ago))
+    # Both ages set on the clock the action reads (time.time), not left to the kernel's
+    # stamp: a test run with the wall clock shifted would otherwise see both as old.
+    now = _time.time()
+    os.utime(old, (now - 7 * 86400, now - 7 * 86400))
+    os.utime(new, (now, now))
     settings, _port = web_settings(
         tmp_path, actions={"clean_disk": "auto"},
         cleanup_roots=[{"path": str(root), "patterns": ["*.tmp"], "min_age_hours": 24}])

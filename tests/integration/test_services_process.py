@@ -255,7 +255,9 @@ async def test_adopt_a_running_instance_by_pid_file(
     other = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
     spawned.append(other)
     pid_file.write_text(str(other.pid))
-    old = time.time() - 3600
+    # An hour before the process started, on the kernel's clock (not the wall clock, which
+    # a test run may shift): the comparison is between two kernel timestamps.
+    old = psutil.Process(other.pid).create_time() - 3600
     os.utime(pid_file, (old, old))
     assert (await pm.status("svc")).state == "failed"
     # aclose leaves an adopted process alone: watchkeeper did not start it.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_psutil import CpuTimes, FakePsutil, Partition
+from tests.fake_psutil import CpuTimes, DiskUsage, FakePsutil, Partition
+from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.collectors.cpu import CpuReading, cpu_stats, read_cpu
 from watchkeeper.collectors.diskio import physical_disks
 from watchkeeper.collectors.disks import PSEUDO_FSTYPES, select_partitions
+from watchkeeper.config import SensorConfig
 from watchkeeper.events import CpuStats, Missing
 
 
@@ -45,11 +47,42 @@ def test_overlay_kept_only_as_the_container_root() -> None:
 def test_odd_entries_are_skipped() -> None:
     parts = [Partition("D:\\", "D:\\", "", "cdrom"),
              Partition("E:\\", "E:\\", "CDFS", "ro,cdrom"),
-             Partition("/dev/loop0", "/mnt/img", "ext4"),
              Partition("/dev/sda1", "/boot/efi", "vfat"),
              Partition("/dev/sda2", "/", "ext4")]
     chosen = select_partitions(parts, ignore_mounts=["/boot/*"])
     assert [p.mountpoint for p in chosen] == ["/"]
+
+
+def test_a_writable_loop_mount_is_watched_read_only_mounts_and_images_are_not() -> None:
+    """A read-write ext4 on a loop device fills up like any disk; what is mounted read-only
+    or is an image format (snap's squashfs, an ISO) cannot be filled from here."""
+    parts = [Partition("/dev/loop0", "/mnt/data", "ext4", "rw,relatime"),
+             Partition("/dev/loop1", "/mnt/backup", "xfs", "ro,relatime"),
+             Partition("/dev/loop2", "/snap/core22/1234", "squashfs", "ro,nodev,relatime"),
+             Partition("/dev/loop3", "/media/dvd", "iso9660", "ro,nosuid"),
+             Partition("/dev/loop4", "/media/bd", "udf", "ro"),
+             Partition("/dev/sdb1", "/srv/archive", "ext4", "ro,noatime"),
+             Partition("/dev/sda2", "/", "ext4", "rw,relatime,errors=remount-ro")]
+    chosen = select_partitions(parts)
+    assert [(p.device, p.mountpoint) for p in chosen] == [
+        ("/dev/sda2", "/"), ("/dev/loop0", "/mnt/data")]
+
+
+def test_a_full_writable_loop_mount_is_in_the_snapshot() -> None:
+    """Through the collector with psutil faked at the boundary: the loop mount is read."""
+    fake = FakePsutil()
+    fake.partitions = [Partition("/dev/sda2", "/", "ext4"),
+                       Partition("/dev/loop0", "/mnt/data", "ext4", "rw,relatime"),
+                       Partition("/dev/loop2", "/snap/core22/1", "squashfs", "ro,nodev")]
+    fake.usage["/mnt/data"] = DiskUsage(total=100, used=100, free=0, percent=100.0)
+    snap = SnapshotCollector(fake, config=SensorConfig(), host="t", statvfs=None)
+    try:
+        disks = {d.mountpoint: d for d in snap.collect(1, 1.0).disks}
+    finally:
+        snap.close()
+    assert set(disks) == {"/", "/mnt/data"}
+    assert disks["/mnt/data"].device == "/dev/loop0"
+    assert disks["/mnt/data"].percent == 100.0
 
 
 def test_physical_disks_drop_partitions_and_virtual_devices() -> None:

@@ -207,3 +207,59 @@ def test_an_empty_path_is_refused_not_read_as_the_current_directory(
     with pytest.raises(ConfigError, match="must not be empty"):
         store.update(section)
     assert store.version == 1
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """A bad field does not hide a warning above its critical elsewhere in the section."""
+    path = tmp_path / "wk.yaml"
+    path.write_text("thresholds:\n  cpu_warning: 95\n  cpu_critical: 70\n  disk_warning: 150\n"
+                    "  memory_warning: 99\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={}, dotenv_file=None)
+    assert [str(p) for p in info.value.problems] == [
+        f"thresholds.disk_warning: Input should be less than or equal to 100 (got 150) "
+        f"[from {path}]",
+        f"thresholds: cpu_warning (95) must not be above cpu_critical (70) [from {path}]",
+        f"thresholds: memory_warning (99) must not be above memory_critical (95) "
+        f"[from {path}]",
+    ]
+
+
+def test_a_pair_with_a_bad_member_is_not_also_reported_as_out_of_order() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate({"thresholds": {"disk_warning": "lots", "disk_critical": 50}})
+    assert [p.key for p in info.value.problems] == ["thresholds.disk_warning"]
+
+
+def test_modes_are_read_as_the_readme_writes_them(tmp_path: Path) -> None:
+    """YAML 1.1 reads an unquoted `off` as false: it is the mode "off"; `on` names no mode."""
+    path = tmp_path / "wk.yaml"
+    path.write_text("remediation:\n  actions:\n    stop_process: off\n    clean_disk: no\n"
+                    "personality: off\nanalyzer:\n  baseline: off\n  rules:\n"
+                    "    disk.percent:/boot: off\n")
+    s = load_settings(path, environ={}, dotenv_file=None)
+    assert s.remediation.actions["stop_process"] == "off"
+    assert s.remediation.actions["clean_disk"] == "off"
+    assert s.remediation.actions["restart_service"] == "auto"  # the defaults stay
+    assert s.personality.enabled is False
+    assert s.analyzer.baseline.enabled is False
+    assert s.analyzer.rules["disk.percent:/boot"].enabled is False
+    path.write_text("remediation:\n  actions:\n    stop_process: on\n")
+    with pytest.raises(ConfigError, match=r"remediation\.actions\.stop_process: on/yes/true "
+                                          r"does not say who decides: write auto .* or approve"):
+        load_settings(path, environ={}, dotenv_file=None)
+    env = {"WATCHKEEPER_REMEDIATION__ACTIONS__STOP_PROCESS": "off"}
+    assert load_settings(None, environ=env, dotenv_file=None, search_default=False
+                         ).remediation.actions["stop_process"] == "off"
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 15])
+def test_the_shared_api_token_is_as_strong_as_named_ones(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate({"api": {"token": token}})
+    (problem,) = info.value.problems
+    assert problem.key == "api.token"
+    assert "a token needs at least 16 characters" in str(problem)
+    assert token not in str(problem)  # a secret is never echoed
+    assert validate({"api": {"token": "x" * 16}}).api.token is not None
+    assert validate({"api": {"token": ""}}).api.token is not None  # empty: generated

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
 
-from watchkeeper.config import Settings
+from watchkeeper.config import Settings, validate
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -41,3 +43,13 @@ def test_readme_states_the_two_setup_commands() -> None:
     assert "./scripts/test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "./scripts/test" in ci
+
+
+def test_every_yaml_example_is_a_valid_configuration_read_as_written() -> None:
+    """Copied as it is (unquoted `off` included), each example loads and means what it says."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 3
+    settings = [validate(yaml.safe_load(block)) for block in blocks]
+    modes = next(s.remediation.actions for s in settings if "services" in s.model_fields_set)
+    assert (modes["restart_service"], modes["stop_process"], modes["run_script"]) == (
+        "auto", "approve", "off")

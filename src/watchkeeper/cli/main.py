@@ -20,6 +20,7 @@ import click
 
 from watchkeeper import __version__
 from watchkeeper.config import ConfigError, Settings, load_settings, with_patch
+from watchkeeper.instance_lock import InstanceLock, InstanceLockError
 
 EXIT_CONFIG = 2
 
@@ -41,30 +42,69 @@ def _settings(ctx: click.Context, config_file: Path | None = None) -> Settings:
         raise AssertionError("unreachable") from err
 
 
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    # The same --config after the subcommand (`watchkeeper run --config FILE`, as most tools
+    # teach) as before it; given in both places, the later one wins.
+    if value is not None:
+        ctx.ensure_object(dict)["config"] = value
+
+
+def _config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE``, accepted by the group and by every subcommand."""
+    return click.option(
+        "--config", "-c", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        expose_value=False, is_eager=True, callback=_remember_config,
+        help="YAML config file (default: ./watchkeeper.yaml if present).")(fn)
+
+
+def _agent_names(_ctx: click.Context, _param: click.Parameter, value: str | None
+                 ) -> list[str] | None:
+    """--agents as a list, checked while the command line is read (a usage error, exit 2)."""
+    if value is None:
+        return None
+    from watchkeeper.runtime import AGENTS
+
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    unknown = [n for n in names if n not in AGENTS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown agent(s) {', '.join(unknown) or repr(value)}; "
+                                 f"known: {', '.join(sorted(AGENTS))}")
+    return names
+
+
+def _lock_data_dir(settings: Settings) -> InstanceLock:
+    """One run/serve per data directory; a second one exits 1 naming the first one's pid."""
+    try:
+        return InstanceLock.acquire(settings.storage.path)
+    except InstanceLockError as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="watchkeeper")
-@click.option("--config", "-c", "config", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="YAML config file (default: ./watchkeeper.yaml if present).")
+@_config_option
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
+def cli(ctx: click.Context) -> None:
     """watchkeeper: watches your hosts, explains what is wrong, fixes the routine things."""
-    ctx.ensure_object(dict)
-    ctx.obj["config"] = config
+    ctx.ensure_object(dict).setdefault("config", None)
 
 
 @cli.command()
-@click.option("--agents", default=None, help="Comma-separated agents to run (default: all).")
+@click.option("--agents", "names", default=None, callback=_agent_names,
+              help="Comma-separated agents to run (default: all).")
 @click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@_config_option
 @click.pass_context
-def run(ctx: click.Context, agents: str | None, no_console_log: bool) -> None:
+def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> None:
     """Run all agents in the foreground, headless (Ctrl-C or SIGTERM stops cleanly)."""
     settings = _settings(ctx)
+    lock = _lock_data_dir(settings)
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.runtime import Runtime
     from watchkeeper.store.sqlite import StoreError
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
-    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
     click.echo(f"watchkeeper {__version__}: logs in {log_file}, history in "
                f"{settings.storage.path}. Ctrl-C to stop.", err=True)
     try:
@@ -72,7 +112,10 @@ def run(ctx: click.Context, agents: str | None, no_console_log: bool) -> None:
     except (StoreError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
-    asyncio.run(_run_until_signal(runtime, ctx.obj.get("config")))
+    try:
+        asyncio.run(_run_until_signal(runtime, ctx.obj.get("config")))
+    finally:
+        lock.release()
 
 
 def _reload(runtime: Any, config_file: Path | None, *, overrides: bool) -> None:
@@ -120,10 +163,12 @@ async def _run_until_signal(runtime: Any, config_file: Path | None) -> None:
 @click.option("--host", default=None, help="Address to listen on (default: api.host).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port to listen on (default: api.port).")
-@click.option("--agents", default=None, help="Comma-separated agents to run (default: all).")
+@click.option("--agents", "names", default=None, callback=_agent_names,
+              help="Comma-separated agents to run (default: all).")
 @click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@_config_option
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | None,
+def serve(ctx: click.Context, host: str | None, port: int | None, names: list[str] | None,
           no_console_log: bool) -> None:
     """Run all agents plus the REST API in one process (Ctrl-C or SIGTERM stops cleanly)."""
     settings = _settings(ctx)
@@ -137,13 +182,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | 
                    "address, without an operator token: set api.token (or "
                    "WATCHKEEPER_API__TOKEN), or listen on 127.0.0.1.", err=True)
         sys.exit(EXIT_CONFIG)
+    lock = _lock_data_dir(settings)
     from watchkeeper.api.routes.config import load_overrides, overrides_path
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.runtime import Runtime
     from watchkeeper.store.sqlite import StoreError
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
-    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
     try:
         runtime = Runtime(settings, agents=names)
     except (StoreError, ValueError) as exc:
@@ -167,7 +212,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, agents: str | 
              else f"operator token in {token_path(settings)}")
     click.echo(f"watchkeeper {__version__}: dashboard at http://{shown}:{bound_port}/ (API docs "
                f"at /docs; {where}); logs in {log_file}. Ctrl-C to stop.", err=True)
-    asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config")))
+    try:
+        asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config")))
+    finally:
+        lock.release()
 
 
 def _listen(host: str, port: int) -> Any:
@@ -247,6 +295,7 @@ def config() -> None:
 @config.command("show")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True)
+@_config_option
 @click.pass_context
 def config_show(ctx: click.Context, fmt: str) -> None:
     """Print the effective configuration (all sources merged), secrets masked."""
@@ -261,6 +310,7 @@ def config_show(ctx: click.Context, fmt: str) -> None:
 
 @config.command("validate")
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@_config_option
 @click.pass_context
 def config_validate(ctx: click.Context, file: Path | None) -> None:
     """Check a config file (with the environment and .env on top); exit 2 if invalid."""

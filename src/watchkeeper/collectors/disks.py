@@ -1,4 +1,4 @@
-"""Filesystem usage of every real mount, each mount under its own time limit.
+"""Filesystem usage of every writable mount, each mount under its own time limit.
 
 A stale NFS or FUSE mount makes statvfs() block forever in the kernel; nothing can interrupt
 that thread. So each mount is read on a pool thread with a deadline, a mount whose previous
@@ -26,7 +26,7 @@ from watchkeeper.collectors.common import (
 from watchkeeper.events import DiskUsage
 
 #: Kernel and virtual filesystems: no disk behind them, or usage that means nothing
-#: (read-only images such as squashfs snaps, erofs and ISO 9660 are always 100 % full).
+#: (read-only images such as squashfs snaps, erofs, ISO 9660 and UDF are always 100 % full).
 PSEUDO_FSTYPES: frozenset[str] = frozenset({
     "autofs", "autofs4", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "cpuset",
     "debugfs", "devfs", "devpts", "devtmpfs", "efivarfs", "erofs", "fdescfs", "fuse.gvfsd-fuse",
@@ -62,8 +62,11 @@ def select_partitions(
     ignore_fstypes: Iterable[str] = (),
     ignore_mounts: Iterable[str] = (),
 ) -> list[Any]:
-    """Real filesystems worth reporting, one per device, sorted by mount point.
+    """Writable real filesystems worth reporting, one per device, sorted by mount point.
 
+    What is mounted read-only (``ro``) or is an image format (squashfs, iso9660, udf, erofs)
+    cannot be filled by this host, so it is skipped; a loop device as such is not: a
+    read-write ext4 image on /dev/loop0 fills up like any disk.
     A device mounted several times (bind mounts, docker's /etc/hosts) is reported once, at
     its shortest mount point: the numbers would be identical for every one of them.
     """
@@ -79,10 +82,9 @@ def select_partitions(
             continue  # psutil turns a "none" source into "": a kernel-only mount
         if fstype in ROOT_ONLY_FSTYPES and mount != "/":
             continue
-        if "cdrom" in (part.opts or "").split(","):
+        opts = (part.opts or "").split(",")
+        if "cdrom" in opts or "ro" in opts:
             continue
-        if str(part.device).startswith("/dev/loop"):
-            continue  # snap images and other loop-mounted read-only files
         if _matches(mount, ignore_mounts):
             continue
         key = part.device or mount

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import psutil
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
@@ -24,8 +26,14 @@ from watchkeeper.api.schemas import (
     TopicCounters,
 )
 from watchkeeper.events import Command
+from watchkeeper.remediation.actions.stop_process import pin
 from watchkeeper.remediation.policy import ActionRequest
-from watchkeeper.remediation.registry import REGISTRY, ActionRefused, parse_params
+from watchkeeper.remediation.registry import (
+    REGISTRY,
+    ActionRefused,
+    StopProcessParams,
+    parse_params,
+)
 from watchkeeper.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["system"])
@@ -96,13 +104,18 @@ async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> Decis
     if body.action not in REGISTRY:
         raise HTTPException(422, f"unknown action {body.action!r}; known: "
                                  f"{', '.join(sorted(REGISTRY))}")
+    params = body.params
     try:
-        parse_params(body.action, body.params)
+        parsed = parse_params(body.action, params)
+        if isinstance(parsed, StopProcessParams):
+            # Checked when asked, not after an approval: the live process, by its start time.
+            pinned = await asyncio.to_thread(pin, runtime.psutil_module or psutil, parsed)
+            params = {**params, "create_time": pinned.create_time}
     except ActionRefused as exc:  # the caller's mistake, not the policy's verdict
         raise HTTPException(422, str(exc)) from None
     remediator = remediator_of(runtime)
     decision = await remediator.submit(ActionRequest(
-        action=body.action, params=body.params, host=runtime.host, source="operator",
+        action=body.action, params=params, host=runtime.host, source="operator",
         reasoning=f"{by}: {body.reason or 'asked for through the API'}", dry_run=body.dry_run))
     approval = next((a.id for a in runtime.audit.pending() if a.decision.id == decision.id),
                     None)

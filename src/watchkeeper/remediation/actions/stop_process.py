@@ -18,7 +18,7 @@ from pydantic import JsonValue
 
 from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.redact import redact_cmdline
-from watchkeeper.remediation.registry import REGISTRY, StopProcessParams
+from watchkeeper.remediation.registry import REGISTRY, ActionRefused, StopProcessParams
 
 from .base import ActionContext, ActionResult, BaseAction, Check, Done, Plan, Refused, human_bytes
 
@@ -46,6 +46,23 @@ class _Target:
     def label(self) -> str:
         rss = f", {human_bytes(self.rss)} RSS" if self.rss is not None else ""
         return f"pid {self.pid} {self.name}{rss}"
+
+
+def pin(ps: PsutilLike, params: StopProcessParams) -> StopProcessParams:
+    """``params`` bound to the live process when it is asked for, by the create_time looked
+    up now: an approval may come much later, when the pid may be another process's. Raise
+    ActionRefused when there is no such process or the given create_time is not its own."""
+    try:
+        started = float(ps.Process(params.pid).create_time())
+    except ps.NoSuchProcess:
+        raise ActionRefused(f"no process with pid {params.pid}") from None
+    except ps.AccessDenied:
+        raise ActionRefused(f"cannot read the start time of pid {params.pid}") from None
+    if params.create_time is not None and not math.isclose(
+            started, params.create_time, rel_tol=0.0, abs_tol=CREATE_TIME_TOLERANCE_S):
+        raise ActionRefused(f"pid {params.pid} is another process now (started at "
+                            f"{started:.2f}, not {params.create_time:.2f}): the pid was reused")
+    return params.model_copy(update={"create_time": started})
 
 
 def _protected(ctx: ActionContext) -> dict[int, str]:
