@@ -11,6 +11,7 @@ from tests.unit.test_analysis_streams import (
     Stream,
     analyzer,
     disk,
+    lifecycle,
     only,
     settings,
 )
@@ -51,7 +52,7 @@ def test_ack_stops_time_escalation_but_a_worsening_pages_again() -> None:
     assert s.feed(an, 720, disks=var(90)) == []
     assert an.active_alerts()[0].state == "acknowledged"
     # Worse than what was acknowledged: escalated and firing again.
-    (worse,) = s.feed(an, 7, disks=var(97))
+    (worse,) = lifecycle(s.feed(an, 7, disks=var(97)))
     assert (worse.labels["change"], worse.severity, worse.state) == (
         "escalated", "critical", "firing")
     assert "acked_by" not in worse.labels and worse.id == new.id

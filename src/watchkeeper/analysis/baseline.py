@@ -271,6 +271,7 @@ class BaselineBook:
             rule=RULE, metric=cond.metric, dimension=cond.dimension,
             severity="info" if cond.level else None, value=value, since=cond.since,
             threshold=threshold, baseline=center, cause=klass.cause if klass else "",
+            worse="higher" if spec.direction > 0 else "lower" if spec.direction < 0 else None,
             describe=lambda since: self._describe(cond, s, spec, value, klass, tick, since))
 
     def _describe(self, cond: Condition, s: Series, spec: BaselineSpec, value: float | None,
