@@ -8,6 +8,7 @@ import pytest
 
 from tests.unit.test_analysis_streams import (
     HOST,
+    START,
     Stream,
     analyzer,
     disk,
@@ -183,3 +184,12 @@ def test_restore_ignores_other_hosts_and_unknown_rules() -> None:
     assert an.restore(foreign + odd) == []
     assert an.active_alerts() == []
     assert [a.host for a in analyzer().restore(events)] == [HOST]
+
+
+def test_a_silence_on_a_fingerprint_mutes_that_alert() -> None:
+    # The dashboard's "Silence 1 h" matches on the fingerprint: it must mute the alert.
+    an = analyzer()
+    s = Stream()
+    (new,) = s.feed(an, 7, disks=var(90))
+    _, changes = an.silence({"fingerprint": new.fingerprint}, START + timedelta(days=1))
+    assert [(a.fingerprint, a.silenced) for a in changes] == [(new.fingerprint, True)]

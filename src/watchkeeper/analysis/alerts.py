@@ -66,7 +66,8 @@ VALUE_EVERY_S = 60.0
 CAUSE_EVERY_S = 30.0
 
 #: Alert fields a silence matcher may name; any other matcher name is looked up in the labels.
-MATCHABLE_FIELDS = ("rule", "metric", "dimension", "host", "severity")
+#: ("fingerprint" is what the dashboard's Silence button matches on.)
+MATCHABLE_FIELDS = ("rule", "metric", "dimension", "host", "severity", "fingerprint")
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -276,7 +277,8 @@ class AlertManager:
 
     def active(self) -> list[Alert]:
         """The latest version of every open (firing or acknowledged) alert."""
-        return [rec.alert for rec in self._open.values()]
+        # list() first: sync API routes read this from a worker thread while ticks go on.
+        return [rec.alert for rec in list(self._open.values())]
 
     @property
     def has_open(self) -> bool:
