@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -14,11 +15,12 @@ from tests.unit.test_analysis_streams import (
     disk,
     lifecycle,
     only,
+    proc,
     settings,
 )
 from watchkeeper.analysis.alerts import fingerprint
 from watchkeeper.analysis.engine import GONE_AFTER_S
-from watchkeeper.events import Alert
+from watchkeeper.events import Alert, ProcessInfo
 
 
 def var(percent: float) -> list:  # type: ignore[type-arg]
@@ -193,3 +195,56 @@ def test_a_silence_on_a_fingerprint_mutes_that_alert() -> None:
     (new,) = s.feed(an, 7, disks=var(90))
     _, changes = an.silence({"fingerprint": new.fingerprint}, START + timedelta(days=1))
     assert [(a.fingerprint, a.silenced) for a in changes] == [(new.fingerprint, True)]
+
+
+# --------------------------------------------------------------------------- following the value
+
+
+def cpu_only(alerts: list[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.metric == "cpu.percent"]
+
+
+def test_a_firing_alert_follows_the_current_sample_and_keeps_its_peak_apart() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=95.0))
+    assert (new.value, new.peak) == (95.0, 95.0)
+    # Lower a few ticks later: the open alert (what the API shows) follows at once ...
+    assert cpu_only(s.feed(an, 3, cpu=80.0)) == []
+    (now,) = [a for a in an.active_alerts() if a.metric == "cpu.percent"]
+    assert (now.value, now.peak, now.severity) == (80.0, 95.0, "critical")
+    # The words describe the current value; the severity stays what the alert reached.
+    assert now.summary.startswith("CPU is at 80% (warning at 75%) for 15 s")
+    assert now.assessment is not None and now.assessment.summary == now.summary
+    # ... and is published as a "value" change once the last one is a minute old.
+    published = cpu_only(s.feed(an, 12, cpu=80.0))
+    assert [(a.labels["change"], a.value, a.peak) for a in published] == [
+        ("value", 80.0, 95.0)]
+    assert published[0].id == new.id
+    # A steady value publishes nothing more.
+    assert cpu_only(s.feed(an, 10 * 12, cpu=80.0)) == []
+
+
+def test_a_jumping_value_is_published_at_most_once_a_minute() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    changes = cpu_only(s.feed(an, 10 * 12, cpu=lambda i: 96.0 if i % 2 else 78.0))
+    values = [a for a in changes if a.labels["change"] == "value"]
+    assert changes[0].labels["change"] == "new" and 1 <= len(values) <= 10
+    assert all((b.at - a.at).total_seconds() >= 60 for a, b in itertools.pairwise(changes)
+               if b.labels["change"] == "value")
+
+
+def test_a_culprit_flickering_between_two_processes_is_published_at_a_bounded_rate() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream(cores=2)
+
+    def top(i: int) -> list[ProcessInfo]:
+        a, b = (proc(1, "a", cpu=150.0), proc(2, "b", cpu=20.0))
+        return [a, b] if i % 2 else [b.model_copy(update={"cpu_percent": 150.0}),
+                                     a.model_copy(update={"cpu_percent": 20.0})]
+
+    changes = cpu_only(s.feed(an, 5 * 12, cpu=95.0, top_cpu=top))
+    updated = [a for a in changes if a.labels["change"] == "updated"]
+    assert 1 <= len(updated) <= 10  # at most one per 30 s, not one per tick (60 ticks)
+    assert all((b.at - a.at).total_seconds() >= 30 for a, b in itertools.pairwise(changes))
