@@ -20,7 +20,7 @@ from tests.unit.test_analysis_streams import (
 )
 from watchkeeper.analysis.alerts import fingerprint
 from watchkeeper.analysis.engine import GONE_AFTER_S
-from watchkeeper.events import Alert, ProcessInfo
+from watchkeeper.events import Alert, Assessment, ProcessInfo
 
 
 def var(percent: float) -> list:  # type: ignore[type-arg]
@@ -248,3 +248,22 @@ def test_a_culprit_flickering_between_two_processes_is_published_at_a_bounded_ra
     updated = [a for a in changes if a.labels["change"] == "updated"]
     assert 1 <= len(updated) <= 10  # at most one per 30 s, not one per tick (60 ticks)
     assert all((b.at - a.at).total_seconds() >= 30 for a, b in itertools.pairwise(changes))
+
+
+def test_an_llm_assessment_is_kept_on_later_versions_and_not_published_twice() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=80.0))
+    llm = Assessment(source="llm", summary="the model's view", model="m")
+    assessed = an.assess(new.fingerprint, llm)
+    assert assessed is not None and assessed.labels["change"] == "assessed"
+    assert assessed.id == new.id and assessed.assessment == llm
+    assert an.assess(new.fingerprint, llm) is None  # the same (cached) answer: nothing new
+    assert an.assess("nope", llm) is None
+    # Later versions keep it: followed, escalated, acknowledged.
+    s.feed(an, 2, cpu=82.0)
+    assert [a.assessment for a in an.active_alerts() if a.metric == "cpu.percent"] == [llm]
+    (up,) = lifecycle(cpu_only(s.feed(an, 1, cpu=95.0)))
+    assert up.labels["change"] == "escalated" and up.assessment == llm
+    acked = an.ack(new.fingerprint, "alice")
+    assert acked is not None and acked.assessment == llm

@@ -489,8 +489,8 @@ class AlertManager:
         its suggested actions become the alert's (the rule's stay when it suggests none).
         """
         rec = self._open.get(fp)
-        if rec is None:
-            return None
+        if rec is None or rec.llm == assessment:
+            return None  # gone, or the same (cached) answer again: nothing new to publish
         rec.llm = assessment
         prev = rec.alert
         alert = self._copy(rec, "assessed", self._at(t))
