@@ -236,6 +236,8 @@ class _Open:
     published_t: float = 0.0
     published_value: float | None = None
     change: ChangeKind = "new"
+    #: What a person would see change (rounded value, duration, cause) at the last follow.
+    shown: tuple[str, str, str] | None = None
 
 
 def _utc(t: float) -> datetime:
@@ -438,8 +440,17 @@ class AlertManager:
 
     def _follow(self, rec: _Open, f: Finding, t: float) -> None:
         """Bring the open alert's current version to this tick, without publishing it."""
-        desc = f.describe(self._since(rec))
         prev = rec.alert
+        since = self._since(rec)
+        shown = (fmt_num(f.value) if f.value is not None else "", fmt_duration(t - since),
+                 f.cause)
+        if shown == rec.shown:
+            # The words would read the same: only the numbers move (cheap; no describe).
+            rec.alert = prev.model_copy(update={"at": _utc(t), "value": f.value,
+                                                "peak": rec.peak})
+            return
+        rec.shown = shown
+        desc = f.describe(since)
         assessment = rec.llm
         if assessment is None:
             assessment = self._rule_assessment(desc, prev.suggested_actions)
