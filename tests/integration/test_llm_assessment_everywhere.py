@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.openai_server import OpenAIServer, Recorded, Reply, completion
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.config import Settings
@@ -16,6 +18,7 @@ from watchkeeper.events import Alert
 
 from .test_api_events import messages
 from .test_api_harness import Api, api_settings, serve_api, until
+from .test_api_read import ONE_CRITICAL
 
 MODEL_SUMMARY = "the model says: the test host's memory is held by its page cache"
 
@@ -34,9 +37,9 @@ def model_answer(rec: Recorded) -> Reply:
 
 
 def memory_alert_settings(tmp_path: Path, llm: dict[str, Any]) -> Settings:
-    # Any memory use is critical: the analyzer raises a real alert at its first snapshot.
-    return api_settings(tmp_path, thresholds={"memory_warning": 0.5, "memory_critical": 1.0},
-                        analyzer={"for_s": 0}, llm=llm)
+    # Any memory use is critical: the analyzer raises a real alert at its first snapshot
+    # (and only that one: CPU rules are off, so a busy test machine adds nothing).
+    return api_settings(tmp_path, **ONE_CRITICAL, llm=llm)
 
 
 async def memory_alert(api: Api, source: str) -> dict[str, Any] | None:
@@ -46,7 +49,7 @@ async def memory_alert(api: Api, source: str) -> dict[str, Any] | None:
 
 
 async def test_the_llms_assessment_is_on_the_alert_everywhere_and_after_a_restart(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     streamed: list[dict[str, Any]] = []
     subscribed = threading.Event()
 
@@ -96,6 +99,9 @@ async def test_the_llms_assessment_is_on_the_alert_everywhere_and_after_a_restar
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
         assert len(server.chat_requests) >= 1
+    # The log says the model's words once, not again with each later version.
+    said = [r for r in caplog.records if MODEL_SUMMARY in r.getMessage()]
+    assert len(said) == 1 and said[0].getMessage().startswith("🧠 "), said
 
     # The next run, without any LLM: the alert comes back with the model's assessment.
     async with serve_api(memory_alert_settings(tmp_path, {"enabled": False})) as api:
