@@ -22,7 +22,8 @@ While an alert is open its current version (what :meth:`AlertManager.active` ret
 every tick: value, words and ``peak`` (the worst value since it opened). Publishing is bounded
 (see :data:`VALUE_EVERY_S`): a "value" change only when the value moved by
 :data:`VALUE_STEP` or more and the last published version is ``VALUE_EVERY_S`` old, and a new
-explanation ("updated": another culprit, a runaway) at most every :data:`CAUSE_EVERY_S`. An
+explanation ("updated": another culprit, a runaway) at once, the next one no sooner than
+:data:`CAUSE_EVERY_S` after it. An
 LLM's assessment is attached with :meth:`AlertManager.assess` ("assessed") and stays on every
 later version of the alert until a newer one replaces it.
 
@@ -62,7 +63,8 @@ ChangeKind = Literal["new", "escalated", "updated", "value", "assessed", "flappi
 VALUE_STEP = 0.05
 VALUE_EVERY_S = 60.0
 #: A new explanation of an open alert (another culprit, a runaway, a known job) is published
-#: at most once per CAUSE_EVERY_S, so a process hovering at the edge cannot flood the bus.
+#: at once, but a further one only CAUSE_EVERY_S after it, so a process hovering at the edge
+#: cannot flood the bus.
 CAUSE_EVERY_S = 30.0
 
 #: Alert fields a silence matcher may name; any other matcher name is looked up in the labels.
@@ -236,6 +238,8 @@ class _Open:
     published_t: float = 0.0
     published_value: float | None = None
     change: ChangeKind = "new"
+    #: When the explanation last changed in a published version (flicker bound).
+    cause_t: float = -math.inf
     #: What a person would see change (rounded value, duration, cause) at the last follow.
     shown: tuple[str, str, str] | None = None
 
@@ -407,8 +411,9 @@ class AlertManager:
         elif rec.cause is None:
             rec.cause = f.cause  # restored after a restart: adopt without re-announcing
             self._follow(rec, f, t)
-        elif f.cause != rec.cause and t - rec.published_t >= CAUSE_EVERY_S:
+        elif f.cause != rec.cause and t - rec.cause_t >= CAUSE_EVERY_S:
             rec.cause = f.cause
+            rec.cause_t = t
             changes.append(self._emit(rec, "updated", t, f, f.describe(self._since(rec))))
         elif rec.flapping and self._flap_count(fp, t) <= self.flap_max_transitions:
             rec.flapping = False
