@@ -269,3 +269,18 @@ def test_an_llm_assessment_is_kept_on_later_versions_and_not_published_twice() -
     assert up.labels["change"] == "escalated" and up.assessment == llm
     acked = an.ack(new.fingerprint, "alice")
     assert acked is not None and acked.assessment == llm
+
+
+def test_a_restored_alert_keeps_its_llm_assessment_and_peak() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=97.0))
+    llm = Assessment(source="llm", summary="the model's view")
+    assessed = an.assess(new.fingerprint, llm)
+    assert assessed is not None
+    # A restart: a new engine restores from what was published, then follows the samples.
+    again = analyzer(settings(analyzer={"for_s": 0}))
+    assert again.restore([new, assessed]) == [assessed]
+    s.feed(again, 3, cpu=92.0)
+    (now,) = [a for a in again.active_alerts() if a.metric == "cpu.percent"]
+    assert (now.assessment, now.value, now.peak) == (llm, 92.0, 97.0)
