@@ -23,9 +23,9 @@ every tick: value, words and ``peak`` (the worst value since it opened). Publish
 (see :data:`VALUE_EVERY_S`): a "value" change only when the value moved by
 :data:`VALUE_STEP` or more and the last published version is ``VALUE_EVERY_S`` old, and a new
 explanation ("updated": another culprit, a runaway) at once, the next one no sooner than
-:data:`CAUSE_EVERY_S` after it. An
-LLM's assessment is attached with :meth:`AlertManager.assess` ("assessed") and stays on every
-later version of the alert until a newer one replaces it.
+:data:`CAUSE_EVERY_S` after it. An LLM's assessment is attached with
+:meth:`AlertManager.assess` ("assessed") and stays on every later version of the alert until
+a newer one replaces it.
 
 Every emitted Alert carries ``labels["change"]``: new, escalated, updated, value, assessed,
 flapping, acknowledged, silenced, unsilenced or resolved.
@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from watchkeeper.events import Alert, AlertState, Assessment, Severity, SuggestedAction
 from watchkeeper.remediation.registry import ActionRefused, validate_action
@@ -242,6 +242,14 @@ class _Open:
     cause_t: float = -math.inf
     #: What a person would see change (rounded value, duration, cause) at the last follow.
     shown: tuple[str, str, str] | None = None
+
+
+def _change_kind(label: str | None) -> ChangeKind:
+    """The change kind a stored alert's label names ("new" when unknown)."""
+    for kind in get_args(ChangeKind):
+        if kind == label:
+            return cast(ChangeKind, kind)
+    return "new"
 
 
 def _utc(t: float) -> datetime:
@@ -564,9 +572,9 @@ class AlertManager:
                 alert=alert, severity=alert.severity, state=alert.state, cause=None,
                 acked_by=alert.labels.get("acked_by"),
                 flapping=alert.labels.get("flapping") == "true",
-                escalated=alert.labels.get("escalated"), llm=llm,
-                peak=alert.peak if alert.peak is not None else alert.value,
-                published_t=alert.at.timestamp(), published_value=alert.value)
+                escalated=alert.labels.get("escalated"), llm=llm, peak=alert.peak,
+                published_t=alert.at.timestamp(), published_value=alert.value,
+                change=_change_kind(alert.labels.get("change")))
             self._fingerprints[(alert.rule, alert.metric, alert.dimension)] = fp
             restored.append(alert)
         self._resilence = True
