@@ -284,3 +284,20 @@ def test_a_restored_alert_keeps_its_llm_assessment_and_peak() -> None:
     s.feed(again, 3, cpu=92.0)
     (now,) = [a for a in again.active_alerts() if a.metric == "cpu.percent"]
     assert (now.assessment, now.value, now.peak) == (llm, 92.0, 97.0)
+
+
+def test_a_detector_that_reports_changes_only_has_each_new_cause_published_at_once() -> None:
+    # E.g. a service's remediation status: every report is news, none may be deferred.
+    from watchkeeper.analysis.alerts import AlertManager, Description, Finding
+
+    manager = AlertManager("h")
+
+    def report(cause: str) -> Finding:
+        return Finding(rule="service", metric="service.up", dimension="web",
+                       severity="critical", value=0.0, since=0.0, cause=cause,
+                       describe=lambda _since: Description(summary=f"web is down: {cause}"))
+
+    kinds = [a.labels["change"] for cause, t in (("restarting", 0.0), ("refused", 1.0),
+                                                  ("waiting", 2.0))
+             for a in manager.update(t, [report(cause)])]
+    assert kinds == ["new", "updated", "updated"]

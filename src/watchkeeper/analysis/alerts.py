@@ -62,9 +62,9 @@ ChangeKind = Literal["new", "escalated", "updated", "value", "assessed", "flappi
 #: every tick, the bus and the store see a bounded trickle.
 VALUE_STEP = 0.05
 VALUE_EVERY_S = 60.0
-#: A new explanation of an open alert (another culprit, a runaway, a known job) is published
-#: at once, but a further one only CAUSE_EVERY_S after it, so a process hovering at the edge
-#: cannot flood the bus.
+#: A new explanation of an open alert read from each sample (another culprit, a runaway, a
+#: known job) is published at once, but a further one only CAUSE_EVERY_S after it, so a
+#: process hovering at the edge cannot flood the bus (``Finding.cause_every_s``).
 CAUSE_EVERY_S = 30.0
 
 #: Alert fields a silence matcher may name; any other matcher name is looked up in the labels.
@@ -177,6 +177,10 @@ class Finding:
     escalates: bool = False
     #: Which way the value gets worse, for the alert's ``peak`` (None: no peak is kept).
     worse: Literal["higher", "lower"] | None = "higher"
+    #: Seconds between two published changes of ``cause``: CAUSE_EVERY_S for a cause read
+    #: from every sample (the CPU's culprit), which may flicker; 0 for a detector that
+    #: reports only changes (each one is news, and a deferred one would never come again).
+    cause_every_s: float = 0.0
 
 
 def fingerprint(host: str, rule: str, metric: str, dimension: str) -> str:
@@ -419,7 +423,7 @@ class AlertManager:
         elif rec.cause is None:
             rec.cause = f.cause  # restored after a restart: adopt without re-announcing
             self._follow(rec, f, t)
-        elif f.cause != rec.cause and t - rec.cause_t >= CAUSE_EVERY_S:
+        elif f.cause != rec.cause and t - rec.cause_t >= f.cause_every_s:
             rec.cause = f.cause
             rec.cause_t = t
             changes.append(self._emit(rec, "updated", t, f, f.describe(self._since(rec))))
