@@ -302,6 +302,8 @@ class Alert(Event):
     value: float | None = None
     threshold: float | None = None
     baseline: float | None = None
+    #: The worst value since the alert opened (``value`` follows the current sample).
+    peak: float | None = None
     since: datetime
     summary: str
     context: str | None = None

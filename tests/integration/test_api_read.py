@@ -131,3 +131,47 @@ async def test_history_over_any_range_is_bounded_by_the_data(tmp_path: Path) -> 
             "metric": "cpu.percent", "start": "0001-01-01T00:00:00Z",
             "end": "9999-12-31T23:59:59Z"})
         assert r.status_code == 200, r.text
+
+
+#: Any memory use is critical; CPU and swap rules are off so a busy test machine adds nothing.
+ONE_CRITICAL = {"thresholds": {"memory_warning": 0.5, "memory_critical": 1.0},
+                "analyzer": {"for_s": 0, "rules": {"cpu.percent": {"enabled": False},
+                                                   "cpu.load_per_core": {"enabled": False},
+                                                   "memory.swap_percent": {"enabled": False}}}}
+
+
+async def test_health_and_system_tell_the_truth_about_open_alerts(tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path, **ONE_CRITICAL)) as api:
+        async def critical() -> httpx.Response | None:
+            r = await api.client.get("/api/health")
+            return r if r.json()["status"] == "critical" else None
+
+        r = await until(critical)
+        # The host has a problem, watchkeeper itself is fine: a liveness probe stays at 200.
+        assert r.status_code == 200 and r.json()["ready"] is True
+        assert r.json()["reasons"] == ["1 critical alert open"]
+        system = (await api.client.get("/api/system")).json()
+        assert system["status"] == "critical" and system["alerts"]["critical"] == 1
+        (alert,) = [a for a in (await api.client.get("/api/alerts")).json()["alerts"]
+                    if a["severity"] == "critical"]
+        fp = alert["fingerprint"]
+
+        # Acknowledged is still a problem; silenced is muted.
+        r = await api.client.post(f"/api/alerts/{fp}/ack", headers=api.auth())
+        assert r.status_code == 200
+        body = (await api.client.get("/api/health")).json()
+        assert body["status"] == "critical" and body["alerts"]["acknowledged"] == 1
+        r = await api.client.post("/api/alerts/silences", headers=api.auth(), json={
+            "matchers": {"fingerprint": fp}, "until": "2999-01-01T00:00:00Z"})
+        assert r.status_code == 201, r.text
+        body = (await api.client.get("/api/health")).json()
+        assert (body["status"], body["alerts"]["silenced"]) == ("ok", 1), body
+        assert (await api.client.get("/api/system")).json()["status"] == "ok"
+
+        # An agent that is not running: degraded, and the probe says not ready.
+        r = await api.client.post("/api/command", headers=api.auth(),
+                                  json={"command": "pause", "target": "sensor"})
+        assert r.status_code == 200
+        r = await api.client.get("/api/health")
+        assert (r.status_code, r.json()["status"]) == (503, "degraded")
+        assert "agent sensor is paused" in r.json()["reasons"]

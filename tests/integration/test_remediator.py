@@ -21,7 +21,7 @@ from watchkeeper.events import RemediationEvent
 from watchkeeper.remediation.audit import ApprovalError
 from watchkeeper.runtime import Runtime
 
-from ..conftest import BusRecorder
+from ..conftest import BusRecorder, make_settings
 
 
 def free_port() -> int:
@@ -249,3 +249,28 @@ async def test_suggested_clean_disk_from_a_forecast_runs_under_the_policy(
         assert not old.exists() and new.exists()
         (outcome,) = [e for e in rt.audit.entries(action="clean_disk") if e.kind == "outcome"]
         assert outcome.outcome == "ok"
+
+
+async def test_an_llm_assessment_brings_only_the_llms_own_suggestions_to_the_policy(
+        tmp_path: Path) -> None:
+    """The "assessed" version of an alert carries the rules' suggestions too; only the LLM's
+    are new requests (the rules' ones were asked for with the alert already)."""
+    from datetime import timedelta
+
+    from watchkeeper.events import Alert, SuggestedAction, utcnow
+
+    rt = Runtime(make_settings(tmp_path))
+    remediator = next(a for a in rt.agents if isinstance(a, RemediatorAgent))
+    rule = SuggestedAction(action="stop_process", params={"pid": 4242, "create_time": 1.0},
+                           reason="runaway")
+    llm = SuggestedAction(action="clean_disk", params={"root": "/var/tmp"},
+                          reason="the model's idea", source="llm")
+    base = Alert(host=rt.host, id="a1", fingerprint="f1", rule="threshold",
+                 metric="cpu.percent", severity="critical", since=utcnow() - timedelta(minutes=1),
+                 summary="CPU is at 99%", labels={"change": "new"}, suggested_actions=(rule,))
+    remediator._from_alert(base)
+    remediator._from_alert(base.model_copy(update={
+        "labels": {"change": "assessed"}, "suggested_actions": (llm, rule)}))
+    remediator._from_alert(base.model_copy(update={"labels": {"change": "value"}}))
+    assert [(r.action, r.source) for r in remediator._requests] == [
+        ("stop_process", "rule"), ("clean_disk", "llm")]

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
 
 from tests.unit.test_analysis_streams import (
     HOST,
+    START,
     Stream,
     analyzer,
     disk,
+    lifecycle,
     only,
+    proc,
     settings,
 )
 from watchkeeper.analysis.alerts import fingerprint
 from watchkeeper.analysis.engine import GONE_AFTER_S
-from watchkeeper.events import Alert
+from watchkeeper.events import Alert, Assessment, ProcessInfo
 
 
 def var(percent: float) -> list:  # type: ignore[type-arg]
@@ -51,7 +55,7 @@ def test_ack_stops_time_escalation_but_a_worsening_pages_again() -> None:
     assert s.feed(an, 720, disks=var(90)) == []
     assert an.active_alerts()[0].state == "acknowledged"
     # Worse than what was acknowledged: escalated and firing again.
-    (worse,) = s.feed(an, 7, disks=var(97))
+    (worse,) = lifecycle(s.feed(an, 7, disks=var(97)))
     assert (worse.labels["change"], worse.severity, worse.state) == (
         "escalated", "critical", "firing")
     assert "acked_by" not in worse.labels and worse.id == new.id
@@ -182,3 +186,118 @@ def test_restore_ignores_other_hosts_and_unknown_rules() -> None:
     assert an.restore(foreign + odd) == []
     assert an.active_alerts() == []
     assert [a.host for a in analyzer().restore(events)] == [HOST]
+
+
+def test_a_silence_on_a_fingerprint_mutes_that_alert() -> None:
+    # The dashboard's "Silence 1 h" matches on the fingerprint: it must mute the alert.
+    an = analyzer()
+    s = Stream()
+    (new,) = s.feed(an, 7, disks=var(90))
+    _, changes = an.silence({"fingerprint": new.fingerprint}, START + timedelta(days=1))
+    assert [(a.fingerprint, a.silenced) for a in changes] == [(new.fingerprint, True)]
+
+
+# --------------------------------------------------------------------------- following the value
+
+
+def cpu_only(alerts: list[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.metric == "cpu.percent"]
+
+
+def test_a_firing_alert_follows_the_current_sample_and_keeps_its_peak_apart() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=95.0))
+    assert (new.value, new.peak) == (95.0, 95.0)
+    # Lower a few ticks later: the open alert (what the API shows) follows at once ...
+    assert cpu_only(s.feed(an, 3, cpu=80.0)) == []
+    (now,) = [a for a in an.active_alerts() if a.metric == "cpu.percent"]
+    assert (now.value, now.peak, now.severity) == (80.0, 95.0, "critical")
+    # The words describe the current value; the severity stays what the alert reached.
+    assert now.summary.startswith("CPU is at 80% (warning at 75%) for 15 s")
+    assert now.assessment is not None and now.assessment.summary == now.summary
+    # ... and is published as a "value" change once the last one is a minute old.
+    published = cpu_only(s.feed(an, 12, cpu=80.0))
+    assert [(a.labels["change"], a.value, a.peak) for a in published] == [
+        ("value", 80.0, 95.0)]
+    assert published[0].id == new.id
+    # A steady value publishes nothing more.
+    assert cpu_only(s.feed(an, 10 * 12, cpu=80.0)) == []
+
+
+def test_a_jumping_value_is_published_at_most_once_a_minute() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    changes = cpu_only(s.feed(an, 10 * 12, cpu=lambda i: 96.0 if i % 2 else 78.0))
+    values = [a for a in changes if a.labels["change"] == "value"]
+    assert changes[0].labels["change"] == "new" and 1 <= len(values) <= 10
+    assert all((b.at - a.at).total_seconds() >= 60 for a, b in itertools.pairwise(changes)
+               if b.labels["change"] == "value")
+
+
+def test_a_culprit_flickering_between_two_processes_is_published_at_a_bounded_rate() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream(cores=2)
+
+    def top(i: int) -> list[ProcessInfo]:
+        a, b = (proc(1, "a", cpu=150.0), proc(2, "b", cpu=20.0))
+        return [a, b] if i % 2 else [b.model_copy(update={"cpu_percent": 150.0}),
+                                     a.model_copy(update={"cpu_percent": 20.0})]
+
+    changes = cpu_only(s.feed(an, 5 * 12, cpu=95.0, top_cpu=top))
+    updated = [a for a in changes if a.labels["change"] == "updated"]
+    # The first new explanation goes out at once, the next ones 30 s apart: not 60 updates.
+    assert (updated[0].at - changes[0].at).total_seconds() == 5.0
+    assert 2 <= len(updated) <= 11
+    assert all((b.at - a.at).total_seconds() >= 30 for a, b in itertools.pairwise(updated))
+
+
+def test_an_llm_assessment_is_kept_on_later_versions_and_not_published_twice() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=80.0))
+    llm = Assessment(source="llm", summary="the model's view", model="m")
+    assessed = an.assess(new.fingerprint, llm)
+    assert assessed is not None and assessed.labels["change"] == "assessed"
+    assert assessed.id == new.id and assessed.assessment == llm
+    assert an.assess(new.fingerprint, llm) is None  # the same (cached) answer: nothing new
+    assert an.assess("nope", llm) is None
+    # Later versions keep it: followed, escalated, acknowledged.
+    s.feed(an, 2, cpu=82.0)
+    assert [a.assessment for a in an.active_alerts() if a.metric == "cpu.percent"] == [llm]
+    (up,) = lifecycle(cpu_only(s.feed(an, 1, cpu=95.0)))
+    assert up.labels["change"] == "escalated" and up.assessment == llm
+    acked = an.ack(new.fingerprint, "alice")
+    assert acked is not None and acked.assessment == llm
+
+
+def test_a_restored_alert_keeps_its_llm_assessment_and_peak() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    s = Stream()
+    (new,) = cpu_only(s.feed(an, 1, cpu=97.0))
+    llm = Assessment(source="llm", summary="the model's view")
+    assessed = an.assess(new.fingerprint, llm)
+    assert assessed is not None
+    # A restart: a new engine restores from what was published, then follows the samples.
+    again = analyzer(settings(analyzer={"for_s": 0}))
+    assert again.restore([new, assessed]) == [assessed]
+    s.feed(again, 3, cpu=92.0)
+    (now,) = [a for a in again.active_alerts() if a.metric == "cpu.percent"]
+    assert (now.assessment, now.value, now.peak) == (llm, 92.0, 97.0)
+
+
+def test_a_detector_that_reports_changes_only_has_each_new_cause_published_at_once() -> None:
+    # E.g. a service's remediation status: every report is news, none may be deferred.
+    from watchkeeper.analysis.alerts import AlertManager, Description, Finding
+
+    manager = AlertManager("h")
+
+    def report(cause: str) -> Finding:
+        return Finding(rule="service", metric="service.up", dimension="web",
+                       severity="critical", value=0.0, since=0.0, cause=cause,
+                       describe=lambda _since: Description(summary=f"web is down: {cause}"))
+
+    kinds = [a.labels["change"] for cause, t in (("restarting", 0.0), ("refused", 1.0),
+                                                  ("waiting", 2.0))
+             for a in manager.update(t, [report(cause)])]
+    assert kinds == ["new", "updated", "updated"]

@@ -116,3 +116,64 @@ def test_high_memory_from_a_leaking_process_says_so() -> None:
     assert alerts[0].assessment is not None
     assert "java (pid 4242) leaks memory" in alerts[0].assessment.likely_cause
     assert only(alerts, "new")
+
+
+# --------------------------------------------------------------------------- culprits
+
+
+def two_core_cpu(**analyzer_cfg: object) -> tuple[Stream, object]:
+    s = settings(thresholds={"cpu_warning": 50.0, "cpu_critical": 90.0},
+                 analyzer={"for_s": 0, **analyzer_cfg})
+    return Stream(cores=2), analyzer(s)
+
+
+def test_one_process_using_most_of_the_cpu_is_named_from_the_first_firing() -> None:
+    s, an = two_core_cpu()
+    stress = [proc(4242, "stress", cpu=101.0, create_time=1234.5), proc(900, "sshd", cpu=2.0)]
+    alerts = [a for a in s.feed(an, 1, cpu=52.0, top_cpu=stress)  # type: ignore[arg-type]
+              if a.metric == "cpu.percent"]
+    (first,) = alerts
+    assert first.context is not None
+    assert first.context.startswith(
+        "stress (pid 4242) uses 101% of a core, 97% of the CPU in use"), first.context
+    assert (first.labels["process"], first.labels["pid"]) == ("stress", "4242")
+    assert actions(first) == ["notify_only"]  # busy is not yet a runaway
+    assert first.assessment is not None and "stress (pid 4242)" in first.assessment.likely_cause
+
+
+def test_a_named_culprit_becomes_a_runaway_after_runaway_minutes() -> None:
+    s, an = two_core_cpu()
+    stress = [proc(4242, "stress", cpu=99.0, create_time=1234.5)]
+    alerts = [a for a in s.feed(an, 11 * 12, cpu=52.0, top_cpu=stress)  # type: ignore[arg-type]
+              if a.metric == "cpu.percent" and a.labels["change"] != "value"]
+    assert [a.labels["change"] for a in alerts] == ["new", "updated"]
+    named, runaway = alerts
+    assert named.context is not None and "(a runaway after 10 min)" in named.context
+    assert runaway.context is not None and runaway.context.startswith("runaway: stress")
+    assert actions(runaway) == ["stop_process"]
+
+
+def test_a_few_processes_together_are_named_with_their_share() -> None:
+    s, an = two_core_cpu()
+    top = [proc(1, "ffmpeg", cpu=100.0), proc(2, "ffmpeg", cpu=96.0), proc(3, "sshd", cpu=1.0)]
+    (a,) = [a for a in s.feed(an, 1, cpu=100.0, top_cpu=top)  # type: ignore[arg-type]
+            if a.metric == "cpu.percent"]
+    assert a.context is not None and a.context.startswith(
+        "ffmpeg (pid 1) uses 100% of a core, ffmpeg (pid 2) 96%: together 98% of the CPU in use")
+
+
+def test_many_small_consumers_are_still_general_load() -> None:
+    s, an = two_core_cpu()
+    top = [proc(10 + i, f"w{i}", cpu=18.0) for i in range(10)]
+    (a,) = [a for a in s.feed(an, 1, cpu=90.0, top_cpu=top)  # type: ignore[arg-type]
+            if a.metric == "cpu.percent"]
+    assert a.context is not None and a.context.startswith("general load: no single process")
+
+
+def test_one_process_holding_most_of_the_memory_is_named() -> None:
+    an = analyzer(settings(analyzer={"for_s": 0}))
+    top = [proc(7, "java", rss=12e9), proc(8, "postgres", rss=1e9)]
+    (a,) = [a for a in Stream().feed(an, 1, memory=93.0, top_memory=top)
+            if a.metric == "memory.percent"]
+    assert a.context == "java (pid 7) holds 12.0 GB, 81% of the memory in use"
+    assert a.labels["pid"] == "7"

@@ -8,6 +8,7 @@ from tests.unit.test_analysis_streams import (
     Stream,
     analyzer,
     disk,
+    lifecycle,
     nic,
     only,
     settings,
@@ -38,7 +39,7 @@ def test_fires_only_after_for_s_then_once_and_clears_only_below_the_margin() -> 
     assert "for 30 s" in fired[0].summary
     # Flapping around the level, but never under 85 - 5: no new alert, no resolve.
     wobble = [81, 89, 84, 86, 80.5, 88, 83] * 10
-    assert s.feed(an, len(wobble), disks=lambda i: disk_var(wobble[i])) == []
+    assert lifecycle(s.feed(an, len(wobble), disks=lambda i: disk_var(wobble[i]))) == []
     assert len(an.active_alerts()) == 1
     # Under the margin: resolved, with the words saying why.
     done = s.feed(an, 1, disks=disk_var(79.9))
@@ -57,7 +58,7 @@ def test_critical_follows_its_own_for_and_escalates_the_open_alert() -> None:
     assert [(a.labels["change"], a.severity, a.threshold, a.id) for a in up] == [
         ("escalated", "critical", 90.0, new[0].id)]
     # Falling back to warning level does not emit a de-escalation (severity never drops).
-    assert s.feed(an, 20, cpu=80.0) == []
+    assert lifecycle(s.feed(an, 20, cpu=80.0)) == []
 
 
 def test_values_missing_from_a_snapshot_neither_fire_nor_resolve() -> None:

@@ -117,6 +117,11 @@ def only(alerts: list[Alert], change: str | None = None, rule: str | None = None
             and (rule is None or a.rule == rule)]
 
 
+def lifecycle(alerts: list[Alert]) -> list[Alert]:
+    """The lifecycle changes, without the bounded "value" updates of a firing alert."""
+    return [a for a in alerts if a.labels.get("change") != "value"]
+
+
 def ramp(a: float, b: float, n: int) -> Callable[[int], float]:
     """A value going from a to b over n ticks, then staying at b."""
     return lambda i: a + (b - a) * min(i, n) / n

@@ -228,15 +228,12 @@ class AnalyzerAgent(BaseAgent):
             assessment, notices = await self.investigator.assess(alert, snap)
         for notice in notices:
             await self._notice(notice)
-        current = {a.fingerprint: a for a in self.engine.active_alerts()}.get(alert.fingerprint)
-        if current is None or current.state == "resolved":
-            return  # it cleared while we were thinking: nothing to update
         if assessment.source != "llm":
             return  # the rule-based assessment is already on the published alert
-        updated = current.model_copy(update={
-            "assessment": assessment,
-            "suggested_actions": assessment.suggested_actions or current.suggested_actions,
-        })
+        # On the engine's alert, so the API, later versions and the store all keep it.
+        updated = self.engine.assess(alert.fingerprint, assessment)
+        if updated is None:
+            return  # it cleared while we were thinking: nothing to update
         await self.publish_alert(updated)
 
     async def _notice(self, notice: AnalyzerNotice) -> None:

@@ -104,13 +104,15 @@ class CommunicatorAgent(BaseAgent):
     def _log_alert(self, alert: Alert) -> None:
         if self._log_service_step(alert):
             return
-        if alert.silenced:
-            log.debug("silenced alert %s: %s", alert.fingerprint, alert.summary)
+        change = alert.labels.get("change")
+        if alert.silenced or change == "value":
+            # A silenced alert, or a firing one whose value moved: stored and shown, not said.
+            log.debug("alert %s (%s): %s", alert.fingerprint, change, alert.summary)
         elif alert.state == "resolved":
             log.info("✅ resolved: %s", alert.summary)
         elif alert.state == "acknowledged":
             log.info("👀 acknowledged: %s", alert.summary)
-        elif alert.assessment is not None and alert.assessment.source == "llm":
+        elif change == "assessed" and alert.assessment is not None:
             a = alert.assessment
             actions = ", ".join(s.action for s in a.suggested_actions) or "none"
             log.warning("🧠 %s — likely cause: %s (confidence %.0f%%; suggested: %s)",

@@ -211,11 +211,14 @@ class RemediatorAgent(BaseAgent):
     def _from_alert(self, alert: Alert) -> None:
         if alert.state != "firing" or alert.silenced:
             return
-        if alert.labels.get("change", "new") not in ("new", "escalated", "updated"):
+        change = alert.labels.get("change", "new")
+        if change not in ("new", "escalated", "updated", "assessed"):
             return
         for suggestion in alert.suggested_actions:
             if suggestion.action == "notify_only":
                 continue  # telling people is the communicator's job
+            if change == "assessed" and suggestion.source != "llm":
+                continue  # the rules' own suggestions were submitted with the alert already
             self._requests.append(ActionRequest.from_suggestion(
                 suggestion, host=self.host, fingerprint=alert.fingerprint))
 

@@ -18,8 +18,17 @@ Rules of the lifecycle, in plain words:
 * silenced alerts are tracked and emitted with ``silenced=True`` so they are stored and shown,
   and the notifier skips them; a silence that ends un-silences what is still open.
 
-Every emitted Alert carries ``labels["change"]``: new, escalated, updated, flapping,
-acknowledged, silenced, unsilenced or resolved.
+While an alert is open its current version (what :meth:`AlertManager.active` returns) follows
+every tick: value, words and ``peak`` (the worst value since it opened). Publishing is bounded
+(see :data:`VALUE_EVERY_S`): a "value" change only when the value moved by
+:data:`VALUE_STEP` or more and the last published version is ``VALUE_EVERY_S`` old, and a new
+explanation ("updated": another culprit, a runaway) at once, the next one no sooner than
+:data:`CAUSE_EVERY_S` after it. An LLM's assessment is attached with
+:meth:`AlertManager.assess` ("assessed") and stays on every later version of the alert until
+a newer one replaces it.
+
+Every emitted Alert carries ``labels["change"]``: new, escalated, updated, value, assessed,
+flapping, acknowledged, silenced, unsilenced or resolved.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from watchkeeper.events import Alert, AlertState, Assessment, Severity, SuggestedAction
 from watchkeeper.remediation.registry import ActionRefused, validate_action
@@ -45,11 +54,22 @@ RULE_NOTE = "rule-based (no LLM)"
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
-ChangeKind = Literal["new", "escalated", "updated", "flapping", "acknowledged", "silenced",
-                     "unsilenced", "resolved"]
+ChangeKind = Literal["new", "escalated", "updated", "value", "assessed", "flapping",
+                     "acknowledged", "silenced", "unsilenced", "resolved"]
+
+#: A firing alert's value is published again ("value") once it moved by this fraction of the
+#: last published value, and at most once per VALUE_EVERY_S seconds per alert: the API shows
+#: every tick, the bus and the store see a bounded trickle.
+VALUE_STEP = 0.05
+VALUE_EVERY_S = 60.0
+#: A new explanation of an open alert read from each sample (another culprit, a runaway, a
+#: known job) is published at once, but a further one only CAUSE_EVERY_S after it, so a
+#: process hovering at the edge cannot flood the bus (``Finding.cause_every_s``).
+CAUSE_EVERY_S = 30.0
 
 #: Alert fields a silence matcher may name; any other matcher name is looked up in the labels.
-MATCHABLE_FIELDS = ("rule", "metric", "dimension", "host", "severity")
+#: ("fingerprint" is what the dashboard's Silence button matches on.)
+MATCHABLE_FIELDS = ("rule", "metric", "dimension", "host", "severity", "fingerprint")
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -155,6 +175,12 @@ class Finding:
     cause: str = ""
     #: Whether a warning that lasts escalate_after_s becomes critical (threshold rules).
     escalates: bool = False
+    #: Which way the value gets worse, for the alert's ``peak`` (None: no peak is kept).
+    worse: Literal["higher", "lower"] | None = "higher"
+    #: Seconds between two published changes of ``cause``: CAUSE_EVERY_S for a cause read
+    #: from every sample (the CPU's culprit), which may flicker; 0 for a detector that
+    #: reports only changes (each one is news, and a deferred one would never come again).
+    cause_every_s: float = 0.0
 
 
 def fingerprint(host: str, rule: str, metric: str, dimension: str) -> str:
@@ -208,6 +234,26 @@ class _Open:
     #: Set while a flapping alert's problem is clear but the alert is held open.
     held: Finding | None = None
     held_description: Description | None = None
+    #: The LLM's assessment, kept on every later version until a newer one arrives.
+    llm: Assessment | None = None
+    #: The worst value since the alert opened.
+    peak: float | None = None
+    #: When the last version was published, its value and its change kind.
+    published_t: float = 0.0
+    published_value: float | None = None
+    change: ChangeKind = "new"
+    #: When the explanation last changed in a published version (flicker bound).
+    cause_t: float = -math.inf
+    #: What a person would see change (rounded value, duration, cause) at the last follow.
+    shown: tuple[str, str, str] | None = None
+
+
+def _change_kind(label: str | None) -> ChangeKind:
+    """The change kind a stored alert's label names ("new" when unknown)."""
+    for kind in get_args(ChangeKind):
+        if kind == label:
+            return cast(ChangeKind, kind)
+    return "new"
 
 
 def _utc(t: float) -> datetime:
@@ -249,7 +295,8 @@ class AlertManager:
 
     def active(self) -> list[Alert]:
         """The latest version of every open (firing or acknowledged) alert."""
-        return [rec.alert for rec in self._open.values()]
+        # list() first: sync API routes read this from a worker thread while ticks go on.
+        return [rec.alert for rec in list(self._open.values())]
 
     @property
     def has_open(self) -> bool:
@@ -320,7 +367,8 @@ class AlertManager:
                             fingerprint=fp, rule=f.rule, metric=f.metric,
                             dimension=f.dimension, severity=f.severity, since=_utc(since),
                             summary="")
-        rec = _Open(alert=placeholder, severity=f.severity, state="firing", cause=f.cause)
+        rec = _Open(alert=placeholder, severity=f.severity, state="firing", cause=f.cause,
+                    peak=f.value if f.worse else None)
         rec.flapping = self._flap_count(fp, t) > self.flap_max_transitions
         self._open[fp] = rec
         rec.alert = self._emit(rec, "new", t, f, f.describe(since))
@@ -353,6 +401,7 @@ class AlertManager:
             self._transition(fp, t)
             rec.held = None
             rec.held_description = None
+        self._track_peak(rec, f)
         if SEVERITY_RANK[f.severity] > SEVERITY_RANK[rec.severity]:
             rec.severity = f.severity
             rec.escalated = "worsened"
@@ -373,12 +422,68 @@ class AlertManager:
             changes.append(self._emit(rec, "escalated", t, f, desc))
         elif rec.cause is None:
             rec.cause = f.cause  # restored after a restart: adopt without re-announcing
-        elif f.cause != rec.cause:
+            self._follow(rec, f, t)
+        elif f.cause != rec.cause and t - rec.cause_t >= f.cause_every_s:
             rec.cause = f.cause
+            rec.cause_t = t
             changes.append(self._emit(rec, "updated", t, f, f.describe(self._since(rec))))
         elif rec.flapping and self._flap_count(fp, t) <= self.flap_max_transitions:
             rec.flapping = False
             changes.append(self._emit(rec, "updated", t, f, f.describe(self._since(rec))))
+        elif self._moved(rec, f, t):
+            changes.append(self._emit(rec, "value", t, f, f.describe(self._since(rec))))
+        else:
+            self._follow(rec, f, t)
+
+    # ----------------------------------------------------------------- following the value
+
+    @staticmethod
+    def _track_peak(rec: _Open, f: Finding) -> None:
+        v = f.value
+        if f.worse is None or v is None or not math.isfinite(v):
+            return
+        if rec.peak is None or (v > rec.peak if f.worse == "higher" else v < rec.peak):
+            rec.peak = v
+
+    @staticmethod
+    def _moved(rec: _Open, f: Finding, t: float) -> bool:
+        """Whether the value moved enough, and long enough ago, to publish it again."""
+        if t - rec.published_t < VALUE_EVERY_S:
+            return False
+        new, old = f.value, rec.published_value
+        if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
+            return new is not None and old is None
+        return abs(new - old) >= max(abs(old) * VALUE_STEP, 1e-9) and fmt_num(new) != fmt_num(old)
+
+    def _follow(self, rec: _Open, f: Finding, t: float) -> None:
+        """Bring the open alert's current version to this tick, without publishing it."""
+        prev = rec.alert
+        since = self._since(rec)
+        shown = (fmt_num(f.value) if f.value is not None else "", fmt_duration(t - since),
+                 f.cause)
+        if shown == rec.shown:
+            # The words would read the same: only the numbers move (cheap; no describe).
+            rec.alert = prev.model_copy(update={"at": _utc(t), "value": f.value,
+                                                "peak": rec.peak})
+            return
+        rec.shown = shown
+        desc = f.describe(since)
+        assessment = rec.llm
+        if assessment is None:
+            assessment = self._rule_assessment(desc, prev.suggested_actions)
+        rec.alert = prev.model_copy(update={
+            "at": _utc(t), "value": f.value, "peak": rec.peak, "threshold": f.threshold,
+            "baseline": f.baseline, "summary": desc.summary, "context": desc.context,
+            "labels": self._labels(rec, desc.labels, rec.change), "assessment": assessment,
+        })
+
+    @staticmethod
+    def _rule_assessment(desc: Description, actions: tuple[SuggestedAction, ...]
+                         ) -> Assessment:
+        return Assessment(
+            source="rule", summary=desc.summary, likely_cause=desc.likely_cause,
+            confidence=desc.confidence, expected=desc.expected, suggested_actions=actions,
+            evidence=desc.evidence, note=RULE_NOTE)
 
     # ----------------------------------------------------------------- user actions
 
@@ -403,6 +508,25 @@ class AlertManager:
         alert = self._copy(rec, "resolved", at, state="resolved",
                            summary=f"Resolved by {by}: {rec.alert.summary}")
         return alert
+
+    def assess(self, fp: str, assessment: Assessment, *, t: float | None = None
+               ) -> Alert | None:
+        """Attach an LLM's assessment to an open alert; returns the change ("assessed").
+
+        The assessment stays on every later version of the alert until a newer one arrives;
+        its suggested actions become the alert's (the rule's stay when it suggests none).
+        """
+        rec = self._open.get(fp)
+        if rec is None or rec.llm == assessment:
+            return None  # gone, or the same (cached) answer again: nothing new to publish
+        rec.llm = assessment
+        prev = rec.alert
+        alert = self._copy(rec, "assessed", self._at(t))
+        rec.alert = alert.model_copy(update={
+            "assessment": assessment,
+            "suggested_actions": assessment.suggested_actions or prev.suggested_actions})
+        rec.change = "assessed"
+        return rec.alert
 
     def silence(self, matchers: Mapping[str, str], until: datetime, *, by: str = "",
                 comment: str = "", silence_id: str | None = None, t: float | None = None
@@ -446,11 +570,15 @@ class AlertManager:
         for fp, alert in latest.items():
             if alert.state == "resolved" or fp in self._open:
                 continue
+            llm = alert.assessment if alert.assessment and alert.assessment.source == "llm" \
+                else None
             self._open[fp] = _Open(
                 alert=alert, severity=alert.severity, state=alert.state, cause=None,
                 acked_by=alert.labels.get("acked_by"),
                 flapping=alert.labels.get("flapping") == "true",
-                escalated=alert.labels.get("escalated"))
+                escalated=alert.labels.get("escalated"), llm=llm, peak=alert.peak,
+                published_t=alert.at.timestamp(), published_value=alert.value,
+                change=_change_kind(alert.labels.get("change")))
             self._fingerprints[(alert.rule, alert.metric, alert.dimension)] = fp
             restored.append(alert)
         self._resilence = True
@@ -530,13 +658,11 @@ class AlertManager:
         state = state or rec.state
         labels = self._labels(rec, desc.labels, kind)
         actions = desc.actions
-        assessment = Assessment(
-            source="rule", summary=desc.summary, likely_cause=desc.likely_cause,
-            confidence=desc.confidence, expected=desc.expected, suggested_actions=actions,
-            evidence=desc.evidence, note=RULE_NOTE)
+        # An LLM's assessment stays on later versions; the rules' words are in the summary.
+        assessment = rec.llm or self._rule_assessment(desc, actions)
         draft = prev.model_copy(update={
             "at": _utc(t), "severity": rec.severity, "state": state,
-            "value": f.value if f is not None else prev.value,
+            "value": f.value if f is not None else prev.value, "peak": rec.peak,
             "threshold": f.threshold if f is not None else prev.threshold,
             "baseline": f.baseline if f is not None else prev.baseline,
             "summary": desc.summary, "context": desc.context, "labels": labels,
@@ -546,6 +672,9 @@ class AlertManager:
         alert = draft.model_copy(update={"silenced": silenced}) if silenced else draft
         if state != "resolved":
             rec.alert = alert
+        rec.published_t = t
+        rec.published_value = alert.value
+        rec.change = kind
         # DEBUG only: the CommunicatorAgent tells users about alerts, once, in plain words.
         logger.debug("alert %s %s: %s", kind, alert.id, alert.summary)
         return alert
@@ -563,4 +692,5 @@ class AlertManager:
         }
         if summary is not None:
             update["summary"] = summary
+        rec.change = kind
         return prev.model_copy(update=update)

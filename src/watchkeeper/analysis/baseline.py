@@ -23,7 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watchkeeper.analysis.alerts import Description, Finding, fmt_duration, fmt_num, notify_only
+from watchkeeper.analysis.alerts import (
+    CAUSE_EVERY_S,
+    Description,
+    Finding,
+    fmt_duration,
+    fmt_num,
+    notify_only,
+)
 from watchkeeper.analysis.context import Classification, TickContext
 from watchkeeper.analysis.rules import Condition
 from watchkeeper.config import BaselineConfig
@@ -271,6 +278,8 @@ class BaselineBook:
             rule=RULE, metric=cond.metric, dimension=cond.dimension,
             severity="info" if cond.level else None, value=value, since=cond.since,
             threshold=threshold, baseline=center, cause=klass.cause if klass else "",
+            worse="higher" if spec.direction > 0 else "lower" if spec.direction < 0 else None,
+            cause_every_s=CAUSE_EVERY_S,
             describe=lambda since: self._describe(cond, s, spec, value, klass, tick, since))
 
     def _describe(self, cond: Condition, s: Series, spec: BaselineSpec, value: float | None,

@@ -10,7 +10,9 @@ midnight ("23:00-02:00"); "24:00" may end a window.
 
 A job explains the load when the top consumer matches it or its processes use at least half
 of what is in use. A runaway is one process at or above ``runaway_cpu_percent`` in every
-snapshot's top-CPU list for longer than ``runaway_minutes``.
+snapshot's top-CPU list for longer than ``runaway_minutes``. Otherwise the culprits are named
+from the first firing: the (at most three) biggest consumers that each use at least a fifth
+of what is in use, when together they use at least half of it; else it is general load.
 """
 
 from __future__ import annotations
@@ -151,7 +153,14 @@ class RunawayTracker:
 # --------------------------------------------------------------------------- classification
 
 
-Kind = Literal["known_job", "runaway", "leak", "general"]
+Kind = Literal["known_job", "runaway", "leak", "culprit", "general"]
+
+#: Culprits: each named process uses at least this share of what is in use ...
+CULPRIT_SHARE = 0.2
+#: ... and together they use at least this share (most of it) ...
+CULPRITS_TOTAL = 0.5
+#: ... and at most this many are named.
+MAX_CULPRITS = 3
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,40 @@ def _known_job_classification(found: tuple[CompiledJob, list[ProcessInfo], float
               f"{share:.0%} of the {resource} in use{when}"),
         likely_cause=f"the known job '{job.name}' is running", confidence=0.8)
 
+def culprits(procs: Sequence[ProcessInfo], amount: Callable[[ProcessInfo], float],
+             used: float) -> tuple[list[ProcessInfo], float] | None:
+    """The few processes that account for most of what is in use, with their share."""
+    if used <= 0:
+        return None
+    top = sorted((p for p in procs if amount(p) > 0), key=amount, reverse=True)
+    named = [p for p in top[:MAX_CULPRITS] if amount(p) / used >= CULPRIT_SHARE]
+    share = sum(amount(p) for p in named) / used
+    if not named or share < CULPRITS_TOTAL:
+        return None
+    return named, min(share, 1.0)
+
+
+def _culprit_cpu(found: tuple[list[ProcessInfo], float], runaway: RunawayTracker, t: float,
+                 runaway_s: float, runaway_percent: float, note: str) -> Classification:
+    named, share = found
+    p = named[0]
+    use = p.cpu_percent or 0.0
+    if len(named) == 1:
+        text = f"{proc_label(p)} uses {use:.0f}% of a core, {share:.0%} of the CPU in use"
+    else:
+        rest = ", ".join(f"{proc_label(q)} {q.cpu_percent or 0.0:.0f}%" for q in named[1:])
+        text = (f"{proc_label(p)} uses {use:.0f}% of a core, {rest}: together {share:.0%} "
+                "of the CPU in use")
+    pinned = next((since for q, since in runaway.to_list()
+                   if (q.pid, q.create_time) == (p.pid, p.create_time)), None)
+    if pinned is not None:
+        text += (f"; pinned at {runaway_percent:g}% or more for {fmt_duration(t - pinned)} "
+                 f"(a runaway after {fmt_duration(runaway_s)})")
+    return Classification(
+        kind="culprit", process=p, cause=f"culprit:{p.pid}:{p.create_time!r}",
+        text=text + note, likely_cause=f"{proc_label(p)} is busy", confidence=0.7)
+
+
 def classify_cpu(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
                  runaway: RunawayTracker, runaway_s: float, runaway_percent: float
                  ) -> Classification:
@@ -234,6 +277,9 @@ def classify_cpu(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
                   f"{fmt_duration(runaway_s)} that makes a runaway{note}"),
             likely_cause=f"{proc_label(p)} is stuck in a busy loop or overloaded",
             confidence=0.75)
+    named = culprits(procs, amount, used)
+    if named is not None:
+        return _culprit_cpu(named, runaway, t, runaway_s, runaway_percent, note)
     top = sorted(procs, key=amount, reverse=True)[:3]
     listed = ", ".join(f"{proc_label(p)} {amount(p):.0f}%" for p in top)
     text = ("general load: no single process explains it"
@@ -269,6 +315,20 @@ def classify_memory(snap: MetricSnapshot, t: float, jobs: Sequence[CompiledJob],
             text=(f"leak: {proc_label(p)} grows steadily by {rate:.0f} MB/h "
                   f"(now {fmt_bytes(amount(p))}){note}"),
             likely_cause=f"{proc_label(p)} leaks memory", confidence=0.7)
+    named = culprits(procs, amount, used)
+    if named is not None:
+        hogs, share = named
+        hog = hogs[0]
+        text = f"{proc_label(hog)} holds {fmt_bytes(amount(hog))}"
+        if len(hogs) > 1:
+            text += ", " + ", ".join(f"{proc_label(q)} {fmt_bytes(amount(q))}"
+                                     for q in hogs[1:]) + f": together {share:.0%}"
+        else:
+            text += f", {share:.0%}"
+        return Classification(
+            kind="culprit", process=hog, cause=f"culprit:{hog.pid}:{hog.create_time!r}",
+            text=text + " of the memory in use" + note,
+            likely_cause=f"{proc_label(hog)} holds most of the memory", confidence=0.7)
     top = sorted(procs, key=amount, reverse=True)[:3]
     listed = ", ".join(f"{proc_label(p)} {fmt_bytes(amount(p))}" for p in top)
     text = ("general memory use: no single process explains it"

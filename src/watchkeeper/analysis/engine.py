@@ -28,7 +28,7 @@ from watchkeeper.analysis.rules import RULE as THRESHOLD_RULE
 from watchkeeper.analysis.rules import RULES, Condition, RuleBook
 from watchkeeper.analysis.services import ServiceDetector
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, MetricSnapshot, ServiceReport
+from watchkeeper.events import Alert, Assessment, MetricSnapshot, ServiceReport
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,10 @@ class Analyzer:
             if cond is not None:
                 cond.reset()
         return alert
+
+    def assess(self, fingerprint: str, assessment: Assessment) -> Alert | None:
+        """Attach an LLM's assessment to an open alert; returns the change to publish."""
+        return self._manager.assess(fingerprint, assessment, t=self._last_t)
 
     def silence(self, matchers: Mapping[str, str], until: datetime, *, by: str = "",
                 comment: str = "", silence_id: str | None = None

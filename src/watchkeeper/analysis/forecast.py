@@ -303,7 +303,7 @@ class DiskForecaster:
             rule=DISK_RULE, metric=DISK_METRIC, dimension=cond.dimension,
             severity=("critical" if level == 2 else "warning") if level else None,
             value=round(eta, 3) if math.isfinite(eta) else None, since=cond.since,
-            threshold=threshold,
+            threshold=threshold, worse="lower",
             describe=lambda since: self._describe(cond, tr, threshold, tick, since))
 
     def _describe(self, cond: Condition, tr: DiskTrend, threshold: float, tick: TickContext,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from watchkeeper.analysis.alerts import (
+    CAUSE_EVERY_S,
     Description,
     Finding,
     fmt_duration,
@@ -304,7 +305,7 @@ class RuleBook:
         return Finding(
             rule=RULE, metric=cond.metric, dimension=cond.dimension, severity=severity,
             value=cond.value, since=cond.since, threshold=threshold,
-            cause=klass.cause if klass else "", escalates=True,
+            cause=klass.cause if klass else "", escalates=True, cause_every_s=CAUSE_EVERY_S,
             describe=lambda since: self._describe(cond, spec, severity, threshold, klass,
                                                   tick, since))
 

@@ -58,7 +58,8 @@ class ServiceDetector:
             rule=RULE, metric=METRIC, dimension=report.service, severity=severity,
             value=1.0 if severity is None else 0.0, since=_epoch(report.since, t),
             describe=lambda since: self.describe(report),
-            cause=f"{report.condition}|{report.detail}|{report.remediation}")
+            cause=f"{report.condition}|{report.detail}|{report.remediation}",
+            worse=None)  # up (1) or down (0): no peak worth keeping
 
     @staticmethod
     def describe(report: ServiceReport) -> Description:

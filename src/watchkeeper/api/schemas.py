@@ -15,6 +15,7 @@ from watchkeeper.events import (
     CommandReply,
     ServiceCondition,
 )
+from watchkeeper.overall import OverallStatus
 from watchkeeper.remediation.audit import Approval, AuditEntry
 from watchkeeper.remediation.registry import REGISTRY
 
@@ -51,15 +52,32 @@ class AgentStatus(Model):
     state: AgentState
 
 
+_STATUS = ("the host's overall status: critical (an open critical alert, silenced ones "
+           "excepted), degraded (an agent is not running), warning (an open warning), ok")
+
+
+class OpenAlerts(Model):
+    """Open alerts the status counted; silenced ones are counted apart and never raise it."""
+
+    critical: int
+    warning: int
+    acknowledged: int = Field(description="of the critical and warning ones")
+    silenced: int
+
+
 class HealthBody(Model):
-    status: Literal["ok", "degraded"]
+    status: OverallStatus = Field(description=_STATUS)
+    reasons: list[str] = Field(description="why, in words (empty when ok)")
+    alerts: OpenAlerts
     live: bool
-    ready: bool
+    ready: bool = Field(description="every agent runs (the HTTP status: 200, else 503)")
     agents: list[AgentStatus]
 
 
 class SystemBody(Model):
-    status: Literal["ok", "degraded"]
+    status: OverallStatus = Field(description=_STATUS)
+    reasons: list[str] = Field(description="why, in words (empty when ok)")
+    alerts: OpenAlerts
     version: str
     host: str
     uptime_s: float = Field(description="seconds since this API started")

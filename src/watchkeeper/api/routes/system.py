@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from watchkeeper import __version__
+from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.api.auth import require_operator, require_read
 from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, remediator_of
 from watchkeeper.api.schemas import (
@@ -21,11 +22,13 @@ from watchkeeper.api.schemas import (
     DecisionBody,
     ErrorBody,
     HealthBody,
+    OpenAlerts,
     RemediateRequest,
     SystemBody,
     TopicCounters,
 )
-from watchkeeper.events import Command
+from watchkeeper.events import AgentHealth, Command
+from watchkeeper.overall import Overall, overall
 from watchkeeper.remediation.actions.stop_process import pin
 from watchkeeper.remediation.policy import ActionRequest
 from watchkeeper.remediation.registry import (
@@ -39,17 +42,29 @@ from watchkeeper.runtime import Runtime
 router = APIRouter(prefix="/api", tags=["system"])
 
 
+def _overall(runtime: Runtime, health: list[AgentHealth]) -> tuple[Overall, OpenAlerts]:
+    """The host's status from the engine's open alerts and the agents' health."""
+    analyzer = next((a for a in runtime.agents if isinstance(a, AnalyzerAgent)), None)
+    found = overall(analyzer.engine.active_alerts() if analyzer is not None else None, health)
+    return found, OpenAlerts(critical=found.critical, warning=found.warning,
+                             acknowledged=found.acknowledged, silenced=found.silenced)
+
+
 def _health(runtime: Runtime) -> HealthBody:
-    agents = [AgentStatus(name=h.name, state=h.state) for h in runtime.supervisor.health()]
+    health = runtime.supervisor.health()
+    agents = [AgentStatus(name=h.name, state=h.state) for h in health]
     ready = bool(agents) and all(a.state == "running" for a in agents)
-    return HealthBody(status="ok" if ready else "degraded", live=True, ready=ready,
-                      agents=agents)
+    found, counts = _overall(runtime, health)
+    return HealthBody(status=found.status, reasons=list(found.reasons), alerts=counts,
+                      live=True, ready=ready, agents=agents)
 
 
 @router.get("/health", response_model=HealthBody, dependencies=[Depends(require_read)],
             responses={503: {"model": HealthBody, "description": "not every agent is running"}})
 def health(runtime: RuntimeDep) -> JSONResponse:
-    """Liveness and readiness: 200 when every agent runs, else 503 with each agent's state."""
+    """The host's status (from open alerts and agents) in the body; the HTTP status is
+    watchkeeper's own readiness: 200 when every agent runs, else 503. A critical alert on
+    the host is not a reason to restart watchkeeper, so it does not make this a 503."""
     body = _health(runtime)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
@@ -61,8 +76,9 @@ def system(request: Request, runtime: RuntimeDep) -> SystemBody:
     health = runtime.supervisor.health()
     running = sum(1 for h in health if h.state == "running")
     identity = snap.identity if snap is not None else None
+    found, counts = _overall(runtime, health)
     return SystemBody(
-        status="ok" if health and running == len(health) else "degraded",
+        status=found.status, reasons=list(found.reasons), alerts=counts,
         version=__version__, host=runtime.host,
         uptime_s=round(time.monotonic() - request.app.state.started, 3),
         host_uptime_s=snap.uptime_s if snap is not None else None,

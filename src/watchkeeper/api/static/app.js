@@ -95,6 +95,14 @@
     return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
   }
 
+  // A number for people: 99.80000000000018 reads 99.8; a percentage metric gets its unit.
+  function num(v, metric) {
+    const n = Number(v);
+    if (!Number.isFinite(n)) return String(v);
+    const text = Math.abs(n) >= 1000 ? String(Math.round(n)) : String(Number(n.toPrecision(3)));
+    return metric && /percent$/.test(metric) ? `${text} %` : text;
+  }
+
   function pct(v) {
     return v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} %`;
   }
@@ -214,6 +222,7 @@
     const status = $("status");
     status.textContent = s.status;
     status.dataset.status = s.status;
+    status.title = (s.reasons || []).join("; ") || "no open alert, every agent running";
     setText("version", s.version);
     header.uptimeS = s.uptime_s;
     header.uptimeAt = performance.now();
@@ -222,6 +231,14 @@
       header.hostUptimeAt = performance.now();
     }
     tickClocks();
+  }
+
+  // The badge is derived by the server from open alerts and agents: read it again when
+  // either changes (once for a burst of events).
+  let statusTimer = null;
+  function refreshStatus() {
+    clearTimeout(statusTimer);
+    statusTimer = setTimeout(() => loadSystem().catch(() => {}), 250);
   }
 
   function showComment(comment) {
@@ -331,9 +348,11 @@
           a.silenced ? el("span", { class: "muted", text: "silenced" }) : null),
         el("p", { class: "detail", text: `since ${when(a.since)} · ${a.metric}` +
           (a.dimension ? ` ${a.dimension}` : "") +
-          (a.value !== null && a.value !== undefined ? ` = ${a.value}` : "") +
-          (a.threshold !== null && a.threshold !== undefined ? ` (threshold ${a.threshold})`
-            : "") }),
+          (a.value !== null && a.value !== undefined ? ` = ${num(a.value, a.metric)}` : "") +
+          (a.peak !== null && a.peak !== undefined && a.peak !== a.value
+            ? ` (peak ${num(a.peak, a.metric)})` : "") +
+          (a.threshold !== null && a.threshold !== undefined
+            ? ` · threshold ${num(a.threshold, a.metric)}` : "") }),
         a.context ? el("p", { class: "detail", text: a.context }) : null,
         analysisBlock(a.assessment),
         el("div", { class: "buttons" },
@@ -529,6 +548,11 @@
   function feedFor(kind, e) {
     switch (kind) {
       case "alert": {
+        const change = (e.labels || {}).change;
+        if (change === "value") return null;  // the open alert's number moved: shown in place
+        if (change === "assessed" && e.assessment) {
+          return `LLM assessment (${e.severity}): ${e.assessment.summary} – on: ${e.summary}`;
+        }
         const by = (e.labels || {}).acked_by;
         const verb = e.state === "resolved" ? "resolved" : e.state === "acknowledged"
           ? `acknowledged${by ? " by " + by : ""}` : "alert";
@@ -905,13 +929,14 @@
             || before.last_error !== e.health.last_error) {
           renderAgents();
         }
+        if (before && before.state !== e.health.state) refreshStatus();
       }
       return;
     }
     const text = feedFor(kind, e);
     if (text) addFeed(kind, text, e.at);
     if (kind === "service_report") { loadServices().catch(() => {}); return; }
-    if (kind === "alert") upsertAlert(e);
+    if (kind === "alert") { upsertAlert(e); refreshStatus(); }
     else if (kind === "remediation") loadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
     else if (kind.startsWith("agent_")) {
@@ -955,6 +980,7 @@
       loadServices().catch(() => {});
       loadAlerts().catch(() => {});
       loadActions().catch(() => {});
+      loadSystem().catch(() => {});
     }, 5000);
     poll();
   }
