@@ -50,6 +50,8 @@ def test_every_yaml_example_is_a_valid_configuration_read_as_written() -> None:
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 3
     settings = [validate(yaml.safe_load(block)) for block in blocks]
-    modes = next(s.remediation.actions for s in settings if "services" in s.model_fields_set)
+    modes = next(s.remediation.actions for s in settings
+                 if "remediation" in s.model_fields_set
+                 and "actions" in s.remediation.model_fields_set)
     assert (modes["restart_service"], modes["stop_process"], modes["run_script"]) == (
         "auto", "approve", "off")
