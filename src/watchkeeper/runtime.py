@@ -96,8 +96,8 @@ class Runtime:
     async def _apply_services(self) -> None:
         """Bring the services in line with the current settings, live: new and changed
         managed processes are started, as at start-up."""
-        change = await self.services.reconfigure(self.config.current.services)
-        await self._start_managed_services(change.added + change.changed)
+        await self.services.reconfigure(self.config.current.services,
+                                        start=self._start_managed_services)
 
     def update_config(self, patch: dict[str, Any], *, source: str = "api") -> tuple[str, ...]:
         """The one validated way to change settings at run time (raises ConfigError)."""

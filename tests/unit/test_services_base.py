@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -264,6 +265,32 @@ async def test_reconfigure_touches_only_what_changed() -> None:
     await services.aclose()
     assert all(b.closed for b in built.values())
     assert not await services.reconfigure({})  # closed: nothing more happens
+
+
+async def test_reconfigure_starts_what_it_set_up_before_it_ends() -> None:
+    """A changed service is down between its old process and its new one; that window is
+    inside the reconfigure (``reconfiguring``), so a supervisor does not take it for an
+    outage and restart it a second time."""
+    built, factories = _fake_factories()
+    services = Services({"web": ServiceConfig(start=("x",))},
+                        factories=factories)  # type: ignore[arg-type]
+    seen: list[tuple[tuple[str, ...], bool]] = []
+
+    async def start(names: Sequence[str]) -> None:
+        seen.append((tuple(names), services.reconfiguring))
+        for name in names:
+            await services.start(name)
+
+    assert not services.reconfiguring
+    await services.reconfigure({"web": ServiceConfig(start=("x2",)),
+                                "api": ServiceConfig(start=("z",))}, start=start)
+    assert seen == [(("api", "web"), True)]
+    assert built["web"].calls == ["start web"] and built["api"].calls == ["start api"]
+    assert not services.reconfiguring
+    await services.reconfigure({"web": services.config("web"), "api": services.config("api")},
+                               start=start)
+    assert len(seen) == 1  # nothing changed: nothing to start
+    await services.aclose()
 
 
 async def test_from_settings_builds_one_backend_of_the_right_kind_per_service(

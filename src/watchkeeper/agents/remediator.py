@@ -245,7 +245,9 @@ class RemediatorAgent(BaseAgent):
     async def _running_already(self, request: ActionRequest) -> bool:
         """A supervised restart is for a process that is down: not if it runs again."""
         name = str(request.params.get("service", ""))
-        if name in self._in_flight:
+        if name in self._in_flight or self.services.reconfiguring:
+            # Being set up anew (a reload): its stop was on purpose and its start is the
+            # reload's; if it is still down afterwards, the next tick asks again.
             return True
         status = await self.services.status(name, checks=False)
         return status.state in ("running", "starting")

@@ -7,7 +7,7 @@ import contextlib
 import difflib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,7 +291,15 @@ class Services:
         """An async iterator over every managed-process exit from now on."""
         return self.hub.exits(maxsize)
 
-    async def reconfigure(self, services: Mapping[str, ServiceConfig]) -> ServicesChange:
+    @property
+    def reconfiguring(self) -> bool:
+        """Whether a reconfigure (and the start of what it added or changed) is under way:
+        a service that is down right now may be down on purpose."""
+        return self._reconfiguring.locked()
+
+    async def reconfigure(self, services: Mapping[str, ServiceConfig], *,
+                          start: Callable[[Sequence[str]], Awaitable[None]] | None = None
+                          ) -> ServicesChange:
         """Apply a new services section live, as ``supervisorctl update`` does.
 
         A service no longer configured has its backend closed; a new one gets a backend; a
@@ -299,6 +307,10 @@ class Services:
         watchkeeper started (unless ``keep_running``) and leaves an adopted one alone, so a
         changed managed process is stopped here and started again by the caller, like a new
         one; unchanged services are not touched. Returns what changed.
+
+        ``start`` is called with the added and changed names before the reconfigure ends, so
+        that no one (the remediator's supervised restarts) sees a changed service stopped,
+        between its old process and its new one, as an outage of its own.
         """
         async with self._reconfiguring:
             if self._closed:
@@ -324,6 +336,8 @@ class Services:
             if change:
                 logger.info("services reconfigured: added %s, changed %s, removed %s",
                             list(added), list(changed), list(removed))
+            if start is not None and (added or changed):
+                await start(added + changed)
             return change
 
     async def aclose(self) -> None:
