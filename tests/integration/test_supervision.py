@@ -14,8 +14,6 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from watchkeeper.events import RemediationEvent, ServiceReport
 from watchkeeper.runtime import Runtime
 
 from ..conftest import BusRecorder
-from .test_remediator import free_port, remediator, until
+from .test_remediator import free_port, remediator, running, until
 
 
 def default_settings(tmp_path: Path, services: dict[str, Any]) -> Any:
@@ -46,17 +44,6 @@ def answers(url: str) -> bool:
             return bool(resp.status < 400)
     except OSError:
         return False
-
-
-@asynccontextmanager
-async def running(settings: Any) -> AsyncIterator[tuple[Runtime, BusRecorder]]:
-    rt = Runtime(settings)
-    recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
-    await rt.start()
-    try:
-        yield rt, recorder
-    finally:
-        await rt.stop()
 
 
 def phase(recorder: BusRecorder, name: str) -> list[RemediationEvent]:
