@@ -15,8 +15,10 @@ from tests.unit.test_analysis_streams import Stream, analyzer, only
 from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.config import SensorConfig
 
+# CI runs as root with e2fsprogs (scripts/test installs it): there it never skips, so a
+# missing tool fails loudly instead of hiding the test.
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
+    not os.environ.get("CI") and (os.geteuid() != 0 or shutil.which("mkfs.ext4") is None),
     reason="mounting a loop device needs root and mkfs.ext4 (CI runs as root)")
 
 
