@@ -63,7 +63,10 @@ def _switch(value: Any) -> Any:
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are re-validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf or nan anywhere: an infinite cooldown (YAML .inf, JSON 1e400) would switch off
+    # self-healing for good, and a nan compares false with every threshold.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
 
 class Thresholds(Section):
@@ -733,9 +736,13 @@ def _problems_from_strict(err: ValidationError, value: Any) -> list[str]:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML config file; a syntax error or a non-mapping is a ConfigError."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"cannot read file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(
+            str(path), f"not a UTF-8 text file (byte {exc.start}); a YAML file is expected")]
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -165,9 +165,37 @@ async def _patch_body(request: Request) -> dict[str, Any]:
         patch = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPException(422, [f"body: invalid JSON ({exc})"]) from None
+    except RecursionError:  # thousands of nested brackets: the decoder's own stack
+        raise HTTPException(422, [f"body: nested deeper than {MAX_PATCH_DEPTH} levels"]
+                            ) from None
     if not isinstance(patch, dict):
         raise HTTPException(422, ["body: a JSON object of settings sections is expected"])
+    if _depth(patch) > MAX_PATCH_DEPTH:
+        # Every step after this (merge, validation) recurses too: refuse before it.
+        raise HTTPException(422, [f"body: nested deeper than {MAX_PATCH_DEPTH} levels"])
     return patch
+
+
+#: The configuration is at most a few levels deep; a patch deeper than this is no patch.
+MAX_PATCH_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_PATCH_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 @router.patch("", response_model=ConfigUpdated, dependencies=[Depends(require_operator)],

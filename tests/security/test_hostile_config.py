@@ -1,0 +1,75 @@
+"""Security corpus: hostile configuration input (issue 11's config classes).
+
+Each case is a value a token holder or a hand-edited file could send. The promise: a clear
+message, exit 2 or a 422, and nothing changed or saved. Grow this corpus with each class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from watchkeeper.api.routes.config import overrides_path
+from watchkeeper.config import ConfigError, validate
+
+from ..integration.test_api_harness import api_settings, serve_api
+from ..integration.test_cli import wk as cli
+
+#: Non-finite numbers in every form they arrive in: an infinite healing_cooldown switched
+#: self-healing off for good, and a nan threshold compares false with every value.
+NON_FINITE = [float("inf"), float("-inf"), float("nan"), "inf", "-Infinity", "NaN", "1e400"]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+@pytest.mark.parametrize("key", [("agents", "healing_cooldown"), ("thresholds", "cpu_warning"),
+                                 ("remediation", "backoff_max_s"), ("analyzer", "for_s")])
+def test_non_finite_numbers_are_refused_everywhere(key: tuple[str, str], value: object) -> None:
+    with pytest.raises(ConfigError, match=f"{key[0]}.{key[1]}"):
+        validate({key[0]: {key[1]: value}})
+
+
+def test_a_yaml_inf_is_refused_by_config_validate(tmp_path: Path) -> None:
+    (tmp_path / "wk.yaml").write_text("agents:\n  healing_cooldown: .inf\n"
+                                      "thresholds:\n  cpu_warning: .nan\n")
+    result = cli(tmp_path, "config", "validate", "wk.yaml")
+    assert result.returncode == 2
+    assert "agents.healing_cooldown" in result.stderr + result.stdout
+    assert "thresholds.cpu_warning" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00a\x00", b"agents: {}\n\x80\x81"])
+def test_a_binary_config_file_is_a_message_and_exit_2(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "wk.yaml").write_bytes(content)
+    for args in (("config", "validate", "wk.yaml"), ("--config", "wk.yaml", "config", "show")):
+        result = cli(tmp_path, *args)
+        assert result.returncode == 2, result.stderr
+        assert "not a UTF-8 text file" in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+
+
+async def test_hostile_config_patches_are_422_and_change_nothing(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    deep = "[" * 3000 + "]" * 3000
+    nested = {"thresholds": {"cpu_warning": 70}}
+    for _ in range(40):
+        nested = {"analyzer": {"rules": nested}}
+    bodies = [
+        '{"agents": {"healing_cooldown": 1e400}}',
+        '{"agents": {"healing_cooldown": Infinity}}',
+        '{"thresholds": {"cpu_warning": NaN}}',
+        '{"analyzer": ' + deep + "}",
+        json.dumps(nested),
+    ]
+    async with serve_api(settings) as api:
+        before = api.runtime.config.version
+        for body in bodies:
+            r = await api.client.patch("/api/config", headers={
+                **api.auth(), "Content-Type": "application/json"}, content=body)
+            assert r.status_code == 422, (body[:60], r.status_code, r.text[:200])
+            assert isinstance(r.json()["detail"], list)
+        assert api.runtime.config.version == before
+        assert api.runtime.config.current.agents.healing_cooldown == 60
+        assert not overrides_path(settings).exists()
