@@ -73,3 +73,31 @@ async def test_hostile_config_patches_are_422_and_change_nothing(tmp_path: Path)
         assert api.runtime.config.version == before
         assert api.runtime.config.current.agents.healing_cooldown == 60
         assert not overrides_path(settings).exists()
+
+
+async def test_null_or_a_replaced_section_cannot_reach_the_config_file_only_keys(
+        tmp_path: Path) -> None:
+    """A null resets a key to its default, and a non-mapping section value replaces the
+    section: both would send the LLM traffic (with the host's data) to the default endpoint,
+    or drop the clean-up roots, through the operator token. Refused like naming the key."""
+    settings = api_settings(tmp_path, llm={"enabled": False, "base_url": "http://127.0.0.1:9/v1"})
+    async with serve_api(settings) as api:
+        before = api.runtime.config.version
+        for patch, key in (({"llm": {"base_url": None}}, "llm.base_url"),
+                           ({"llm": {"api_key": None}}, "llm.api_key"),
+                           ({"llm": "on"}, "llm.base_url"),
+                           ({"llm": True}, "llm.base_url"),
+                           ({"remediation": {"cleanup_roots": None}}, "remediation.cleanup_roots"),
+                           ({"remediation": None}, "remediation.scripts"),
+                           ({"services": None}, "services")):
+            r = await api.client.patch("/api/config", headers=api.auth(), json=patch)
+            assert r.status_code == 422, (patch, r.text)
+            assert any(line.startswith(key) for line in r.json()["detail"]), r.text
+        assert api.runtime.config.version == before
+        assert api.runtime.config.current.llm.base_url == "http://127.0.0.1:9/v1"
+        assert not overrides_path(settings).exists()
+        # Turning the LLM off through the API still works, by its own key.
+        r = await api.client.patch("/api/config", headers=api.auth(),
+                                   json={"llm": {"enabled": True}})
+        assert r.status_code == 200, r.text
+        assert api.runtime.config.current.llm.base_url == "http://127.0.0.1:9/v1"

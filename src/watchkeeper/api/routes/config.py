@@ -44,29 +44,40 @@ HOST_ONLY: tuple[tuple[str, ...], ...] = (
     ("llm", "log_files"), ("llm", "mask_identifiers"), ("llm", "redact_patterns"))
 
 
+def _reaches(patch: Mapping[str, Any], path: tuple[str, ...]) -> int:
+    """How far ``patch`` reaches along ``path``: len(path) when it names the key itself, even
+    as null (a null is a value: it resets the key to its default), the index of an ancestor
+    it replaces with a non-mapping (``{"llm": "on"}`` replaces the whole section, the
+    host-only keys with it), -1 when it leaves the key alone."""
+    node: Any = patch
+    for i, part in enumerate(path):
+        if part not in node:
+            return -1
+        node = node[part]
+        if i < len(path) - 1 and not isinstance(node, Mapping):
+            return i
+    return len(path)
+
+
 def host_only_keys(patch: Mapping[str, Any]) -> list[str]:
-    """The dotted HOST_ONLY keys a patch names."""
-    found = []
-    for path in HOST_ONLY:
-        node: Any = patch
-        for part in path:
-            node = node.get(part) if isinstance(node, Mapping) else None
-            if node is None:
-                break
-        else:
-            found.append(".".join(path))
-    return found
+    """The dotted HOST_ONLY keys a patch would change (named, nulled, or replaced with their
+    section)."""
+    return [".".join(path) for path in HOST_ONLY if _reaches(patch, path) >= 0]
 
 
 def without_host_only(patch: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``patch`` without the HOST_ONLY keys."""
+    """A copy of ``patch`` that changes no HOST_ONLY key (such keys, or the non-mapping value
+    that would replace their section, are left out)."""
     out = copy.deepcopy(dict(patch))
     for path in HOST_ONLY:
+        reach = _reaches(out, path)
+        if reach < 0:
+            continue
+        cut = path[:reach + 1] if reach < len(path) else path
         node: Any = out
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
+        for part in cut[:-1]:
+            node = node[part]
+        node.pop(cut[-1], None)
     return out
 
 
