@@ -446,6 +446,11 @@ def _mode_as_written(value: Any) -> Any:
 #: A mode as a user writes it in YAML: an unquoted ``off`` is "off".
 ModeAsWritten = Annotated[ActionMode, BeforeValidator(_mode_as_written)]
 
+#: The most an LLM's proposal may do: run as the action's mode says (auto), wait for a human
+#: (approve), only be previewed (dry_run), or nothing (off).
+LlmMode = Literal["auto", "approve", "dry_run", "off"]
+LlmModeAsWritten = Annotated[LlmMode, BeforeValidator(_mode_as_written)]
+
 
 class CleanupRoot(Section):
     """A directory clean_disk may delete old files under (never outside it)."""
@@ -525,18 +530,38 @@ class RemediationConfig(Section):
     cleanup_roots: tuple[CleanupRoot, ...] = ()
     log_files: tuple[LogFileRule, ...] = ()
     scripts: dict[str, ScriptConfig] = Field(default_factory=dict)
+    llm_mode: LlmModeAsWritten = Field(
+        "approve", description="the most an action the LLM proposes may do, whatever the "
+        "action's own mode: approve (a human decides), dry_run (previewed only), off, or "
+        "auto (as the action's mode says); an injection in what the LLM reads can steer it")
+    llm_actions: dict[str, LlmModeAsWritten] = Field(
+        default_factory=dict, description="llm_mode per action (overrides llm_mode)")
 
     @field_validator("actions")
     @classmethod
     def _known_actions(cls, value: dict[str, ActionMode]) -> dict[str, ActionMode]:
-        from watchkeeper.remediation.registry import REGISTRY
-
-        unknown = sorted(set(value) - set(REGISTRY))
-        if unknown:
-            hints = [f"{u} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(
-                u, list(REGISTRY), n=1)) else u for u in unknown]
-            raise ValueError(f"unknown action(s): {', '.join(hints)}")
+        _check_action_names(value)
         return {**_default_modes(), **value}
+
+    @field_validator("llm_actions")
+    @classmethod
+    def _known_llm_actions(cls, value: dict[str, LlmMode]) -> dict[str, LlmMode]:
+        _check_action_names(value)
+        return value
+
+    def llm_mode_for(self, action: str) -> LlmMode:
+        """The most an LLM's proposal of ``action`` may do (llm_actions, else llm_mode)."""
+        return self.llm_actions.get(action, self.llm_mode)
+
+
+def _check_action_names(value: dict[str, Any]) -> None:
+    from watchkeeper.remediation.registry import REGISTRY
+
+    unknown = sorted(set(value) - set(REGISTRY))
+    if unknown:
+        hints = [f"{u} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(
+            u, list(REGISTRY), n=1)) else u for u in unknown]
+        raise ValueError(f"unknown action(s): {', '.join(hints)}")
 
 
 class Settings(Section):

@@ -153,6 +153,59 @@ def test_llm_suggestions_go_through_the_same_checks(env: Env) -> None:
     assert rule.why == llm.why
 
 
+def test_an_llm_proposal_waits_for_a_human_by_default_whatever_the_actions_mode(
+        env: Env) -> None:
+    """restart_service is auto by default; proposed by the LLM it still waits (an injection
+    in what the model read can steer it), and the approval says so; a rule's runs."""
+    assert env.decide().verdict == "auto"
+    d = env.decide(source="llm")
+    assert d.verdict == "approve" and d.mode == "auto" and not d.runs
+    assert d.why == ("approve: remediation.llm_mode is approve for what an LLM proposes; "
+                     "restart_service web waits for a human (proposed by an LLM)")
+    # Approved by a person, it runs (every other check still applies).
+    d = env.decide(source="llm", approved_by="alice")
+    assert d.verdict == "auto"
+    assert d.why == "auto: restart_service web (approved by alice, proposed by an LLM)"
+
+
+@pytest.mark.parametrize(("remediation", "verdict", "why"), [
+    ({"llm_mode": "auto"}, "auto", "auto: restart_service web (mode auto, proposed by an LLM)"),
+    ({"llm_mode": "dry_run"}, "dry_run", "dry_run: remediation.llm_mode is dry_run for what an "
+                                         "LLM proposes; restart_service web would run"),
+    ({"llm_mode": "off"}, "refused", "refused: restart_service proposed by an LLM is off "
+                                     "(remediation.llm_mode)"),
+    ({"llm_mode": "off", "llm_actions": {"restart_service": "auto"}}, "auto",
+     "auto: restart_service web (mode auto, proposed by an LLM)"),
+    ({"llm_mode": "auto", "llm_actions": {"restart_service": "approve"}}, "approve",
+     "approve: remediation.llm_actions.restart_service is approve for what an LLM proposes; "
+     "restart_service web waits for a human (proposed by an LLM)"),
+    # llm_mode auto only lets the LLM follow the action's own mode, never loosen it.
+    ({"llm_mode": "auto", "actions": {"restart_service": "approve"}}, "approve",
+     "approve: restart_service web waits for a human (mode approve, proposed by an LLM)"),
+], ids=["opt-in-auto", "dry-run", "off", "per-action-auto", "per-action-approve",
+        "auto-never-loosens-the-actions-mode"])
+def test_llm_mode_per_action(env: Env, remediation: dict[str, Any], verdict: str,
+                             why: str) -> None:
+    env.configure(remediation)
+    d = env.decide(source="llm")
+    assert (d.verdict, d.why) == (verdict, why)
+    # Rules are not affected by what the LLM may do.
+    assert env.decide(source="rule").verdict == (
+        "approve" if remediation.get("actions") else "auto")
+
+
+def test_llm_mode_is_validated_like_the_actions_modes() -> None:
+    from watchkeeper.config import RemediationConfig
+
+    with pytest.raises(ValueError, match=r"restart_servce.*did you mean 'restart_service'"):
+        RemediationConfig.model_validate({"llm_actions": {"restart_servce": "auto"}})
+    with pytest.raises(ValueError, match="llm_mode"):
+        RemediationConfig.model_validate({"llm_mode": "sometimes"})
+    # YAML reads an unquoted off as False.
+    assert RemediationConfig.model_validate({"llm_mode": False}).llm_mode == "off"
+    assert RemediationConfig().llm_mode_for("stop_process") == "approve"
+
+
 # --------------------------------------------------------------------------- target
 
 

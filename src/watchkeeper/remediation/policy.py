@@ -4,13 +4,19 @@
 ``refused`` or ``dry_run``) and a plain-words ``why``. The checks run in this order and the
 first that objects decides:
 
-1. registry: unknown action or invalid parameters (refused);
-2. mode ``off`` (refused);
+1. registry: unknown action or invalid parameters (refused); then the action's own
+   ``check`` (passed to ``decide`` by the agent): parameters that can never succeed (a path
+   outside every clean-up root, a log file not configured, an undeclared service) are
+   refused here, with the reason, and normalised ones are what is decided, shown and run;
+2. mode ``off`` (refused), and for a proposal by the LLM ``remediation.llm_mode`` (or its
+   ``llm_actions`` entry) ``off`` (refused);
 3. target: a service or script must be declared, and an ``allow`` entry for the action
    (globs) must match the target; no entry = every declared target (refused);
 4. start-up grace period (refused, with ``retry_after_s``);
-5. maintenance window: no automatic action, so ``auto`` becomes ``approve``;
-6. global dry-run (``dry_run``: decided and logged, nothing runs);
+5. maintenance window: no automatic action, so ``auto`` becomes ``approve``; likewise a
+   proposal by the LLM while its ``llm_mode`` is ``approve`` (the default);
+6. global dry-run, a dry run asked for, or an LLM proposal under ``llm_mode: dry_run``
+   (``dry_run``: decided and logged, nothing runs);
 7. circuit breaker: global and per-action budgets over a rolling hour of *started* attempts;
    when one is spent: refused "breaker open: alert-only", with one ``breaker_open`` notice
    and, once budget is free again, one ``breaker_closed`` notice;
@@ -34,10 +40,14 @@ supervisord's ``startsecs`` resets its ``startretries``.
 
 Actions of risk "none" (notify_only) change nothing, so 7-12 do not apply to them and the
 maintenance window does not hold them back: telling a human is what alert-only means.
-A proposal by the LLM goes through exactly the same checks as one by a rule; the request
-carries no mode or flag that could loosen them. Only ``decide(..., approved_by=...)``, which
-the agent passes after a human approved in the audit log, turns ``approve`` into ``auto``;
-every other check still applies.
+A proposal by the LLM goes through exactly the same checks as one by a rule, and one more:
+what it reads (log lines, process names, command lines) can steer it, so by default it
+never runs without a human, whatever the action's mode (``remediation.llm_mode``, per
+action ``llm_actions``; ``auto`` there only lets it follow the action's own mode). The
+request carries no mode or flag that could loosen a check, and the source is set by the
+analyzer, never by the model. Only ``decide(..., approved_by=...)``, which the agent passes
+after a human approved in the audit log, turns ``approve`` into ``auto``; every other check
+still applies.
 
 A failing target (step 10) or a refused strategy (step 12) gets no more automatic tries until
 a human calls ``reset(target)``, or the agent reports the target healthy (``mark_healthy``)
@@ -77,7 +87,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from watchkeeper.config import ActionMode, MaintenanceWindow, Settings
+from watchkeeper.config import ActionMode, LlmMode, MaintenanceWindow, Settings
 from watchkeeper.events import Frozen, SuggestedAction
 from watchkeeper.remediation.learning import ActionStats, StrategyStats
 from watchkeeper.remediation.registry import (
@@ -501,20 +511,26 @@ class Policy:
 
     # ------------------------------------------------------------------ decide
 
-    def decide(self, request: ActionRequest, *, approved_by: str | None = None) -> Decision:
-        """The verdict on ``request`` now; ``approved_by`` only after a human approved it."""
+    def decide(self, request: ActionRequest, *, approved_by: str | None = None,
+               check: Callable[[Params], Params] | None = None) -> Decision:
+        """The verdict on ``request`` now; ``approved_by`` only after a human approved it.
+
+        ``check``: the action's own check of its parsed parameters (``BaseAction.check``),
+        returning them normalised or raising ActionRefused for a request that can never
+        succeed; it must be quick and not block (no I/O).
+        """
         with self._lock:
             now = self._mono()
             settings = self._settings()
             notice = self._breaker_transition(now, settings)
-            decision = self._decide(request, approved_by, now, settings)
+            decision = self._decide(request, approved_by, now, settings, check)
             if notice is not None:
                 decision = decision.model_copy(update={"notice": notice})
         logger.debug("policy: %s", decision.why)
         return decision
 
     def _decide(self, req: ActionRequest, approved_by: str | None, now: float,
-                settings: Settings) -> Decision:
+                settings: Settings, checker: Callable[[Params], Params] | None) -> Decision:
         rem = settings.remediation
         base: dict[str, Any] = {"request": req, "approved_by": approved_by}
 
@@ -528,8 +544,19 @@ class Policy:
         except ActionRefused as exc:
             return refuse("registry", str(exc), params=dict(req.params))
         spec = REGISTRY[req.action]
+        if checker is not None:
+            # Before anything waits for a human: an approval that can never succeed, or
+            # that names one target and would act on another, is never asked for.
+            try:
+                params = checker(params)
+            except ActionRefused as exc:
+                return refuse("target", f"{req.action}: {exc}", params=dict(req.params),
+                              risk=spec.risk)
         target = Target.of(req.action, params, req.host)
         mode: ActionMode = rem.actions.get(req.action, "off")
+        llm_cap: LlmMode | None = rem.llm_mode_for(req.action) if req.source == "llm" else None
+        llm_key = (f"remediation.llm_actions.{req.action}" if req.action in rem.llm_actions
+                   else "remediation.llm_mode")
         stats = self._stats_for(req.host, req.action, target)
         base.update(target=target, params=params.model_dump(mode="json"), risk=spec.risk,
                     mode=mode, stats=stats)
@@ -538,6 +565,8 @@ class Policy:
         # 2. mode
         if mode == "off":
             return refuse("mode", f"{req.action} is off (remediation.actions.{req.action})")
+        if llm_cap == "off":
+            return refuse("mode", f"{req.action} proposed by an LLM is off ({llm_key})")
         # 3. target: declared, and allowed
         undeclared = self._undeclared(params, settings)
         if undeclared:
@@ -565,12 +594,19 @@ class Policy:
                 effective, check = "approve", "maintenance"
                 note = (f"maintenance window {_describe_window(window)} is on, no automatic "
                         "action")
+        if llm_cap == "approve" and effective == "auto" and approved_by is None \
+                and not exempt:
+            # An injection in what the model read can steer it: a human decides.
+            effective = "approve"
+            note = f"{llm_key} is approve for what an LLM proposes"
         if mode == "approve" and approved_by is not None:
             effective = "auto"
         # 6. dry-run
-        if rem.dry_run or req.dry_run:
+        if rem.dry_run or req.dry_run or llm_cap == "dry_run":
             would = "would run" if effective == "auto" else "would wait for approval"
-            reason = "remediation.dry_run is on" if rem.dry_run else "a dry run was asked for"
+            reason = ("remediation.dry_run is on" if rem.dry_run else
+                      "a dry run was asked for" if req.dry_run else
+                      f"{llm_key} is dry_run for what an LLM proposes")
             return Decision(verdict="dry_run", check="dry_run",
                             why=f"dry_run: {reason}; {what} {would}", **base)
         if not exempt:
