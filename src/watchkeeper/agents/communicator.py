@@ -149,8 +149,8 @@ class CommunicatorAgent(BaseAgent):
             else:
                 log.error("❌ %s %s did not fix it: %s", ev.action, ev.target, ev.message)
         elif ev.phase == "pending":
-            log.warning("✋ %s %s waits for approval #%s: %s", ev.action, ev.target,
-                        ev.approval_id, ev.why)
+            log.warning("✋ %s %s waits for approval #%s (proposed by %s): %s", ev.action,
+                        ev.target, ev.approval_id, who, ev.message or ev.why)
         elif ev.phase == "rejected":
             log.info("🚫 approval #%s rejected by %s: %s %s", ev.approval_id, ev.by, ev.action,
                      ev.target)

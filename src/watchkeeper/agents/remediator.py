@@ -20,8 +20,10 @@ person's ``reset`` of a failing target is audited and announced like every other
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -30,7 +32,7 @@ from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
 from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent
 from watchkeeper.remediation.actions import get_action
-from watchkeeper.remediation.actions.base import ActionContext
+from watchkeeper.remediation.actions.base import ActionContext, Refused
 from watchkeeper.remediation.audit import Approval, AuditLog
 from watchkeeper.remediation.learning import success_of
 from watchkeeper.remediation.policy import (
@@ -41,6 +43,7 @@ from watchkeeper.remediation.policy import (
     Target,
     plain_secs,
 )
+from watchkeeper.remediation.registry import ActionRefused, Params
 from watchkeeper.remediation.servicebook import ServiceBook
 from watchkeeper.remediation.services import Services
 from watchkeeper.remediation.services.base import ServiceExit, UnknownService
@@ -270,7 +273,8 @@ class RemediatorAgent(BaseAgent):
         if approved_by is None and not human and self._quiet_until.get(key, 0.0) > now:
             return Decision(request=request, verdict="refused", check="cooldown",
                             why="already refused recently; waiting before asking again")
-        decision = self.policy.decide(request, approved_by=approved_by)
+        decision = self.policy.decide(request, approved_by=approved_by,
+                                      check=self._checker(request.action))
         if not human:
             self._note_refusal(key, decision, approved_by, now)
             self.book.decided(decision)
@@ -312,7 +316,11 @@ class RemediatorAgent(BaseAgent):
                 decision, ttl_s=self.config.current.remediation.approval_ttl_s)
             log.debug("remediation: %s on %s waits for approval #%d", request.action,
                       decision.target, approval)
-            await self._publish("pending", decision, approval_id=approval)
+            # The target shown is the checked one; the parameters as the proposer gave them
+            # go with it, so what a human approves cannot be mislabelled.
+            await self._publish("pending", decision, approval_id=approval,
+                                message=f"{decision.why}; parameters as given: "
+                                        f"{_compact(request.params)}")
             if not human:
                 self.book.waiting(decision, approval)
         elif decision.verdict == "dry_run":
@@ -324,6 +332,22 @@ class RemediatorAgent(BaseAgent):
             log.debug("remediation: %s", decision.why)
             await self._publish("decided", decision)
         return decision
+
+    def _checker(self, name: str) -> Callable[[Params], Params] | None:
+        """The action's own check of its parameters, for the policy's first step (None for
+        an action the registry does not know: the policy refuses it by itself)."""
+        try:
+            action = get_action(name)
+        except ActionRefused:
+            return None
+        ctx = self._ctx()
+
+        def check(params: Params) -> Params:
+            try:
+                return action.check(params, ctx)
+            except Refused as exc:
+                raise ActionRefused(str(exc)) from None
+        return check
 
     async def _announce_expired(self) -> None:
         """Tell people (and open dashboards) when an approval expires unanswered."""
@@ -520,3 +544,8 @@ class RemediatorAgent(BaseAgent):
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
+
+
+def _compact(params: dict[str, Any]) -> str:
+    """Parameters as one line of JSON (what a proposer gave, shown beside the target)."""
+    return json.dumps(params, sort_keys=True, default=str, ensure_ascii=True)

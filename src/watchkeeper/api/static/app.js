@@ -485,15 +485,27 @@
     for (const p of pending) {
       const d = p.decision || {};
       const req = d.request || {};
-      list.append(el("li", { "data-approval": p.id },
+      const llm = req.source === "llm";
+      // The target is the checked, normalised one; the parameters are also shown exactly
+      // as the proposer gave them (and as checked, when that differs), so an approval
+      // cannot say one thing and do another.
+      const given = JSON.stringify(req.params || {});
+      const checked = JSON.stringify(d.params || {});
+      list.append(el("li", { "data-approval": p.id, "data-source": req.source || "" },
         el("div", { class: "line" },
           el("strong", { class: "grow", text: `#${p.id} ${req.action || "?"}` +
             (d.target ? ` on ${targetText(d.target)}` : "") }),
-          el("span", { class: "muted", text: `proposed by ${req.source || "?"}` })),
+          el("span", { class: llm ? "badge llm" : "muted", "data-proposer": req.source || "",
+            text: llm ? "proposed by the LLM" : `proposed by ${req.source || "?"}` })),
         el("p", { class: "detail", text: `why: ${d.why || ""}` }),
-        req.reasoning ? el("p", { class: "detail", text: `reasoning: ${req.reasoning}` }) : null,
-        Object.keys(req.params || {}).length
-          ? el("p", { class: "detail", text: `parameters: ${JSON.stringify(req.params)}` })
+        req.reasoning ? el("p", { class: "detail", "data-reasoning": "",
+          text: `${llm ? "the LLM's reasoning (untrusted)" : "reasoning"}: ${req.reasoning}` })
+          : null,
+        el("p", { class: "detail", "data-params": "given",
+          text: `parameters as given: ${given}` }),
+        checked !== given
+          ? el("p", { class: "detail", "data-params": "checked",
+            text: `parameters as checked: ${checked}` })
           : null,
         el("p", { class: "detail", text: `asked ${when(p.requested_at)}` +
           (p.expires_at ? `; expires unanswered in ${expiresIn(p.expires_at)}` : "") }),

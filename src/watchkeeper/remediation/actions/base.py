@@ -3,7 +3,11 @@
 Like the agents' BaseAgent, the base class owns the parts every action must get right: it
 validates parameters against the registry model, honours the global dry-run switch, times
 the run, turns a refusal or an unexpected exception into a result instead of raising, and
-redacts what it reports. A subclass writes ``_preview``, ``_execute`` and ``_verify``.
+redacts what it reports. A subclass writes ``_preview``, ``_execute`` and ``_verify``, and
+``_check`` when its parameters name something that must be configured (a path, a service,
+a script): that one function decides whether a request could ever succeed and normalises
+it, when the action is asked for (before any approval is queued) and again at preview,
+execute and verify.
 """
 
 from __future__ import annotations
@@ -162,6 +166,10 @@ class Action(Protocol):
         """The registry entry (name, risk, parameter model)."""
         ...
 
+    def check(self, params: Params | Mapping[str, Any], ctx: ActionContext) -> Params:
+        """``params`` parsed, checked and normalised; raise Refused if it can never succeed."""
+        ...
+
     async def preview(self, params: Params | Mapping[str, Any], ctx: ActionContext) -> Preview:
         """Say exactly what execute would do now, changing nothing."""
         ...
@@ -208,11 +216,22 @@ class BaseAction(ABC, Generic[P]):
         except ActionRefused as exc:
             raise Refused(str(exc)) from None
 
+    def check(self, params: Params | Mapping[str, Any], ctx: ActionContext) -> P:
+        """``params`` parsed, checked against what this action could ever do, and normalised
+        (a path absolute and lexically clean, inside what is configured); raise Refused for a
+        request that can never succeed. Quick and without I/O: the policy calls it when the
+        action is asked for, under its lock; preview, execute and verify call it again."""
+        return self._check(self.parse(params), ctx)
+
+    def _check(self, params: P, ctx: ActionContext) -> P:
+        """Check and normalise parsed parameters; the default accepts what the model did."""
+        return params
+
     async def preview(self, params: Params | Mapping[str, Any], ctx: ActionContext) -> Preview:
         """Say exactly what execute would do now, changing nothing; never raises."""
         raw = _jsonable(params)
         try:
-            parsed = self.parse(params)
+            parsed = self.check(params, ctx)
             raw = parsed.model_dump(mode="json")
             plan = await self._preview(parsed, ctx)
         except Refused as exc:
@@ -240,7 +259,7 @@ class BaseAction(ABC, Generic[P]):
                                 preview=preview)
         raw = _jsonable(params)
         try:
-            parsed = self.parse(params)
+            parsed = self.check(params, ctx)
             raw = parsed.model_dump(mode="json")
             done = await self._execute(parsed, ctx)
         except Refused as exc:
@@ -264,7 +283,7 @@ class BaseAction(ABC, Generic[P]):
             check = Check(False, f"nothing to verify: the action's outcome was {result.outcome}")
         else:
             try:
-                check = await self._verify(self.parse(params), ctx, result)
+                check = await self._verify(self.check(params, ctx), ctx, result)
             except Refused as exc:
                 check = Check(False, str(exc))
             except Exception as exc:

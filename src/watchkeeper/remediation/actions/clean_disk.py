@@ -4,10 +4,13 @@ Safety rules, each enforced here and not left to the caller:
 - the directory named must be absolute, contain no ``..`` and lie in a configured
   CleanupRoot; the parameters may only narrow what the root allows (patterns must match the
   root's too, ages are at least the root's, the size cap at most the root's);
-- symlinks are never followed and never deleted: the root, every directory on the way down
-  and every directory walked is opened with O_NOFOLLOW relative to its parent's descriptor,
-  so a directory swapped for a symlink mid-walk fails to open instead of leading outside
-  (directories *above* a configured root are the operator's layout and may be links);
+- the parameters are checked and normalised when the action is asked for (``check``), so a
+  directory outside every root is refused before any approval is queued, and an approval
+  shows the directory that would be cleaned;
+- symlinks are never followed and never deleted: every component of the path, from ``/``
+  through the root to every directory walked, is opened with O_NOFOLLOW relative to its
+  parent's descriptor (safepath), so a directory swapped for a symlink, even above the root
+  and even mid-walk, fails to open instead of leading outside;
 - only regular files with a single link go (unlinking one of several names frees nothing,
   and the other name may be anywhere); the walk stays on the root's filesystem;
 - right before each unlink the name is looked at again (lstat in the pinned directory) and
@@ -32,6 +35,7 @@ from pydantic import JsonValue
 from watchkeeper.config import CleanupRoot, RemediationConfig
 from watchkeeper.remediation.registry import REGISTRY, CleanDiskParams
 
+from . import safepath
 from .base import (
     MAX_ITEMS,
     ActionContext,
@@ -46,7 +50,7 @@ from .base import (
 
 logger = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = safepath.DIR_FLAGS
 #: Deeper trees are not walked further (each level holds one open descriptor).
 MAX_DEPTH = 64
 
@@ -82,18 +86,14 @@ def rules_for(settings: RemediationConfig, params: CleanDiskParams) -> Rules:
     raw = params.root
     configured = [str(r.path) for r in settings.cleanup_roots]
     allowed = ", ".join(configured) or "none are configured"
-    if "\x00" in raw:
-        raise Refused("root contains a NUL byte")
-    if not os.path.isabs(raw):
-        raise Refused(f"root {raw!r} is not an absolute path; clean_disk works only in the "
-                      f"configured clean-up roots ({allowed})")
-    if ".." in raw.split(os.sep):
-        raise Refused(f"root {raw!r} contains '..'; clean_disk never leaves its root "
-                      f"(configured: {allowed})")
-    target = os.path.normpath(raw)
+    try:
+        target = safepath.lexical(raw, what="root")
+    except Refused as exc:
+        raise Refused(f"{exc}; clean_disk works only in the configured clean-up roots "
+                      f"({allowed})") from None
     best: tuple[str, CleanupRoot] | None = None
     for rule in settings.cleanup_roots:
-        base = os.path.normpath(os.path.abspath(str(rule.path)))
+        base = _configured(str(rule.path))
         if (target == base or target.startswith(base.rstrip(os.sep) + os.sep)) and (
                 best is None or len(base) > len(best[0])):
             best = (base, rule)
@@ -109,42 +109,24 @@ def rules_for(settings: RemediationConfig, params: CleanDiskParams) -> Rules:
                  max_bytes=min(caps) if caps else None)
 
 
+def _configured(path: str) -> str:
+    """A configured root as the normalised absolute path it names (no filesystem look-up)."""
+    return "/" + os.path.normpath(os.path.abspath(path)).lstrip("/")
+
+
 @contextlib.contextmanager
 def open_target(rules: Rules) -> Iterator[int]:
-    """A descriptor of the directory to clean, reached without following any symlink."""
-    fd = _open_dir(rules.root, None, rules.root, what="configured root")
-    try:
-        path = rules.root
-        for part in rules.below_root:
-            path = os.path.join(path, part)
-            sub = _open_dir(part, fd, path, what="directory")
-            os.close(fd)
-            fd = sub
+    """A descriptor of the directory to clean: every component from ``/`` opened without
+    following a symlink (above the root too: a swapped parent must not lead elsewhere)."""
+    def what(prefix: str) -> str:
+        if prefix == rules.root:
+            return f"configured root {prefix}"
+        if len(prefix) < len(rules.root):
+            return f"directory {prefix} (on the way to the configured root {rules.root})"
+        return f"directory {prefix}"
+
+    with safepath.open_dir(rules.target, what) as fd:
         yield fd
-    finally:
-        os.close(fd)
-
-
-def _open_dir(name: str, dir_fd: int | None, shown: str, *, what: str) -> int:
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        # O_DIRECTORY|O_NOFOLLOW on a symlink fails with ELOOP or ENOTDIR (Linux): look.
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, dir_fd):
-            raise Refused(f"{what} {shown} is a symlink; clean_disk never follows symlinks "
-                          "(refusing)") from None
-        if exc.errno == errno.ENOTDIR:
-            raise Refused(f"{what} {shown} is not a directory") from None
-        if exc.errno == errno.ENOENT:
-            raise Refused(f"{what} {shown} does not exist") from None
-        raise
-
-
-def _is_link(name: str, dir_fd: int | None) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -364,6 +346,11 @@ class CleanDisk(BaseAction[CleanDiskParams]):
     """Delete old files matching patterns under a configured root; never follows symlinks."""
 
     spec = REGISTRY["clean_disk"]
+
+    def _check(self, params: CleanDiskParams, ctx: ActionContext) -> CleanDiskParams:
+        # Inside a configured root, no '..', normalised: what an approval shows is the
+        # directory that would be cleaned.
+        return params.model_copy(update={"root": rules_for(ctx.settings, params).target})
 
     async def _preview(self, params: CleanDiskParams, ctx: ActionContext) -> Plan:
         rules = rules_for(ctx.settings, params)

@@ -4,9 +4,14 @@ Copy-then-truncate rather than rename, because the writer is not ours to signal:
 its file descriptor, and with O_APPEND its next write lands at the new end of the emptied
 file. The price, as with logrotate's copytruncate, is that lines written between the end of
 the copy and the truncation are lost; the copy runs to end-of-file right before truncating
-to keep that window short. The file must be configured, a regular file and not a symlink
-(opened with O_NOFOLLOW), so a log swapped for a link to /etc/shadow is never truncated;
-every step happens relative to the log directory's descriptor.
+to keep that window short. The path is checked when the action is asked for (``check``:
+absolute, no ``..``, and lexically one of ``remediation.log_files``), so an approval for a
+file that is not configured is never queued. The file must be a regular file and no
+component of its path a symlink: its directory is reached from ``/`` one component at a
+time with O_NOFOLLOW (safepath) and the log opened O_NOFOLLOW in it, so neither a log
+swapped for a link to /etc/shadow nor a ``logs/`` directory swapped for a link elsewhere is
+ever truncated; every step (stat, delete, rename, copy, truncate) happens relative to the
+log directory's descriptor.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pydantic import JsonValue
 from watchkeeper.config import LogFileRule, RemediationConfig
 from watchkeeper.remediation.registry import REGISTRY, RotateLogParams
 
+from . import safepath
 from .base import ActionContext, ActionResult, BaseAction, Check, Done, Plan, Refused, human_bytes
 
 logger = logging.getLogger(__name__)
@@ -33,22 +39,21 @@ _CHUNK = 1 << 20
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-def _canonical(path: str) -> str:
-    """The path with its directory resolved but not its last component (that may be a link)."""
-    head, tail = os.path.split(os.path.abspath(path))
-    return os.path.join(os.path.realpath(head), tail)
+def _configured(path: str) -> str:
+    """A configured log path as the normalised absolute path it names (no look-up: what is
+    compared is what is shown and what is opened, component by component)."""
+    return "/" + os.path.normpath(os.path.abspath(path)).lstrip("/")
 
 
 def rule_for(settings: RemediationConfig, raw: str) -> tuple[str, LogFileRule]:
-    """The configured rule for ``raw`` and its canonical path, or Refused."""
+    """The configured rule for ``raw`` and its normalised path, or Refused."""
     configured = ", ".join(str(r.path) for r in settings.log_files) or "none are configured"
-    if "\x00" in raw:
-        raise Refused("path contains a NUL byte")
-    if not os.path.isabs(raw):
-        raise Refused(f"log path {raw!r} is not absolute; configured log files: {configured}")
-    wanted = _canonical(raw)
+    try:
+        wanted = safepath.lexical(raw, what="log path")
+    except Refused as exc:
+        raise Refused(f"{exc}; configured log files: {configured}") from None
     for rule in settings.log_files:
-        if _canonical(str(rule.path)) == wanted:
+        if _configured(str(rule.path)) == wanted:
             return wanted, rule
     raise Refused(f"{raw} is not a configured log file ({configured}); refusing")
 
@@ -66,9 +71,12 @@ class _Steps:
 
 @contextlib.contextmanager
 def _open_log(path: str) -> Iterator[tuple[int, int, os.stat_result]]:
-    """(directory fd, log fd, stat) with the log opened O_NOFOLLOW and checked to be regular."""
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
-    try:
+    """(directory fd, log fd, stat): the directory reached from ``/`` without following a
+    symlink, the log opened O_NOFOLLOW in it and checked to be a regular file."""
+    def what(prefix: str) -> str:
+        return f"directory {prefix} (on the way to {path})"
+
+    with safepath.open_dir(os.path.dirname(path), what) as dfd:
         try:
             # O_NONBLOCK: opening a FIFO planted under the log's name must not hang us.
             fd = os.open(os.path.basename(path),
@@ -86,8 +94,15 @@ def _open_log(path: str) -> Iterator[tuple[int, int, os.stat_result]]:
             yield dfd, fd, st
         finally:
             os.close(fd)
-    finally:
-        os.close(dfd)
+
+
+def _look(path: str) -> tuple[os.stat_result, bool]:
+    """The log's stat and whether ``<log>.1`` exists, looked at through the walked directory."""
+    with safepath.open_dir(os.path.dirname(path),
+                           lambda p: f"directory {p} (on the way to {path})") as dfd:
+        name = os.path.basename(path)
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        return st, _exists(f"{name}.1", dfd) is not None
 
 
 def _exists(name: str, dfd: int) -> os.stat_result | None:
@@ -172,6 +187,10 @@ class RotateLog(BaseAction[RotateLogParams]):
 
     spec = REGISTRY["rotate_log"]
 
+    def _check(self, params: RotateLogParams, ctx: ActionContext) -> RotateLogParams:
+        # One of remediation.log_files, named the way the configuration names it.
+        return params.model_copy(update={"path": rule_for(ctx.settings, params.path)[0]})
+
     async def _preview(self, params: RotateLogParams, ctx: ActionContext) -> Plan:
         path, rule = rule_for(ctx.settings, params.path)
         text, plan, size = await asyncio.to_thread(_preview_sync, path, rule)
@@ -188,7 +207,7 @@ class RotateLog(BaseAction[RotateLogParams]):
     async def _verify(self, params: RotateLogParams, ctx: ActionContext,
                       result: ActionResult) -> Check:
         path, rule = rule_for(ctx.settings, params.path)
-        st = await asyncio.to_thread(os.stat, path, follow_symlinks=False)
+        st, first_exists = await asyncio.to_thread(_look, path)
         details: dict[str, JsonValue] = {"path": path, "size": st.st_size,
                                          "max_bytes": rule.max_bytes}
         if st.st_size > rule.max_bytes:
@@ -196,8 +215,7 @@ class RotateLog(BaseAction[RotateLogParams]):
                                 f"{human_bytes(rule.max_bytes)} limit", details)
         if rule.keep > 0:
             first = f"{path}.1"
-            exists = await asyncio.to_thread(os.path.lexists, first)
-            if not exists:
+            if not first_exists:
                 return Check(False, f"{first} is missing after the rotation", details)
         return Check(True, f"{path} is {human_bytes(st.st_size)}, under its "
                            f"{human_bytes(rule.max_bytes)} limit", details)

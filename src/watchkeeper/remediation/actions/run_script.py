@@ -34,6 +34,10 @@ class RunScript(BaseAction[RunScriptParams]):
 
     spec = REGISTRY["run_script"]
 
+    def _check(self, params: RunScriptParams, ctx: ActionContext) -> RunScriptParams:
+        script_for(ctx.settings, params.name)
+        return params
+
     async def _preview(self, params: RunScriptParams, ctx: ActionContext) -> Plan:
         script = script_for(ctx.settings, params.name)
         try:

@@ -23,6 +23,10 @@ class _ServiceAction(BaseAction[ServiceParams]):
 
     operation = "restart"
 
+    def _check(self, params: ServiceParams, ctx: ActionContext) -> ServiceParams:
+        _services(params, ctx)
+        return params
+
     async def _preview(self, params: ServiceParams, ctx: ActionContext) -> Plan:
         services = _services(params, ctx)
         status = await services.status(params.service)  # type: ignore[attr-defined]
