@@ -12,13 +12,16 @@ touched. Real temporary directories, files and symlinks the tests create.
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.analysis.llm.tools import Toolbox, ToolContext
 from watchkeeper.config import validate
 from watchkeeper.remediation.actions import ActionContext, get_action
 from watchkeeper.remediation.policy import ActionRequest
@@ -264,3 +267,26 @@ def test_a_walk_that_meets_a_link_mid_way_fails_safe(tree: Tree) -> None:
             safepath.open_dir_at("cleanup", srv, f"directory {tree.cleanup}")
         # The descriptor still names the real directory: the moved root, not the outside.
         assert sorted(os.listdir(srv)) == ["cleanup", "cleanup.moved", "logs"]
+
+
+# ------------------------------------------------------------------ the LLM's read of a log
+
+
+@pytest.mark.parametrize("swap", ["file", "parent"],
+                         ids=["log-swapped-for-a-link-to-a-secret", "log-dir-swapped-for-a-link"])
+async def test_the_llms_tail_log_never_follows_a_symlink(tree: Tree, swap: str) -> None:
+    """A sibling: llm.log_files are read for the model; a swapped log must not send a
+    secret (here the outside's files) to it."""
+    secret = tree.outside / "app.log"
+    secret.write_text("root:$6$SECRETHASH:19000:0:99999:7:::\n")
+    if swap == "file":
+        tree.log.unlink()
+        tree.log.symlink_to(secret)
+    else:
+        tree.swap_for_link(tree.logs, tree.outside)
+    context = ToolContext(snapshot=None, log_files=(tree.log,),
+                          now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    result = await Toolbox().call("tail_log", json.dumps({"file": 0}), context)
+    assert "SECRETHASH" not in json.dumps(result.data)
+    assert str(result.data["error"]).startswith("cannot read log file app.log: it, or a "
+                                                "directory on its path, is a symlink")

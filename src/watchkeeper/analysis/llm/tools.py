@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 from watchkeeper.events import Alert, MetricSnapshot, ProcessInfo, utcnow
 from watchkeeper.redact import redact_cmdline, redact_text
+from watchkeeper.remediation.actions import safepath
+from watchkeeper.remediation.actions.base import Refused
 from watchkeeper.series import METRICS
 from watchkeeper.store.base import SeriesPoint
 
@@ -270,11 +272,16 @@ class Toolbox:
 
     def _read_tail(self, path: Path, count: int) -> list[tuple[int, str]]:
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            # Not open(path): a log (or a directory above it) swapped for a symlink would
+            # send /etc/shadow to the model. Every component is opened O_NOFOLLOW.
+            with safepath.open_file(str(path)) as fd:
+                size = os.fstat(fd).st_size
                 start = max(0, size - self._max_log_bytes)
-                f.seek(start)
-                blob = f.read(self._max_log_bytes)
+                blob = os.pread(fd, self._max_log_bytes, start)
+        except Refused:
+            raise ToolError(f"cannot read log file {path.name}: it, or a directory on its "
+                            "path, is a symlink, missing or not a regular file "
+                            "(never followed)") from None
         except OSError as exc:
             raise ToolError(f"cannot read log file {path.name}: {exc.strerror}") from None
         out: list[tuple[int, str]] = []
