@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 import pytest
+from playwright.async_api import Browser
 
 from tests.openai_server import OpenAIServer, Recorded, Reply, completion
 from watchkeeper.agents.remediator import RemediatorAgent
@@ -34,6 +35,13 @@ from watchkeeper.remediation.audit import AuditEntry
 from watchkeeper.remediation.policy import ActionRequest
 from watchkeeper.runtime import Runtime
 
+from ..e2e.test_dashboard_browser import (  # noqa: F401 (browser is a fixture)
+    PAYLOAD,
+    browser,
+    first_tick,
+    open_dashboard,
+    watched_page,
+)
 from ..integration.test_api_harness import Api, api_settings, serve_api, until
 from ..integration.test_api_read import ONE_CRITICAL
 
@@ -276,3 +284,38 @@ async def test_llm_mode_dry_run_previews_and_runs_nothing(tmp_path: Path) -> Non
             assert api.runtime.audit.pending() == []
             assert not api.runtime.audit.entries(kind="intent")
             host.intact()
+
+
+# ------------------------------------------------------------------ the approval card
+
+
+async def test_the_dashboards_approval_card_says_llm_and_shows_the_raw_parameters(
+        browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+    """In real Chromium: the LLM's approval is marked as the LLM's, its reasoning is shown
+    as untrusted text (never as HTML), the target is the checked one, and the parameters
+    are shown as the model gave them and as checked."""
+    host = Host(tmp_path)
+    settings = settings_with_llm(tmp_path, host, "http://127.0.0.1:9/v1", free_port())
+    raw = f"{host.cleanup}//./"
+    async with serve_api(settings) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            agent = next(a for a in api.runtime.agents if isinstance(a, RemediatorAgent))
+            decision = await agent.submit(ActionRequest(
+                action="clean_disk", params={"root": raw}, host=api.runtime.host,
+                source="llm", reasoning=f"{INJECTED} {PAYLOAD}"))
+            [approval] = api.runtime.audit.pending()
+            assert approval.decision.id == decision.id
+            row = page.locator(f"#approvals li[data-approval='{approval.id}']")
+            await row.wait_for()
+            assert await row.locator("[data-proposer]").text_content() == "proposed by the LLM"
+            assert await row.locator("strong").text_content() == \
+                f"#{approval.id} clean_disk on root {host.cleanup}"
+            assert await row.locator("[data-reasoning]").text_content() == \
+                f"the LLM's reasoning (untrusted): {INJECTED} {PAYLOAD}"
+            assert await row.locator("[data-params='given']").text_content() == \
+                f"parameters as given: {json.dumps({'root': raw}, separators=(',', ':'))}"
+            checked = await row.locator("[data-params='checked']").text_content() or ""
+            assert f'"root":"{host.cleanup}"' in checked
+        host.intact()
