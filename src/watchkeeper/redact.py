@@ -108,6 +108,8 @@ _ENV_KEY_NAME = re.compile(r"[A-Z][A-Z0-9_]*_KEY(?:_BASE)?$")
 
 def _assignment(m: re.Match[str]) -> str:
     name, value = m.group("name"), m.group("value")
+    if value.startswith(MASK):
+        return m.group(0)  # already redacted: keep what follows the mask ("***}")
     if _SECRET_NAME_END.search(name) or (
             _ENV_KEY_NAME.match(name) and not value.startswith(("/", "~", "./"))):
         return f"{m.group('key')}{MASK}"
