@@ -198,7 +198,7 @@ class LlmConfig(Section):
         # instead of the first investigation failing long after.
         if len(patterns) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} patterns ({len(patterns)} given)")
-        problems = [f"{p!r}: {why}" for p in patterns if (why := pattern_problem(p))]
+        problems = [f"'{p}': {why}" for p in patterns if (why := pattern_problem(p))]
         if problems:
             raise ValueError("; ".join(problems))
         return patterns

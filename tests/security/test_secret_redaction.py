@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from watchkeeper.config import LlmConfig
 from watchkeeper.redact import redact_cmdline, redact_text
 
 from ..integration.test_api_harness import api_settings, serve_api, until
+from ..integration.test_cli import wk, wk_env
 from ..integration.test_llm_investigator import (  # noqa: F401  (fixtures too)
     answer,
     history,
@@ -36,6 +39,7 @@ from ..integration.test_llm_investigator import (  # noqa: F401  (fixtures too)
     server,
     sleeps,
 )
+from ..integration.test_reload import poll
 from ..openai_server import OpenAIServer, completion, tool_calls
 
 CORPUS = json.loads((Path(__file__).parent / "secret_corpus.json").read_text(encoding="utf-8"))
@@ -207,3 +211,64 @@ async def test_real_command_lines_are_redacted_in_snapshot_api_history_and_audit
     assert written
     leaked = [row[0] for row in corpus_processes.values() if row[3].encode() in written]
     assert leaked == []
+
+
+# --------------------------------------------------------------------------- llm.redact_patterns
+
+BAD_PATTERNS = [
+    pytest.param("(unclosed", "missing ), unterminated subpattern", id="invalid-regex"),
+    pytest.param("[z-a]", "bad character range", id="invalid-range"),
+    pytest.param("(a+)+$", "nests one repeat inside another", id="catastrophic-nested-plus"),
+    pytest.param(r"(\w+\s?)*;", "nests one repeat inside another", id="catastrophic-word-star"),
+    pytest.param("(.*a){12}", "nests one repeat inside another", id="polynomial-bounded-outer"),
+    pytest.param("x?", "matches the empty string", id="matches-empty"),
+    pytest.param("a" * 257, "longer than 256 characters", id="too-long"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "why"), BAD_PATTERNS)
+def test_a_bad_redact_pattern_is_a_config_error_naming_it(
+        tmp_path: Path, pattern: str, why: str) -> None:
+    (tmp_path / "wk.yaml").write_text(json.dumps({"llm": {"redact_patterns": [
+        r"CORP-[A-Z0-9]{10}", pattern]}}))
+    result = wk(tmp_path, "config", "validate", "wk.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "llm.redact_patterns" in out and why in out and pattern[:40] in out
+    assert "Traceback" not in out
+
+
+def test_good_redact_patterns_pass_and_too_many_do_not(tmp_path: Path) -> None:
+    good = [r"CORP-[A-Z0-9]{10}", r"(?i)ticket-\d+", r"(?:x\d{2})+", r"(?>a+)+b"]
+    (tmp_path / "ok.yaml").write_text(json.dumps({"llm": {"redact_patterns": good}}))
+    assert wk(tmp_path, "config", "validate", "ok.yaml").returncode == 0
+    (tmp_path / "many.yaml").write_text(json.dumps(
+        {"llm": {"redact_patterns": [f"corp{i}-x" for i in range(33)]}}))
+    result = wk(tmp_path, "config", "validate", "many.yaml")
+    assert result.returncode == 2 and "at most 32 patterns" in result.stdout + result.stderr
+
+
+def test_a_reload_with_a_bad_redact_pattern_changes_nothing(tmp_path: Path) -> None:
+    config_file = tmp_path / "watchkeeper.yaml"
+    config_file.write_text(json.dumps({"agents": {"check_interval": 0.2}}))
+    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "run", "--no-console-log"],
+                            cwd=tmp_path, env=wk_env(tmp_path), stderr=subprocess.PIPE,
+                            text=True)
+
+    def log() -> str:
+        return "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+
+    try:
+        poll(lambda: "is on watch as" in log())
+        config_file.write_text(json.dumps({"agents": {"check_interval": 0.2},
+                                           "thresholds": {"cpu_warning": 61},
+                                           "llm": {"redact_patterns": ["(a+)+$"]}}))
+        proc.send_signal(signal.SIGHUP)
+        poll(lambda: "config reload refused, nothing changed" in log())
+        assert "llm.redact_patterns" in log() and "(a+)+$" in log()
+        assert "config reloaded" not in log()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

@@ -194,7 +194,7 @@ def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
         # The configuration refuses these already; checked again for settings built in code.
         why = pattern_problem(p)
         if why is not None:
-            raise PrivacyError(f"llm.redact_patterns: {p!r}: {why}")
+            raise PrivacyError(f"llm.redact_patterns: '{p}': {why}")
         out.append(re.compile(p))
     return tuple(out)
 
