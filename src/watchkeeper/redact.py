@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from watchkeeper.safetext import printable
+
 MASK = "***"
 DEFAULT_MAX_LEN = 512
 _ELLIPSIS = "…"
@@ -402,7 +404,9 @@ def redact_cmdline(cmdline: Sequence[str] | str, max_len: int = DEFAULT_MAX_LEN)
     text = text[: max(8 * max_len, 4096)]
     # Newlines and other control characters would let a process forge log lines.
     text = _CONTROL.sub(" ", text.replace("\n", " ").replace("\t", " "))
-    text = redact_text(text)
+    # What is left that a terminal or an encoder would trip on (C1 controls, bidi overrides,
+    # bytes that were not UTF-8) is escaped visibly, after the redaction has seen the text.
+    text = printable(redact_text(text))
     if len(text) > max_len:
         text = text[: max_len - 1] + _ELLIPSIS
     return text
