@@ -32,22 +32,23 @@ class RedactionRule:
     """One secret shape: a regex and what its match becomes (``\\g<name>`` groups allowed).
 
     ``needles``: lowercase substrings one of which every match contains; when the text holds
-    none of them the regex is not run at all. Most lines hold no secret, and this check is
-    what keeps redaction in microseconds on every process every tick.
+    none of them the rule is not run at all. Most lines hold no secret, and this check is
+    what keeps redaction in microseconds on every process every tick. ``rewrite``, when set,
+    does the whole rewrite instead of ``pattern.sub`` (for a rule that judges each match
+    with what follows it).
     """
 
     name: str
     pattern: re.Pattern[str]
     replacement: Replacement
     needles: tuple[str, ...] = ()
+    rewrite: Callable[[str], str] | None = None
 
     def apply(self, text: str) -> str:
         """Rewrite every match of this rule in ``text``."""
+        if self.rewrite is not None:
+            return self.rewrite(text)
         return self.pattern.sub(self.replacement, text)
-
-    def may_match(self, lowered: str) -> bool:
-        """Whether ``lowered`` (the text in lower case) can hold a match at all."""
-        return not self.needles or any(n in lowered for n in self.needles)
 
 
 # A value: a quoted string (backslash escapes allowed) or a run of non-space characters.
@@ -108,24 +109,40 @@ _SECRET_NAME_END = re.compile(
 _ENV_KEY_NAME = re.compile(r"[A-Z][A-Z0-9_]*_KEY(?:_BASE)?$")
 
 
-def _assignment(m: re.Match[str]) -> str:
-    name, value = m.group("name"), m.group("value")
-    if value.startswith(MASK):
-        return m.group(0)  # already redacted: keep what follows the mask ("***}")
-    if _SECRET_NAME_END.search(name) or (
-            _ENV_KEY_NAME.match(name) and not value.startswith(("/", "~", "./"))):
-        return f"{m.group('key')}{MASK}"
-    # Not a secret name; its value may hold an assignment of its own ("db-backup:
-    # PGPASSWORD=x"), which this match has consumed: look inside it too.
-    return m.group("key") + _ASSIGNMENT_RE.sub(_assignment, value)
-
-
 # PASSWORD=x, db_password: x, "apiKey": "x", ?token=x&, STRIPE_KEY=x (no dash: an
-# assignment, not a flag). The name is matched greedily and judged by _assignment: a lazy
-# scan for the words at every position was nine tenths of the cost of redaction.
-_ASSIGNMENT_RE = re.compile(
-    rf"(?P<key>(?<![\w.-])(?P<q>[\"']?)(?P<name>[A-Za-z0-9_.-]{{1,64}})(?P=q)\s*[:=]\s*)"
-    rf"(?P<value>{_DQ}|'[^']*'|[^\s\"'&;,<]+)")
+# assignment, not a flag). Every name is matched greedily and judged afterwards: a lazy scan
+# for the words at every position was nine tenths of the cost of redaction.
+_ASSIGNMENT_KEY = re.compile(
+    r"(?<![\w.-])(?P<q>[\"']?)(?P<name>[A-Za-z0-9_.-]{1,64})(?P=q)\s*[:=]\s*")
+_ASSIGNMENT_VALUE = re.compile(rf"{_DQ}|'[^']*'|[^\s\"'&;,<]+")
+
+
+def _redact_assignments(text: str) -> str:
+    """Mask the value of every assignment whose name says it is a secret.
+
+    Only the name is matched, so an assignment inside another one's value ("db-backup:
+    PGPASSWORD=x") is still seen, in one pass (``a=a=a=...`` costs no recursion).
+    """
+    out: list[str] = []
+    last = 0
+    for m in _ASSIGNMENT_KEY.finditer(text):
+        name = m.group("name")
+        if m.start() < last or not (_SECRET_NAME_END.search(name) or (
+                _ENV_KEY_NAME.match(name) and not text.startswith(("/", "~", "./"), m.end()))):
+            continue  # inside a value masked already, or not a secret's name
+        # The value is read only when it is masked (and the scan then skips past it): read
+        # for every name, a line of a=a=a=... would cost quadratic time.
+        if text.startswith(MASK, m.end()):
+            continue  # redacted already (keep what follows the mask: "***}")
+        value = _ASSIGNMENT_VALUE.match(text, m.end())
+        if value is None:
+            continue
+        out += (text[last:m.end()], MASK)
+        last = value.end()
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 _TOKEN = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'|\S+""")
@@ -295,7 +312,8 @@ REDACTION_RULES: list[RedactionRule] = [
         re.IGNORECASE,
         _WORD_NEEDLES,
     ),
-    RedactionRule("secret_assignment", _ASSIGNMENT_RE, _assignment, _WORD_NEEDLES),
+    RedactionRule("secret_assignment", _ASSIGNMENT_KEY, MASK, _WORD_NEEDLES,
+                  rewrite=_redact_assignments),
     # <password>x</password>, <apiKey>x</apiKey> in XML configs and SOAP logs
     _rule(
         "xml_secret",
@@ -364,7 +382,7 @@ def redact_text(text: str) -> str:
     present = {n for n in _all_needles() if n in lowered}
     for rule in REDACTION_RULES:
         if not rule.needles or not present.isdisjoint(rule.needles):
-            text = rule.pattern.sub(rule.replacement, text)
+            text = rule.apply(text)
     return text
 
 

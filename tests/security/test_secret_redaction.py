@@ -272,3 +272,28 @@ def test_a_reload_with_a_bad_redact_pattern_changes_nothing(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+# --------------------------------------------------------------------------- hostile sizes
+
+N = 40_000
+PATHOLOGICAL = {
+    "nested-assignments": "pass " + "x=" * N, "nested-colons": "key " + "ab:" * N,
+    "secret-assignments": "password=" * N, "env-keys": "A_KEY=" * N, "env-key-paths": "A_KEY=/" * N,
+    "masked-already": "password=***" * N, "htpasswd": "htpasswd -b " * N,
+    "rabbitmqctl": "rabbitmqctl add_user " * N, "curl-cookies": "curl -b a=" * N,
+    "xml-open-tags": "<password>" * N, "sql-quotes": "IDENTIFIED BY '" * N,
+    "chpasswd": "echo a:b | chpasswd " * N, "oracle": "jdbc:oracle:thin:" * N,
+    "query-keys": "?key=" * N, "json-keys": '"password": "' * N, "curl-u": "-u a:" * N,
+    "smb-u": "-U a%" * N, "url-at-signs": "https://" + "a" * 200 + "@" * N,
+    "registry-login": "docker login -p " * N, "quotes": '"' * N, "backslashes": "\\" * N,
+    "escapes": "\x1b" * N, "invalid-utf8": "\udcff" * N,
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text", [pytest.param(v, id=k) for k, v in PATHOLOGICAL.items()])
+def test_hostile_lines_cost_linear_time(text: str) -> None:
+    # Each ran in under half a second here; a quadratic rule takes a minute on these.
+    redact_text(text)
+    redact_cmdline(text)
