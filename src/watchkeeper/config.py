@@ -36,6 +36,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from watchkeeper.redact import MAX_PATTERNS, pattern_problem
+
 ENV_PREFIX = "WATCHKEEPER_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yaml")
@@ -188,6 +190,18 @@ class LlmConfig(Section):
         False, description="mask host names, IPs, user names and paths (restored in answers)")
     redact_patterns: tuple[str, ...] = Field((), description="extra regexes to redact")
     log_files: tuple[GivenPath, ...] = Field((), description="log files the LLM may tail")
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        # Checked here, so `config validate`, start-up and every reload refuse a bad pattern,
+        # instead of the first investigation failing long after.
+        if len(patterns) > MAX_PATTERNS:
+            raise ValueError(f"at most {MAX_PATTERNS} patterns ({len(patterns)} given)")
+        problems = [f"'{p}': {why}" for p in patterns if (why := pattern_problem(p))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return patterns
 
 
 #: Metrics that have a threshold rule (keys of ``analyzer.rules``, optionally ``:dimension``).

@@ -8,10 +8,24 @@ import sys
 from pathlib import Path
 
 from watchkeeper.config import LoggingConfig
+from watchkeeper.safetext import printable
 
 LOG_FILE_NAME = "agent_system.log"
 _FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _MARK = "_watchkeeper_handler"
+
+
+class SafeFormatter(logging.Formatter):
+    """Every message on one line with control characters escaped (see safetext.printable).
+
+    Messages carry host text (process names, command lines, service output, the LLM's
+    answer): raw, it could retitle or recolour the operator's terminal or forge log lines.
+    A traceback, which is ours, keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(config: LoggingConfig, *, console: bool = True) -> Path:
@@ -26,7 +40,7 @@ def setup_logging(config: LoggingConfig, *, console: bool = True) -> Path:
     path = log_dir / LOG_FILE_NAME
     file_handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    file_handler.setFormatter(SafeFormatter(_FILE_FORMAT))
     handlers: list[logging.Handler] = [file_handler]
     if console:
         handlers.append(_console_handler(config))
@@ -42,8 +56,10 @@ def _console_handler(config: LoggingConfig) -> logging.Handler:
         from rich.console import Console
         from rich.logging import RichHandler
 
-        return RichHandler(console=Console(stderr=True), show_path=False, markup=False,
+        rich = RichHandler(console=Console(stderr=True), show_path=False, markup=False,
                            rich_tracebacks=False, log_time_format="[%X]")
+        rich.setFormatter(SafeFormatter("%(message)s"))
+        return rich
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    handler.setFormatter(SafeFormatter(_FILE_FORMAT))
     return handler

@@ -60,9 +60,10 @@ def free_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def serve_api(settings: Settings, *, bind_host: str = "127.0.0.1") -> AsyncIterator[Api]:
+async def serve_api(settings: Settings, *, bind_host: str = "127.0.0.1",
+                    psutil_module: Any = None) -> AsyncIterator[Api]:
     """Start the runtime and a real uvicorn server; ``bind_host`` decides read auth."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, psutil_module=psutil_module)
     app = create_app(runtime, bind_host=bind_host)
     sock = free_socket()
     port = sock.getsockname()[1]

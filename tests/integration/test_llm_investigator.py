@@ -641,7 +641,12 @@ async def test_masked_identifiers_are_restored_in_the_answer(
 async def test_invalid_redact_pattern_fails_closed(tmp_path: Path, server: OpenAIServer,
                                                    make_investigator: Any) -> None:
     server.default = completion(answer())
-    inv = make_investigator(llm_settings(tmp_path, server, redact_patterns=["(unclosed"]))
+    # The configuration refuses such a pattern; settings built in code bypass it, and the
+    # investigator still sends nothing.
+    settings = llm_settings(tmp_path, server)
+    settings = settings.model_copy(update={"llm": settings.llm.model_copy(
+        update={"redact_patterns": ("(unclosed",)})})
+    inv = make_investigator(settings)
     result, _ = await inv.assess(make_alert(), make_snapshot())
     assert result.source == "rule"
     assert "invalid regex" in (result.note or "")

@@ -70,7 +70,7 @@ def test_clean_data_redacts_values_and_secret_fields() -> None:
 
 def test_invalid_configured_pattern_is_an_error() -> None:
     with pytest.raises(PrivacyError, match="invalid regex"):
-        Privacy(LlmConfig(redact_patterns=("(",)))
+        Privacy(LlmConfig().model_copy(update={"redact_patterns": ("(",)}))
 
 
 def test_without_masking_names_pass_and_restore_is_identity() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
 from watchkeeper.events import ProcessInfo, ProcessSummary
 from watchkeeper.redact import redact_cmdline
+from watchkeeper.safetext import MAX_NAME, printable
 
 #: Attributes read for every process: all cheap (no cmdline, no username).
 CHEAP_ATTRS: tuple[str, ...] = (
@@ -89,7 +90,7 @@ class _Details:
                 self._log.note(f"process:{row.pid}.{attr}", describe_error(self._ps, exc))
                 continue
             if attr == "username":
-                user = str(value)
+                user = printable(str(value), MAX_NAME)
             else:
                 cmdline = redact_cmdline(value) if value else ""
         return user, cmdline
@@ -104,7 +105,7 @@ def _info(row: _Row, details: _Details, total_memory: int | None, now: float) ->
     return ProcessInfo(
         pid=row.pid,
         create_time=float(row.create_time or 0.0),
-        name=row.name,
+        name=printable(row.name, MAX_NAME),
         user=user,
         cpu_percent=row.cpu,
         rss=row.rss,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from watchkeeper.config import LlmConfig
-from watchkeeper.redact import MASK, is_secret_name, redact_text
+from watchkeeper.redact import MASK, is_secret_name, pattern_problem, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,11 @@ def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
     """Compile ``llm.redact_patterns``; raise PrivacyError naming the first invalid one."""
     out = []
     for p in patterns:
-        try:
-            out.append(re.compile(p))
-        except re.error as exc:
-            raise PrivacyError(f"llm.redact_patterns: invalid regex {p!r}: {exc}") from None
+        # The configuration refuses these already; checked again for settings built in code.
+        why = pattern_problem(p)
+        if why is not None:
+            raise PrivacyError(f"llm.redact_patterns: '{p}': {why}")
+        out.append(re.compile(p))
     return tuple(out)
 
 

@@ -24,6 +24,7 @@ from watchkeeper.events import Alert, MetricSnapshot, ProcessInfo, utcnow
 from watchkeeper.redact import redact_cmdline, redact_text
 from watchkeeper.remediation.actions import safepath
 from watchkeeper.remediation.actions.base import Refused
+from watchkeeper.safetext import MAX_NAME, printable
 from watchkeeper.series import METRICS
 from watchkeeper.store.base import SeriesPoint
 
@@ -220,7 +221,10 @@ class Toolbox:
         info["rss"] = getattr(mem, "rss", None)
         argv = info.pop("cmdline", None)
         info["cmdline"] = redact_cmdline(argv) if argv else ""
-        info["user"] = info.pop("username", None)
+        user = info.pop("username", None)
+        info["user"] = None if user is None else printable(str(user), MAX_NAME)
+        if info.get("name") is not None:
+            info["name"] = printable(str(info["name"]), MAX_NAME)
         return info
 
     async def _get_history(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolResult:

@@ -19,6 +19,7 @@ from pydantic import JsonValue
 from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.redact import redact_cmdline
 from watchkeeper.remediation.registry import REGISTRY, ActionRefused, StopProcessParams
+from watchkeeper.safetext import MAX_NAME, printable
 
 from .base import ActionContext, ActionResult, BaseAction, Check, Done, Plan, Refused, human_bytes
 
@@ -113,8 +114,9 @@ def _find(ctx: ActionContext, params: StopProcessParams) -> _Target | None:
         mem = _read(ps, proc.memory_info, None)
         user = _read(ps, proc.username, None)
         argv = _read(ps, proc.cmdline, [])
-    return _Target(proc=proc, pid=pid, name=str(name), create_time=started,
-                   rss=None if mem is None else int(mem.rss), user=user,
+    return _Target(proc=proc, pid=pid, name=printable(str(name), MAX_NAME),
+                   create_time=started, rss=None if mem is None else int(mem.rss),
+                   user=None if user is None else printable(str(user), MAX_NAME),
                    cmdline=redact_cmdline(argv) if argv else "")
 
 
