@@ -25,6 +25,7 @@ from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.config import RemediationConfig
 from watchkeeper.events import Frozen
 from watchkeeper.redact import redact_text
+from watchkeeper.remediation.process_guard import StatusReader, effective_uid, read_status
 from watchkeeper.remediation.registry import (
     REGISTRY,
     ActionRefused,
@@ -104,6 +105,10 @@ class ActionContext:
     wall_clock: Callable[[], float] = time.time
     #: watchkeeper's own pid: it and its ancestors are never a target.
     own_pid: int = field(default_factory=os.getpid)
+    #: watchkeeper's effective uid: by default only its processes may be stopped.
+    own_uid: int | None = field(default_factory=effective_uid)
+    #: What the kernel says about a pid (thread group, parent, uids, kernel thread).
+    proc_status: StatusReader = read_status
     #: How often a wait (for a process to exit) looks again.
     poll_interval_s: float = 0.05
     #: How long to wait for a process to disappear after SIGKILL.
