@@ -260,8 +260,9 @@ def _read(ps: PsutilLike, getter: Callable[[], Any], default: Any) -> Any:
 
 
 def _names(ps: PsutilLike, proc: Any, status: ProcStatus) -> list[str]:
-    """Every name the process goes by: comm, psutil's name, the executable's file name."""
-    names = [status.comm, str(_read(ps, proc.name, "") or "")]
+    """Every name the process goes by: psutil's (comm, completed from the command line when
+    the kernel cut it at 15 characters), comm itself, the executable's file name."""
+    names = [str(_read(ps, proc.name, "") or ""), status.comm]
     exe = str(_read(ps, proc.exe, "") or "") if hasattr(proc, "exe") else ""
     if exe:
         names.append(os.path.basename(exe.removesuffix(" (deleted)")))

@@ -239,8 +239,11 @@ class BaseAction(ABC, Generic[P]):
         if ctx.settings.dry_run:
             # Defence in depth: the policy should not even call us, but dry-run must hold.
             preview = await self.preview(params, ctx)
+            # A target the action would refuse is said to be refused, not just described.
+            verdict = "refused: " if preview.outcome == "refused" else ""
             return ActionResult(action=self.name, params=preview.params, outcome="dry_run",
-                                message=_clean(f"dry run, nothing done: {preview.summary}"),
+                                message=_clean(f"dry run, nothing done: {verdict}"
+                                               f"{preview.summary}"),
                                 started_at=started_at, duration_s=max(0.0, ctx.clock() - t0),
                                 preview=preview)
         raw = _jsonable(params)
