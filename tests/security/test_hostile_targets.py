@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from watchkeeper.agents.remediator import RemediatorAgent
-from watchkeeper.config import ConfigError, RemediationConfig, validate
+from watchkeeper.config import ConfigError, RemediationConfig, ServiceConfig, validate
 from watchkeeper.remediation.actions import ActionContext, get_action
 from watchkeeper.remediation.actions.stop_process import pin
 from watchkeeper.remediation.policy import ActionRequest
@@ -37,6 +37,7 @@ from watchkeeper.remediation.process_guard import (
     read_status,
 )
 from watchkeeper.remediation.registry import ActionRefused, StopProcessParams
+from watchkeeper.remediation.services import ProcessManager
 
 from ..integration.test_api_harness import api_settings, serve_api
 
@@ -424,3 +425,59 @@ async def test_a_proposal_naming_a_protected_process_is_refused_when_asked(
             approved_by="alice")
         assert approved.verdict == "refused"  # an approval does not lift it
     assert children[0].poll() is None and children[1].poll() is None
+
+
+# --------------------------------------------------------------------------- siblings
+
+
+def _pid_file_naming_a_thread(children: list[subprocess.Popen[bytes]], tmp_path: Path
+                              ) -> tuple[int, int, str]:
+    pid, tid = threaded_child(children)
+    return pid, tid, f"is a thread of process {pid}"
+
+
+def _pid_file_naming_sshd(children: list[subprocess.Popen[bytes]], tmp_path: Path
+                          ) -> tuple[int, int, str]:
+    pid = named_sleep(children, tmp_path, "sshd")
+    return pid, pid, "is a protected process: sshd"
+
+
+@pytest.mark.parametrize("hostile", [_pid_file_naming_a_thread, _pid_file_naming_sshd],
+                         ids=["pid-file-holds-a-thread-id", "pid-file-holds-sshds-pid"])
+async def test_a_service_pid_file_cannot_make_a_restart_signal_a_protected_process(
+        tmp_path: Path, children: list[subprocess.Popen[bytes]],
+        hostile: Callable[[list[subprocess.Popen[bytes]], Path], tuple[int, int, str]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A pid file is often writable by the service's own user: whatever it names, a
+    ``manager: process`` service never adopts a thread or a protected process, so neither
+    a stop nor a restart (auto by default) can signal it."""
+    owner, named, says = hostile(children, tmp_path)
+    pid_file = tmp_path / "svc.pid"
+    pid_file.write_text(f"{named}\n")
+    pm = ProcessManager({"svc": ServiceConfig(start=(sys.executable, "-c", "pass"),
+                                              pid_file=pid_file)}, grace_s=0.2)
+    try:
+        status = await pm.status("svc")
+        assert status.pid != named and status.state != "running", status
+        assert any(says in r.getMessage() and "not adopted" in r.getMessage()
+                   for r in caplog.records)
+        stopped = await asyncio.wait_for(pm.stop("svc"), 10)
+        assert stopped.ok and stopped.message == "not running", stopped.message
+    finally:
+        await pm.aclose()
+    assert all(c.poll() is None for c in children) and alive(owner)
+
+
+async def test_a_service_match_skips_protected_processes(
+        tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
+    """A command-line glob that also matches a protected process adopts only the other."""
+    impostor = named_sleep(children, tmp_path, "sshd")
+    ours = named_sleep(children, tmp_path, "wk-app")
+    pm = ProcessManager({"svc": ServiceConfig(start=(sys.executable, "-c", "pass"),
+                                              match=f"{tmp_path}/* 60")}, grace_s=0.2)
+    try:
+        status = await pm.status("svc")
+        assert status.pid == ours, status
+    finally:
+        await pm.aclose()
+    assert alive(impostor) and alive(ours)
