@@ -481,3 +481,20 @@ async def test_a_service_match_skips_protected_processes(
     finally:
         await pm.aclose()
     assert alive(impostor) and alive(ours)
+
+
+@pytest.mark.parametrize("patch", [
+    {"remediation": {"processes": {"unprotect": ["sshd"]}}},
+    {"remediation": {"processes": {"users": ["*"]}}},
+    {"remediation": {"processes": None}},
+    {"remediation": {"processes": {"protect": []}}},
+], ids=["token-unprotects-sshd", "token-allows-every-user", "token-nulls-the-section",
+        "token-empties-the-added-names"])
+async def test_the_operator_token_cannot_loosen_which_processes_may_be_stopped(
+        tmp_path: Path, patch: dict[str, object]) -> None:
+    async with serve_api(api_settings(tmp_path, remediation={
+            "processes": {"protect": ["wk-precious"]}})) as api:
+        r = await api.client.patch("/api/config", headers=api.auth(), json=patch)
+        assert r.status_code == 422, r.text
+        assert "remediation.processes: decides what runs" in r.json()["detail"][0]
+        assert api.runtime.config.current.remediation.processes.protect == ("wk-precious",)

@@ -97,6 +97,9 @@ def _linux_status(pid: int, proc: Path = Path("/proc")) -> ProcStatus | None:
         stat = (proc / str(pid) / "stat").read_text(errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         return None
+    except PermissionError:
+        raise TargetRefused(f"cannot read what pid {pid} is (/proc/{pid}: permission "
+                            "denied)") from None
     fields: dict[str, str] = {}
     for line in status.splitlines():
         key, sep, value = line.partition(":")
