@@ -498,3 +498,29 @@ async def test_the_operator_token_cannot_loosen_which_processes_may_be_stopped(
         assert r.status_code == 422, r.text
         assert "remediation.processes: decides what runs" in r.json()["detail"][0]
         assert api.runtime.config.current.remediation.processes.protect == ("wk-precious",)
+
+
+@pytest.mark.parametrize("name", [
+    "x) S 2 0 0 0 -1",      # looks like the rest of /proc/<pid>/stat: flags, ppid 2
+    "w\nTgid:\t1",          # a status line of its own: "this is a thread of pid 1"
+    "kworker/0:1",          # a kernel thread's name, in user space
+], ids=["name-forges-stat-fields", "name-injects-a-tgid-line", "user-process-named-kworker"])
+async def test_a_crafted_process_name_is_read_as_a_name(
+        children: list[subprocess.Popen[bytes]], tmp_path: Path, name: str) -> None:
+    """What a process calls itself never changes what the kernel says it is: these are
+    ordinary processes of ours, and may be stopped (no crash, no false claim)."""
+    link_dir = tmp_path / "d"
+    link_dir.mkdir()
+    link = link_dir / name.replace("/", "_")
+    link.symlink_to(SLEEP)
+    proc = subprocess.Popen([str(link), "60"])
+    children.append(proc)
+    for _ in range(500):  # until exec is done
+        if psutil.Process(proc.pid).exe() == os.path.realpath(SLEEP):
+            break
+        threading.Event().wait(0.01)
+    status = read_status(proc.pid)
+    assert status is not None and status.tgid == proc.pid and not status.kernel_thread
+    params = pin(ctx(), StopProcessParams(pid=proc.pid, grace_s=0))
+    preview = await get_action("stop_process").preview(params, ctx())
+    assert preview.outcome == "would_run", preview.summary

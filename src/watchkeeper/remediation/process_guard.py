@@ -301,20 +301,19 @@ def _kind(status: ProcStatus, names: list[str], rules: GuardRules,
         return "a kernel thread"
     for name in names:
         glob = next((g for g in rules.protected
-                     if fnmatch.fnmatch(name.lower(), g.lower())), None)
+                     if fnmatch.fnmatchcase(name.lower(), g.lower())), None)
         if glob is not None:
-            how = "" if glob == name else f" (matches {glob!r})"
+            how = "" if glob.lower() == name.lower() else f" (matches {glob!r})"
             return f"a protected process: {name}{how}"
     return None
 
 
-def _group_of(read: StatusReader, pid: int) -> ProcStatus | None:
-    """The status of the process ``pid`` belongs to (itself for a process)."""
-    status = read(pid)
-    if status is None or status.tgid == pid:
-        return status
-    leader = read(status.tgid)
-    return leader if leader is not None else status
+def _why_protected(ps: PsutilLike, read: StatusReader, status: ProcStatus,
+                   rules: GuardRules) -> tuple[str, str | None]:
+    """(the process's name, why it is protected or None) for a thread group leader."""
+    proc = _proc(ps, status.pid)
+    names = _names(ps, proc, status) if proc is not None else [status.comm]
+    return (names[0] if names else "?"), _kind(status, names, rules, read)
 
 
 def protection(ps: PsutilLike, read: StatusReader, pid: int, rules: GuardRules) -> str | None:
@@ -326,24 +325,17 @@ def protection(ps: PsutilLike, read: StatusReader, pid: int, rules: GuardRules) 
     if status is None:
         return None
     if status.tgid != pid:
+        # Judged as the process it belongs to: that is what kill(2) would hit.
         leader = read(status.tgid)
-        comm = leader.comm if leader is not None else "?"
-        names = [comm] if leader is not None else []
-        if leader is not None:
-            with_ps = _proc(ps, status.tgid)
-            names = _names(ps, with_ps, leader) if with_ps is not None else names
-        why = _kind(leader, names, rules, read) if leader is not None else None
-        what = f"pid {pid} is a thread of process {status.tgid} ({comm})"
+        name, why = (_why_protected(ps, read, leader, rules) if leader is not None
+                     else ("?", None))
+        what = f"pid {pid} is a thread of process {status.tgid} ({name})"
         if why is not None:
             return f"{what}, which is {why}; refusing"
         return (f"{what}, not a process: signalling a thread signals its whole process; name "
                 f"the process (pid {status.tgid}) if that is what you mean")
-    proc = _proc(ps, pid)
-    names = _names(ps, proc, status) if proc is not None else [status.comm]
-    why = _kind(status, names, rules, read)
-    if why is not None:
-        return f"pid {pid} ({names[0] if names else '?'}) is {why}; refusing"
-    return None
+    name, why = _why_protected(ps, read, status, rules)
+    return None if why is None else f"pid {pid} ({name}) is {why}; refusing"
 
 
 def _proc(ps: PsutilLike, pid: int) -> Any:
