@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.remediation.registry import ActionRefused
 
 if TYPE_CHECKING:
+    # Types only: config.py imports this module to validate its defaults, so neither it nor
+    # the collectors (which import config) may be imported here at run time.
+    from watchkeeper.collectors.common import PsutilLike
     from watchkeeper.config import RemediationConfig
 
 logger = logging.getLogger(__name__)
