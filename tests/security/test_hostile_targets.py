@@ -116,8 +116,9 @@ async def refused_everywhere(c: ActionContext, pid: int, says: str) -> None:
         c, settings=c.settings.model_copy(update={"dry_run": True})))
     assert dry.outcome == "dry_run" and "refused" in dry.message, dry.message
     assert "would stop" not in dry.message
-    # Bounded: if a signal went out anyway, do not wait for the SIGKILL that would follow.
-    result = await asyncio.wait_for(action.execute(params, c), 10)
+    # If a SIGTERM went out anyway, the long grace and the bound keep the SIGKILL that would
+    # follow from ever being sent (the target may be this test process).
+    result = await asyncio.wait_for(action.execute({**params, "grace_s": 300}, c), 10)
     assert result.outcome == "refused" and re.search(says, result.message), result.message
 
 
@@ -380,7 +381,8 @@ async def test_allow_by_user_and_name_needs_both(
     ("name:", "name: needs a glob"),
     ("name:a name:b", "name: given twice"),
     ("", "an empty entry matches no process"),
-], ids=["typo-in-key", "empty-glob", "key-twice", "empty-entry"])
+    ("nginx", "'nginx' is not a pid glob (did you mean 'name:nginx'?)"),
+], ids=["typo-in-key", "empty-glob", "key-twice", "empty-entry", "a-name-where-a-pid-goes"])
 def test_a_bad_allow_entry_is_a_config_error(entry: str, says: str) -> None:
     with pytest.raises(ConfigError, match=r"remediation\.allow") as exc:
         validate({"remediation": {"allow": {"stop_process": [entry]}}})

@@ -23,6 +23,7 @@ import fnmatch
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -174,6 +175,9 @@ def parse_pattern(text: str) -> ProcessPattern:
         key, sep, glob = term.partition(":")
         if not sep:
             key, glob = "pid", term  # a bare glob names pids, as it always did
+            if not re.fullmatch(r"[0-9*?\[\]!-]+", term):
+                raise ValueError(f"{text!r}: {term!r} is not a pid glob (did you mean "
+                                 f"'name:{term}'?)")
         if key not in _ALLOW_KEYS:
             close = difflib.get_close_matches(key, _ALLOW_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
