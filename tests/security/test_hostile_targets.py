@@ -526,3 +526,26 @@ async def test_a_crafted_process_name_is_read_as_a_name(
     params = pin(ctx(), StopProcessParams(pid=proc.pid, grace_s=0))
     preview = await get_action("stop_process").preview(params, ctx())
     assert preview.outcome == "would_run", preview.summary
+
+
+@pytest.mark.parametrize(("allow", "pid", "verdict"), [
+    (["42"], 42, "approve"),
+    (["42"], 43, "refused"),                      # pid globs: decided by the policy, as before
+    (["4*"], 43, "approve"),
+    (["name:web*"], 43, "approve"),               # name/user: the guard decides on the process
+    (["pid:1* name:web*"], 43, "refused"),        # ...but a pid term still rules out at once
+], ids=["pid-listed", "pid-not-listed", "pid-glob", "name-entry-defers-to-the-guard",
+        "pid-and-name-entry-rules-out-by-pid"])
+def test_the_policy_applies_pid_terms_of_allow_stop_process(
+        tmp_path: Path, allow: list[str], pid: int, verdict: str) -> None:
+    from watchkeeper.remediation.policy import Policy
+
+    from ..conftest import make_settings
+
+    settings = make_settings(tmp_path, remediation={"startup_grace_s": 0,
+                                                    "allow": {"stop_process": allow}})
+    decision = Policy(lambda: settings).decide(ActionRequest(
+        action="stop_process", params={"pid": pid, "create_time": 1.0}, host="h"))
+    assert decision.verdict == verdict, decision.why
+    if verdict == "refused":
+        assert decision.check == "target" and "remediation.allow.stop_process" in decision.why
