@@ -298,25 +298,31 @@ async def test_watchkeeper_and_its_ancestors_are_refused(pid: Callable[[], int])
 
 async def test_another_users_process_is_refused_by_default(
         children: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
-    """watchkeeper runs here as another user than the process's (own_uid injected)."""
+    """watchkeeper runs as uid 4242 and the process as uid 4343 (the kernel's answer faked:
+    this test may run as root, whose own processes are the next test's case)."""
     pid = named_sleep(children, tmp_path, "wk-theirs")
-    other = dataclasses.replace(ctx(), own_uid=ME + 4242)
-    await refused_everywhere(other, pid, rf"pid {pid} \(wk-theirs\) runs as .* \(real uid "
-                                         rf"{ME}\), not as watchkeeper's user")
-    listed = dataclasses.replace(ctx(processes={"users": [str(ME)]}), own_uid=ME + 4242)
-    anyone = dataclasses.replace(ctx(processes={"users": ["*"]}), own_uid=ME + 4242)
+    theirs = _faked(pid, uids=(4343, 4343, 4343))
+    other = dataclasses.replace(ctx(), own_uid=4242, proc_status=theirs)
+    await refused_everywhere(other, pid, r"pid \d+ \(wk-theirs\) runs as .* \(real uid 4343\), "
+                                         "not as watchkeeper's user")
     params = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "grace_s": 0}
-    for c in (listed, anyone):
-        assert (await get_action("stop_process").preview(params, c)).outcome == "would_run"
+    for users in (["4343"], ["*"]):
+        listed = dataclasses.replace(ctx(processes={"users": users}), own_uid=4242,
+                                     proc_status=theirs)
+        assert (await get_action("stop_process").preview(params, listed)).outcome == \
+            "would_run", users
     assert children[0].poll() is None
 
 
-async def test_a_setuid_root_process_counts_as_roots(
+async def test_a_setuid_root_process_counts_as_roots_and_root_is_never_listed(
         children: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     pid = named_sleep(children, tmp_path, "wk-setuid")
     # Real uid ours, effective and saved root (a setuid-root program): faked at the boundary.
-    c = dataclasses.replace(ctx(), own_uid=4242, proc_status=_faked(pid, uids=(4242, 0, 0)))
-    await refused_everywhere(c, pid, r"runs as root \(effective uid 0\)")
+    for users in ([], ["*"], ["root"]):
+        c = dataclasses.replace(ctx(processes={"users": users}), own_uid=4242,
+                                proc_status=_faked(pid, uids=(4242, 0, 0)))
+        await refused_everywhere(c, pid, r"runs as root \(effective uid 0\) and watchkeeper "
+                                         "runs as .*: root's processes are never its to stop")
     assert children[0].poll() is None
 
 

@@ -241,7 +241,13 @@ def _user_name(uid: int) -> str:
 
 
 def _user_allowed(uid: int, rules: GuardRules) -> bool:
-    if uid == rules.own_uid or "*" in rules.users:
+    if uid == rules.own_uid:
+        return True
+    if uid == 0:
+        # Root's processes are only a root watchkeeper's to stop, whatever the list says:
+        # another user could not signal them anyway, and "*" must not read as "root too".
+        return False
+    if "*" in rules.users:
         return True
     name = _user_name(uid)
     return any(u == str(uid) or fnmatch.fnmatchcase(name, u) for u in rules.users)
@@ -385,6 +391,9 @@ def check_stop(ps: PsutilLike, read: StatusReader, pid: int, create_time: float 
         for role, uid in zip(("real", "effective", "saved"), status.uids, strict=False):
             if not _user_allowed(uid, rules):
                 own = "?" if rules.own_uid is None else _user_name(rules.own_uid)
+                if uid == 0:
+                    raise TargetRefused(f"{label} runs as root ({role} uid 0) and watchkeeper "
+                                        f"runs as {own}: root's processes are never its to stop")
                 raise TargetRefused(
                     f"{label} runs as {_user_name(uid)} ({role} uid {uid}), not as "
                     f"watchkeeper's user {own}; list that user in remediation.processes.users "
