@@ -519,6 +519,38 @@ class MaintenanceWindow(Section):
         return value
 
 
+class ProcessesConfig(Section):
+    """Which processes watchkeeper may signal (stop_process, and adopting a service's pid)."""
+
+    protect: tuple[str, ...] = Field(
+        (), description="process names (globs) never signalled, on top of the built-in list")
+    unprotect: tuple[str, ...] = Field(
+        (), description="names from the built-in protected list that may be stopped after all")
+    users: tuple[str, ...] = Field(
+        (), description="users (names, globs or uids; '*': anyone) whose processes "
+        "stop_process may stop besides watchkeeper's own effective user")
+
+    @field_validator("unprotect")
+    @classmethod
+    def _built_in(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from watchkeeper.remediation.process_guard import DEFAULT_PROTECTED
+
+        for name in value:
+            if name not in DEFAULT_PROTECTED:
+                close = difflib.get_close_matches(name, DEFAULT_PROTECTED, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{name!r} is not a built-in protected name{hint}; only "
+                                 "those can be unprotected")
+        return value
+
+    @field_validator("protect", "users")
+    @classmethod
+    def _not_blank(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.strip() for v in value):
+            raise ValueError("an empty name matches nothing")
+        return value
+
+
 class RemediationConfig(Section):
     """What the RemediatorAgent may do, and how."""
 
@@ -550,6 +582,16 @@ class RemediationConfig(Section):
         "auto (as the action's mode says); an injection in what the LLM reads can steer it")
     llm_actions: dict[str, LlmModeAsWritten] = Field(
         default_factory=dict, description="llm_mode per action (overrides llm_mode)")
+    processes: ProcessesConfig = ProcessesConfig()
+
+    @field_validator("allow")
+    @classmethod
+    def _process_patterns(cls, value: dict[str, tuple[str, ...]]
+                          ) -> dict[str, tuple[str, ...]]:
+        from watchkeeper.remediation.process_guard import parse_patterns
+
+        parse_patterns(value.get("stop_process", ()))  # ValueError says which entry
+        return value
 
     @field_validator("actions")
     @classmethod

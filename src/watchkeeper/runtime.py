@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
+from watchkeeper.remediation.process_guard import GuardRules, effective_uid
 from watchkeeper.remediation.services import Services
 from watchkeeper.store.sqlite import SqliteStore
 from watchkeeper.supervisor import Supervisor, send_command
@@ -57,7 +59,9 @@ class Runtime:
         self.bus: Bus = bus or MemoryBus()
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
-        self.services = Services.from_settings(settings)
+        # The protected names as configured now (a reload may change them).
+        self.services = Services.from_settings(settings, guard=lambda: GuardRules.of(
+            self.config.current.remediation, own_pid=os.getpid(), own_uid=effective_uid()))
         self.audit = AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))

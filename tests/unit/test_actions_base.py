@@ -32,6 +32,7 @@ from watchkeeper.remediation.actions import (
 from watchkeeper.remediation.actions.base import human_bytes
 from watchkeeper.remediation.actions.clean_disk import rules_for
 from watchkeeper.remediation.actions.runner import OutputExcerpt
+from watchkeeper.remediation.process_guard import ProcStatus
 from watchkeeper.remediation.registry import REGISTRY, CleanDiskParams, NotifyParams
 
 EXECUTABLE = ("stop_process", "clean_disk", "rotate_log", "run_script", "notify_only")
@@ -236,7 +237,12 @@ class _DeniedPsutil:
 
 
 async def test_stop_process_reports_a_signal_it_may_not_send() -> None:
-    c = ActionContext(settings=RemediationConfig(), psutil=_DeniedPsutil(), own_pid=10)
+    # pid 4242 exists only in the fake: the kernel's view of it is faked at the same boundary
+    # (a process of watchkeeper's own user that still refuses the signal, e.g. under an LSM).
+    c = ActionContext(settings=RemediationConfig(), psutil=_DeniedPsutil(), own_pid=10,
+                      own_uid=1000, proc_status=lambda pid: ProcStatus(
+                          pid=pid, tgid=pid, ppid=1, comm="postgres",
+                          uids=(1000, 1000, 1000), kernel_thread=False))
     params = {"pid": 4242, "create_time": 100.0, "grace_s": 0}
     preview = await get_action("stop_process").preview(params, c)
     result = await get_action("stop_process").execute(params, c)

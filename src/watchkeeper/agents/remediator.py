@@ -33,6 +33,7 @@ from watchkeeper.config import Settings
 from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent
 from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext, Refused
+from watchkeeper.remediation.actions.stop_process import refusal as stop_process_refusal
 from watchkeeper.remediation.audit import Approval, AuditLog
 from watchkeeper.remediation.learning import success_of
 from watchkeeper.remediation.policy import (
@@ -43,7 +44,12 @@ from watchkeeper.remediation.policy import (
     Target,
     plain_secs,
 )
-from watchkeeper.remediation.registry import ActionRefused, Params
+from watchkeeper.remediation.registry import (
+    ActionRefused,
+    Params,
+    StopProcessParams,
+    parse_params,
+)
 from watchkeeper.remediation.servicebook import ServiceBook
 from watchkeeper.remediation.services import Services
 from watchkeeper.remediation.services.base import ServiceExit, UnknownService
@@ -274,7 +280,8 @@ class RemediatorAgent(BaseAgent):
             return Decision(request=request, verdict="refused", check="cooldown",
                             why="already refused recently; waiting before asking again")
         decision = self.policy.decide(request, approved_by=approved_by,
-                                      check=self._checker(request.action))
+                                      check=self._checker(request.action),
+                                      target_refusal=await self._target_refusal(request))
         if not human:
             self._note_refusal(key, decision, approved_by, now)
             self.book.decided(decision)
@@ -324,7 +331,8 @@ class RemediatorAgent(BaseAgent):
             if not human:
                 self.book.waiting(decision, approval)
         elif decision.verdict == "dry_run":
-            preview = await get_action(request.action).preview(decision.params, self._ctx())
+            preview = await get_action(request.action).preview(decision.params,
+                                                               self.action_context())
             decision = decision.model_copy(update={"preview": preview.summary})
             log.info("🧪 dry run: %s", preview.summary)
             await self._publish("decided", decision, message=preview.summary)
@@ -340,7 +348,7 @@ class RemediatorAgent(BaseAgent):
             action = get_action(name)
         except ActionRefused:
             return None
-        ctx = self._ctx()
+        ctx = self.action_context()
 
         def check(params: Params) -> Params:
             try:
@@ -348,6 +356,18 @@ class RemediatorAgent(BaseAgent):
             except Refused as exc:
                 raise ActionRefused(str(exc)) from None
         return check
+
+    async def _target_refusal(self, request: ActionRequest) -> str | None:
+        """Why the live target can never be acted on, checked when asked (and again when
+        approved): an approval that cannot succeed is refused at once, not queued."""
+        if request.action != "stop_process":
+            return None
+        try:
+            params = parse_params(request.action, request.params)
+        except ActionRefused:
+            return None  # the policy's registry check says why
+        assert isinstance(params, StopProcessParams)
+        return await asyncio.to_thread(stop_process_refusal, self.action_context(), params)
 
     async def _announce_expired(self) -> None:
         """Tell people (and open dashboards) when an approval expires unanswered."""
@@ -423,7 +443,7 @@ class RemediatorAgent(BaseAgent):
             await self.policy.persist()  # the attempt counts even if we die mid-action
             intent = await self.audit.record_intent(decision)
             await self._publish("started", decision, intent_id=intent)
-            ctx = self._ctx()
+            ctx = self.action_context()
             result = await action.execute(decision.params, ctx)
             verification = None
             if result.outcome == "ok":
@@ -460,7 +480,8 @@ class RemediatorAgent(BaseAgent):
                 target.name, f"{target.name} exited again while its restart settled"))
         self.wake()  # publish its report now
 
-    def _ctx(self) -> ActionContext:
+    def action_context(self) -> ActionContext:
+        """What actions run with: the current settings, psutil, the service managers."""
         settings = self.config.current
         extra: dict[str, Any] = {"psutil": self._psutil} if self._psutil is not None else {}
         return ActionContext(settings=settings.remediation, services=self.services,

@@ -11,7 +11,9 @@ first that objects decides:
 2. mode ``off`` (refused), and for a proposal by the LLM ``remediation.llm_mode`` (or its
    ``llm_actions`` entry) ``off`` (refused);
 3. target: a service or script must be declared, and an ``allow`` entry for the action
-   (globs) must match the target; no entry = every declared target (refused);
+   (globs) must match the target; no entry = every declared target (refused); a process
+   the process guard refuses (``target_refusal``: a thread, protected, another user's, not
+   in ``allow.stop_process``) is refused here too;
 4. start-up grace period (refused, with ``retry_after_s``);
 5. maintenance window: no automatic action, so ``auto`` becomes ``approve``; likewise a
    proposal by the LLM while its ``llm_mode`` is ``approve`` (the default);
@@ -90,6 +92,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from watchkeeper.config import ActionMode, LlmMode, MaintenanceWindow, Settings
 from watchkeeper.events import Frozen, SuggestedAction
 from watchkeeper.remediation.learning import ActionStats, StrategyStats
+from watchkeeper.remediation.process_guard import allow_could_match
 from watchkeeper.remediation.registry import (
     REGISTRY,
     ActionRefused,
@@ -512,25 +515,30 @@ class Policy:
     # ------------------------------------------------------------------ decide
 
     def decide(self, request: ActionRequest, *, approved_by: str | None = None,
-               check: Callable[[Params], Params] | None = None) -> Decision:
+               check: Callable[[Params], Params] | None = None,
+               target_refusal: str | None = None) -> Decision:
         """The verdict on ``request`` now; ``approved_by`` only after a human approved it.
 
         ``check``: the action's own check of its parsed parameters (``BaseAction.check``),
         returning them normalised or raising ActionRefused for a request that can never
-        succeed; it must be quick and not block (no I/O).
+        succeed; it must be quick and not block (no I/O). ``target_refusal``: why the live
+        target can never be acted on, as the action found it when asked (stop_process's
+        process guard); refused at the target check.
         """
         with self._lock:
             now = self._mono()
             settings = self._settings()
             notice = self._breaker_transition(now, settings)
-            decision = self._decide(request, approved_by, now, settings, check)
+            decision = self._decide(request, approved_by, now, settings, check,
+                                    target_refusal)
             if notice is not None:
                 decision = decision.model_copy(update={"notice": notice})
         logger.debug("policy: %s", decision.why)
         return decision
 
     def _decide(self, req: ActionRequest, approved_by: str | None, now: float,
-                settings: Settings, checker: Callable[[Params], Params] | None) -> Decision:
+                settings: Settings, checker: Callable[[Params], Params] | None,
+                target_refusal: str | None = None) -> Decision:
         rem = settings.remediation
         base: dict[str, Any] = {"request": req, "approved_by": approved_by}
 
@@ -571,8 +579,10 @@ class Policy:
         undeclared = self._undeclared(params, settings)
         if undeclared:
             return refuse("target", f"{req.action}: {undeclared}")
+        if target_refusal:
+            return refuse("target", f"{req.action}: {target_refusal}")
         globs = rem.allow.get(req.action)
-        if globs is not None and not any(fnmatch.fnmatchcase(target.name, g) for g in globs):
+        if globs is not None and not self._allowed(req.action, target, globs):
             shown = ", ".join(globs) or "nothing"
             return refuse("target", f"{req.action} may not touch {target} "
                                     f"(remediation.allow.{req.action}: {shown})")
@@ -644,6 +654,15 @@ class Policy:
             logger.info("policy: %s was healthy for a whole window; automatic tries allowed "
                         "again", target)
         ts.healthy_since = None
+
+    @staticmethod
+    def _allowed(action: str, target: Target, globs: tuple[str, ...]) -> bool:
+        """Whether an allow entry matches ``target``. A stop_process entry may also name the
+        process's name and user, which only the live process tells: here it passes when it
+        could match, and the process guard decides on the process (at request time too)."""
+        if target.kind == "pid":
+            return allow_could_match(globs, int(target.name))
+        return any(fnmatch.fnmatchcase(target.name, g) for g in globs)
 
     def _undeclared(self, params: Params, settings: Settings) -> str:
         """Why the target is not declared in the configuration ('' if it is or need not be).

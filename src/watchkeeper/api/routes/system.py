@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import psutil
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
@@ -121,15 +120,17 @@ async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> Decis
         raise HTTPException(422, f"unknown action {body.action!r}; known: "
                                  f"{', '.join(sorted(REGISTRY))}")
     params = body.params
+    remediator = remediator_of(runtime)
     try:
         parsed = parse_params(body.action, params)
         if isinstance(parsed, StopProcessParams):
-            # Checked when asked, not after an approval: the live process, by its start time.
-            pinned = await asyncio.to_thread(pin, runtime.psutil_module or psutil, parsed)
+            # Checked when asked, not after an approval: the live process, by its start time,
+            # and everything the process guard holds it against (a thread, protected, another
+            # user's, not allowed), so that no approval is asked for what can never run.
+            pinned = await asyncio.to_thread(pin, remediator.action_context(), parsed)
             params = {**params, "create_time": pinned.create_time}
     except ActionRefused as exc:  # the caller's mistake, not the policy's verdict
         raise HTTPException(422, str(exc)) from None
-    remediator = remediator_of(runtime)
     decision = await remediator.submit(ActionRequest(
         action=body.action, params=params, host=runtime.host, source="operator",
         reasoning=f"{by}: {body.reason or 'asked for through the API'}", dry_run=body.dry_run))

@@ -29,6 +29,7 @@ from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.config import RemediationConfig
 from watchkeeper.events import Frozen
 from watchkeeper.redact import redact_text
+from watchkeeper.remediation.process_guard import StatusReader, effective_uid, read_status
 from watchkeeper.remediation.registry import (
     REGISTRY,
     ActionRefused,
@@ -108,6 +109,10 @@ class ActionContext:
     wall_clock: Callable[[], float] = time.time
     #: watchkeeper's own pid: it and its ancestors are never a target.
     own_pid: int = field(default_factory=os.getpid)
+    #: watchkeeper's effective uid: by default only its processes may be stopped.
+    own_uid: int | None = field(default_factory=effective_uid)
+    #: What the kernel says about a pid (thread group, parent, uids, kernel thread).
+    proc_status: StatusReader = read_status
     #: How often a wait (for a process to exit) looks again.
     poll_interval_s: float = 0.05
     #: How long to wait for a process to disappear after SIGKILL.
@@ -253,8 +258,11 @@ class BaseAction(ABC, Generic[P]):
         if ctx.settings.dry_run:
             # Defence in depth: the policy should not even call us, but dry-run must hold.
             preview = await self.preview(params, ctx)
+            # A target the action would refuse is said to be refused, not just described.
+            verdict = "refused: " if preview.outcome == "refused" else ""
             return ActionResult(action=self.name, params=preview.params, outcome="dry_run",
-                                message=_clean(f"dry run, nothing done: {preview.summary}"),
+                                message=_clean(f"dry run, nothing done: {verdict}"
+                                               f"{preview.summary}"),
                                 started_at=started_at, duration_s=max(0.0, ctx.clock() - t0),
                                 preview=preview)
         raw = _jsonable(params)

@@ -4,6 +4,11 @@ A pid alone is not an identity: by the time an action runs, the process an alert
 may have exited and its pid been reused. The target must therefore carry the create_time the
 alert saw; a different create_time is a refusal, and psutil's own signal methods check the
 identity once more right before each signal.
+
+Which process may be stopped at all (a process, not a thread; never init, watchkeeper, its
+ancestors, kernel threads or a protected name; only permitted users; the allow-list) is
+decided by ``process_guard.check_stop``: at request time (``pin``, ``refusal``), in the dry
+run and again right before the first signal.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from pydantic import JsonValue
 
 from watchkeeper.collectors.common import PsutilLike
 from watchkeeper.redact import redact_cmdline
+from watchkeeper.remediation.process_guard import (
+    CREATE_TIME_TOLERANCE_S,
+    Candidate,
+    GuardRules,
+    TargetRefused,
+    check_stop,
+    protection,
+)
 from watchkeeper.remediation.registry import REGISTRY, ActionRefused, StopProcessParams
 from watchkeeper.safetext import MAX_NAME, printable
 
@@ -25,9 +38,6 @@ from .base import ActionContext, ActionResult, BaseAction, Check, Done, Plan, Re
 
 logger = logging.getLogger(__name__)
 
-#: Start times are compared with this slack: they travel as JSON floats, and the kernel
-#: counts them in clock ticks (10 ms), so a smaller difference cannot be another process.
-CREATE_TIME_TOLERANCE_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -49,33 +59,47 @@ class _Target:
         return f"pid {self.pid} {self.name}{rss}"
 
 
-def pin(ps: PsutilLike, params: StopProcessParams) -> StopProcessParams:
+def _rules(ctx: ActionContext) -> GuardRules:
+    return GuardRules.of(ctx.settings, own_pid=ctx.own_pid, own_uid=ctx.own_uid)
+
+
+def inspect(ctx: ActionContext, params: StopProcessParams) -> Candidate | None:
+    """The one decision on a stop_process target (``process_guard.check_stop``), as request
+    time, preview and execute all take it; None if the process is gone."""
+    return check_stop(ctx.psutil, ctx.proc_status, params.pid, params.create_time,
+                      _rules(ctx))
+
+
+def pin(ctx: ActionContext, params: StopProcessParams) -> StopProcessParams:
     """``params`` bound to the live process when it is asked for, by the create_time looked
     up now: an approval may come much later, when the pid may be another process's. Raise
-    ActionRefused when there is no such process or the given create_time is not its own."""
-    try:
-        started = float(ps.Process(params.pid).create_time())
-    except ps.NoSuchProcess:
-        raise ActionRefused(f"no process with pid {params.pid}") from None
-    except ps.AccessDenied:
-        raise ActionRefused(f"cannot read the start time of pid {params.pid}") from None
-    if params.create_time is not None and not math.isclose(
-            started, params.create_time, rel_tol=0.0, abs_tol=CREATE_TIME_TOLERANCE_S):
-        raise ActionRefused(f"pid {params.pid} is another process now (started at "
-                            f"{started:.2f}, not {params.create_time:.2f}): the pid was reused")
-    return params.model_copy(update={"create_time": started})
+    ActionRefused when there is no such process or the given create_time is not its own,
+    and TargetRefused (an ActionRefused) when the guard would refuse it at any later stage."""
+    if params.create_time is None:
+        why = protection(ctx.psutil, ctx.proc_status, params.pid, _rules(ctx))
+        if why is not None:
+            raise TargetRefused(why)
+        try:
+            started = float(ctx.psutil.Process(params.pid).create_time())
+        except ctx.psutil.NoSuchProcess:
+            raise ActionRefused(f"no process with pid {params.pid}") from None
+        except ctx.psutil.AccessDenied:
+            raise ActionRefused(f"cannot read the start time of pid {params.pid}") from None
+        params = params.model_copy(update={"create_time": started})
+    found = inspect(ctx, params)
+    if found is None:
+        raise ActionRefused(f"no process with pid {params.pid}")
+    return params.model_copy(update={"create_time": found.create_time})
 
 
-def _protected(ctx: ActionContext) -> dict[int, str]:
-    """watchkeeper and its ancestors (killing a parent may take us or our session down)."""
-    ps = ctx.psutil
-    protected = {ctx.own_pid: "watchkeeper itself"}
+def refusal(ctx: ActionContext, params: StopProcessParams) -> str | None:
+    """Why a request to stop this process can never succeed now (None: it may)."""
     try:
-        for parent in ps.Process(ctx.own_pid).parents():
-            protected.setdefault(parent.pid, "an ancestor of watchkeeper")
-    except (ps.NoSuchProcess, ps.AccessDenied):
-        logger.debug("could not list the parents of pid %d", ctx.own_pid)
-    return protected
+        if inspect(ctx, params) is None:
+            return f"no process with pid {params.pid} (it is gone)"
+    except ActionRefused as exc:
+        return str(exc)
+    return None
 
 
 def _is_gone(ps: PsutilLike, proc: Any) -> bool:
@@ -90,33 +114,20 @@ def _is_gone(ps: PsutilLike, proc: Any) -> bool:
 def _find(ctx: ActionContext, params: StopProcessParams) -> _Target | None:
     """The live target, None if it is gone; raise Refused for anything that must not be hit."""
     ps = ctx.psutil
-    pid = params.pid
-    if pid <= 1:
-        raise Refused(f"pid {pid} is never a target")
-    why = _protected(ctx).get(pid)
-    if why is not None:
-        raise Refused(f"pid {pid} is {why}; refusing to stop it")
-    if params.create_time is None:
-        raise Refused(f"pid {pid} needs its create_time: a pid alone may have been reused")
     try:
-        proc = ps.Process(pid)
-        started = float(proc.create_time())
-    except ps.NoSuchProcess:
+        found = inspect(ctx, params)
+    except ActionRefused as exc:
+        raise Refused(str(exc)) from None
+    if found is None or _is_gone(ps, found.proc):
         return None
-    if not math.isclose(started, params.create_time, rel_tol=0.0,
-                        abs_tol=CREATE_TIME_TOLERANCE_S):
-        raise Refused(f"pid {pid} now belongs to another process (started at {started:.2f}, "
-                      f"not {params.create_time:.2f}): the pid was reused; refusing")
-    if _is_gone(ps, proc):
-        return None
+    proc = found.proc
     with proc.oneshot():
-        name = _read(ps, proc.name, "")
         mem = _read(ps, proc.memory_info, None)
-        user = _read(ps, proc.username, None)
         argv = _read(ps, proc.cmdline, [])
-    return _Target(proc=proc, pid=pid, name=printable(str(name), MAX_NAME),
-                   create_time=started, rss=None if mem is None else int(mem.rss),
-                   user=None if user is None else printable(str(user), MAX_NAME),
+    return _Target(proc=proc, pid=found.pid, name=printable(found.name, MAX_NAME),
+                   create_time=found.create_time,
+                   rss=None if mem is None else int(mem.rss),
+                   user=None if found.user is None else printable(found.user, MAX_NAME),
                    cmdline=redact_cmdline(argv) if argv else "")
 
 

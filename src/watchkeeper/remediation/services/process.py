@@ -33,6 +33,13 @@ from typing import Any, Literal
 import psutil
 
 from watchkeeper.config import ServiceConfig
+from watchkeeper.remediation.process_guard import (
+    GuardRules,
+    StatusReader,
+    TargetRefused,
+    protection,
+    read_status,
+)
 
 from .base import (
     CommandRunner,
@@ -131,7 +138,9 @@ class ProcessManager:
                  runner: CommandRunner | None = None, hub: ExitHub | None = None,
                  log_dir: Path | None = None, grace_s: float = 10.0, kill_wait_s: float = 5.0,
                  daemon_window_s: float = 5.0, daemon_wait_s: float = 2.0,
-                 poll_interval_s: float = 0.1, env: Mapping[str, str] | None = None) -> None:
+                 poll_interval_s: float = 0.1, env: Mapping[str, str] | None = None,
+                 guard: Callable[[], GuardRules] | None = None,
+                 proc_status: StatusReader = read_status) -> None:
         for name, cfg in services.items():
             if not cfg.start:
                 raise ValueError(f"service {name!r}: manager: process needs a start argv")
@@ -149,6 +158,11 @@ class ProcessManager:
         self._env = dict(base_env() if env is None else env)
         self._closing = False
         self._closed = False
+        # A pid file or a match may name a thread, init, watchkeeper or a protected process;
+        # adopting it would let a restart signal it. The guard's rules are read per search.
+        self._guard = guard or GuardRules
+        self._proc_status = proc_status
+        self._refused: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -645,6 +659,8 @@ class ProcessManager:
             return None
         if cfg.match and not fnmatch.fnmatchcase(" ".join(cmdline), cfg.match):
             return None
+        if self._refusal(f"pid file {cfg.pid_file}", pid):
+            return None
         return pid, create_time, f"pid file {cfg.pid_file}"
 
     def _from_match(self, cfg: ServiceConfig) -> tuple[int, float, str] | None:
@@ -658,7 +674,8 @@ class ProcessManager:
             cmdline = info.get("cmdline")
             if info["pid"] in (me, 0, 1) or not cmdline or info.get("status") == zombie:
                 continue
-            if fnmatch.fnmatchcase(" ".join(cmdline), cfg.match):
+            if fnmatch.fnmatchcase(" ".join(cmdline), cfg.match) \
+                    and not self._refusal(f"match {cfg.match!r}", info["pid"]):
                 hits.append((info["create_time"], info["pid"]))
         if not hits:
             return None
@@ -668,6 +685,19 @@ class ProcessManager:
             logger.debug("match %r: %d processes, taking the oldest (pid %d)", cfg.match,
                          len(hits), pid)
         return pid, create_time, f"match {cfg.match!r}"
+
+    def _refusal(self, how: str, pid: int) -> str | None:
+        """Why a process found by ``how`` must not be adopted (logged once per pid), or None:
+        the same rules stop_process holds a target to (a thread, init, watchkeeper and its
+        ancestors, kernel threads, protected names)."""
+        try:
+            why = protection(self._ps, self._proc_status, pid, self._guard())
+        except TargetRefused as exc:
+            why = str(exc)
+        if why is not None and (how, pid) not in self._refused:
+            self._refused.add((how, pid))
+            logger.warning("%s names pid %d, which is not adopted: %s", how, pid, why)
+        return why
 
     def _open_pidfd(self, pid: int, create_time: float) -> int | None:
         if not hasattr(os, "pidfd_open"):

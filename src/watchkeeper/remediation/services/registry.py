@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from watchkeeper.config import ServiceConfig, Settings
+from watchkeeper.remediation.process_guard import GuardRules
 
 from .base import (
     CommandRunner,
@@ -47,6 +48,8 @@ class BackendContext:
     hub: ExitHub
     log_dir: Path | None
     grace_s: float
+    #: The process guard's rules now (protected names): never adopt such a process.
+    guard: Callable[[], GuardRules] = GuardRules
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ BackendFactory = Callable[[str, ServiceConfig, BackendContext], ServiceManager]
 
 def _process(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
     return ProcessManager({name: cfg}, ps=ctx.ps, runner=ctx.runner, hub=ctx.hub,
-                          log_dir=ctx.log_dir, grace_s=ctx.grace_s)
+                          log_dir=ctx.log_dir, grace_s=ctx.grace_s, guard=ctx.guard)
 
 
 def _systemd(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
@@ -109,10 +112,11 @@ class Services:
     def __init__(self, services: Mapping[str, ServiceConfig], *, ps: Any = psutil,
                  runner: CommandRunner | None = None, log_dir: Path | None = None,
                  grace_s: float = 10.0,
-                 factories: Mapping[ManagerName, BackendFactory] | None = None) -> None:
+                 factories: Mapping[ManagerName, BackendFactory] | None = None,
+                 guard: Callable[[], GuardRules] = GuardRules) -> None:
         self.hub = ExitHub()
         self._ctx = BackendContext(ps=ps, runner=runner or SubprocessRunner(), hub=self.hub,
-                                   log_dir=log_dir, grace_s=grace_s)
+                                   log_dir=log_dir, grace_s=grace_s, guard=guard)
         self._factories = {**DEFAULT_FACTORIES, **(factories or {})}
         self._configs = dict(services)
         self._backends: dict[str, ServiceManager] = {
