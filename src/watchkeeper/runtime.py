@@ -119,6 +119,8 @@ class Runtime:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
 
     async def start(self) -> None:
+        # The whole audit chain once at start (logged if broken); new entries after that.
+        await asyncio.to_thread(self.audit.chain_status)
         await self._start_managed_services()
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,

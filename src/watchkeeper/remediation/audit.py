@@ -518,37 +518,54 @@ class AuditLog:
     def chain_status(self) -> ChainStatus:
         """Verify the chain (in full at first and every ``full_check_every_s``, else only
         the entries appended since) and say whether it holds; thread-safe."""
-        with self._chain_lock:
-            now = self._monotonic()
-            full = self._progress is None or now - self._full_at >= self._full_every
-            if not full and self._status is not None and not self._status.ok:
-                return self._status  # a break does not heal by itself; the next full walk
-            done = Progress(0, 0, GENESIS) if full else self._progress
-            assert done is not None
-            # Read before the database: the head file never runs ahead of what we read.
-            head = auditchain.read_head(self.head_file)
-            with self._read() as conn:
+        if not self._chain_lock.acquire(blocking=self._status is None):
+            return self._status  # type: ignore[return-value]  # another thread is at it
+        try:
+            return self._check_chain()
+        finally:
+            self._chain_lock.release()
+
+    def _check_chain(self) -> ChainStatus:
+        now = self._monotonic()
+        full = self._progress is None or now - self._full_at >= self._full_every
+        if not full and self._status is not None and not self._status.ok:
+            return self._status  # a break does not heal by itself; the next full walk tells
+        done = auditchain.START if full else self._progress
+        assert done is not None
+        # Read before the database: the head file never runs ahead of what we read.
+        head = auditchain.read_head(self.head_file)
+        try:
+            if full:  # on its own connection: the shared one stays free for the API
+                conn = self._db.connect()
                 try:
-                    progress, broken = auditchain.check(conn, self._key, head, self.head_file,
-                                                        done)
-                except sqlite3.Error as exc:
-                    broken = ChainBreak(problem="edited", message=f"cannot read it: {exc}")
-                    progress = done
-            if full:
-                self._full_at = now
-            self._progress = progress
-            was = self._status
-            self._status = ChainStatus(ok=broken is None, checked=progress.checked,
-                                       head_id=progress.last_id, broken_at=broken,
-                                       checked_at=from_epoch(self._wall()))
-            if broken is not None and (was is None or was.ok):
-                log.error("audit log %s: chain broken at %s: %s: %s", self.path,
-                          "?" if broken.id is None else f"#{broken.id}", broken.problem,
-                          broken.message)
-            elif broken is None and was is not None and not was.ok:
-                log.info("audit log %s: chain verifies again (%d entries)", self.path,
-                         progress.checked)
-            return self._status
+                    conn.execute("PRAGMA query_only = ON")
+                    conn.execute("BEGIN")
+                    progress, broken = auditchain.check(conn, self._key, head,
+                                                        self.head_file, done)
+                finally:
+                    conn.close()
+            else:
+                with self._read() as conn:
+                    progress, broken = auditchain.check(conn, self._key, head,
+                                                        self.head_file, done)
+        except (sqlite3.Error, AuditError) as exc:
+            progress, broken = done, ChainBreak(problem="edited",
+                                                message=f"the audit log cannot be read: {exc}")
+        if full:
+            self._full_at = now
+        self._progress = progress
+        was = self._status
+        self._status = ChainStatus(ok=broken is None, checked=progress.checked,
+                                   head_id=progress.last_id, broken_at=broken,
+                                   checked_at=from_epoch(self._wall()))
+        if broken is not None and (was is None or was.ok):
+            log.error("audit log %s: chain broken at %s: %s: %s", self.path,
+                      "?" if broken.id is None else f"#{broken.id}", broken.problem,
+                      broken.message)
+        elif broken is None and was is not None and not was.ok:
+            log.info("audit log %s: chain verifies again (%d entries)", self.path,
+                     progress.checked)
+        return self._status
 
     def entry(self, entry_id: int) -> AuditEntry | None:
         """One entry by id."""
