@@ -51,14 +51,14 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  store: SqliteStore | None = None, agents: list[str] | None = None,
-                 psutil_module: Any = None) -> None:
+                 psutil_module: Any = None, audit: AuditLog | None = None) -> None:
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or MemoryBus()
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
         self.services = Services.from_settings(settings)
-        self.audit = AuditLog.open(settings.storage)
+        self.audit = audit or AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
         names = list(AGENTS) if agents is None else agents
