@@ -153,6 +153,10 @@ ATTACKS = [
     Attack("edit-the-argv-inside-the-json-data", lambda db: sql(
         db, "UPDATE entries SET data = json_set(data, '$.argv', json('[\"true\"]')) "
             "WHERE id = 2"), "edited", 2),
+    Attack("write-a-blob-where-text-was", lambda db: sql(
+        db, "UPDATE entries SET message = X'00ff7f' WHERE id = 7"), "edited", 7),
+    Attack("break-the-json-of-an-approval-request", lambda db: sql(
+        db, "UPDATE entries SET data = '{not json' WHERE id = 5"), "edited", 5),
     Attack("edit-and-recompute-the-chain-without-the-key", rechain_with_a_guessed_key,
            "edited", 5),
     Attack("issue-11-edit-one-delete-another-triggers-recreated", lambda db: sql(

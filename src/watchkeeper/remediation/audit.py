@@ -71,7 +71,8 @@ ApprovalState = Literal["pending", "approved", "rejected", "expired"]
 
 _KINDS: tuple[str, ...] = get_args(EntryKind)
 #: An approval request's expiry (epoch seconds, or NULL) from its row aliased ``r``.
-_EXPIRES = "json_extract(r.data, '$.expires_at')"
+#: (json_valid first: a tampered row with broken JSON must not fail every read.)
+_EXPIRES = "(CASE WHEN json_valid(r.data) THEN json_extract(r.data, '$.expires_at') END)"
 _OUTCOMES: tuple[str, ...] = get_args(AuditOutcome)
 _MAX_TEXT = 4000
 
@@ -223,6 +224,19 @@ def _row_entry(row: Sequence[Any]) -> AuditEntry:
     values["at"] = from_epoch(values["at"])
     values["data"] = json.loads(values["data"] or "{}")
     return AuditEntry.model_validate(values)
+
+
+def _readable(rows: Sequence[Sequence[Any]]) -> list[AuditEntry]:
+    """The rows as entries; one that no longer parses (a tampered file: a blob, broken
+    JSON) is left out with a warning, not a failed read. The chain check names it."""
+    out = []
+    for row in rows:
+        try:
+            out.append(_row_entry(row))
+        except (ValueError, TypeError, OverflowError, OSError) as exc:
+            log.warning("audit entry #%s cannot be read (%s); left out", row[0],
+                        str(exc).splitlines()[0])
+    return out
 
 
 # --------------------------------------------------------------------------- the log
@@ -549,7 +563,7 @@ class AuditLog:
                     progress, broken = auditchain.check(conn, self._key, head,
                                                         self.head_file, done)
         except (sqlite3.Error, AuditError) as exc:
-            progress, broken = done, ChainBreak(problem="edited",
+            progress, broken = done, ChainBreak(problem="unreadable",
                                                 message=f"the audit log cannot be read: {exc}")
         if full:
             self._full_at = now
@@ -571,7 +585,8 @@ class AuditLog:
         """One entry by id."""
         with self._read() as conn:
             row = conn.execute(f"{_SELECT} WHERE id = ?", (entry_id,)).fetchone()
-        return None if row is None else _row_entry(row)
+        found = None if row is None else _readable([row])
+        return found[0] if found else None
 
     def entries(self, start: datetime | None = None, end: datetime | None = None, *,
                 kind: EntryKind | None = None, host: str | None = None,
@@ -596,7 +611,7 @@ class AuditLog:
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
         with self._read() as conn:
             rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_row_entry(r) for r in reversed(rows)]
+        return _readable(rows[::-1])
 
     def unfinished_intents(self) -> list[AuditEntry]:
         """Intents without an outcome, oldest first: reconcile them with the live state."""
@@ -606,7 +621,7 @@ class AuditLog:
                         SELECT 1 FROM entries o WHERE o.kind = 'outcome'
                         AND o.intent_id = entries.id)
                     ORDER BY id""").fetchall()
-        return [_row_entry(r) for r in rows]
+        return _readable(rows)
 
     def _approvals(self, where: str, args: Sequence[Any], limit: int) -> list[Approval]:
         now = self._wall()
@@ -619,7 +634,12 @@ class AuditLog:
                     ORDER BY r.id DESC LIMIT ?""", (*args, limit)).fetchall()
         out = []
         for id_, at, data, state, actor, message, resolved_at, expires in reversed(rows):
-            decision = Decision.model_validate(json.loads(data)["decision"])
+            try:
+                decision = Decision.model_validate(json.loads(data)["decision"])
+            except (ValueError, TypeError, KeyError) as exc:  # tampered; the chain says so
+                log.warning("approval #%s cannot be read (%s); left out", id_,
+                            str(exc).splitlines()[0])
+                continue
             if state is None:
                 state = "expired" if expires is not None and now >= expires else "pending"
             out.append(Approval(

@@ -45,7 +45,7 @@ GENESIS = _PREFIX + "0" * 64
 TRIGGERS = ("entries_no_update", "entries_no_delete")
 
 ChainProblem = Literal["edited", "deleted", "inserted", "reordered", "truncated", "key",
-                       "head", "triggers"]
+                       "head", "triggers", "unreadable"]
 
 
 class ChainKeyError(Exception):
@@ -266,7 +266,11 @@ def walk(conn: sqlite3.Connection, key: bytes, done: Progress = START,
             missing = f"#{last_id + 1}" + ("" if rid == last_id + 2 else f" to #{rid - 1}")
             return here, _broken(conn, rid, "deleted",
                                  f"records before #{rid} were deleted ({missing} missing)")
-        if link_hash(key, prev, row[:width]) != stored:
+        try:
+            intact = link_hash(key, prev, row[:width]) == stored
+        except (TypeError, ValueError):  # a blob where text was: not what was written
+            intact = False
+        if not intact:
             return here, _content_break(conn, rid, stored, head)
         checked, last_id, last_hash = checked + 1, rid, stored
     return Progress(checked, last_id, last_hash), None
