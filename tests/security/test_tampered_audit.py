@@ -332,7 +332,7 @@ async def test_dropping_the_chain_to_have_it_recomputed_is_refused(tmp_path: Pat
         "PRAGMA user_version = 1")
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     with pytest.raises(AuditError, match="was chained up to #12, but the database has no "
-                                         "chain: it was rewritten"):
+                                         "chain: it was rewritten. Move audit.db aside"):
         AuditLog(db)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     out = await asyncio.to_thread(cli, tmp_path, "audit", "verify")
@@ -340,6 +340,33 @@ async def test_dropping_the_chain_to_have_it_recomputed_is_refused(tmp_path: Pat
     out = await asyncio.to_thread(cli, tmp_path, "run", "--no-console-log", timeout=60)
     assert out.returncode == 1 and "it was rewritten" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_deleting_the_whole_log_is_told(tmp_path: Path) -> None:
+    """audit.db (with its -wal and -shm) deleted: watchkeeper starts a new, empty log, and
+    the chain says the old entries are missing until audit.head is moved aside too."""
+    db = await fill(tmp_path)
+    for path in db.parent.glob("audit.db*"):
+        path.unlink()
+    async with serve_api(api_settings(tmp_path)) as api:
+        chain = (await api.client.get("/api/actions")).json()["audit_chain"]
+        assert chain["ok"] is False and chain["broken_at"]["problem"] == "truncated"
+        assert "#12 was written" in chain["broken_at"]["message"]
+        r = await api.client.post("/api/command", headers=api.auth(), json={
+            "command": "remediate", "action": "notify_only", "params": {"message": "hi"}})
+        assert r.status_code == 200
+    out = await asyncio.to_thread(cli, tmp_path, "audit", "verify")
+    assert out.returncode == 1 and ": truncated: " in out.stdout, out.stdout + out.stderr
+    # On purpose: move both aside, and the new log starts clean.
+    for path in db.parent.glob("audit.*"):
+        if path.name != "audit.key":
+            path.unlink()
+    audit = AuditLog(db)
+    try:
+        await audit.record_decision(decision())
+        assert audit.chain_status().ok
+    finally:
+        await audit.close()
 
 
 @pytest.mark.parametrize("args", [("audit", "verify", "--bogus"), ("audit", "nope"),

@@ -170,17 +170,17 @@ _NO_UPDATE = """CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
 def _migrate_to_2(conn: sqlite3.Connection, *, key: bytes, head_file: Path) -> None:
     """Chain the entries: ``prev_hash`` and ``hash`` columns, existing rows chained once."""
     head = auditchain.read_head(head_file)
-    if head is not None and head.id > 0:
+    rows = conn.execute(f"SELECT {', '.join(auditchain.COLUMNS)} FROM entries ORDER BY id"
+                        ).fetchall()
+    if head is not None and head.id > 0 and rows:
         # Chained before, and now without its chain: rewritten. Chaining it again would
         # bless whatever was changed.
         raise AuditError(f"{head_file} says the audit log was chained up to #{head.id}, but "
-                         "the database has no chain: it was rewritten; move audit.db aside "
-                         "(keep it as evidence) and start again")
+                         "the database has no chain: it was rewritten. Move audit.db aside "
+                         "(keep it as evidence) together with audit.head, and start again")
     conn.execute("ALTER TABLE entries ADD COLUMN prev_hash TEXT")
     conn.execute("ALTER TABLE entries ADD COLUMN hash TEXT")
     conn.execute("DROP TRIGGER entries_no_update")
-    rows = conn.execute(f"SELECT {', '.join(auditchain.COLUMNS)} FROM entries ORDER BY id"
-                        ).fetchall()
     prev, last_id = GENESIS, 0
     for row in rows:
         digest = auditchain.link_hash(key, prev, row)
@@ -188,6 +188,12 @@ def _migrate_to_2(conn: sqlite3.Connection, *, key: bytes, head_file: Path) -> N
                      (prev, digest, row[0]))
         prev, last_id = digest, int(row[0])
     conn.execute(_NO_UPDATE)
+    if head is not None and head.id > 0:
+        # A new, empty log where a chained one was (deleted?): the old head stays, so the
+        # chain reports the entries missing until someone moves audit.head aside too.
+        log.error("audit log %s is new, but %s says #%d was written: the old log is gone",
+                  head_file.with_suffix(".db"), head_file, head.id)
+        return
     # Written before the migration commits: if the commit fails, the next open chains the
     # same rows to the same hashes again, so the head file is never wrong.
     auditchain.write_head(head_file, Head(last_id, prev, auditchain.key_id(key)))
