@@ -331,8 +331,8 @@ async def test_dropping_the_chain_to_have_it_recomputed_is_refused(tmp_path: Pat
         "ALTER TABLE entries DROP COLUMN hash", "ALTER TABLE entries DROP COLUMN prev_hash",
         "PRAGMA user_version = 1")
     before = hashlib.sha256(db.read_bytes()).hexdigest()
-    with pytest.raises(AuditError, match="was chained up to #12, but the database has no "
-                                         "chain: it was rewritten. Move audit.db aside"):
+    with pytest.raises(AuditError, match=r"was chained up to #12, but the database has no "
+                                         r"chain: it was rewritten\. Move audit\.db aside"):
         AuditLog(db)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     out = await asyncio.to_thread(cli, tmp_path, "audit", "verify")
