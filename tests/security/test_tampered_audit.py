@@ -336,7 +336,7 @@ async def test_dropping_the_chain_to_have_it_recomputed_is_refused(tmp_path: Pat
         AuditLog(db)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     out = await asyncio.to_thread(cli, tmp_path, "audit", "verify")
-    assert out.returncode == 1 and "not chained yet" in out.stderr
+    assert out.returncode == 1 and "was chained up to #12: it was rewritten" in out.stderr
     out = await asyncio.to_thread(cli, tmp_path, "run", "--no-console-log", timeout=60)
     assert out.returncode == 1 and "it was rewritten" in out.stderr
     assert "Traceback" not in out.stderr

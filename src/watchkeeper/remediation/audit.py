@@ -700,6 +700,10 @@ def verify_file(path: Path, *, wall: Callable[[], float] = time.time) -> ChainSt
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
+            if head is not None and head.id > 0:
+                raise AuditError(f"audit log {path} has no chain (schema version {version}), "
+                                 f"but {head_file} says it was chained up to #{head.id}: it "
+                                 "was rewritten")
             raise AuditError(f"audit log {path} is not chained yet (schema version {version}):"
                              " start watchkeeper once to chain its entries")
         if version > SCHEMA_VERSION:
