@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import signal
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from watchkeeper.config import StorageConfig
 from watchkeeper.remediation import auditchain
 from watchkeeper.remediation.audit import AuditError, AuditLog, _migrate_to_1, verify_file
 
-from ..integration.test_api_harness import api_settings, serve_api
+from ..integration.test_api_harness import api_settings, serve_api, until
 from ..integration.test_audit import decision, result, verification
+from ..integration.test_cli import start_run
 from ..integration.test_cli import wk as cli
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc).timestamp()
@@ -340,6 +342,24 @@ async def test_dropping_the_chain_to_have_it_recomputed_is_refused(tmp_path: Pat
     out = await asyncio.to_thread(cli, tmp_path, "run", "--no-console-log", timeout=60)
     assert out.returncode == 1 and "it was rewritten" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_headless_run_logs_a_broken_chain_at_start(tmp_path: Path) -> None:
+    """`watchkeeper run` (no API to ask) says it in its log, once."""
+    db = await fill(tmp_path)
+    sql(db, "DELETE FROM entries WHERE id = 4")
+    proc = start_run(tmp_path)
+    log_file = tmp_path / "logs" / "agent_system.log"
+
+    async def logged() -> bool:
+        return log_file.exists() and "chain broken at #5: deleted" in log_file.read_text()
+    try:
+        await until(logged, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 0, err
+    assert log_file.read_text().count("chain broken") == 1
 
 
 async def test_deleting_the_whole_log_is_told(tmp_path: Path) -> None:
