@@ -3,8 +3,9 @@
 ``critical``  an open critical alert that is not silenced (acknowledged ones count: an
               acknowledged problem is still a problem, someone is on it);
 ``degraded``  no open critical alert, but an agent is not running (paused, crashed,
-              starting, stopped, or marked degraded by failing checks): what watchkeeper
-              reports may be incomplete;
+              starting, stopped, or marked degraded by failing checks), or watchkeeper's
+              own records fail a check (the audit log's chain is broken): what watchkeeper
+              reports may be incomplete or altered;
 ``warning``   no critical alert, every agent runs, and an open warning that is not silenced;
 ``ok``        none of the above. Silenced alerts are muted: they never raise the status;
               ``info`` alerts (anomalies against a learned baseline) do not either.
@@ -39,8 +40,10 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def overall(alerts: Iterable[Alert] | None, agents: Iterable[AgentHealth]) -> Overall:
-    """Derive the status; ``alerts`` is None when no analyzer runs in this process."""
+def overall(alerts: Iterable[Alert] | None, agents: Iterable[AgentHealth],
+            problems: Iterable[str] = ()) -> Overall:
+    """Derive the status; ``alerts`` is None when no analyzer runs in this process;
+    ``problems`` are watchkeeper's own (e.g. a broken audit chain), each one degrades."""
     critical = warning = acknowledged = silenced = 0
     for a in alerts or ():
         if a.state == "resolved":
@@ -65,10 +68,12 @@ def overall(alerts: Iterable[Alert] | None, agents: Iterable[AgentHealth]) -> Ov
     if acknowledged:
         reasons.append(f"{acknowledged} of them acknowledged")
     reasons += [f"agent {h.name} is {h.state}" for h in down]
+    own = list(problems)
+    reasons += own
     if alerts is None:
         reasons.append("no analyzer in this process: open alerts unknown")
     if silenced:
         reasons.append(f"{_count(silenced, 'silenced alert')} not counted")
-    status: OverallStatus = ("critical" if critical else "degraded" if down
+    status: OverallStatus = ("critical" if critical else "degraded" if down or own
                              else "warning" if warning else "ok")
     return Overall(status, tuple(reasons), critical, warning, acknowledged, silenced)

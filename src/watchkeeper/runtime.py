@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 AgentFactory = Callable[["Runtime"], BaseAgent]
 
+#: How often the runtime verifies the audit chain's new entries by itself (reads through
+#: the API do too); the whole chain is walked again every hour (AuditLog).
+AUDIT_CHECK_INTERVAL_S = 60.0
+
 #: Agents by name, in start order. Adding an agent: subclass BaseAgent, register here.
 AGENTS: dict[str, AgentFactory] = {}
 
@@ -53,7 +57,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  store: SqliteStore | None = None, agents: list[str] | None = None,
-                 psutil_module: Any = None) -> None:
+                 psutil_module: Any = None, audit: AuditLog | None = None) -> None:
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or MemoryBus()
@@ -62,7 +66,7 @@ class Runtime:
         # The protected names as configured now (a reload may change them).
         self.services = Services.from_settings(settings, guard=lambda: GuardRules.of(
             self.config.current.remediation, own_pid=os.getpid(), own_uid=effective_uid()))
-        self.audit = AuditLog.open(settings.storage)
+        self.audit = audit or AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
         names = list(AGENTS) if agents is None else agents
@@ -73,6 +77,7 @@ class Runtime:
         self.supervisor = Supervisor(self.agents, bus=self.bus, config=self.config,
                                      host=self.host)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._audit_watch: asyncio.Task[None] | None = None
         self.config.subscribe(self._on_config_changed)
 
     def supervisor_health(self) -> list[Any]:
@@ -123,6 +128,10 @@ class Runtime:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
 
     async def start(self) -> None:
+        # The whole audit chain once at start (logged if broken), then on a timer, so a
+        # break is logged even when nobody reads the API (``run``).
+        await asyncio.to_thread(self.audit.chain_status)
+        self._audit_watch = asyncio.get_running_loop().create_task(self._watch_audit())
         await self._start_managed_services()
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
@@ -140,7 +149,19 @@ class Runtime:
             else:
                 log.error("service %s did not start: %s", name, result.message)
 
+    async def _watch_audit(self) -> None:
+        """Verify the audit chain every minute: new entries, and all of them hourly."""
+        while True:
+            await asyncio.sleep(AUDIT_CHECK_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.audit.chain_status)
+            except Exception:  # never let the watch die; the next round tries again
+                log.exception("audit chain check failed")
+
     async def stop(self) -> None:
+        if self._audit_watch is not None:
+            self._audit_watch.cancel()
+            await asyncio.gather(self._audit_watch, return_exceptions=True)
         await self.supervisor.stop()
         if self._tasks:  # e.g. services being reconfigured: let that finish first
             _done, late = await asyncio.wait(list(self._tasks), timeout=15)

@@ -61,9 +61,10 @@ def free_socket() -> socket.socket:
 
 @asynccontextmanager
 async def serve_api(settings: Settings, *, bind_host: str = "127.0.0.1",
-                    psutil_module: Any = None) -> AsyncIterator[Api]:
-    """Start the runtime and a real uvicorn server; ``bind_host`` decides read auth."""
-    runtime = Runtime(settings, psutil_module=psutil_module)
+                    **runtime_kwargs: Any) -> AsyncIterator[Api]:
+    """Start the runtime and a real uvicorn server; ``bind_host`` decides read auth;
+    ``runtime_kwargs`` go to Runtime (e.g. an ``audit`` log with an injected clock)."""
+    runtime = Runtime(settings, **runtime_kwargs)
     app = create_app(runtime, bind_host=bind_host)
     sock = free_socket()
     port = sock.getsockname()[1]

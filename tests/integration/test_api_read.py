@@ -115,7 +115,9 @@ async def test_alerts_config_and_actions_lists(tmp_path: Path) -> None:
         assert (await api.client.get("/api/alerts/silences")).json() == {"silences": []}
 
         r = await api.client.get("/api/actions")
-        assert r.status_code == 200 and r.json() == {"entries": [], "pending": []}
+        body = r.json()
+        assert r.status_code == 200 and body["entries"] == [] and body["pending"] == []
+        assert body["audit_chain"]["ok"] is True and body["audit_chain"]["broken_at"] is None
         assert (await api.client.get("/api/actions", params={"limit": 0})).status_code == 422
 
         config = (await api.client.get("/api/config")).json()

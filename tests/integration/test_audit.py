@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -18,8 +19,10 @@ import pytest
 
 from watchkeeper.config import StorageConfig
 from watchkeeper.remediation.actions import ActionResult, Verification
-from watchkeeper.remediation.audit import ApprovalError, AuditError, AuditLog
+from watchkeeper.remediation.audit import ApprovalError, AuditError, AuditLog, verify_file
 from watchkeeper.remediation.policy import ActionRequest, Decision, Target
+
+from .test_cli import wk
 
 
 def decision(verdict: str = "auto", service: str = "web", source: str = "rule",
@@ -135,6 +138,62 @@ async def test_every_side_effect_has_its_intent_after_random_kills(tmp_path: Pat
         await audit.close()
 
 
+async def test_the_chain_verifies_after_every_kill_during_appends(tmp_path: Path) -> None:
+    """kill -9 at random instants of a writer appending as fast as it can: whatever was
+    committed is chained, and the head file never runs ahead of the database."""
+    db, effects = tmp_path / "data" / "audit.db", tmp_path / "effects"
+    db.parent.mkdir()
+    rng = random.Random(11)
+    for _ in range(8):
+        code = await asyncio.to_thread(_run_child, db, effects, "loop", rng.uniform(0.05, 0.3))
+        assert code == -signal.SIGKILL
+        status = verify_file(db)
+        assert status.ok, status.broken_at
+    assert status.checked > 20
+    out = await asyncio.to_thread(wk, tmp_path, "audit", "verify")
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+    audit = AuditLog(db)  # and the next start goes on from there
+    try:
+        await audit.record_decision(decision())
+        assert audit.chain_status().ok
+        assert audit.chain_status().checked == status.checked + 1
+    finally:
+        await audit.close()
+
+
+async def test_a_head_file_behind_the_database_verifies(tmp_path: Path) -> None:
+    """A crash between a commit and the head file's update leaves the head behind: fine;
+    the head file is never written before the commit, so it is never ahead."""
+    audit = AuditLog(tmp_path / "audit.db")
+    try:
+        await audit.record_decision(decision())
+        behind = audit.head_file.read_bytes()
+        await audit.record_decision(decision())
+        audit.head_file.write_bytes(behind)
+        assert audit.chain_status().ok
+        await audit.record_decision(decision())  # and the next append moves it on
+        assert audit.chain_status().ok
+        assert json.loads(audit.head_file.read_text())["id"] == 3
+    finally:
+        await audit.close()
+    assert verify_file(audit.path).ok
+
+
+async def test_the_chain_holds_whatever_the_clock_returns(tmp_path: Path) -> None:
+    """An integer wall clock is hashed as the REAL SQLite gives back, not as passed."""
+    audit = AuditLog(tmp_path / "audit.db", wall=lambda: 1_700_000_000)
+    try:
+        approval = await audit.add_pending(decision("approve"), ttl_s=60)
+        await audit.approve(approval, "alice")
+        intent = await audit.record_intent(decision())
+        await audit.record_outcome(intent, result(), verification(True))
+        status = audit.chain_status()
+        assert status.ok and status.checked == 4 and status.head_id == 4
+    finally:
+        await audit.close()
+    assert verify_file(audit.path).ok
+
+
 async def test_storage_is_wal_full_sync_and_private(audit: AuditLog) -> None:
     await audit.record_decision(decision())
     with sqlite3.connect(audit.path) as conn:
@@ -144,6 +203,9 @@ async def test_storage_is_wal_full_sync_and_private(audit: AuditLog) -> None:
     )
     assert sync == 2  # FULL
     assert oct(audit.path.stat().st_mode & 0o777) == "0o600"
+    # The chain key and the head file are private too.
+    for path in (audit.key_file, audit.head_file):
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
 
 
 # --------------------------------------------------------------------------- append-only

@@ -55,3 +55,11 @@ def test_without_an_analyzer_the_alerts_are_unknown_and_said_so() -> None:
     found = overall(None, RUNNING)
     assert found.status == "ok"
     assert found.reasons == ("no analyzer in this process: open alerts unknown",)
+
+
+def test_a_problem_of_watchkeepers_own_records_degrades_with_its_reason() -> None:
+    broken = "audit log chain broken at #6: edited (record #6 was changed)"
+    found = overall([alert("warning")], RUNNING, [broken])
+    assert found.status == "degraded" and broken in found.reasons
+    assert overall([alert("critical")], RUNNING, [broken]).status == "critical"
+    assert overall([], RUNNING, []).status == "ok"

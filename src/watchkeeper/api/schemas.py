@@ -17,6 +17,7 @@ from watchkeeper.events import (
 )
 from watchkeeper.overall import OverallStatus
 from watchkeeper.remediation.audit import Approval, AuditEntry
+from watchkeeper.remediation.auditchain import ChainStatus
 from watchkeeper.remediation.registry import REGISTRY
 
 
@@ -132,13 +133,20 @@ class SilencesBody(Model):
     silences: list[SilenceBody]
 
 
+_CHAIN = ("whether the audit log's hash chain verifies (every entry carries the hash of "
+          "the one before): when not, broken_at says where and how, and what is served "
+          "here may have been altered")
+
+
 class ActionsBody(Model):
     entries: list[AuditEntry]
     pending: list[Approval]
+    audit_chain: ChainStatus = Field(description=_CHAIN)
 
 
 class ApprovalsBody(Model):
     approvals: list[Approval]
+    audit_chain: ChainStatus = Field(description=_CHAIN)
 
 
 class RejectRequest(Model):
@@ -161,6 +169,7 @@ class ActivityItem(Model):
 
 class ActivityBody(Model):
     events: list[ActivityItem]
+    audit_chain: ChainStatus = Field(description=_CHAIN)
 
 
 class TopicCounters(Model):

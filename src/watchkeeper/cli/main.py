@@ -1,7 +1,7 @@
 """The `watchkeeper` command tree (click). The only place, with cli/*, that prints.
 
-Commands: run, serve, config show, config validate. Later: cli, simulate.
-Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+Commands: run, serve, config show, config validate, audit verify. Later: cli, simulate.
+Exit codes: 0 ok, 1 runtime failure (or a broken audit chain), 2 bad configuration or usage.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> No
     settings = _settings(ctx)
     lock = _lock_data_dir(settings)
     from watchkeeper.logging_setup import setup_logging
+    from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
     from watchkeeper.store.sqlite import StoreError
 
@@ -109,7 +110,7 @@ def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> No
                f"{settings.storage.path}. Ctrl-C to stop.", err=True)
     try:
         runtime = Runtime(settings, agents=names)
-    except (StoreError, ValueError) as exc:
+    except (StoreError, AuditError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
     try:
@@ -185,13 +186,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
     lock = _lock_data_dir(settings)
     from watchkeeper.api.routes.config import load_overrides, overrides_path
     from watchkeeper.logging_setup import setup_logging
+    from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
     from watchkeeper.store.sqlite import StoreError
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
     try:
         runtime = Runtime(settings, agents=names)
-    except (StoreError, ValueError) as exc:
+    except (StoreError, AuditError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
     try:  # updates made through the API last time, kept in the data dir
@@ -318,6 +320,45 @@ def config_validate(ctx: click.Context, file: Path | None) -> None:
     _settings(ctx, path)
     shown = path or ("./watchkeeper.yaml" if Path("watchkeeper.yaml").is_file() else "defaults")
     click.echo(f"OK: configuration from {shown} is valid")
+
+
+@cli.group()
+def audit() -> None:
+    """Check the remediation audit log."""
+
+
+@audit.command("verify")
+@_config_option
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Walk the audit log's hash chain: exit 0 if it holds, 1 at the first broken link."""
+    import time
+
+    from watchkeeper.remediation.audit import AUDIT_FILENAME, AuditError, verify_file
+
+    settings = _settings(ctx)
+    path = settings.storage.path / AUDIT_FILENAME
+    if not path.is_file():
+        click.echo(f"watchkeeper: no audit log at {path} (storage.data_dir "
+                   f"{settings.storage.path})", err=True)
+        sys.exit(EXIT_CONFIG)
+    started = time.perf_counter()
+    try:
+        status = verify_file(path)
+    except AuditError as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
+    took = time.perf_counter() - started
+    rate = f", {status.checked / took:,.0f} records/s" if status.checked >= 1000 else ""
+    click.echo(f"{path}: {status.checked} records checked in {took:.2f} s{rate}")
+    broken = status.broken_at
+    if broken is None:
+        click.echo("ok")
+        return
+    where = "" if broken.id is None else f" at record #{broken.id}"
+    when = "" if broken.at is None else f" ({broken.at:%Y-%m-%d %H:%M:%S} UTC)"
+    click.echo(f"BROKEN{where}{when}: {broken.problem}: {broken.message}")
+    sys.exit(1)
 
 
 def main() -> None:

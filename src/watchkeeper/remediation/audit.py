@@ -17,14 +17,19 @@ Design, in short:
 * Writes run on one writer thread with its own connection (as in store/sqlite.py), so the
   event loop never waits on an fsync; reads use a second connection behind a lock and are
   safe from any thread.
+* Tamper-evident: each entry carries the keyed hash of the one before (auditchain.py),
+  computed in the transaction that appends it. ``chain_status()`` verifies the chain (all
+  of it at first and every hour, only the new entries in between) and says where it broke.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -36,7 +41,16 @@ from pydantic import Field, JsonValue
 from watchkeeper.config import StorageConfig
 from watchkeeper.events import Frozen
 from watchkeeper.redact import redact_text
+from watchkeeper.remediation import auditchain
 from watchkeeper.remediation.actions.base import ActionResult, Verification
+from watchkeeper.remediation.auditchain import (
+    GENESIS,
+    ChainBreak,
+    ChainKeyError,
+    ChainStatus,
+    Head,
+    Progress,
+)
 from watchkeeper.remediation.policy import Decision
 from watchkeeper.sqlitedb import SqliteDb, from_epoch, time_range
 
@@ -57,7 +71,8 @@ ApprovalState = Literal["pending", "approved", "rejected", "expired"]
 
 _KINDS: tuple[str, ...] = get_args(EntryKind)
 #: An approval request's expiry (epoch seconds, or NULL) from its row aliased ``r``.
-_EXPIRES = "json_extract(r.data, '$.expires_at')"
+#: (json_valid first: a tampered row with broken JSON must not fail every read.)
+_EXPIRES = "(CASE WHEN json_valid(r.data) THEN json_extract(r.data, '$.expires_at') END)"
 _OUTCOMES: tuple[str, ...] = get_args(AuditOutcome)
 _MAX_TEXT = 4000
 
@@ -148,12 +163,54 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
-#: ``MIGRATIONS[n]`` takes the schema from version n to n + 1. Append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_migrate_to_1,)
-SCHEMA_VERSION = len(MIGRATIONS)
+_NO_UPDATE = """CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only: entries cannot be changed'); END"""
 
-_COLUMNS = ("id", "at", "kind", "host", "action", "target", "source", "verdict", "outcome",
-            "decision_id", "intent_id", "approval_id", "actor", "message", "data")
+
+def _migrate_to_2(conn: sqlite3.Connection, *, key: bytes, head_file: Path) -> None:
+    """Chain the entries: ``prev_hash`` and ``hash`` columns, existing rows chained once."""
+    head = auditchain.read_head(head_file)
+    rows = conn.execute(f"SELECT {', '.join(auditchain.COLUMNS)} FROM entries ORDER BY id"
+                        ).fetchall()
+    if head is not None and head.id > 0 and rows:
+        # Chained before, and now without its chain: rewritten. Chaining it again would
+        # bless whatever was changed.
+        raise AuditError(f"{head_file} says the audit log was chained up to #{head.id}, but "
+                         "the database has no chain: it was rewritten. Move audit.db aside "
+                         "(keep it as evidence) together with audit.head, and start again")
+    conn.execute("ALTER TABLE entries ADD COLUMN prev_hash TEXT")
+    conn.execute("ALTER TABLE entries ADD COLUMN hash TEXT")
+    conn.execute("DROP TRIGGER entries_no_update")
+    prev, last_id = GENESIS, 0
+    for row in rows:
+        digest = auditchain.link_hash(key, prev, row)
+        conn.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE id = ?",
+                     (prev, digest, row[0]))
+        prev, last_id = digest, int(row[0])
+    conn.execute(_NO_UPDATE)
+    if head is not None and head.id > 0:
+        # A new, empty log where a chained one was (deleted?): the old head stays, so the
+        # chain reports the entries missing until someone moves audit.head aside too.
+        log.error("audit log %s is new, but %s says #%d was written: the old log is gone",
+                  head_file.with_suffix(".db"), head_file, head.id)
+        return
+    # Written before the migration commits: if the commit fails, the next open chains the
+    # same rows to the same hashes again, so the head file is never wrong.
+    auditchain.write_head(head_file, Head(last_id, prev, auditchain.key_id(key)))
+    if rows:
+        log.info("audit log: %d existing entries chained (protected from now on)", len(rows))
+
+
+def migrations(key: bytes, head_file: Path) -> tuple[Migration, ...]:
+    """``migrations(...)[n]`` takes the schema from version n to n + 1. Append, never edit."""
+    return (_migrate_to_1, functools.partial(_migrate_to_2, key=key, head_file=head_file))
+
+
+SCHEMA_VERSION = 2
+#: How often the whole chain is verified again while running (in between: new entries).
+FULL_CHECK_EVERY_S = 3600.0
+
+_COLUMNS = auditchain.COLUMNS
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 
 
@@ -175,6 +232,19 @@ def _row_entry(row: Sequence[Any]) -> AuditEntry:
     return AuditEntry.model_validate(values)
 
 
+def _readable(rows: Sequence[Sequence[Any]]) -> list[AuditEntry]:
+    """The rows as entries; one that no longer parses (a tampered file: a blob, broken
+    JSON) is left out with a warning, not a failed read. The chain check names it."""
+    out = []
+    for row in rows:
+        try:
+            out.append(_row_entry(row))
+        except (ValueError, TypeError, OverflowError, OSError) as exc:
+            log.warning("audit entry #%s cannot be read (%s); left out", row[0],
+                        str(exc).splitlines()[0])
+    return out
+
+
 # --------------------------------------------------------------------------- the log
 
 
@@ -185,12 +255,39 @@ class AuditLog:
     synchronous and thread-safe. Opening does blocking file I/O.
     """
 
-    def __init__(self, path: Path | str, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path | str, *, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 full_check_every_s: float = FULL_CHECK_EVERY_S) -> None:
         self.path = Path(path)
         self._wall = wall
+        self._monotonic = monotonic
+        self._full_every = full_check_every_s
+        self.key_file = auditchain.key_path(self.path)
+        self.head_file = auditchain.head_path(self.path)
+        try:
+            key = auditchain.load_key(self.key_file, create=True)
+        except ChainKeyError as exc:
+            raise AuditError(str(exc)) from None
+        assert key is not None  # create=True
+        self._key: bytes = key
+        self._key_id = auditchain.key_id(self._key)
+        #: Set by an append on the writer thread: the head to record once it is committed.
+        self._appended: Head | None = None
+        self._chain_lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._status: ChainStatus | None = None
+        self._full_at = 0.0
         self._db = SqliteDb(self.path, what="audit log", error=AuditError,
-                            schema_version=SCHEMA_VERSION, migrations=MIGRATIONS,
-                            thread_name="watchkeeper-audit")
+                            schema_version=SCHEMA_VERSION,
+                            migrations=migrations(self._key, self.head_file),
+                            thread_name="watchkeeper-audit", on_open=self._on_open)
+
+    def _on_open(self, conn: sqlite3.Connection) -> None:
+        # An empty log without a head file (new, or everything gone): start one, so that
+        # from the first entry on a deleted tail is told.
+        if auditchain.read_head(self.head_file) is None and conn.execute(
+                "SELECT 1 FROM entries LIMIT 1").fetchone() is None:
+            auditchain.write_head(self.head_file, Head(0, GENESIS, self._key_id))
 
     @classmethod
     def open(cls, config: StorageConfig, **kwargs: Any) -> AuditLog:
@@ -233,20 +330,62 @@ class AuditLog:
         values.update(columns)
         values["message"] = _clip(message)
         values["data"] = json.dumps(data or {}, separators=(",", ":"), default=str)
-        names = ", ".join(values)
-        marks = ", ".join("?" * len(values))
-        cur = conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})",
-                           tuple(values.values()))
-        return int(cur.lastrowid or 0)
+        # The chain link, in this transaction (it holds the write lock, so "the one before"
+        # stays the one before). The id is chosen here because the hash covers it; as
+        # AUTOINCREMENT would, never reusing one, so a deleted tail leaves a gap.
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        last = conn.execute("SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        values["id"] = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
+        row = auditchain.normalise(values)
+        prev = str(last[1]) if last is not None and last[1] is not None else GENESIS
+        digest = auditchain.link_hash(self._key, prev, row)
+        names = ", ".join((*_COLUMNS, "prev_hash", "hash"))
+        marks = ", ".join("?" * (len(_COLUMNS) + 2))
+        conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", (*row, prev, digest))
+        self._appended = Head(int(values["id"]), digest, self._key_id) if self._head_holds(
+            conn) else None
+        return int(values["id"])
+
+    def _head_holds(self, conn: sqlite3.Connection) -> bool:
+        """The head file still names a record that is there, unchanged: it may move on.
+
+        If not (the tail was deleted, or the head file is gone while entries exist), it is
+        left alone, so the evidence stays until someone looks.
+        """
+        head = auditchain.read_head(self.head_file)
+        if head is None:
+            return bool(conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 1)
+        if head.key_id != self._key_id:
+            return False
+        if head.id == 0:
+            return True
+        row = conn.execute("SELECT hash FROM entries WHERE id = ?", (head.id,)).fetchone()
+        return row is not None and row[0] == head.hash
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
+            self._appended = None
             try:
                 with self._write_txn() as conn:
-                    return fn(conn)
+                    result = fn(conn)
             except sqlite3.Error as exc:
                 raise AuditError(f"cannot write audit log {self.path}: {exc}") from exc
+            # After the commit, never before: the head file may lag behind the database
+            # (a crash right here), never run ahead of it.
+            head, self._appended = self._appended, None
+            if head is not None:
+                self._advance_head(head)
+            return result
         return await self._on_writer(run)
+
+    def _advance_head(self, head: Head) -> None:
+        current = auditchain.read_head(self.head_file)
+        if current is not None and current.id >= head.id:
+            return  # another process wrote a later one
+        try:
+            auditchain.write_head(self.head_file, head)
+        except OSError as exc:  # the entry is committed; a stale head only lags behind
+            log.warning("cannot update the audit head file %s: %s", self.head_file, exc)
 
     async def record_decision(self, decision: Decision) -> int:
         """Append a decision (every one, refusals included): who proposed it, why, the verdict."""
@@ -396,11 +535,64 @@ class AuditLog:
         with self._read() as conn:
             return "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
 
+    def chain_status(self) -> ChainStatus:
+        """Verify the chain (in full at first and every ``full_check_every_s``, else only
+        the entries appended since) and say whether it holds; thread-safe."""
+        if not self._chain_lock.acquire(blocking=self._status is None):
+            return self._status  # type: ignore[return-value]  # another thread is at it
+        try:
+            return self._check_chain()
+        finally:
+            self._chain_lock.release()
+
+    def _check_chain(self) -> ChainStatus:
+        now = self._monotonic()
+        full = self._progress is None or now - self._full_at >= self._full_every
+        if not full and self._status is not None and not self._status.ok:
+            return self._status  # a break does not heal by itself; the next full walk tells
+        done = auditchain.START if full else self._progress
+        assert done is not None
+        # Read before the database: the head file never runs ahead of what we read.
+        head = auditchain.read_head(self.head_file)
+        try:
+            if full:  # on its own connection: the shared one stays free for the API
+                conn = self._db.connect()
+                try:
+                    conn.execute("PRAGMA query_only = ON")
+                    conn.execute("BEGIN")
+                    progress, broken = auditchain.check(conn, self._key, head,
+                                                        self.head_file, done)
+                finally:
+                    conn.close()
+            else:
+                with self._read() as conn:
+                    progress, broken = auditchain.check(conn, self._key, head,
+                                                        self.head_file, done)
+        except (sqlite3.Error, AuditError) as exc:
+            progress, broken = done, ChainBreak(problem="unreadable",
+                                                message=f"the audit log cannot be read: {exc}")
+        if full:
+            self._full_at = now
+        self._progress = progress
+        was = self._status
+        self._status = ChainStatus(ok=broken is None, checked=progress.checked,
+                                   head_id=progress.last_id, broken_at=broken,
+                                   checked_at=from_epoch(self._wall()))
+        if broken is not None and (was is None or was.ok):
+            log.error("audit log %s: chain broken at %s: %s: %s", self.path,
+                      "?" if broken.id is None else f"#{broken.id}", broken.problem,
+                      broken.message)
+        elif broken is None and was is not None and not was.ok:
+            log.info("audit log %s: chain verifies again (%d entries)", self.path,
+                     progress.checked)
+        return self._status
+
     def entry(self, entry_id: int) -> AuditEntry | None:
         """One entry by id."""
         with self._read() as conn:
             row = conn.execute(f"{_SELECT} WHERE id = ?", (entry_id,)).fetchone()
-        return None if row is None else _row_entry(row)
+        found = None if row is None else _readable([row])
+        return found[0] if found else None
 
     def entries(self, start: datetime | None = None, end: datetime | None = None, *,
                 kind: EntryKind | None = None, host: str | None = None,
@@ -425,7 +617,7 @@ class AuditLog:
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
         with self._read() as conn:
             rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_row_entry(r) for r in reversed(rows)]
+        return _readable(rows[::-1])
 
     def unfinished_intents(self) -> list[AuditEntry]:
         """Intents without an outcome, oldest first: reconcile them with the live state."""
@@ -435,7 +627,7 @@ class AuditLog:
                         SELECT 1 FROM entries o WHERE o.kind = 'outcome'
                         AND o.intent_id = entries.id)
                     ORDER BY id""").fetchall()
-        return [_row_entry(r) for r in rows]
+        return _readable(rows)
 
     def _approvals(self, where: str, args: Sequence[Any], limit: int) -> list[Approval]:
         now = self._wall()
@@ -448,7 +640,12 @@ class AuditLog:
                     ORDER BY r.id DESC LIMIT ?""", (*args, limit)).fetchall()
         out = []
         for id_, at, data, state, actor, message, resolved_at, expires in reversed(rows):
-            decision = Decision.model_validate(json.loads(data)["decision"])
+            try:
+                decision = Decision.model_validate(json.loads(data)["decision"])
+            except (ValueError, TypeError, KeyError) as exc:  # tampered; the chain says so
+                log.warning("approval #%s cannot be read (%s); left out", id_,
+                            str(exc).splitlines()[0])
+                continue
             if state is None:
                 state = "expired" if expires is not None and now >= expires else "pending"
             out.append(Approval(
@@ -480,3 +677,47 @@ class AuditLog:
             return self._approvals(f"AND s.id IS NULL AND {_EXPIRES} <= ?", (self._wall(),),
                                    limit)
         return self._approvals("AND s.kind = ?", (state,), limit)
+
+
+def verify_file(path: Path, *, wall: Callable[[], float] = time.time) -> ChainStatus:
+    """Verify the whole chain of an audit log file, read-only (``watchkeeper audit verify``).
+
+    Raises AuditError when there is nothing to verify (no file, not chained yet, no key).
+    """
+    if not path.is_file():
+        raise AuditError(f"no audit log at {path}")
+    head_file = auditchain.head_path(path)
+    try:
+        key = auditchain.load_key(auditchain.key_path(path), create=False)
+    except ChainKeyError as exc:
+        raise AuditError(str(exc)) from None
+    head = auditchain.read_head(head_file)  # before the database, as chain_status does
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               isolation_level=None)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open audit log {path}: {exc}") from None
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            if head is not None and head.id > 0:
+                raise AuditError(f"audit log {path} has no chain (schema version {version}), "
+                                 f"but {head_file} says it was chained up to #{head.id}: it "
+                                 "was rewritten")
+            raise AuditError(f"audit log {path} is not chained yet (schema version {version}):"
+                             " start watchkeeper once to chain its entries")
+        if version > SCHEMA_VERSION:
+            raise AuditError(f"audit log {path} has schema version {version}, newer than this "
+                             f"watchkeeper supports ({SCHEMA_VERSION}); upgrade watchkeeper")
+        if key is None:
+            raise AuditError(f"no audit key at {auditchain.key_path(path)}: without it the "
+                             "chain cannot be verified (restore it from a backup)")
+        conn.execute("BEGIN")
+        progress, broken = auditchain.check(conn, key, head, head_file)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read audit log {path}: {exc}") from None
+    finally:
+        conn.close()
+    return ChainStatus(ok=broken is None, checked=progress.checked, head_id=progress.last_id,
+                       broken_at=broken, checked_at=from_epoch(wall()))
+

@@ -34,7 +34,8 @@ def list_actions(runtime: RuntimeDep,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> ActionsBody:
     """The newest audit entries (oldest first) and every action waiting for approval."""
     return ActionsBody(entries=runtime.audit.entries(limit=limit),
-                       pending=runtime.audit.pending())
+                       pending=runtime.audit.pending(),
+                       audit_chain=runtime.audit.chain_status())
 
 
 @router.get("/approvals", response_model=ApprovalsBody, dependencies=[Depends(require_read)])
@@ -44,7 +45,8 @@ def list_approvals(runtime: RuntimeDep,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ApprovalsBody:
     """Approval requests, oldest first (the newest ``limit``): who decided each and when,
     and which expired unanswered."""
-    return ApprovalsBody(approvals=runtime.audit.approvals(state, limit))
+    return ApprovalsBody(approvals=runtime.audit.approvals(state, limit),
+                         audit_chain=runtime.audit.chain_status())
 
 
 def _check_pending(runtime: Runtime, approval_id: int) -> None:

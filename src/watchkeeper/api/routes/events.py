@@ -215,7 +215,8 @@ def activity(runtime: RuntimeDep,
     stored = runtime.store.events(kinds=kind or ACTIVITY_KINDS, limit=limit)
     return ActivityBody(events=[ActivityItem(id=e.id, at=e.at, topic=e.topic, kind=e.kind,
                                              event=e.event.model_dump(mode="json"))
-                                for e in stored])
+                                for e in stored],
+                        audit_chain=runtime.audit.chain_status())
 
 
 def close_streams(app: Any) -> None:

@@ -158,6 +158,17 @@ class RuntimeCollector(Collector):
                                     "actions waiting for approval", labels=["host"])
         pending.add_metric([rt.host], float(len(rt.audit.pending())))
         yield pending
+        chain = rt.audit.chain_status()
+        chain_ok = GaugeMetricFamily("watchkeeper_audit_chain_ok",
+                                     "1 when the audit log's hash chain verifies, 0 when broken",
+                                     labels=["host"])
+        chain_ok.add_metric([rt.host], 1.0 if chain.ok else 0.0)
+        # Kept off the host by Prometheus: if it ever goes down, the log's tail was deleted.
+        head = GaugeMetricFamily("watchkeeper_audit_chain_head",
+                                 "id of the last audit entry whose chain link verified",
+                                 labels=["host"])
+        head.add_metric([rt.host], float(chain.head_id))
+        yield from (chain_ok, head)
         yield from self._services()
 
     def _services(self) -> Iterator[Metric]:

@@ -44,7 +44,13 @@ router = APIRouter(prefix="/api", tags=["system"])
 def _overall(runtime: Runtime, health: list[AgentHealth]) -> tuple[Overall, OpenAlerts]:
     """The host's status from the engine's open alerts and the agents' health."""
     analyzer = next((a for a in runtime.agents if isinstance(a, AnalyzerAgent)), None)
-    found = overall(analyzer.engine.active_alerts() if analyzer is not None else None, health)
+    chain = runtime.audit.chain_status()
+    problems = [] if chain.broken_at is None else [
+        f"audit log chain broken at "
+        f"{'?' if chain.broken_at.id is None else f'#{chain.broken_at.id}'}: "
+        f"{chain.broken_at.problem} ({chain.broken_at.message})"]
+    found = overall(analyzer.engine.active_alerts() if analyzer is not None else None, health,
+                    problems)
     return found, OpenAlerts(critical=found.critical, warning=found.warning,
                              acknowledged=found.acknowledged, silenced=found.silenced)
 

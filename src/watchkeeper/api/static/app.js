@@ -520,6 +520,19 @@
   async function loadActions() {
     const body = await api("GET", "/api/actions?limit=1");
     renderApprovals(body.pending || []);
+    showAuditChain(body.audit_chain);
+  }
+
+  // Its own banner: the error banner is cleared by every successful action.
+  function showAuditChain(chain) {
+    const node = $("audit-banner");
+    const broken = chain && !chain.ok && chain.broken_at;
+    node.hidden = !broken;
+    node.textContent = broken
+      ? `The audit log fails its integrity check (${broken.problem}` +
+        (broken.id ? ` at #${broken.id}` : "") + `): ${broken.message}. ` +
+        "What it shows may have been altered; run `watchkeeper audit verify`."
+      : "";
   }
 
   // The feed starts with what happened before the page opened (the stored events), so
