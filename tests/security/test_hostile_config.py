@@ -101,3 +101,30 @@ async def test_null_or_a_replaced_section_cannot_reach_the_config_file_only_keys
                                    json={"llm": {"enabled": True}})
         assert r.status_code == 200, r.text
         assert api.runtime.config.current.llm.base_url == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("patch", [
+    {"remediation": {"llm_mode": "auto"}},
+    {"remediation": {"llm_actions": {"stop_process": "auto"}}},
+    {"remediation": {"llm_mode": None}},
+    {"remediation": {"allow": {}}},
+    {"remediation": {"allow": {"stop_process": ["*"]}}},
+], ids=["llm-acts-alone", "llm-stops-processes-alone", "llm-mode-nulled-to-default",
+        "allow-list-emptied", "allow-list-widened"])
+async def test_the_operator_token_cannot_let_the_llm_act_alone_or_widen_the_allow_list(
+        tmp_path: Path, patch: dict[str, object]) -> None:
+    """What the LLM may run without a human, and which targets an action may touch, change
+    only in the config file: a stolen operator token must not turn a prompt injection into
+    an action nobody approves, nor widen what may be killed."""
+    settings = api_settings(tmp_path, remediation={
+        "llm_mode": "dry_run", "allow": {"stop_process": ["name:wk-victim"]}})
+    async with serve_api(settings) as api:
+        before = api.runtime.config.version
+        r = await api.client.patch("/api/config", headers=api.auth(), json=patch)
+        assert r.status_code == 422, r.text
+        assert "decides what runs" in r.json()["detail"][0], r.text
+        assert api.runtime.config.version == before
+        rem = api.runtime.config.current.remediation
+        assert rem.llm_mode == "dry_run" and rem.llm_actions == {}
+        assert rem.allow == {"stop_process": ("name:wk-victim",)}
+        assert not overrides_path(settings).exists()
