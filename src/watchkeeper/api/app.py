@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from watchkeeper import __version__
 from watchkeeper.api.auth import READ_SCHEME, Tokens, is_loopback, load_or_create_token
+from watchkeeper.api.hosts import AllowedHosts, HostGuardMiddleware
 from watchkeeper.api.schemas import ErrorBody
 from watchkeeper.runtime import Runtime
 
@@ -276,9 +277,13 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
                                      for name, token in settings.api.operators.items()})
     app.state.started = time.monotonic()
     app.state.streams = set()  # open /api/events streams (journal: started on first use)
+    app.state.max_streams = settings.api.max_streams  # serve lowers it under a low ulimit
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
     for module in (system, metrics, alerts, actions, services, config, events, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
+    # Added last, so it runs first: a request for another server's name reaches nothing.
+    app.add_middleware(HostGuardMiddleware,
+                       allowed=AllowedHosts.for_server(host, settings.api.allowed_hosts))
     return app
