@@ -92,8 +92,9 @@ class AllowedHosts:
     _read_at: float | None = None
 
     @classmethod
-    def for_server(cls, bind_host: str, extra: Iterable[str] = (), **kw: object
-                   ) -> AllowedHosts:
+    def for_server(cls, bind_host: str, extra: Iterable[str] = (), *,
+                   addresses_of_machine: Callable[[], set[IPAddress]] = machine_addresses,
+                   clock: Callable[[], float] = time.monotonic) -> AllowedHosts:
         """Loopback names, the bound address and, bound elsewhere, this machine's names."""
         names = {"localhost"}
         addresses: set[IPAddress] = set()
@@ -127,7 +128,8 @@ class AllowedHosts:
                     names.add(entry)
         return cls(names=frozenset(names), patterns=tuple(patterns),
                    addresses=frozenset(addresses), any_address=any_address,
-                   anything=anything, **kw)  # type: ignore[arg-type]
+                   anything=anything, addresses_of_machine=addresses_of_machine,
+                   clock=clock)
 
     def allows(self, host: str | IPAddress) -> bool:
         """Whether ``host`` (from parse_host) names this server."""
