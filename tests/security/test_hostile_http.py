@@ -610,3 +610,29 @@ async def test_without_named_operators_the_shared_token_names_as_before(tmp_path
             **api.auth(OPERATOR), "X-Watchkeeper-User": "alice"})
         assert r.status_code == 200
         assert api.runtime.audit.approval(first).by == "alice"  # type: ignore[union-attr]
+
+
+async def test_a_history_too_long_for_one_answer_says_which_step_to_ask_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bound (20,000 points) lowered to 5 so that a few fast ticks pass it.
+    from watchkeeper.api.routes import metrics
+
+    monkeypatch.setattr(metrics, "MAX_HISTORY_POINTS", 5)
+    async with serve_api(api_settings(tmp_path)) as api:
+        from datetime import datetime, timedelta, timezone
+
+        # Raw samples: a start within what this run has kept raw (no step asked for).
+        since = datetime.now(timezone.utc) - timedelta(seconds=1)
+        params = {"metric": "memory.percent", "start": since.isoformat()}
+
+        async def enough() -> bool:
+            r = await api.client.get("/api/metrics/history", params=params)
+            return r.status_code == 422
+
+        await until(enough)
+        r = await api.client.get("/api/metrics/history", params=params)
+        detail = r.json()["detail"]
+        assert "more than 5 per answer" in detail
+        step = int(re.search(r"step=(\d+)", detail).group(1))  # type: ignore[union-attr]
+        r = await api.client.get("/api/metrics/history", params={**params, "step": step})
+        assert r.status_code == 200 and 1 <= len(r.json()["points"]) <= 5
