@@ -94,3 +94,23 @@ def test_a_repeated_line_is_logged_once_a_minute_with_a_count() -> None:
     assert damp.filter(again)
     assert again.getMessage().endswith("(9999 more like this in the last 60 s not logged)")
     assert "100%" in again.getMessage()
+
+
+@pytest.mark.parametrize(("soft", "hard", "after"), [(100, 1000, 473), (100, 300, 300),
+                                                     (2000, 4000, 2000)],
+                         ids=["raised-to-the-need", "raised-to-the-hard-limit",
+                              "already-enough-left-alone"])
+def test_the_open_file_limit_is_raised_only_as_far_as_needed(soft: int, hard: int,
+                                                             after: int) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    code = ("import resource; from watchkeeper.api.connections import raise_fd_limit; "
+            "print(raise_fd_limit(473), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run([sys.executable, "-c", code], preexec_fn=limit, capture_output=True,
+                         text=True, check=True, timeout=30).stdout.split()
+    assert out == [str(after), str(after)]

@@ -5,7 +5,8 @@ long as they liked, until the process had none left: the status file could not b
 and `/api/health` stopped answering. Here, as nginx (worker_connections,
 client_header_timeout) and Apache (mod_reqtimeout) do it:
 
-- the soft RLIMIT_NOFILE is raised to the hard limit at start;
+- the soft RLIMIT_NOFILE is raised at start if it is below what the connections and the
+  agents need (up to the hard limit);
 - at most ``limit`` connections are open at once, ``limit`` kept below what the descriptor
   limit leaves after a reserve for the agents (stores, status file, subprocesses);
 - a client has ``timeout`` seconds to send a whole request (head and body, counted from
@@ -63,20 +64,33 @@ def _raw_answer(head: bytes, error: str, detail: str) -> bytes:
     return head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard limit; returns the soft limit now."""
+def fds_needed(max_connections: int) -> int:
+    """Open files `serve` wants: its connections, a burst of accepts, the agents' share
+    and what the process holds at rest (a generous 64)."""
+    return max_connections + BACKLOG + AGENT_FD_RESERVE + 64
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft limit on open files to ``needed`` (at most the hard limit) if it is
+    lower; returns the soft limit now.
+
+    Only as far as needed, not to the hard limit: the services and scripts watchkeeper
+    starts inherit it, and some programs size tables by it or close every descriptor up
+    to it one by one.
+    """
     try:
         import resource
     except ImportError:  # Windows: no such limit to raise
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):  # an infinite hard limit the kernel does not take
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
             pass
-    return soft
+    return soft if soft != resource.RLIM_INFINITY else 0
 
 
 def fds_in_use() -> int:

@@ -247,6 +247,7 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
         ConnectionGuard,
         connection_budget,
         fds_in_use,
+        fds_needed,
         raise_fd_limit,
     )
     from watchkeeper.api.routes.events import close_streams
@@ -276,7 +277,7 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
 
     app = create_app(runtime, bind_host=host)
     api = runtime.config.current.api
-    soft_limit = raise_fd_limit()
+    soft_limit = raise_fd_limit(fds_needed(api.max_connections))
     guard = ConnectionGuard(limit=api.max_connections, timeout=api.request_timeout_s)
     # log_config=None: our logging setup stays in charge; uvicorn handles the signals.
     # ws="none": no route takes a WebSocket, so no upgrade is ever accepted.
