@@ -340,6 +340,11 @@ class StorageConfig(Section):
 ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
 
 
+#: An allowed Host pattern: a name (optionally ``*.`` before it), an IPv4 or [IPv6] address.
+HOST_PATTERN = (r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]"
+                r"([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])$")
+
+
 #: Shortest operator token accepted (api.token and every api.operators token).
 MIN_TOKEN_LENGTH = 16
 
@@ -354,6 +359,19 @@ class ApiConfig(Section):
     operators: dict[str, SecretStr] = Field(
         default_factory=dict, description="named operator tokens (name: token): what each "
         "does is recorded under its name")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="more names the API answers to in the Host header "
+        "(besides localhost, loopback and bound addresses, and this machine's name when "
+        "bound elsewhere): exact names or *.example.com for every subdomain; '*' turns the "
+        "check off")
+    max_streams: int = Field(64, ge=1, le=10_000,
+                             description="live /api/events streams open at once")
+    max_connections: int = Field(
+        256, ge=8, le=100_000, description="HTTP connections open at once (serve); also "
+        "kept below what the file descriptor limit leaves after the agents' share")
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="seconds a client has to send a whole request "
+        "(head and body) before its connection is closed")
 
     @field_validator("token")
     @classmethod
@@ -380,6 +398,23 @@ class ApiConfig(Section):
                 raise ValueError(f"operator {name!r}: two operators share one token")
             seen.add(secret)
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(HOST_PATTERN, pattern):
+                raise ValueError(f"allowed host {pattern!r}: a host name, an IP address, "
+                                 "*.example.com or '*' (no scheme, port or path)")
+        return [p.lower().rstrip(".") if p != "*" else p for p in value]
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> ApiConfig:
+        if self.max_streams >= self.max_connections:
+            raise ValueError(f"max_streams ({self.max_streams}) must be below "
+                             f"max_connections ({self.max_connections}), so that open "
+                             "streams never take every connection")
+        return self
 
 
 class PersonalityConfig(Section):

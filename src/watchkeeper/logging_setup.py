@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from watchkeeper.config import LoggingConfig
@@ -13,6 +16,50 @@ from watchkeeper.safetext import printable
 LOG_FILE_NAME = "agent_system.log"
 _FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _MARK = "_watchkeeper_handler"
+
+#: Loggers that hostile network traffic can drive (one line per refused connection, per bad
+#: request, per failed accept): each of their lines is logged once a minute at most.
+DAMPED_LOGGERS = ("asyncio", "uvicorn", "uvicorn.error", "watchkeeper.api.connections",
+                  "watchkeeper.api.hosts")
+
+#: Seconds during which a line that repeats is counted rather than logged again.
+REPEAT_INTERVAL_S = 60.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a line through once per interval; the next one says how many were held back.
+
+    Lines are the same when their logger, level and message template are (a flood of
+    "socket.accept() out of system resource", or a refused Host naming a new name each
+    time, is one line a minute, with a count).
+    """
+
+    def __init__(self, interval: float = REPEAT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic, keep: int = 256) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.keep = keep
+        self._seen: OrderedDict[tuple[str, int, str], list[float]] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            return False
+        held = 0 if seen is None else int(seen[1])
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.keep:
+            self._seen.popitem(last=False)
+        if held:
+            # Appended as text after formatting: a % in it must not meet the arguments.
+            record.msg = record.getMessage() + (
+                f" ({held} more like this in the last {self.interval:.0f} s not logged)")
+            record.args = None
+        return True
 
 
 class SafeFormatter(logging.Formatter):
@@ -47,6 +94,11 @@ def setup_logging(config: LoggingConfig, *, console: bool = True) -> Path:
     for handler in handlers:
         setattr(handler, _MARK, True)
         root.addHandler(handler)
+    for name in DAMPED_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(RepeatFilter())
     return path
 
 

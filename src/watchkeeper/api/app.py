@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from watchkeeper import __version__
 from watchkeeper.api.auth import READ_SCHEME, Tokens, is_loopback, load_or_create_token
+from watchkeeper.api.hosts import AllowedHosts, HostGuardMiddleware
 from watchkeeper.api.schemas import ErrorBody
 from watchkeeper.runtime import Runtime
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: Largest request body accepted; the API takes small JSON documents only.
 MAX_BODY_BYTES = 64 * 1024
+
+#: Largest request line and headers accepted together. h11 checks its own 16 KiB only
+#: while a head is incomplete, so one that arrives in a single read could be larger.
+MAX_HEAD_BYTES = 16 * 1024
 
 #: For JSON and everything else: nothing may load, run or frame anything.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -74,7 +79,7 @@ def _error_message(status: int, error: str, detail: str) -> tuple[Message, Messa
 
 
 class GuardMiddleware:
-    """Refuses oversized bodies and NUL bytes in the URL; sets security headers everywhere.
+    """Refuses oversized heads and bodies and NUL bytes in the URL; sets security headers.
 
     Pure ASGI (not BaseHTTPMiddleware) so the body limit also holds for chunked uploads
     that carry no Content-Length.
@@ -93,7 +98,13 @@ class GuardMiddleware:
         if b"%00" in raw_path.lower() or b"%00" in query.lower() or "\x00" in scope["path"]:
             await self._reply(send, 400, "bad_request", "the URL must not contain NUL characters")
             return
-        for name, value in scope.get("headers", []):
+        headers = scope.get("headers", [])
+        if len(raw_path) + len(query) + sum(len(k) + len(v) + 4 for k, v in headers) \
+                > MAX_HEAD_BYTES:
+            await self._reply(send, 431, "request_header_fields_too_large",
+                              f"the URL and headers are limited to {MAX_HEAD_BYTES} bytes")
+            return
+        for name, value in headers:
             if name == b"content-length":
                 try:
                     too_big = int(value) > self.max_body
@@ -267,7 +278,8 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
                     "bound to a non-loopback address.",
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody},
                    403: {"model": ErrorBody},
-                   413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                   413: {"model": ErrorBody}, 421: {"model": ErrorBody},
+                   422: {"model": ErrorBody}, 431: {"model": ErrorBody},
                    500: {"model": ErrorBody}})
     app.state.runtime = runtime
     app.state.tokens = Tokens(operator=load_or_create_token(settings), read=read or None,
@@ -276,9 +288,13 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
                                      for name, token in settings.api.operators.items()})
     app.state.started = time.monotonic()
     app.state.streams = set()  # open /api/events streams (journal: started on first use)
+    app.state.max_streams = settings.api.max_streams  # serve lowers it under a low ulimit
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
     for module in (system, metrics, alerts, actions, services, config, events, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
+    # Added last, so it runs first: a request for another server's name reaches nothing.
+    app.add_middleware(HostGuardMiddleware,
+                       allowed=AllowedHosts.for_server(host, settings.api.allowed_hosts))
     return app

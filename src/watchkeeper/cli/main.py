@@ -232,7 +232,7 @@ def _listen(host: str, port: int) -> Any:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(64)  # asyncio listens again with uvicorn's backlog (BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -244,6 +244,14 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
     import uvicorn
 
     from watchkeeper.api import create_app
+    from watchkeeper.api.connections import (
+        BACKLOG,
+        ConnectionGuard,
+        connection_budget,
+        fds_in_use,
+        fds_needed,
+        raise_fd_limit,
+    )
     from watchkeeper.api.routes.events import close_streams
 
     loop = asyncio.get_running_loop()
@@ -270,9 +278,14 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
                     await asyncio.wait_for(self.exit_requested.wait(), 1.0)
 
     app = create_app(runtime, bind_host=host)
+    api = runtime.config.current.api
+    soft_limit = raise_fd_limit(fds_needed(api.max_connections))
+    guard = ConnectionGuard(limit=api.max_connections, timeout=api.request_timeout_s)
     # log_config=None: our logging setup stays in charge; uvicorn handles the signals.
+    # ws="none": no route takes a WebSocket, so no upgrade is ever accepted.
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                    server_header=False, timeout_graceful_shutdown=5))
+                                    server_header=False, timeout_graceful_shutdown=5,
+                                    http=guard.protocol(), ws="none", backlog=BACKLOG))
     # uvicorn takes SIGINT/SIGTERM while it serves, then restores the previous handlers and
     # raises the signal again; with the default handlers that would kill the process before
     # the runtime flushes its history, so the previous handlers are ours and only stop it.
@@ -282,6 +295,15 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
             loop.add_signal_handler(sig, server.handle_exit, sig, None)
     _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=True))
     await runtime.start()
+    # Counted once the agents hold what they hold at rest: the rest of the limit, less
+    # their reserve, is what connections may use.
+    guard.limit = connection_budget(api.max_connections, soft_limit, fds_in_use())
+    if guard.limit < api.max_connections:
+        logging.getLogger("watchkeeper.serve").warning(
+            "the open-file limit (ulimit -n %d) leaves room for %d connections, fewer than "
+            "api.max_connections (%d): raise the limit (LimitNOFILE= in a systemd unit)",
+            soft_limit, guard.limit, api.max_connections)
+    app.state.max_streams = min(app.state.max_streams, max(1, guard.limit // 2))
     try:
         await server.serve(sockets=[sock])
     finally:

@@ -13,7 +13,7 @@ from watchkeeper import __version__
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.journal import Entry, EventJournal
 from watchkeeper.api.routes.deps import RuntimeDep
-from watchkeeper.api.schemas import ActivityBody, ActivityItem, Text
+from watchkeeper.api.schemas import ActivityBody, ActivityItem, ErrorBody, Text
 from watchkeeper.bus import topic_matches
 from watchkeeper.events import MetricSnapshot
 from watchkeeper.runtime import Runtime
@@ -26,6 +26,9 @@ RETRY_MS = 2000
 
 #: A comment line this often keeps proxies and browsers from closing an idle stream.
 KEEPALIVE_S = 15.0
+
+#: Seconds a client refused for too many streams is asked to wait (Retry-After).
+STREAM_RETRY_AFTER_S = 10
 
 Snapshots = Literal["summary", "full", "none"]
 
@@ -103,7 +106,7 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        self.streams.add(self)
+        self.streams.add(self)  # already counted by the route; again in case it was not
         watcher = asyncio.create_task(watch_disconnect())
         pump = asyncio.create_task(self._pump(send))
         try:
@@ -162,7 +165,9 @@ def stream_topics(
 
 @router.get("/api/events", response_class=EventStream, status_code=200,
             dependencies=[Depends(require_read)],
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+            responses={503: {"model": ErrorBody, "description": "api.max_streams streams are "
+                                                                "open already"},
+                       200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "one message per bus event: event (its kind), "
                                             "id, data (its JSON)"}})
 async def events(
@@ -180,13 +185,24 @@ async def events(
     reader never holds monitoring back; if it falls so far behind that news it has not read
     is no longer kept, or asks to resume from an id that is not kept, it gets a ``reset``
     message: read the current state again."""
+    streams: set[EventStream] = request.app.state.streams
+    limit: int = request.app.state.max_streams
+    if len(streams) >= limit:
+        # Each idle stream costs a connection and ~35 KB: 2,000 of them took 70 MB.
+        raise HTTPException(503, f"{len(streams)} live streams are open, the most this "
+                                 f"server keeps (api.max_streams: {limit}); close one (another "
+                                 "tab or client) or try again later",
+                            headers={"Retry-After": str(STREAM_RETRY_AFTER_S)})
     journal = event_journal(request.app, runtime)
     cursor, reset = journal.resume_from(last_event_id)
     hello: dict[str, Any] = {"host": runtime.host, "version": __version__}
     if reset:
         hello["reset"] = f"cannot resume from {last_event_id}: {reset}"
-    return EventStream(journal, cursor, patterns, snapshots, hello,
-                       request.app.state.streams)
+    stream = EventStream(journal, cursor, patterns, snapshots, hello, streams)
+    # Counted now, not when it starts sending: requests that arrive together cannot all
+    # pass the check before any of them is counted.
+    streams.add(stream)
+    return stream
 
 
 def event_journal(app: Any, runtime: Runtime) -> EventJournal:

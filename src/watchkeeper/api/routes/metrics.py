@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -53,6 +54,10 @@ def current(request: Request, runtime: RuntimeDep) -> Response:
     return Response(cached[1], media_type="application/json")
 
 
+#: Most points one history answer carries (a day of raw samples at the default 5 s is 17,280).
+MAX_HISTORY_POINTS = 20_000
+
+
 def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
@@ -80,6 +85,14 @@ def history(
                                       step_s=step, host=runtime.host)
     except (OverflowError, ValueError) as exc:  # a date outside what a float timestamp holds
         raise HTTPException(422, f"invalid range: {exc}") from None
+    if len(points) > MAX_HISTORY_POINTS:
+        # A day of raw samples at a fast interval is hundreds of thousands of points: tens
+        # of megabytes of JSON per request, which any reader could ask for in a loop.
+        span = max(1.0, (end_at - start_at).total_seconds())
+        raise HTTPException(422, f"this range holds {len(points)} points, more than "
+                                 f"{MAX_HISTORY_POINTS} per answer: ask for step="
+                                 f"{math.ceil(span / MAX_HISTORY_POINTS)} or more, or a "
+                                 "shorter range")
     return HistoryBody(metric=metric, dimension=dimension, step_s=step, start=start_at,
                        end=end_at, points=[Point(at=p.at, avg=p.avg, min=p.min, max=p.max,
                                                  count=p.count) for p in points])
