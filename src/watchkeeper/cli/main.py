@@ -1,7 +1,9 @@
 """The `watchkeeper` command tree (click). The only place, with cli/*, that prints.
 
-Commands: run, serve, config show, config validate, audit verify. Later: cli, simulate.
-Exit codes: 0 ok, 1 runtime failure (or a broken audit chain), 2 bad configuration or usage.
+Commands: run, serve, config show, config validate, audit verify; against a running server:
+status, agents, alerts, services, actions, ack, approve, reject, reset. Later: cli, simulate.
+Exit codes: 0 ok, 1 runtime failure (or a broken audit chain, or the server said no), 2 bad
+configuration or usage, 3 no server answers at the URL.
 """
 
 from __future__ import annotations
@@ -381,6 +383,134 @@ def audit_verify(ctx: click.Context) -> None:
     when = "" if broken.at is None else f" ({broken.at:%Y-%m-%d %H:%M:%S} UTC)"
     click.echo(f"BROKEN{where}{when}: {broken.problem}: {broken.message}")
     sys.exit(1)
+
+
+# --- against a running server (REST API) ---------------------------------------------------
+# httpx and rich tables are imported inside these commands only: `run` and `serve` never load
+# them for this.
+
+
+def _remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--url`` and ``--token`` for a command that talks to a running server."""
+    fn = click.option("--token", default=None, metavar="TOKEN",
+                      help="API token (default: $WATCHKEEPER_TOKEN, api.token, else the "
+                           "api_token file in the data dir).")(fn)
+    fn = click.option("--url", default=None, metavar="URL",
+                      help="The server (default: http://api.host:api.port from the "
+                           "configuration, i.e. http://127.0.0.1:8000).")(fn)
+    return _config_option(fn)
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the server's JSON as it sent it (for jq).")(fn)
+
+
+def _client(ctx: click.Context, url: str | None, token: str | None) -> Any:
+    """A client for --url (or the configured server) with the token found for it."""
+    from watchkeeper.cli.client import Client, default_url, find_token
+
+    loaded: list[Settings] = []
+
+    def settings() -> Settings:  # read only when --url or --token leaves it needed
+        if not loaded:
+            loaded.append(_settings(ctx))
+        return loaded[0]
+
+    found, source = find_token(token, settings)
+    return Client(url or default_url(settings()), found, source)
+
+
+def _call(ctx: click.Context, url: str | None, token: str | None,
+          request: Callable[[Any], Any]) -> Any:
+    """Run ``request(client)``; a ClientError ends the command with its one line and code."""
+    from watchkeeper.cli.client import ClientError
+
+    client = _client(ctx, url, token)
+    try:
+        return request(client)
+    except ClientError as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(exc.code)
+    finally:
+        client.close()
+
+
+def _show(ctx: click.Context, url: str | None, token: str | None, as_json: bool, path: str,
+          render: Callable[..., None], params: dict[str, Any] | None = None) -> None:
+    """GET ``path``; print its JSON as sent, or render it as a table."""
+    reply = _call(ctx, url, token, lambda c: c.get(path, params))
+    if as_json:
+        click.echo(reply.text)
+        return
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+
+    console = Console(highlight=False)  # rich honours NO_COLOR and a non-terminal stdout
+    render(console, reply.data, datetime.now(timezone.utc))
+
+
+@cli.command()
+@_json_option
+@_remote_options
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
+    """The host's overall status and why (GET /api/system)."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/system", tables.status)
+
+
+@cli.command()
+@_json_option
+@_remote_options
+@click.pass_context
+def agents(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
+    """Each agent's state, checks, errors and restarts (GET /api/agents)."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/agents", tables.agents)
+
+
+@cli.command()
+@click.option("--severity", type=click.Choice(["critical", "warning", "info"]), default=None,
+              help="Only this severity.")
+@_json_option
+@_remote_options
+@click.pass_context
+def alerts(ctx: click.Context, severity: str | None, as_json: bool, url: str | None,
+           token: str | None) -> None:
+    """Open alerts, newest first, with the fingerprint to ack (GET /api/alerts)."""
+    from watchkeeper.cli import tables
+
+    params = {"severity": severity} if severity else None
+    _show(ctx, url, token, as_json, "/api/alerts", tables.alerts, params)
+
+
+@cli.command()
+@_json_option
+@_remote_options
+@click.pass_context
+def services(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
+    """Declared services, their condition and remediation (GET /api/services)."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/services", tables.services)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many recent audit entries.")
+@_json_option
+@_remote_options
+@click.pass_context
+def actions(ctx: click.Context, limit: int, as_json: bool, url: str | None,
+            token: str | None) -> None:
+    """Approvals waiting and recent remediation actions (GET /api/actions)."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/actions", tables.actions, {"limit": limit})
 
 
 def main() -> None:

@@ -1,0 +1,137 @@
+"""A small client for a running server's REST API, for the scriptable commands.
+
+Every failure becomes :class:`ClientError` with the exit code and the one line to print:
+1 the server said no (its ``detail``), 3 nothing answers at the URL. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from watchkeeper.config import Settings
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+TOKEN_ENV = "WATCHKEEPER_TOKEN"
+TIMEOUT_S = 10.0
+#: Longest server detail repeated on the terminal (a hostile server could send megabytes).
+MAX_DETAIL = 500
+
+
+class ClientError(Exception):
+    """A request that did not succeed: what to print (one line) and the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful answer: the body as the server sent it, and parsed."""
+
+    text: str
+    data: Any
+
+
+def default_url(settings: Settings) -> str:
+    """The API of `watchkeeper serve` with this configuration (a wildcard bind: loopback)."""
+    host = settings.api.host
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{settings.api.port}"
+
+
+def find_token(given: str | None, settings: Callable[[], Settings]) -> tuple[str | None, str]:
+    """The token to send and where it came from: --token, $WATCHKEEPER_TOKEN, the configured
+    api.token, else the server's token file in the data dir (None if there is none)."""
+    if given:
+        return given, "--token"
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        return env, f"${TOKEN_ENV}"
+    loaded = settings()
+    if loaded.api.token is not None and loaded.api.token.get_secret_value():
+        return loaded.api.token.get_secret_value(), "api.token in the configuration"
+    from watchkeeper.api.auth import TOKEN_FILE_NAME
+
+    path = loaded.storage.path / TOKEN_FILE_NAME
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:  # absent or not ours to read: reads may still be open
+        return None, f"{path} (not readable)"
+    return (text or None), str(path)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's ``detail``, on one line (validation problems joined)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail: Any = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: {d.get('msg', '')}"
+            if isinstance(d, dict) else str(d) for d in detail)
+    text = str(detail) if detail else response.reason_phrase or "error"
+    from watchkeeper.safetext import printable
+
+    return printable(text, MAX_DETAIL)
+
+
+class Client:
+    """GET and POST against one server, with one token."""
+
+    def __init__(self, url: str, token: str | None, token_source: str,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.token_source = token_source
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT_S,
+                                  transport=transport, trust_env=False)
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Reply:
+        """GET ``path``; raises ClientError for anything but a 2xx JSON answer."""
+        return self._send("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Reply:
+        """POST ``path`` with a JSON body; raises ClientError as get does."""
+        return self._send("POST", path, json=body)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise ClientError(f"watchkeeper at {self.url} did not answer within "
+                              f"{TIMEOUT_S:.0f} s: is it overloaded or stopped?",
+                              EXIT_UNREACHABLE) from None
+        except (httpx.TransportError, ValueError):  # ValueError: a URL httpx cannot use
+            raise ClientError(f"no watchkeeper answers at {self.url}: start it with "
+                              "`watchkeeper serve`, or pass --url", EXIT_UNREACHABLE) from None
+        if response.status_code == 401:
+            raise ClientError(f"the server refused the token ({self.token_source}): "
+                              f"pass --token or set {TOKEN_ENV} to its operator token "
+                              "(the api_token file in its data dir)", EXIT_FAILED)
+        if response.status_code >= 400:
+            raise ClientError(f"{response.status_code}: {_detail(response)}", EXIT_FAILED)
+        try:
+            return Reply(response.text, response.json())
+        except ValueError:
+            raise ClientError(f"{self.url} answered {method} {path} with something that is "
+                              "not JSON: is --url a watchkeeper server?", EXIT_FAILED) from None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+

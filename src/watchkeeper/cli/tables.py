@@ -1,0 +1,173 @@
+"""Compact terminal tables for the scriptable read commands (rich; NO_COLOR honoured).
+
+Every value from the server is shown as plain text (never rich markup) and through
+``printable``: a process name or a service's output cannot drive the operator's terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from watchkeeper.safetext import printable
+
+_STYLE = {"ok": "green", "warning": "yellow", "degraded": "yellow", "critical": "bold red",
+          "running": "green", "firing": "red", "acknowledged": "yellow", "resolved": "green",
+          "down": "red", "failing": "bold red", "crash_looping": "bold red", "failed": "red",
+          "unhealthy": "red", "pending": "yellow", "approved": "green", "rejected": "red"}
+
+
+def _cell(value: Any, width: int = 200) -> Text:
+    """One value as safe plain text, styled when it names a state."""
+    if value is None or value == "":
+        return Text("-", style="dim")
+    if isinstance(value, float):
+        value = f"{value:.4g}"
+    shown = printable(str(value), width)
+    return Text(shown, style=_STYLE.get(shown, ""))
+
+
+def _ago(stamp: Any, now: datetime) -> str:
+    """An ISO time as '3m ago' (or as it was, if it does not parse)."""
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        at = datetime.fromisoformat(stamp)
+    except ValueError:
+        return printable(stamp, 40)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return f"{duration((now - at).total_seconds())} ago"
+
+
+def duration(seconds: Any) -> str:
+    """Seconds as 45s, 12m, 3h05m, 2d04h."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left",
+                  header_style="bold", pad_edge=False)
+    return table
+
+
+def _rows(data: Any, key: str) -> list[dict[str, Any]]:
+    rows = data.get(key) if isinstance(data, dict) else None
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def status(console: Console, data: dict[str, Any], _now: datetime) -> None:
+    """`watchkeeper status`: the overall status, why, and the counts behind it."""
+    alerts = data.get("alerts") or {}
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("status", _cell(data.get("status")))
+    for reason in data.get("reasons") or []:
+        table.add_row("", _cell(reason))
+    table.add_row("alerts", Text(
+        f"{alerts.get('critical', 0)} critical, {alerts.get('warning', 0)} warning "
+        f"({alerts.get('acknowledged', 0)} acknowledged), {alerts.get('silenced', 0)} silenced"))
+    table.add_row("agents", Text(f"{data.get('agents_running')}/{data.get('agents_total')} "
+                                 "running"))
+    table.add_row("host", _cell(data.get("host")))
+    table.add_row("os", _cell(data.get("os")))
+    table.add_row("version", _cell(data.get("version")))
+    table.add_row("uptime", Text(f"{duration(data.get('uptime_s'))} (host "
+                                 f"{duration(data.get('host_uptime_s'))})"))
+    console.print(table)
+
+
+def agents(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper agents`: each agent's state and health counters."""
+    table = _table("AGENT", "STATE", "CHECKS", "ERRORS", "RESTARTS", "LAST OK", "LAST ERROR")
+    for a in _rows(data, "agents"):
+        table.add_row(_cell(a.get("name")), _cell(a.get("state")), _cell(a.get("checks")),
+                      _cell(a.get("error_count")), _cell(a.get("restarts")),
+                      Text(_ago(a.get("last_success"), now)), _cell(a.get("last_error"), 80))
+    console.print(table)
+
+
+def alerts(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper alerts`: open alerts, worst first as the server orders them."""
+    rows = _rows(data, "alerts")
+    if not rows:
+        console.print("no open alerts")
+        return
+    table = _table("SEVERITY", "STATE", "RULE", "VALUE", "SINCE", "SUMMARY", "FINGERPRINT")
+    for a in rows:
+        state = a.get("state")
+        if a.get("silenced"):
+            state = f"{state}, silenced"
+        table.add_row(_cell(a.get("severity")), _cell(state), _cell(a.get("rule")),
+                      _cell(a.get("value")), Text(_ago(a.get("since"), now)),
+                      _cell(a.get("summary"), 120), _cell(a.get("fingerprint")))
+    console.print(table)
+
+
+def services(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper services`: declared services, their condition and the last action."""
+    rows = _rows(data, "services")
+    if not rows:
+        console.print("no services declared (services: in the configuration)")
+        return
+    table = _table("SERVICE", "MANAGER", "CONDITION", "STATE", "PID", "UP", "RESTARTS",
+                   "LAST ACTION", "DETAIL")
+    for s in rows:
+        last = s.get("last_action")
+        if last:
+            last = f"{last} {s.get('last_outcome') or ''} {_ago(s.get('last_action_at'), now)}"
+        table.add_row(_cell(s.get("name")), _cell(s.get("manager")), _cell(s.get("condition")),
+                      _cell(s.get("state")), _cell(s.get("pid")),
+                      Text(duration(s.get("uptime_s"))), _cell(s.get("restarts")),
+                      _cell(last), _cell(s.get("refused") or s.get("detail"), 80))
+    console.print(table)
+
+
+def actions(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper actions`: approvals waiting, recent audit entries, the chain's state."""
+    pending = _rows(data, "pending")
+    if pending:
+        table = _table("APPROVAL", "ACTION", "PARAMS", "REQUESTED", "WHY", title="waiting for "
+                       "approval (watchkeeper approve ID / reject ID)")
+        for p in pending:
+            decision = p.get("decision") or {}
+            request = decision.get("request") or {}
+            params = request.get("params") or {}
+            table.add_row(_cell(p.get("id")), _cell(request.get("action")),
+                          _cell(" ".join(f"{k}={v}" for k, v in params.items()), 60),
+                          Text(_ago(p.get("requested_at"), now)), _cell(decision.get("why"), 80))
+        console.print(table)
+    entries = _rows(data, "entries")
+    if entries:
+        table = _table("ID", "WHEN", "KIND", "ACTION", "TARGET", "OUTCOME", "BY", "MESSAGE")
+        for e in entries:
+            table.add_row(_cell(e.get("id")), Text(_ago(e.get("at"), now)), _cell(e.get("kind")),
+                          _cell(e.get("action")), _cell(e.get("target")),
+                          _cell(e.get("outcome") or e.get("verdict")), _cell(e.get("actor")),
+                          _cell(e.get("message"), 80))
+        console.print(table)
+    else:
+        console.print("no remediation actions recorded yet")
+    chain = data.get("audit_chain") or {}
+    if chain.get("ok"):
+        console.print(f"audit chain ok ({chain.get('checked')} records checked)")
+    else:
+        broken = chain.get("broken_at") or {}
+        console.print(Text(f"audit chain BROKEN at record #{broken.get('id')}: "
+                           f"{printable(str(broken.get('message', '')), 200)} (run "
+                           "`watchkeeper audit verify`)", style="bold red"))
