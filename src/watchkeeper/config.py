@@ -39,6 +39,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from watchkeeper.redact import MAX_PATTERNS, pattern_problem
 
 ENV_PREFIX = "WATCHKEEPER_"
+#: The command-line client's variables (`watchkeeper status --url/--token`), not settings:
+#: exported for the client, they must not make `serve` in the same shell refuse to start.
+CLIENT_ENV = frozenset({"WATCHKEEPER_TOKEN", "WATCHKEEPER_URL"})
 ENV_NESTING = "__"
 DEFAULT_CONFIG_FILE = Path("watchkeeper.yaml")
 DEFAULT_DOTENV_FILE = Path(".env")
@@ -774,7 +777,7 @@ def env_layer(environ: Mapping[str, str | None]) -> dict[str, Any]:
             continue
         if name.upper() == "OPENAI_API_KEY" and value:
             flat["llm.api_key"] = value
-        elif name.upper().startswith(ENV_PREFIX):
+        elif name.upper().startswith(ENV_PREFIX) and name.upper() not in CLIENT_ENV:
             key = name[len(ENV_PREFIX):].lower().replace(ENV_NESTING, ".")
             if key:
                 flat[key] = _parse_env_value(value)

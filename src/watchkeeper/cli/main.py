@@ -395,9 +395,9 @@ def _remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--token", default=None, metavar="TOKEN",
                       help="API token (default: $WATCHKEEPER_TOKEN, api.token, else the "
                            "api_token file in the data dir).")(fn)
-    fn = click.option("--url", default=None, metavar="URL",
-                      help="The server (default: http://api.host:api.port from the "
-                           "configuration, i.e. http://127.0.0.1:8000).")(fn)
+    fn = click.option("--url", default=None, metavar="URL", envvar="WATCHKEEPER_URL",
+                      help="The server (default: $WATCHKEEPER_URL, else http://api.host:"
+                           "api.port from the configuration, i.e. http://127.0.0.1:8000).")(fn)
     return _config_option(fn)
 
 
@@ -511,6 +511,75 @@ def actions(ctx: click.Context, limit: int, as_json: bool, url: str | None,
     from watchkeeper.cli import tables
 
     _show(ctx, url, token, as_json, "/api/actions", tables.actions, {"limit": limit})
+
+
+def _done(as_json: bool, reply: Any, line: str) -> None:
+    """A mutation's answer: the server's JSON as sent, or one line saying what happened."""
+    click.echo(reply.text if as_json else line)
+
+
+@cli.command()
+@click.argument("fingerprint")
+@_json_option
+@_remote_options
+@click.pass_context
+def ack(ctx: click.Context, fingerprint: str, as_json: bool, url: str | None,
+        token: str | None) -> None:
+    """Acknowledge the open alert FINGERPRINT (see `watchkeeper alerts`); operator token."""
+    from urllib.parse import quote
+
+    from watchkeeper.safetext import printable
+
+    reply = _call(ctx, url, token,
+                  lambda c: c.post(f"/api/alerts/{quote(fingerprint, safe='')}/ack"))
+    _done(as_json, reply, f"acknowledged: {printable(str(reply.data.get('summary', '')), 200)}")
+
+
+@cli.command()
+@click.argument("approval_id", metavar="ID", type=click.IntRange(1))
+@_json_option
+@_remote_options
+@click.pass_context
+def approve(ctx: click.Context, approval_id: int, as_json: bool, url: str | None,
+            token: str | None) -> None:
+    """Approve pending action ID (see `watchkeeper actions`); it runs if the policy still
+    allows it. Operator token."""
+    from watchkeeper.safetext import printable
+
+    reply = _call(ctx, url, token, lambda c: c.post(f"/api/actions/{approval_id}/approve"))
+    _done(as_json, reply, f"approval #{approval_id}: "
+          f"{printable(str(reply.data.get('verdict')), 40)}: "
+          f"{printable(str(reply.data.get('why', '')), 200)}")
+
+
+@cli.command()
+@click.argument("approval_id", metavar="ID", type=click.IntRange(1))
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@_json_option
+@_remote_options
+@click.pass_context
+def reject(ctx: click.Context, approval_id: int, reason: str, as_json: bool, url: str | None,
+           token: str | None) -> None:
+    """Reject pending action ID, with an optional --reason. Operator token."""
+    reply = _call(ctx, url, token,
+                  lambda c: c.post(f"/api/actions/{approval_id}/reject", {"reason": reason}))
+    _done(as_json, reply, f"approval #{approval_id} rejected")
+
+
+@cli.command()
+@click.argument("target")
+@_json_option
+@_remote_options
+@click.pass_context
+def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
+          token: str | None) -> None:
+    """Reset a failing TARGET (a service name, or kind:name such as script:fix) so automatic
+    tries are allowed again. Operator token."""
+    from watchkeeper.safetext import printable
+
+    body = {"target": target} if ":" in target else {"service": target}
+    reply = _call(ctx, url, token, lambda c: c.post("/api/actions/reset", body))
+    _done(as_json, reply, printable(str(reply.data.get("detail", "")), 300))
 
 
 def main() -> None:
