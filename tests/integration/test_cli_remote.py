@@ -1,0 +1,271 @@
+"""The scriptable commands (`watchkeeper status`, `alerts`, `approve`, ...) as a user runs
+them: real subprocesses against a real `watchkeeper serve` started here.
+
+The server's configuration differs from the defaults in what gives the commands something to
+show, and says so: a memory warning at 0.1 % that fires at once (an open alert to list and
+ack), notify_only waiting for approval and no start-up grace (approvals to approve and
+reject), one declared service, fast ticks. Its port is api.port in the configuration and its
+token the generated api_token file: the commands find both the way they do by default.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_cli import wk_env
+
+READS = {"status": "/api/system", "agents": "/api/agents", "alerts": "/api/alerts",
+         "services": "/api/services", "actions": "/api/actions"}
+#: What moves between two reads of a paused server: how long it has been up, and when the
+#: audit chain was last verified.
+VOLATILE = {"uptime_s", "host_uptime_s", "checked_at"}
+
+
+@dataclass
+class Server:
+    root: Path
+    url: str
+    token: str
+    config: Path
+
+    def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return httpx.request(method, self.url + path, json=body, timeout=10,
+                             headers={"Authorization": f"Bearer {self.token}"})
+
+    def wk(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`watchkeeper ARGS` with the server's config, as an operator on its host runs it."""
+        return subprocess.run([sys.executable, "-m", "watchkeeper", *args], cwd=self.root,
+                              env=wk_env(self.root, COLUMNS="200", NO_COLOR="1", **env),
+                              capture_output=True, text=True, timeout=60)
+
+    def pending(self) -> int:
+        """A new action waiting for approval; its id."""
+        r = self.api("POST", "/api/command", {"command": "remediate", "action": "notify_only",
+                                              "params": {"message": "look at this"}})
+        assert r.status_code == 200, r.text
+        approval_id = r.json()["decision"]["approval_id"]
+        assert isinstance(approval_id, int), r.text
+        return approval_id
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _until(check: Any, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except httpx.TransportError:
+            found = None
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("cli_remote")
+    port = _free_port()
+    config = root / "watchkeeper.yaml"
+    config.write_text(
+        f"api: {{port: {port}}}\n"
+        "agents: {check_interval: 0.2}\n"
+        "thresholds: {memory_warning: 0.1, memory_critical: 100}\n"
+        "analyzer: {for_s: 0}\n"
+        "remediation: {startup_grace_s: 0, actions: {notify_only: approve}}\n"
+        "llm: {enabled: false}\n"
+        "services:\n"
+        "  sleeper: {manager: process, start: [" + json.dumps(sys.executable) + ", -c, "
+        "'import time; time.sleep(600)']}\n", encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
+                            cwd=root, env=wk_env(root), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/" in banner, banner
+        url = f"http://127.0.0.1:{port}"
+        _until(lambda: httpx.get(f"{url}/api/health", timeout=10).status_code == 200, "health")
+        token = (root / "data" / "api_token").read_text(encoding="utf-8").strip()
+        srv = Server(root, url, token, config)
+        _until(lambda: srv.api("GET", "/api/alerts").json()["alerts"], "an open alert")
+        yield srv
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _steady(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _steady(v) for k, v in data.items() if k not in VOLATILE}
+    if isinstance(data, list):
+        return [_steady(v) for v in data]
+    return data
+
+
+@pytest.fixture
+def paused(server: Server) -> Iterator[Server]:
+    """Agents paused, so two reads a moment apart say the same."""
+    assert server.api("POST", "/api/command", {"command": "pause"}).status_code == 200
+    try:
+        yield server
+    finally:
+        server.api("POST", "/api/command", {"command": "resume"})
+
+
+@pytest.mark.parametrize("command", sorted(READS))
+def test_json_is_what_the_api_returned(paused: Server, command: str) -> None:
+    out = paused.wk(command, "--json")
+    assert out.returncode == 0, out.stderr
+    api = paused.api("GET", READS[command] + ("?limit=20" if command == "actions" else ""))
+    assert _steady(json.loads(out.stdout)) == _steady(api.json())
+
+
+def test_tables_show_the_key_facts(server: Server) -> None:
+    approval_id = server.pending()
+    alert = server.api("GET", "/api/alerts").json()["alerts"][0]
+    status = server.wk("status")
+    assert status.returncode == 0, status.stderr
+    assert "warning" in status.stdout and "1 warning" in status.stdout
+    assert "running" in status.stdout and "\x1b[" not in status.stdout  # NO_COLOR
+    agents = server.wk("agents")
+    for name in ("sensor", "analyzer", "remediator", "communicator"):
+        assert name in agents.stdout
+    alerts = server.wk("alerts")
+    assert alert["fingerprint"] in alerts.stdout and "Memory is" in alerts.stdout
+    services = server.wk("services")
+    assert "sleeper" in services.stdout and "process" in services.stdout
+    actions = server.wk("actions")
+    assert "waiting for approval" in actions.stdout
+    assert any(line.split()[:2] == [str(approval_id), "notify_only"]
+               for line in actions.stdout.splitlines()), actions.stdout
+    assert "audit chain ok" in actions.stdout
+    assert all(out.returncode == 0 for out in (agents, alerts, services, actions))
+
+
+def test_ack_acknowledges_the_alert(server: Server) -> None:
+    fingerprint = server.api("GET", "/api/alerts").json()["alerts"][0]["fingerprint"]
+    out = server.wk("ack", fingerprint)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("acknowledged: Memory is")
+    alerts = server.api("GET", "/api/alerts").json()["alerts"]
+    assert {a["fingerprint"]: a["state"] for a in alerts}[fingerprint] == "acknowledged"
+
+
+def test_reject_with_a_reason_then_approve_another(server: Server) -> None:
+    first = server.pending()
+    out = server.wk("reject", str(first), "--reason", "not now")
+    assert out.returncode == 0 and out.stdout.strip() == f"approval #{first} rejected"
+    decided = server.api("GET", "/api/actions/approvals").json()["approvals"]
+    assert {a["id"]: (a["state"], a["reason"]) for a in decided}[first] == ("rejected",
+                                                                            "not now")
+    again = server.wk("approve", str(first))  # decided already: the server's 409
+    assert again.returncode == 1
+    assert _one_line(again.stderr) == f"watchkeeper: 409: approval #{first} was rejected " \
+                                      "already"
+    second = server.pending()
+    out = server.wk("approve", str(second), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["approval_id"] == second
+
+
+@pytest.mark.parametrize(("args", "detail"), [
+    (("approve", "999999"), "404: no approval #999999"),
+    (("reject", "999999"), "404: no approval #999999"),
+    (("ack", "no-such-fingerprint"), "404: no open alert with fingerprint "
+                                     "'no-such-fingerprint'"),
+    # Sent encoded (%2F): it names no other route (a POST to /api/command would be a 422).
+    (("ack", "../../api/command"), "404: "),
+    (("reset", "no-such-service"), "404: unknown service 'no-such-service'"),
+    (("reset", "bogus:x"), "422: target: String should match pattern"),
+], ids=["approve-unknown-id", "reject-unknown-id", "ack-unknown", "ack-path-traversal",
+        "reset-unknown-service", "reset-bad-kind"])
+def test_the_server_saying_no_exits_1_with_its_detail(server: Server, args: tuple[str, ...],
+                                                      detail: str) -> None:
+    out = server.wk(*args)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert _one_line(out.stderr).startswith(f"watchkeeper: {detail}")
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_wrong_token_exits_1_saying_where_it_came_from_and_changes_nothing(
+        server: Server, how: str) -> None:
+    approval_id = server.pending()
+    if how == "flag":
+        out = server.wk("approve", str(approval_id), "--token", "wrong")
+        source = "(--token)"
+    else:
+        out = server.wk("approve", str(approval_id), WATCHKEEPER_TOKEN="wrong")
+        source = "($WATCHKEEPER_TOKEN)"
+    assert out.returncode == 1
+    line = _one_line(out.stderr)
+    assert "refused the token" in line and source in line and "--token" in line
+    pending = server.api("GET", "/api/actions").json()["pending"]
+    assert approval_id in [p["id"] for p in pending]
+    server.wk("reject", str(approval_id))  # leave nothing waiting for the next test
+
+
+@pytest.mark.parametrize("command", [*sorted(READS), "ack", "approve", "reject", "reset"])
+def test_nothing_listening_exits_3_with_one_line(tmp_path: Path, command: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        args = {"ack": ["x"], "approve": ["1"], "reject": ["1"], "reset": ["web"]}
+        out = subprocess.run([sys.executable, "-m", "watchkeeper", command,
+                              *args.get(command, []), "--url", url], cwd=tmp_path,
+                             env=wk_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3
+    assert _one_line(out.stderr) == (f"watchkeeper: no watchkeeper answers at {url}: start it "
+                                     "with `watchkeeper serve`, or pass --url")
+
+
+def test_a_bad_argument_is_a_usage_error(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "watchkeeper", "approve", "abc"], cwd=tmp_path,
+                         env=wk_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_the_client_variables_do_not_break_the_server_configuration(tmp_path: Path) -> None:
+    env = wk_env(tmp_path, WATCHKEEPER_TOKEN="t", WATCHKEEPER_URL="http://127.0.0.1:1")
+    out = subprocess.run([sys.executable, "-m", "watchkeeper", "config", "validate"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_run_and_serve_do_not_load_the_client() -> None:
+    code = ("import sys, watchkeeper.cli.main; "
+            "print(sorted(m for m in sys.modules if m in ('httpx', 'rich.table') "
+            "or m.startswith('watchkeeper.cli.client') or m == 'watchkeeper.cli.tables'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
