@@ -235,6 +235,18 @@ def test_a_wrong_token_exits_1_saying_where_it_came_from_and_changes_nothing(
     server.wk("reject", str(approval_id))  # leave nothing waiting for the next test
 
 
+def test_no_token_found_says_where_it_looked(server: Server, tmp_path: Path) -> None:
+    """Another data dir (no api_token there): reads work on loopback, a mutation says why."""
+    elsewhere = str(tmp_path / "other")
+    read = server.wk("status", WATCHKEEPER_STORAGE__DATA_DIR=elsewhere)
+    assert read.returncode == 0, read.stderr
+    out = server.wk("reset", "sleeper", WATCHKEEPER_STORAGE__DATA_DIR=elsewhere)
+    assert out.returncode == 1
+    line = _one_line(out.stderr)
+    assert "the server wants a token and none was found" in line
+    assert f"{elsewhere}/api_token not readable" in line and "--token" in line
+
+
 @pytest.mark.parametrize("command", [*sorted(READS), "ack", "approve", "reject", "reset"])
 def test_nothing_listening_exits_3_with_one_line(tmp_path: Path, command: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -67,7 +67,7 @@ def find_token(given: str | None, settings: Callable[[], Settings]) -> tuple[str
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError:  # absent or not ours to read: reads may still be open
-        return None, f"{path} (not readable)"
+        return None, f"no --token, no ${TOKEN_ENV}, no api.token, {path} not readable"
     return (text or None), str(path)
 
 
@@ -95,6 +95,7 @@ class Client:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.token_source = token_source
+        self._token = token
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -120,9 +121,10 @@ class Client:
             raise ClientError(f"no watchkeeper answers at {self.url}: start it with "
                               "`watchkeeper serve`, or pass --url", EXIT_UNREACHABLE) from None
         if response.status_code == 401:
-            raise ClientError(f"the server refused the token ({self.token_source}): "
-                              f"pass --token or set {TOKEN_ENV} to its operator token "
-                              "(the api_token file in its data dir)", EXIT_FAILED)
+            said = (f"the server refused the token ({self.token_source})" if self._token
+                    else f"the server wants a token and none was found ({self.token_source})")
+            raise ClientError(f"{said}: pass --token or set {TOKEN_ENV} to its operator "
+                              "token (the api_token file in its data dir)", EXIT_FAILED)
         if response.status_code >= 400:
             raise ClientError(f"{response.status_code}: {_detail(response)}", EXIT_FAILED)
         try:
