@@ -448,7 +448,14 @@ def _show(ctx: click.Context, url: str | None, token: str | None, as_json: bool,
     from rich.console import Console
 
     console = Console(highlight=False)  # rich honours NO_COLOR and a non-terminal stdout
-    render(console, reply.data, datetime.now(timezone.utc))
+    try:
+        if not isinstance(reply.data, dict):
+            raise TypeError("not an object")
+        render(console, reply.data, datetime.now(timezone.utc))
+    except (AttributeError, TypeError, ValueError, KeyError):  # shaped like no answer of ours
+        click.echo(f"watchkeeper: the answer to GET {path} is not what watchkeeper sends: is "
+                   "--url a watchkeeper server of this version? (--json shows it)", err=True)
+        sys.exit(1)
 
 
 @cli.command()
@@ -518,6 +525,14 @@ def _done(as_json: bool, reply: Any, line: str) -> None:
     click.echo(reply.text if as_json else line)
 
 
+def _said(reply: Any, key: str, max_len: int = 200) -> str:
+    """One field of the server's answer, safe to print (empty if the answer has no such)."""
+    from watchkeeper.safetext import printable
+
+    value = reply.data.get(key) if isinstance(reply.data, dict) else None
+    return "" if value is None else printable(str(value), max_len)
+
+
 @cli.command()
 @click.argument("fingerprint")
 @_json_option
@@ -528,11 +543,9 @@ def ack(ctx: click.Context, fingerprint: str, as_json: bool, url: str | None,
     """Acknowledge the open alert FINGERPRINT (see `watchkeeper alerts`); operator token."""
     from urllib.parse import quote
 
-    from watchkeeper.safetext import printable
-
     reply = _call(ctx, url, token,
                   lambda c: c.post(f"/api/alerts/{quote(fingerprint, safe='')}/ack"))
-    _done(as_json, reply, f"acknowledged: {printable(str(reply.data.get('summary', '')), 200)}")
+    _done(as_json, reply, f"acknowledged: {_said(reply, 'summary')}")
 
 
 @cli.command()
@@ -544,12 +557,9 @@ def approve(ctx: click.Context, approval_id: int, as_json: bool, url: str | None
             token: str | None) -> None:
     """Approve pending action ID (see `watchkeeper actions`); it runs if the policy still
     allows it. Operator token."""
-    from watchkeeper.safetext import printable
-
     reply = _call(ctx, url, token, lambda c: c.post(f"/api/actions/{approval_id}/approve"))
-    _done(as_json, reply, f"approval #{approval_id}: "
-          f"{printable(str(reply.data.get('verdict')), 40)}: "
-          f"{printable(str(reply.data.get('why', '')), 200)}")
+    _done(as_json, reply, f"approval #{approval_id}: {_said(reply, 'verdict', 40)}: "
+          f"{_said(reply, 'why')}")
 
 
 @cli.command()
@@ -575,11 +585,9 @@ def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
           token: str | None) -> None:
     """Reset a failing TARGET (a service name, or kind:name such as script:fix) so automatic
     tries are allowed again. Operator token."""
-    from watchkeeper.safetext import printable
-
     body = {"target": target} if ":" in target else {"service": target}
     reply = _call(ctx, url, token, lambda c: c.post("/api/actions/reset", body))
-    _done(as_json, reply, printable(str(reply.data.get("detail", "")), 300))
+    _done(as_json, reply, _said(reply, "detail", 300))
 
 
 def main() -> None:
