@@ -26,7 +26,8 @@ import pytest
 
 from .test_cli import wk_env
 
-READS = {"status": "/api/system", "agents": "/api/agents", "alerts": "/api/alerts",
+READS = {"status": "/api/system", "agents": "/api/agents", "metrics": "/api/metrics",
+         "alerts": "/api/alerts",
          "services": "/api/services", "actions": "/api/actions"}
 #: What moves between two reads of a paused server: how long it has been up, and when the
 #: audit chain was last verified.
@@ -160,6 +161,11 @@ def test_tables_show_the_key_facts(server: Server) -> None:
     agents = server.wk("agents")
     for name in ("sensor", "analyzer", "remediator", "communicator"):
         assert name in agents.stdout
+    snapshot = server.api("GET", "/api/metrics").json()
+    metrics = server.wk("metrics")
+    assert metrics.returncode == 0, metrics.stderr
+    assert f"of {snapshot['cpu']['count_logical']} cores" in metrics.stdout
+    assert "MOUNT" in metrics.stdout and snapshot["disks"][0]["mountpoint"] in metrics.stdout
     alerts = server.wk("alerts")
     assert alert["fingerprint"] in alerts.stdout and "Memory is" in alerts.stdout
     services = server.wk("services")

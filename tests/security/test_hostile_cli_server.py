@@ -86,6 +86,9 @@ TABLES = {
          "detail": ESC * 50}]}),
     "agent-error-with-escapes": ("agents", {"agents": [
         {"name": "sensor", "state": "running", "last_error": ESC}]}),
+    "process-command-line-with-escapes": ("metrics", {"processes": {"top_cpu": [
+        {"pid": 1, "name": ESC, "user": ESC, "cmdline": ESC}]}, "disks": [
+        {"mountpoint": ESC, "device": ESC}]}),
     "status-reasons-with-escapes": ("status", {"status": ESC, "reasons": [ESC]}),
     "rich-markup-in-a-value": ("alerts", {"alerts": [{**ALERT, "summary": "[blink]x[/blink]"}]}),
 }

@@ -473,6 +473,17 @@ def status(ctx: click.Context, as_json: bool, url: str | None, token: str | None
 @_json_option
 @_remote_options
 @click.pass_context
+def metrics(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
+    """The latest snapshot: CPU, memory, disks, top processes (GET /api/metrics)."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/metrics", tables.metrics)
+
+
+@cli.command()
+@_json_option
+@_remote_options
+@click.pass_context
 def agents(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
     """Each agent's state, checks, errors and restarts (GET /api/agents)."""
     from watchkeeper.cli import tables

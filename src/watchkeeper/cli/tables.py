@@ -171,3 +171,53 @@ def actions(console: Console, data: dict[str, Any], now: datetime) -> None:
         console.print(Text(f"audit chain BROKEN at record #{broken.get('id')}: "
                            f"{printable(str(broken.get('message', '')), 200)} (run "
                            "`watchkeeper audit verify`)", style="bold red"))
+
+
+def _bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    from watchkeeper.analysis.alerts import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _pct(n: Any) -> str:
+    return f"{n:.1f}%" if isinstance(n, (int, float)) else "-"
+
+
+def metrics(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper metrics`: the latest snapshot: CPU, memory, disks, top processes."""
+    cpu = data.get("cpu") or {}
+    mem = data.get("memory") or {}
+    procs = data.get("processes") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    loads = " ".join(f"{v:.2f}" if isinstance(v, (int, float)) else "-"
+                     for v in (cpu.get("load_1"), cpu.get("load_5"), cpu.get("load_15")))
+    grid.add_row("cpu", Text(f"{_pct(cpu.get('percent'))} of {cpu.get('count_logical')} "
+                             f"cores, load {loads}"))
+    grid.add_row("memory", Text(f"{_pct(mem.get('percent'))} ({_bytes(mem.get('used'))} of "
+                                f"{_bytes(mem.get('total'))}), swap "
+                                f"{_pct(mem.get('swap_percent'))}"))
+    grid.add_row("processes", Text(f"{procs.get('total')} ({procs.get('zombies')} zombies)"))
+    grid.add_row("sampled", Text(_ago(data.get("at"), now)))
+    console.print(grid)
+    disks = _rows(data, "disks")
+    if disks:
+        table = _table("MOUNT", "USED", "FREE", "SIZE", "INODES", "DEVICE")
+        for d in disks:
+            full = isinstance(d.get("percent"), (int, float)) and d["percent"] >= 95
+            table.add_row(_cell(d.get("mountpoint")),
+                          Text(_pct(d.get("percent")), style="bold red" if full else ""),
+                          Text(_bytes(d.get("free"))), Text(_bytes(d.get("total"))),
+                          Text(_pct(d.get("inodes_percent"))), _cell(d.get("device")))
+        console.print(table)
+    top = _rows(procs, "top_cpu")
+    if top:
+        table = _table("PID", "NAME", "USER", "CPU", "RSS", "COMMAND")
+        for p in top:
+            table.add_row(_cell(p.get("pid")), _cell(p.get("name"), 40), _cell(p.get("user"), 32),
+                          Text(_pct(p.get("cpu_percent"))), Text(_bytes(p.get("rss"))),
+                          _cell(p.get("cmdline"), 80))
+        console.print(table)
