@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,46 @@ def test_a_wrong_token_exits_1_saying_where_it_came_from_and_changes_nothing(
     server.wk("reject", str(approval_id))  # leave nothing waiting for the next test
 
 
+def test_silence_for_two_hours(server: Server) -> None:
+    before = time.time()
+    out = server.wk("silence", "metric=disk.*", "dimension=/nowhere", "--for", "2h",
+                    "--comment", "maintenance")
+    assert out.returncode == 0, out.stderr
+    silence_id = out.stdout.split()[0]
+    silences = server.api("GET", "/api/alerts/silences").json()["silences"]
+    made = {s["id"]: s for s in silences}[silence_id]
+    assert made["matchers"] == {"metric": "disk.*", "dimension": "/nowhere"}
+    assert made["comment"] == "maintenance"
+    until = datetime.fromisoformat(made["until"].replace("Z", "+00:00")).timestamp()
+    assert before + 7200 - 5 < until < time.time() + 7200 + 5
+
+
+@pytest.mark.parametrize("args", [("silence", "metric", "--for", "2h"),
+                                  ("silence", "metric=x", "--for", "2y"),
+                                  ("silence", "metric=x", "--for", "0s"),
+                                  ("silence", "metric=x"),
+                                  ("command", "explode")],
+                         ids=["matcher-without-glob", "unknown-unit", "zero-duration",
+                              "no-duration", "unknown-command"])
+def test_bad_arguments_are_usage_errors_and_send_nothing(server: Server,
+                                                        args: tuple[str, ...]) -> None:
+    before = server.api("GET", "/api/alerts/silences").json()
+    out = server.wk(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert server.api("GET", "/api/alerts/silences").json() == before
+
+
+def test_command_health_check_and_an_unknown_agent(server: Server) -> None:
+    out = server.wk("command", "health_check")
+    assert out.returncode == 0, out.stderr
+    agents = sorted(line.split(":")[0] for line in out.stdout.splitlines())
+    assert agents == ["analyzer", "communicator", "remediator", "sensor"]
+    assert all(": ok: " in line for line in out.stdout.splitlines())
+    out = server.wk("command", "pause", "--target", "nobody")
+    assert out.returncode == 1
+    assert _one_line(out.stderr).startswith("watchkeeper: 404: no agent 'nobody'")
+
+
 def test_no_token_found_says_where_it_looked(server: Server, tmp_path: Path) -> None:
     """Another data dir (no api_token there): reads work on loopback, a mutation says why."""
     elsewhere = str(tmp_path / "other")
@@ -253,12 +294,14 @@ def test_no_token_found_says_where_it_looked(server: Server, tmp_path: Path) -> 
     assert f"{elsewhere}/api_token not readable" in line and "--token" in line
 
 
-@pytest.mark.parametrize("command", [*sorted(READS), "ack", "approve", "reject", "reset"])
+@pytest.mark.parametrize("command", [*sorted(READS), "ack", "approve", "reject", "reset",
+                                     "silence", "command"])
 def test_nothing_listening_exits_3_with_one_line(tmp_path: Path, command: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        args = {"ack": ["x"], "approve": ["1"], "reject": ["1"], "reset": ["web"]}
+        args = {"ack": ["x"], "approve": ["1"], "reject": ["1"], "reset": ["web"],
+                "silence": ["rule=*", "--for", "1h"], "command": ["health_check"]}
         out = subprocess.run([sys.executable, "-m", "watchkeeper", command,
                               *args.get(command, []), "--url", url], cwd=tmp_path,
                              env=wk_env(tmp_path), capture_output=True, text=True, timeout=60)

@@ -601,6 +601,79 @@ def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
     _done(as_json, reply, _said(reply, "detail", 300))
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    """--for 90s, 30m, 2h, 1d (a usage error, exit 2, otherwise)."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d{1,6}(?:\.\d{1,3})?)\s*([smhd])\s*", value)
+    if not found or float(found.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def _matchers(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+              ) -> dict[str, str]:
+    """KEY=GLOB pairs (a usage error, exit 2, otherwise)."""
+    pairs: dict[str, str] = {}
+    for item in value:
+        key, sep, glob = item.partition("=")
+        if not sep or not key.strip() or not glob:
+            raise click.BadParameter(f"{item!r} is not KEY=GLOB (e.g. metric=disk.*)")
+        pairs[key.strip()] = glob
+    return pairs
+
+
+@cli.command()
+@click.argument("matchers", metavar="KEY=GLOB...", nargs=-1, required=True,
+                callback=_matchers)
+@click.option("--for", "for_s", required=True, metavar="DURATION", callback=_duration,
+              help="How long: 90s, 30m, 2h, 1d.")
+@click.option("--comment", default="", help="Why (shown with the silence).")
+@_json_option
+@_remote_options
+@click.pass_context
+def silence(ctx: click.Context, matchers: dict[str, str], for_s: float, comment: str,
+            as_json: bool, url: str | None, token: str | None) -> None:
+    """Silence alerts whose rule, metric, dimension, host, severity or label match every
+    KEY=GLOB (e.g. metric=disk.* dimension=/var) for a while. Operator token."""
+    from datetime import datetime, timedelta, timezone
+
+    until = datetime.now(timezone.utc) + timedelta(seconds=for_s)
+    body = {"matchers": matchers, "until": until.isoformat(), "comment": comment}
+    reply = _call(ctx, url, token, lambda c: c.post("/api/alerts/silences", body))
+    _done(as_json, reply, f"{_said(reply, 'id', 64)} until {_said(reply, 'until', 64)}")
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["health_check", "pause", "resume", "restart"]))
+@click.option("--target", default="all", show_default=True, help="An agent's name, or all.")
+@_json_option
+@_remote_options
+@click.pass_context
+def command(ctx: click.Context, name: str, target: str, as_json: bool, url: str | None,
+            token: str | None) -> None:
+    """Send an agent command (POST /api/command); exit 1 if an agent did not say ok.
+    Operator token."""
+    from watchkeeper.safetext import printable
+
+    reply = _call(ctx, url, token,
+                  lambda c: c.post("/api/command", {"command": name, "target": target}))
+    replies = reply.data.get("replies") if isinstance(reply.data, dict) else None
+    replies = [r for r in replies if isinstance(r, dict)] if isinstance(replies, list) else []
+    if as_json:
+        click.echo(reply.text)
+    else:
+        for r in replies:
+            click.echo(f"{printable(str(r.get('agent')), 64)}: "
+                       f"{'ok' if r.get('ok') is True else 'FAILED'}: "
+                       f"{printable(str(r.get('message', '')), 200)}")
+    if not replies or not all(r.get("ok") is True for r in replies):
+        sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(obj={})
