@@ -110,6 +110,10 @@ class Client:
         """POST ``path`` with a JSON body; raises ClientError as get does."""
         return self._send("POST", path, json=body)
 
+    def patch(self, path: str, body: Any) -> Reply:
+        """PATCH ``path`` with a JSON body; raises ClientError as get does."""
+        return self._send("PATCH", path, json=body)
+
     def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
         try:
             response = self._http.request(method, path, **kwargs)

@@ -674,6 +674,71 @@ def command(ctx: click.Context, name: str, target: str, as_json: bool, url: str 
         sys.exit(1)
 
 
+def _setting(config: Any, key: str) -> Any:
+    """The value at dotted ``key`` in the server's configuration; LookupError if none."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            import difflib
+
+            known = list(node) if isinstance(node, dict) else []
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise LookupError(f"no setting {key!r}{hint}")
+        node = node[part]
+    return node
+
+
+@config.command("get")
+@click.argument("key")
+@_json_option
+@_remote_options
+@click.pass_context
+def config_get(ctx: click.Context, key: str, as_json: bool, url: str | None,
+               token: str | None) -> None:
+    """Print one setting (e.g. thresholds.cpu_warning) of the running server, secrets
+    masked; a section prints as JSON."""
+    from watchkeeper.safetext import printable
+
+    reply = _call(ctx, url, token, lambda c: c.get("/api/config"))
+    try:
+        value = _setting(reply.data.get("config") if isinstance(reply.data, dict) else None, key)
+    except LookupError as exc:
+        click.echo(f"watchkeeper: {printable(str(exc), 300)}", err=True)
+        sys.exit(1)
+    if as_json or isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+        click.echo(json.dumps(value, indent=None if as_json else 2))
+    else:
+        click.echo(printable(str(value)))
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@_json_option
+@_remote_options
+@click.pass_context
+def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str | None,
+               token: str | None) -> None:
+    """Change one setting of the running server, validated and kept for its next start.
+    VALUE is JSON if it parses (80, true, ["a"]), else a string. Operator token."""
+    parts = key.split(".")
+    if not all(parts):
+        raise click.BadParameter(f"{key!r} is not a dotted setting name", param_hint="KEY")
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        parsed = value
+    patch: Any = parsed
+    for part in reversed(parts):
+        patch = {part: patch}
+    reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch))
+    changed = reply.data.get("changed") if isinstance(reply.data, dict) else None
+    changed = [str(c) for c in changed] if isinstance(changed, list) else []
+    _done(as_json, reply, f"changed: {', '.join(changed)} (version {_said(reply, 'version')})"
+          if changed else "unchanged: it had that value already")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(obj={})
