@@ -30,7 +30,8 @@ from .test_cli import wk_env
 
 READS = {"status": "/api/system", "agents": "/api/agents", "metrics": "/api/metrics",
          "alerts": "/api/alerts",
-         "services": "/api/services", "actions": "/api/actions"}
+         "services": "/api/services", "actions": "/api/actions?limit=20",
+         "logs": "/api/activity?limit=50"}
 #: What moves between two reads of a paused server: how long it has been up, and when the
 #: audit chain was last verified.
 VOLATILE = {"uptime_s", "host_uptime_s", "checked_at"}
@@ -158,7 +159,7 @@ def paused(server: Server) -> Iterator[Server]:
 def test_json_is_what_the_api_returned(paused: Server, command: str) -> None:
     out = paused.wk(command, "--json")
     assert out.returncode == 0, out.stderr
-    api = paused.api("GET", READS[command] + ("?limit=20" if command == "actions" else ""))
+    api = paused.api("GET", READS[command])  # with the command's default limit
     assert _steady(json.loads(out.stdout)) == _steady(api.json())
 
 
@@ -187,6 +188,10 @@ def test_tables_show_the_key_facts(server: Server) -> None:
     assert any(line.split()[:2] == [str(approval_id), "notify_only"]
                for line in actions.stdout.splitlines()), actions.stdout
     assert "audit chain ok" in actions.stdout
+    logs = server.wk("logs")
+    assert logs.returncode == 0, logs.stderr
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  alert +warning firing: Memory is",
+                     logs.stdout, re.M), logs.stdout
     assert all(out.returncode == 0 for out in (agents, alerts, services, actions))
 
 

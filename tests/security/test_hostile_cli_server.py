@@ -89,6 +89,9 @@ TABLES = {
     "process-command-line-with-escapes": ("metrics", {"processes": {"top_cpu": [
         {"pid": 1, "name": ESC, "user": ESC, "cmdline": ESC}]}, "disks": [
         {"mountpoint": ESC, "device": ESC}]}),
+    "activity-with-escapes": ("logs", {"events": [
+        {"at": ESC, "kind": ESC, "event": {"summary": ESC, "message": ESC}},
+        {"at": "2026-01-01T00:00:00Z", "kind": "alert", "event": ALERT}]}),
     "status-reasons-with-escapes": ("status", {"status": ESC, "reasons": [ESC]}),
     "rich-markup-in-a-value": ("alerts", {"alerts": [{**ALERT, "summary": "[blink]x[/blink]"}]}),
 }

@@ -601,6 +601,21 @@ def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
     _done(as_json, reply, _said(reply, "detail", 300))
 
 
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many recent events.")
+@_json_option
+@_remote_options
+@click.pass_context
+def logs(ctx: click.Context, limit: int, as_json: bool, url: str | None,
+         token: str | None) -> None:
+    """Recent activity: alerts, remediation, agent errors and restarts, config changes
+    (GET /api/activity), oldest first."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/activity", tables.logs, {"limit": limit})
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -221,3 +221,33 @@ def metrics(console: Console, data: dict[str, Any], now: datetime) -> None:
                           Text(_pct(p.get("cpu_percent"))), Text(_bytes(p.get("rss"))),
                           _cell(p.get("cmdline"), 80))
         console.print(table)
+
+
+def event_line(kind: Any, event: Any) -> str:
+    """One stored or live event as a log line's message (host text made printable)."""
+    e = event if isinstance(event, dict) else {}
+
+    def f(*keys: str) -> str:
+        return " ".join(str(e[k]) for k in keys if e.get(k) not in (None, ""))
+
+    if kind == "alert":
+        text = f"{f('severity', 'state')}: {f('summary')}"
+    elif kind == "remediation":
+        text = f"{f('phase', 'action', 'target', 'outcome')}: {f('message') or f('why')}"
+    elif kind in ("agent_error", "agent_restarted", "agent_gave_up"):
+        text = f"{f('agent')}: {f('error', 'message', 'reason')}"
+    else:
+        text = f("message", "summary", "detail") or f("changed")
+    return printable(text, 300)
+
+
+def logs(console: Console, data: dict[str, Any], _now: datetime) -> None:
+    """`watchkeeper logs`: the newest activity, oldest first, one line each."""
+    rows = _rows(data, "events")
+    if not rows:
+        console.print("no activity recorded yet")
+    for row in rows:
+        at = row.get("at")
+        shown = printable(str(at)[:19].replace("T", " "), 19) if isinstance(at, str) else "-"
+        console.print(Text(f"{shown}  {printable(str(row.get('kind')), 20):<15}  "
+                           f"{event_line(row.get('kind'), row.get('event'))}"), soft_wrap=True)
