@@ -11,11 +11,13 @@ token the generated api_token file: the commands find both the way they do by de
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -373,3 +375,85 @@ def test_run_and_serve_do_not_load_the_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _serve(root: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
+                            cwd=root, env=wk_env(root), stderr=subprocess.DEVNULL, text=True)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _lines(stream: Any) -> queue.Queue[str]:
+    """The stream's lines as they come, read by a thread (a readline never blocks the test);
+    "" at its end, where the thread closes the stream."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        with stream:
+            for line in stream:
+                lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _next(lines: queue.Queue[str], contains: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert line, f"the stream ended before a line with {contains!r}"
+        if contains in line:
+            return line
+
+
+@pytest.mark.slow
+def test_logs_follow_prints_live_events_and_survives_a_server_restart(tmp_path: Path) -> None:
+    """Default settings but the port (api.port, so the restarted server is at the same URL)."""
+    port = _free_port()
+    (tmp_path / "watchkeeper.yaml").write_text(f"api: {{port: {port}}}\n", encoding="utf-8")
+    url = f"http://127.0.0.1:{port}"
+    serve = _serve(tmp_path)
+    follower = None
+    try:
+        _until(lambda: httpx.get(f"{url}/api/health", timeout=10).status_code == 200, "health")
+        token = (tmp_path / "data" / "api_token").read_text(encoding="utf-8").strip()
+
+        def restart_analyzer() -> None:
+            r = httpx.post(f"{url}/api/command", json={"command": "restart",
+                                                       "target": "analyzer"},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert r.status_code == 200, r.text
+
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper", "logs", "--follow", "--json"], cwd=tmp_path,
+            env=wk_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = _lines(follower.stdout), _lines(follower.stderr)
+        assert _next(err, "following").startswith(f"watchkeeper: following {url} ")
+        restart_analyzer()
+        event = json.loads(_next(out, "agent_restarted"))
+        assert event["agent"] == "analyzer"
+        _stop(serve)
+        assert "lost the server; reconnecting" in _next(err, "lost")
+        serve = _serve(tmp_path)
+        assert "reconnected" in _next(err, "reconnected")
+        restart_analyzer()
+        assert json.loads(_next(out, "agent_restarted"))["agent"] == "analyzer"
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=30) == 0
+        assert err.get(timeout=30) == ""  # its end: no traceback after the lines above
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        _stop(serve)

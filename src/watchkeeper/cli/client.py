@@ -124,6 +124,15 @@ class Client:
         except (httpx.TransportError, ValueError):  # ValueError: a URL httpx cannot use
             raise ClientError(f"no watchkeeper answers at {self.url}: start it with "
                               "`watchkeeper serve`, or pass --url", EXIT_UNREACHABLE) from None
+        self._raise_for(response)
+        try:
+            return Reply(response.text, response.json())
+        except ValueError:
+            raise ClientError(f"{self.url} answered {method} {path} with something that is "
+                              "not JSON: is --url a watchkeeper server?", EXIT_FAILED) from None
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        """ClientError for a 4xx or 5xx answer (its detail), nothing otherwise."""
         if response.status_code == 401:
             said = (f"the server refused the token ({self.token_source})" if self._token
                     else f"the server wants a token and none was found ({self.token_source})")
@@ -131,11 +140,50 @@ class Client:
                               "token (the api_token file in its data dir)", EXIT_FAILED)
         if response.status_code >= 400:
             raise ClientError(f"{response.status_code}: {_detail(response)}", EXIT_FAILED)
-        try:
-            return Reply(response.text, response.json())
-        except ValueError:
-            raise ClientError(f"{self.url} answered {method} {path} with something that is "
-                              "not JSON: is --url a watchkeeper server?", EXIT_FAILED) from None
+
+    def follow(self, path: str, params: dict[str, Any],
+               on_message: Callable[[str, str, str | None], None],
+               on_lost: Callable[[], None], retry_s: float = 1.0) -> None:
+        """Read a server-sent event stream for ever: ``on_message(event, data, id)`` for each
+        message; when the server goes away, ``on_lost()`` and reconnect from the last id
+        (Last-Event-ID). Unreachable at the start, or a refusal, raises ClientError."""
+        import time
+
+        last_id: str | None = None
+        connected_once = False
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with self._http.stream("GET", path, params=params, headers=headers,
+                                       timeout=httpx.Timeout(TIMEOUT_S, read=None)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise_for(response)
+                    connected_once = True
+                    data: list[str] = []
+                    event, sse_id = "message", None
+                    for line in response.iter_lines():
+                        if line == "":
+                            if data:
+                                on_message(event, "\n".join(data), sse_id)
+                                if sse_id is not None:
+                                    last_id = sse_id
+                            event, data, sse_id = "message", [], None
+                        elif line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].removeprefix(" "))
+                        elif line.startswith("id:"):
+                            sse_id = line[3:].strip()
+            except (httpx.TransportError, ValueError):
+                if not connected_once:
+                    raise ClientError(f"no watchkeeper answers at {self.url}: start it with "
+                                      "`watchkeeper serve`, or pass --url",
+                                      EXIT_UNREACHABLE) from None
+            on_lost()
+            time.sleep(retry_s)
 
     def close(self) -> None:
         """Close the connection pool."""

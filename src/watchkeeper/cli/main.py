@@ -604,16 +604,68 @@ def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
 @cli.command()
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="How many recent events.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Then print new events as they happen (GET /api/events) until Ctrl-C.")
 @_json_option
 @_remote_options
 @click.pass_context
-def logs(ctx: click.Context, limit: int, as_json: bool, url: str | None,
+def logs(ctx: click.Context, limit: int, follow: bool, as_json: bool, url: str | None,
          token: str | None) -> None:
     """Recent activity: alerts, remediation, agent errors and restarts, config changes
-    (GET /api/activity), oldest first."""
+    (GET /api/activity), oldest first; --follow goes on live, reconnecting if the server
+    restarts (--json then prints one event per line)."""
     from watchkeeper.cli import tables
 
-    _show(ctx, url, token, as_json, "/api/activity", tables.logs, {"limit": limit})
+    if not follow or not as_json:
+        _show(ctx, url, token, as_json, "/api/activity", tables.logs, {"limit": limit})
+    if follow:
+        _follow(ctx, url, token, as_json)
+
+
+def _follow(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -> None:
+    """Print the live stream's activity until Ctrl-C (exit 0)."""
+    from datetime import datetime, timezone
+
+    from watchkeeper.cli import tables
+    from watchkeeper.cli.client import ClientError
+
+    kinds = {"alert", "remediation", "agent_error", "agent_restarted", "agent_gave_up",
+             "config_changed", "analyzer_notice"}
+    lost = [False]
+    client = _client(ctx, url, token)
+
+    def on_message(event: str, data: str, _id: str | None) -> None:
+        if event == "ready":  # on stderr: stdout stays the events only, for scripts
+            click.echo("watchkeeper: reconnected" if lost[0] else
+                       f"watchkeeper: following {client.url} (Ctrl-C to stop)", err=True)
+            lost[0] = False
+            return
+        if event not in kinds:
+            return
+        if as_json:
+            click.echo(data)
+            return
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{now}  {event:<15}  {tables.event_line(event, body)}")
+
+    def on_lost() -> None:
+        if not lost[0]:
+            click.echo("watchkeeper: lost the server; reconnecting (Ctrl-C to stop)", err=True)
+        lost[0] = True
+
+    try:
+        client.follow("/api/events", {"snapshots": "none"}, on_message, on_lost)
+    except ClientError as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
