@@ -1,7 +1,8 @@
 """The `watchkeeper` command tree (click). The only place, with cli/*, that prints.
 
 Commands: run, serve, config show, config validate, audit verify; against a running server:
-status, agents, alerts, services, actions, ack, approve, reject, reset. Later: cli, simulate.
+status, agents, metrics, alerts, services, actions, logs, ack, approve, reject, reset,
+silence, command, config get/set. Later: cli, simulate.
 Exit codes: 0 ok, 1 runtime failure (or a broken audit chain, or the server said no), 2 bad
 configuration or usage, 3 no server answers at the URL.
 """
@@ -315,7 +316,7 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
 
 @cli.group()
 def config() -> None:
-    """Show or validate the configuration."""
+    """Show or validate the configuration; get or set one value of a running server."""
 
 
 @config.command("show")
