@@ -171,7 +171,8 @@ async def test_an_llm_proposal_waits_for_a_human_with_default_settings(
             intents = [e for e in api.runtime.audit.entries(kind="intent")
                        if e.source == "llm"]
             assert not intents, [(e.action, e.source, e.message) for e in intents]
-            assert (await api.runtime.services.status("web")).pid == status.pid
+            # (Not the web service's pid: under load its own check may fail and a rule or
+            # the supervisor restart it, which is not the LLM's doing; the intents say whose.)
             host.intact()
 
 
