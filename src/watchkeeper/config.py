@@ -60,6 +60,13 @@ def _non_empty_path(value: Any) -> Any:
 GivenPath = Annotated[Path, BeforeValidator(_non_empty_path)]
 
 
+def _personality(value: Any) -> Any:
+    # `personality: off` (False in YAML) or `personality: professional`: the level for short.
+    if isinstance(value, bool):
+        return {"enabled": value}
+    return {"level": value} if isinstance(value, str) else value
+
+
 def _switch(value: Any) -> Any:
     # `personality: off` (YAML reads it as False) is shorthand for `personality: {enabled: off}`.
     return {"enabled": value} if isinstance(value, bool) else value
@@ -420,8 +427,93 @@ class ApiConfig(Section):
         return self
 
 
+PersonalityLevel = Literal["off", "professional", "witty"]
+
+
 class PersonalityConfig(Section):
-    enabled: bool = Field(True, description="witty one-liners in the log")
+    """How watchkeeper talks in logs and notification text (never in structured data)."""
+
+    enabled: bool = Field(True, description="false is the same as level: off")
+    level: PersonalityLevel = Field(
+        "witty", description="off: plain text, no emoji; professional: emoji as status marks, "
+        "no jokes; witty: one-liners and emoji")
+
+    @model_validator(mode="after")
+    def _off_when_disabled(self) -> PersonalityConfig:
+        if not self.enabled and self.level != "off":
+            return self.model_copy(update={"level": "off"})
+        return self
+
+
+class RouteMatch(Section):
+    """Which alerts a notification route takes; every given field must match (globs)."""
+
+    hosts: tuple[str, ...] = Field((), description="globs of host names (empty: any)")
+    services: tuple[str, ...] = Field((), description="globs of service names (empty: any)")
+    rules: tuple[str, ...] = Field((), description="globs of alert rules (empty: any)")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="label name -> glob of its value")
+
+
+class RouteConfig(Section):
+    """One notification route: an apprise URL or an Alertmanager, and what it receives."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: SecretStr | None = Field(None, description="any apprise URL (a secret: masked)")
+    alertmanager: str | None = Field(
+        None, description="an Alertmanager's base URL, e.g. http://HOST:9093")
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    match: RouteMatch = RouteMatch()
+    group_by: tuple[str, ...] = Field(("host", "rule"),
+                                      description="alerts alike in these are one message")
+    group_wait_s: float = Field(30.0, ge=0, le=3600,
+                                description="wait this long for related alerts to join")
+    group_interval_s: float = Field(300.0, ge=0, le=86400,
+                                    description="a group's next message at most this often")
+    repeat_interval_s: float = Field(14400.0, gt=0, le=7 * 86400,
+                                     description="repeat while still firing")
+    send_resolved: bool = True
+    escalate_to: str | None = Field(
+        None, description="route that also gets an alert left unacknowledged past "
+        "escalate_after_s, and a failed or needs-a-human remediation")
+    escalate_after_s: float = Field(900.0, gt=0, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> RouteConfig:
+        if (self.url is None) == (self.alertmanager is None):
+            raise ValueError(f"route {self.name!r}: give exactly one of url (an apprise URL) "
+                             "or alertmanager (http://HOST:9093)")
+        if self.alertmanager is not None and not re.match(r"^https?://[^\s/]+",
+                                                          self.alertmanager):
+            raise ValueError(f"route {self.name!r}: alertmanager must be an http(s) URL, "
+                             "e.g. http://127.0.0.1:9093")
+        if self.escalate_to == self.name:
+            raise ValueError(f"route {self.name!r} cannot escalate to itself")
+        return self
+
+
+class NotifyConfig(Section):
+    """Who hears about what: notification routes, and the outbox that delivers to them."""
+
+    routes: tuple[RouteConfig, ...] = ()
+    dashboard_url: str | None = Field(
+        None, description="link put in messages (default: this server's API address)")
+    outbox_max_messages: int = Field(10_000, ge=100, description="undelivered messages kept "
+                                     "per route; past it, older ones become one summary")
+    outbox_max_age_s: float = Field(86400.0, gt=0, description="undelivered messages older "
+                                    "than this become one summary")
+
+    @model_validator(mode="after")
+    def _routes_consistent(self) -> NotifyConfig:
+        names = [r.name for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"route names must be unique: {', '.join(dupes)}")
+        for r in self.routes:
+            if r.escalate_to is not None and r.escalate_to not in names:
+                raise ValueError(f"route {r.name!r} escalates to {r.escalate_to!r}, which is "
+                                 f"not a route; routes: {', '.join(names)}")
+        return self
 
 
 class LoggingConfig(Section):
@@ -669,10 +761,11 @@ class Settings(Section):
     llm: Annotated[LlmConfig, BeforeValidator(_switch)] = LlmConfig()
     storage: StorageConfig = StorageConfig()
     api: ApiConfig = ApiConfig()
-    personality: Annotated[PersonalityConfig, BeforeValidator(_switch)] = PersonalityConfig()
+    personality: Annotated[PersonalityConfig, BeforeValidator(_personality)] = PersonalityConfig()
     logging: LoggingConfig = LoggingConfig()
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
     remediation: RemediationConfig = RemediationConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     def masked(self) -> dict[str, Any]:
         """JSON-ready dict with every secret replaced by '**********'."""

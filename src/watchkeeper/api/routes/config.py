@@ -36,16 +36,17 @@ OVERRIDES_FILE_NAME = "config_overrides.yaml"
 #: what may be deleted, truncated or killed (which processes are protected, whose processes
 #: may be stopped, which targets an action may touch), whether what the LLM proposes may run
 #: without a human (an injection in what it reads can steer it), and what leaves the host
-#: (where the LLM is and its key, which files it may read, how much is masked). Through the
-#: API they would turn the operator token into a way to run anything as watchkeeper's user,
-#: or to send the host's data and the API key elsewhere; they change only in the config
-#: file, on the host, read again on SIGHUP.
+#: (where the LLM is and its key, which files it may read, how much is masked, where
+#: notifications go). Through the API they would turn the operator token into a way to run
+#: anything as watchkeeper's user, or to send the host's data and the API key elsewhere;
+#: they change only in the config file, on the host, read again on SIGHUP.
 HOST_ONLY: tuple[tuple[str, ...], ...] = (
     ("services",), ("remediation", "scripts"), ("remediation", "cleanup_roots"),
     ("remediation", "log_files"), ("remediation", "processes"), ("remediation", "allow"),
     ("remediation", "llm_mode"), ("remediation", "llm_actions"), ("llm", "base_url"),
     ("llm", "api_key"),
-    ("llm", "log_files"), ("llm", "mask_identifiers"), ("llm", "redact_patterns"))
+    ("llm", "log_files"), ("llm", "mask_identifiers"), ("llm", "redact_patterns"),
+    ("notify", "routes"), ("notify", "dashboard_url"))
 
 
 def _reaches(patch: Mapping[str, Any], path: tuple[str, ...]) -> int:

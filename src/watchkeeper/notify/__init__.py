@@ -1,0 +1,1 @@
+"""Reaching a human: notification routes, their outbox, and Alertmanager."""
