@@ -44,3 +44,19 @@ def printable(text: str, max_len: int | None = None) -> str:
     if max_len is not None and len(text) > max_len:
         text = text[: max_len - 1] + "…"
     return _UNSAFE.sub(_escape, text)
+
+
+# What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on or hides: C1 controls
+# (U+009B is a CSI to some terminals), DEL, bidi and invisible marks, separators, lone
+# surrogates. After dumps, these can only stand inside strings, where \uXXXX means the same.
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+
+
+def json_text(data: object) -> str:
+    """``data`` as compact JSON that means the same to a parser and is inert on a terminal:
+    non-ASCII text stays readable, every control, bidi or invalid character is escaped."""
+    import json
+
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)

@@ -300,6 +300,32 @@ def test_command_health_check_and_an_unknown_agent(server: Server) -> None:
     assert _one_line(out.stderr).startswith("watchkeeper: 404: no agent 'nobody'")
 
 
+def test_command_remediate_previews_a_dry_run_then_asks_for_approval(server: Server) -> None:
+    audit_before = server.api("GET", "/api/actions").json()
+    out = server.wk("command", "remediate", "restart_service", "service=sleeper", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    first, preview = out.stdout.splitlines()[:2]
+    assert first.startswith("dry_run: restart_service sleeper")
+    assert preview.startswith("  would: ") and "sleeper" in preview
+    # A dry run runs nothing and asks nobody.
+    after = server.api("GET", "/api/actions").json()
+    assert after["pending"] == audit_before["pending"]
+
+    out = server.wk("command", "remediate", "notify_only", "message=look", "--reason", "ops",
+                    "--json")
+    assert out.returncode == 0, out.stderr
+    decision = json.loads(out.stdout)["decision"]
+    assert decision["verdict"] == "approve" and isinstance(decision["approval_id"], int)
+    assert server.wk("reject", str(decision["approval_id"])).returncode == 0
+
+    refused = server.wk("command", "remediate", "restart_service", "service=nobody")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    for bad in (("command", "remediate"), ("command", "remediate", "notify_only", "oops"),
+                ("command", "pause", "extra")):
+        out = server.wk(*bad)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, bad
+
+
 def test_config_get_and_set_through_the_server(server: Server) -> None:
     # swap: none used here, so no threshold moved below raises an alert other tests would see
     out = server.wk("config", "get", "thresholds.swap_warning")

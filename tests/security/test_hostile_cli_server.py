@@ -154,3 +154,29 @@ def test_an_ack_fingerprint_stays_in_its_path_segment(tmp_path: Path, hostile: _
     out = _wk(tmp_path, hostile, "ack", "../../command?x=1#y")
     assert out.returncode == 0, out.stderr
     assert hostile.seen[0][0] == "/api/alerts/..%2F..%2Fcommand%3Fx%3D1%23y/ack"
+
+
+# Raw in a JSON string, these are legal JSON and yet act on a terminal (U+009B is an 8-bit
+# CSI) or hide and reorder what follows; ensure_ascii=False output would pass them through.
+C1_BIDI = "\u009b2J\u009d0;pwned\u009c\u202egnp.exe\u2028\u200b\udcff"
+JSON_CASES = {
+    "status": {"status": "ok", "reasons": [C1_BIDI]},
+    "alerts": {"alerts": [{**ALERT, "summary": C1_BIDI}]},
+    "ack": {"summary": C1_BIDI},
+}
+
+
+@pytest.mark.parametrize(("command", "body"), JSON_CASES.items(), ids=[
+    f"{c}-json-with-c1-controls-and-bidi" for c in JSON_CASES])
+def test_json_output_escapes_what_a_terminal_would_obey(tmp_path: Path, hostile: _Hostile,
+                                                        command: str, body: Any) -> None:
+    hostile.answer = (200, {"Content-Type": "application/json"},
+                      json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    args = (command, "ab") if command == "ack" else (command,)
+    out = _wk(tmp_path, hostile, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    bad = [c for c in out.stdout if 0x7f <= ord(c) <= 0x9f or c in "\u202e\u2028\u200b"]
+    assert bad == []
+    assert "\\u009b" in out.stdout and "\\u202e" in out.stdout
+    parsed = json.loads(out.stdout)
+    assert json.dumps(parsed, ensure_ascii=False).count("\u009b") == 1  # same data, escaped

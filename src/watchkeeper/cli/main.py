@@ -24,6 +24,7 @@ import click
 from watchkeeper import __version__
 from watchkeeper.config import ConfigError, Settings, load_settings, with_patch
 from watchkeeper.instance_lock import InstanceLock, InstanceLockError
+from watchkeeper.safetext import json_text
 
 EXIT_CONFIG = 2
 
@@ -442,7 +443,7 @@ def _show(ctx: click.Context, url: str | None, token: str | None, as_json: bool,
     """GET ``path``; print its JSON as sent, or render it as a table."""
     reply = _call(ctx, url, token, lambda c: c.get(path, params))
     if as_json:
-        click.echo(reply.text)
+        click.echo(json_text(reply.data))
         return
     from datetime import datetime, timezone
 
@@ -534,14 +535,19 @@ def actions(ctx: click.Context, limit: int, as_json: bool, url: str | None,
 
 def _done(as_json: bool, reply: Any, line: str) -> None:
     """A mutation's answer: the server's JSON as sent, or one line saying what happened."""
-    click.echo(reply.text if as_json else line)
+    click.echo(json_text(reply.data) if as_json else line)
 
 
 def _said(reply: Any, key: str, max_len: int = 200) -> str:
     """One field of the server's answer, safe to print (empty if the answer has no such)."""
+    return _said_in(reply.data, key, max_len)
+
+
+def _said_in(data: Any, key: str, max_len: int = 200) -> str:
+    """One field of a JSON object from the server, safe to print (empty if none)."""
     from watchkeeper.safetext import printable
 
-    value = reply.data.get(key) if isinstance(reply.data, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
     return "" if value is None else printable(str(value), max_len)
 
 
@@ -643,12 +649,12 @@ def _follow(ctx: click.Context, url: str | None, token: str | None, as_json: boo
             return
         if event not in kinds:
             return
-        if as_json:
-            click.echo(data)
-            return
         try:
             body = json.loads(data)
         except ValueError:
+            return
+        if as_json:
+            click.echo(json_text(body))
             return
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{now}  {event:<15}  {tables.event_line(event, body)}")
@@ -715,16 +721,36 @@ def silence(ctx: click.Context, matchers: dict[str, str], for_s: float, comment:
     _done(as_json, reply, f"{_said(reply, 'id', 64)} until {_said(reply, 'until', 64)}")
 
 
+def _json_or_text(value: str) -> Any:
+    """A command-line VALUE: JSON if it parses (80, true, ["a"]), else the string itself."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 @cli.command()
-@click.argument("name", type=click.Choice(["health_check", "pause", "resume", "restart"]))
-@click.option("--target", default="all", show_default=True, help="An agent's name, or all.")
+@click.argument("name", type=click.Choice(["health_check", "pause", "resume", "restart",
+                                           "remediate"]))
+@click.argument("args", nargs=-1, metavar="[ACTION KEY=VALUE...]")
+@click.option("--target", default="all", show_default=True,
+              help="An agent's name, or all (agent commands).")
+@click.option("--dry-run", is_flag=True, help="remediate: only show what would happen.")
+@click.option("--reason", default="", help="remediate: why (kept in the audit log).")
 @_json_option
 @_remote_options
 @click.pass_context
-def command(ctx: click.Context, name: str, target: str, as_json: bool, url: str | None,
-            token: str | None) -> None:
-    """Send an agent command (POST /api/command); exit 1 if an agent did not say ok.
-    Operator token."""
+def command(ctx: click.Context, name: str, args: tuple[str, ...], target: str, dry_run: bool,
+            reason: str, as_json: bool, url: str | None, token: str | None) -> None:
+    """Send an agent command, or `remediate ACTION KEY=VALUE...` (e.g. remediate
+    restart_service service=web --dry-run), through POST /api/command; exit 1 if an agent did
+    not say ok or the policy refused. Operator token."""
+    if name == "remediate":
+        _remediate(ctx, args, dry_run, reason, as_json, url, token)
+        return
+    if args or dry_run or reason:
+        raise click.UsageError(f"{name} takes only --target; ACTION, KEY=VALUE, --dry-run and "
+                               "--reason are for remediate")
     from watchkeeper.safetext import printable
 
     reply = _call(ctx, url, token,
@@ -732,13 +758,51 @@ def command(ctx: click.Context, name: str, target: str, as_json: bool, url: str 
     replies = reply.data.get("replies") if isinstance(reply.data, dict) else None
     replies = [r for r in replies if isinstance(r, dict)] if isinstance(replies, list) else []
     if as_json:
-        click.echo(reply.text)
+        click.echo(json_text(reply.data))
     else:
         for r in replies:
             click.echo(f"{printable(str(r.get('agent')), 64)}: "
                        f"{'ok' if r.get('ok') is True else 'FAILED'}: "
                        f"{printable(str(r.get('message', '')), 200)}")
     if not replies or not all(r.get("ok") is True for r in replies):
+        sys.exit(1)
+
+
+def _remediate(ctx: click.Context, args: tuple[str, ...], dry_run: bool, reason: str,
+               as_json: bool, url: str | None, token: str | None) -> None:
+    """``command remediate ACTION KEY=VALUE...``: the policy's verdict, the preview of a dry
+    run, or the approval to wait for."""
+    from watchkeeper.safetext import printable
+
+    if not args:
+        raise click.UsageError("remediate needs an ACTION, e.g. remediate restart_service "
+                               "service=web")
+    action, params = args[0], {}
+    for item in args[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{item!r} is not KEY=VALUE (e.g. service=web)")
+        params[key.strip()] = _json_or_text(value)
+    body = {"command": "remediate", "action": action, "params": params, "dry_run": dry_run,
+            "reason": reason}
+    reply = _call(ctx, url, token, lambda c: c.post("/api/command", body))
+    decision = reply.data.get("decision") if isinstance(reply.data, dict) else None
+    decision = decision if isinstance(decision, dict) else {}
+    verdict = str(decision.get("verdict", "?"))
+    if as_json:
+        click.echo(json_text(reply.data))
+    else:
+        what = " ".join(p for p in (_said_in(decision, "action", 64),
+                                    _said_in(decision, "target", 200)) if p)
+        why = _said_in(decision, "why", 300).removeprefix(f"{verdict}: ")
+        line = f"{printable(verdict, 20)}: {what} — {why}"
+        if decision.get("preview"):
+            line += f"\n  would: {_said_in(decision, 'preview', 500)}"
+        if decision.get("approval_id") is not None:
+            line += (f"\n  waits for approval #{_said_in(decision, 'approval_id', 20)}: "
+                     f"watchkeeper approve {_said_in(decision, 'approval_id', 20)}")
+        click.echo(line)
+    if verdict not in ("auto", "approve", "dry_run"):
         sys.exit(1)
 
 
@@ -793,11 +857,7 @@ def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str
     parts = key.split(".")
     if not all(parts):
         raise click.BadParameter(f"{key!r} is not a dotted setting name", param_hint="KEY")
-    try:
-        parsed: Any = json.loads(value)
-    except ValueError:
-        parsed = value
-    patch: Any = parsed
+    patch: Any = _json_or_text(value)
     for part in reversed(parts):
         patch = {part: patch}
     reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch))
