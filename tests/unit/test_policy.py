@@ -46,12 +46,12 @@ class Env:
         self.settings = settings_for(self.tmp_path, remediation, agents)
 
     def decide(self, action: str = "restart_service", target: str = "web", *,
-               source: str = "rule", approved_by: str | None = None,
+               source: str = "rule", approved_by: str | None = None, dry_run: bool = False,
                **params: Any) -> Decision:
         if not params:
             params = {"service": target}
         req = ActionRequest(action=action, params=params, host=HOST, source=source,
-                            reasoning="test")
+                            reasoning="test", dry_run=dry_run)
         return self.policy.decide(req, approved_by=approved_by)
 
     def attempt(self, decision: Decision, *, duration: float = 0.0,
@@ -248,6 +248,17 @@ def test_startup_grace_period(tmp_path: Path) -> None:
     assert env.decide().check == "grace"
     env.clock.advance(0.1)
     assert env.decide().verdict == "auto"
+
+
+def test_a_dry_run_asked_for_in_the_grace_is_answered_with_when_it_could_run(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, remediation={"startup_grace_s": 60})
+    env.clock.advance(20)
+    d = env.decide(source="operator", dry_run=True)
+    assert d.verdict == "dry_run", d.why
+    assert d.why.endswith("would run once the start-up grace ends (in 40 s; startup_grace_s)")
+    # Only the what-if: the real request is still held back.
+    assert env.decide(source="operator").check == "grace"
 
 
 def utc(day: int, hour: int, minute: int = 0) -> float:

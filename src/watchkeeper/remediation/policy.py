@@ -14,7 +14,8 @@ first that objects decides:
    (globs) must match the target; no entry = every declared target (refused); a process
    the process guard refuses (``target_refusal``: a thread, protected, another user's, not
    in ``allow.stop_process``) is refused here too;
-4. start-up grace period (refused, with ``retry_after_s``);
+4. start-up grace period (refused, with ``retry_after_s``; a dry run asked for is answered,
+   saying when it could run);
 5. maintenance window: no automatic action, so ``auto`` becomes ``approve``; likewise a
    proposal by the LLM while its ``llm_mode`` is ``approve`` (the default);
 6. global dry-run, a dry run asked for, or an LLM proposal under ``llm_mode: dry_run``
@@ -589,7 +590,9 @@ class Policy:
         # 4. start-up grace: for what the sensor saw before watchkeeper knew the host, not
         # for a process watchkeeper itself watched going down.
         up = now - self._started_at
-        if up < rem.startup_grace_s and not req.supervised:
+        in_grace = up < rem.startup_grace_s and not req.supervised
+        # An operator's what-if is answered even now: what would happen, and when.
+        if in_grace and not req.dry_run:
             return refuse("grace", f"watchkeeper started {plain_secs(up)} ago; no action in the "
                                    f"first {_cfg_secs(rem.startup_grace_s)} (startup_grace_s)",
                           retry_after_s=rem.startup_grace_s - up)
@@ -614,6 +617,9 @@ class Policy:
         # 6. dry-run
         if rem.dry_run or req.dry_run or llm_cap == "dry_run":
             would = "would run" if effective == "auto" else "would wait for approval"
+            if in_grace:
+                would += (f" once the start-up grace ends (in "
+                          f"{plain_secs(rem.startup_grace_s - up)}; startup_grace_s)")
             reason = ("remediation.dry_run is on" if rem.dry_run else
                       "a dry run was asked for" if req.dry_run else
                       f"{llm_key} is dry_run for what an LLM proposes")
