@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -21,19 +20,6 @@ IGNORE_TERM = ("import signal, time\n"
                "time.sleep(60)\n")
 
 READY_SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(30)\n"
-
-
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes this test starts; every one of them (and only them) is killed afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def start(children: list[subprocess.Popen[bytes]], argv: list[str]) -> tuple[int, float]:

@@ -20,16 +20,6 @@ HOLD = "import time\nb = b'x' * (200 * 2**20)\ntime.sleep(60)\n"
 
 
 @pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes this test starts; every one of them (and only them) is killed afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
 def collector() -> Iterator[SnapshotCollector]:
     c = SnapshotCollector(config=SensorConfig(top_processes=10), host="itest")
     yield c

@@ -52,19 +52,6 @@ SLEEP = "/bin/sleep" if os.path.exists("/bin/sleep") else "/usr/bin/sleep"
 ME = os.geteuid()
 
 
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes this test starts; every one of them (and only them) is killed afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 def named_sleep(children: list[subprocess.Popen[bytes]], tmp_path: Path, name: str,
                 **popen: object) -> int:
     """A real ``sleep`` whose process name is ``name`` (run through a symlink so named)."""
