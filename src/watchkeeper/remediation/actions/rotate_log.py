@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import stat
@@ -76,24 +75,8 @@ def _open_log(path: str) -> Iterator[tuple[int, int, os.stat_result]]:
     def what(prefix: str) -> str:
         return f"directory {prefix} (on the way to {path})"
 
-    with safepath.open_dir(os.path.dirname(path), what) as dfd:
-        try:
-            # O_NONBLOCK: opening a FIFO planted under the log's name must not hang us.
-            fd = os.open(os.path.basename(path),
-                         os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dfd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise Refused(f"{path} is a symlink; refusing to rotate it") from None
-            if exc.errno == errno.ENOENT:
-                raise Refused(f"{path} does not exist") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise Refused(f"{path} is not a regular file; refusing")
-            yield dfd, fd, st
-        finally:
-            os.close(fd)
+    with safepath.open_in_dir(path, os.O_RDWR, what, "refusing to rotate it") as found:
+        yield found
 
 
 def _look(path: str) -> tuple[os.stat_result, bool]:

@@ -93,25 +93,35 @@ def open_dir(path: str, what: Callable[[str], str] = _directory) -> Iterator[int
 
 
 @contextlib.contextmanager
-def open_file(path: str, flags: int = os.O_RDONLY) -> Iterator[int]:
-    """A descriptor of the regular file ``path`` (absolute): its directory walked as in
-    ``open_dir``, the file opened O_NOFOLLOW (and O_NONBLOCK: a FIFO planted under its name
-    must not hang us); Refused if it is a symlink, missing or not a regular file."""
+def open_in_dir(path: str, flags: int = os.O_RDONLY, what: Callable[[str], str] = _directory,
+                refusing: str = "refusing") -> Iterator[tuple[int, int, os.stat_result]]:
+    """(directory fd, file fd, stat) of the regular file ``path`` (absolute): its directory
+    walked as in ``open_dir``, the file opened O_NOFOLLOW (and O_NONBLOCK: a FIFO planted
+    under its name must not hang us); Refused if it is a symlink, missing or not a regular
+    file (``refusing`` ends the refusal: "refusing to rotate it")."""
     path = "/" + os.path.normpath(os.path.abspath(path)).lstrip("/")
-    with open_dir(os.path.dirname(path)) as dfd:
+    with open_dir(os.path.dirname(path), what) as dfd:
         try:
             fd = os.open(os.path.basename(path),
                          flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
                          dir_fd=dfd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise Refused(f"{path} is a symlink; refusing") from None
+                raise Refused(f"{path} is a symlink; {refusing}") from None
             if exc.errno == errno.ENOENT:
                 raise Refused(f"{path} does not exist") from None
             raise
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise Refused(f"{path} is not a regular file; refusing")
-            yield fd
+            yield dfd, fd, st
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def open_file(path: str, flags: int = os.O_RDONLY) -> Iterator[int]:
+    """A descriptor of the regular file ``path``, reached as ``open_in_dir`` does."""
+    with open_in_dir(path, flags) as (_dfd, fd, _st):
+        yield fd
