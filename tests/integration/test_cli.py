@@ -72,6 +72,31 @@ def test_config_validate_bad_file_exit_2_no_traceback(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "valid" in ok.stdout
 
 
+def test_config_validate_warns_of_a_configured_path_through_a_symlink(tmp_path: Path
+                                                                      ) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "app.log").write_text("x")
+    (tmp_path / "link").symlink_to(real)
+    cfg = tmp_path / "wk.yaml"
+    cfg.write_text("remediation:\n"
+                   f"  log_files: [{{path: {tmp_path}/link/app.log}}, "
+                   f"{{path: {real}/app.log}}]\n"
+                   f"  cleanup_roots: [{{path: {tmp_path}/link, patterns: ['*.tmp']}}]\n"
+                   f"llm: {{log_files: [{tmp_path}/not-yet/app.log]}}\n")
+    out = wk(tmp_path, "config", "validate", str(cfg))
+    assert out.returncode == 0, out.stderr
+    warnings = out.stderr.strip().splitlines()
+    assert warnings == [
+        f"warning: remediation.cleanup_roots: {tmp_path}/link goes through the symlink "
+        f"{tmp_path}/link; it will be refused when used (file actions never follow "
+        "symlinks): configure the real path",
+        f"warning: remediation.log_files: {tmp_path}/link/app.log goes through the symlink "
+        f"{tmp_path}/link; it will be refused when used (file actions never follow "
+        "symlinks): configure the real path"]
+    assert out.stdout.strip().endswith("is valid (2 warnings above)")
+
+
 def test_run_refuses_bad_config_before_starting(tmp_path: Path) -> None:
     out = wk(tmp_path, "run", env=wk_env(tmp_path, WATCHKEEPER_AGENTS__CHECK_INTERVAL="0"))
     assert out.returncode == 2 and "agents.check_interval" in out.stderr

@@ -343,9 +343,34 @@ def config_show(ctx: click.Context, fmt: str) -> None:
 def config_validate(ctx: click.Context, file: Path | None) -> None:
     """Check a config file (with the environment and .env on top); exit 2 if invalid."""
     path = file or ctx.obj.get("config")
-    _settings(ctx, path)
+    settings = _settings(ctx, path)
     shown = path or ("./watchkeeper.yaml" if Path("watchkeeper.yaml").is_file() else "defaults")
-    click.echo(f"OK: configuration from {shown} is valid")
+    notes = _host_notes(settings)
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+    click.echo(f"OK: configuration from {shown} is valid"
+               + (f" ({len(notes)} warning{'s' if len(notes) > 1 else ''} above)"
+                  if notes else ""))
+
+
+def _host_notes(settings: Settings) -> list[str]:
+    """What the file cannot tell but this host can: configured paths an action or the LLM
+    will refuse because they go through a symlink (file actions never follow one)."""
+    from watchkeeper.remediation.actions.safepath import symlink_on
+    from watchkeeper.safetext import printable
+
+    rem = settings.remediation
+    paths = ([("remediation.cleanup_roots", r.path) for r in rem.cleanup_roots]
+             + [("remediation.log_files", r.path) for r in rem.log_files]
+             + [("llm.log_files", p) for p in settings.llm.log_files])
+    notes = []
+    for key, p in paths:
+        link = symlink_on(str(p))
+        if link is not None:
+            notes.append(f"{key}: {printable(str(p))} goes through the symlink "
+                         f"{printable(link)}; it will be refused when used (file actions "
+                         "never follow symlinks): configure the real path")
+    return notes
 
 
 @cli.group()

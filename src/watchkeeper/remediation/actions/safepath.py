@@ -125,3 +125,17 @@ def open_file(path: str, flags: int = os.O_RDONLY) -> Iterator[int]:
     """A descriptor of the regular file ``path``, reached as ``open_in_dir`` does."""
     with open_in_dir(path, flags) as (_dfd, fd, _st):
         yield fd
+
+
+def symlink_on(path: str) -> str | None:
+    """The first part of ``path`` (normalised, absolute) that is a symlink now, or None;
+    what a walk above would refuse, for a configuration check to say before any action."""
+    shown = ""
+    for part in components("/" + os.path.normpath(os.path.abspath(path)).lstrip("/")):
+        shown = f"{shown}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(shown).st_mode):
+                return shown
+        except OSError:  # missing (created later) or unreadable: nothing to say yet
+            return None
+    return None
