@@ -483,3 +483,36 @@ async def test_the_llms_assessment_shows_on_the_alert_live_and_after_a_reload(
                 await llm.wait_for()
                 assert MODEL_SUMMARY in (await llm.text_content() or "")
                 assert "rule-based" not in (await llm.text_content() or "")
+
+
+async def test_an_alert_line_in_the_feed_is_coloured_by_what_happened_to_it(
+        browser: Browser, tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        await first_tick(api)
+        async with watched_page(browser, api) as w:
+            page = await open_dashboard(w, api)
+            host = api.runtime.host
+            base = {"host": host, "id": "c1", "fingerprint": "colour-test", "rule": "threshold",
+                    "metric": "disk.percent", "since": utcnow()}
+            for state, severity, summary in (("firing", "critical", "disk full (colour)"),
+                                             ("firing", "warning", "disk filling (colour)"),
+                                             ("resolved", "critical", "disk ok (colour)")):
+                await api.runtime.bus.publish(f"alerts.{host}", Alert(
+                    **base, severity=severity, state=state, summary=summary))
+                await page.locator("#feed li", has_text=summary).wait_for()
+
+            async def colour(text: str) -> str:
+                line = page.locator("#feed li .what", has_text=text)
+                found: str = await line.evaluate("n => getComputedStyle(n).color")
+                return found
+
+            def var(name: str) -> str:
+                return ("() => { const p = document.createElement('p'); p.style.color = "
+                        f"'var({name})'; document.body.append(p); const c = "
+                        "getComputedStyle(p).color; p.remove(); return c; }")
+
+            bad, warn, ok = [await page.evaluate(var(n)) for n in ("--bad", "--warn", "--ok")]
+            assert len({bad, warn, ok}) == 3
+            assert await colour("disk full (colour)") == bad
+            assert await colour("disk filling (colour)") == warn
+            assert await colour("disk ok (colour)") == ok  # good news is not shown in red

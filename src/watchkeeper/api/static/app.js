@@ -541,7 +541,7 @@
     const body = await api("GET", `/api/activity?limit=${FEED_MAX}`);
     for (const item of body.events || []) {
       const text = feedFor(item.kind, item.event || {});
-      if (text) addFeed(item.kind, text, item.at);
+      if (text) addFeed(item.kind, text, item.at, item.event);
     }
   }
 
@@ -563,9 +563,16 @@
 
   // ------------------------------------------------------------------ feed
 
-  function addFeed(kind, text, at) {
+  // An alert's line is coloured by what happened to it (resolved is good news, not red),
+  // then by its severity.
+  function addFeed(kind, text, at, e) {
     const feed = $("feed");
-    feed.prepend(el("li", { "data-kind": kind },
+    const attrs = { "data-kind": kind };
+    if (kind === "alert" && e) {
+      attrs["data-state"] = String(e.state || "");
+      attrs["data-severity"] = String(e.severity || "");
+    }
+    feed.prepend(el("li", attrs,
       el("time", { text: clock(at) }), el("span", { class: "what", text })));
     while (feed.children.length > FEED_MAX) feed.removeChild(feed.lastChild);
   }
@@ -959,7 +966,7 @@
       return;
     }
     const text = feedFor(kind, e);
-    if (text) addFeed(kind, text, e.at);
+    if (text) addFeed(kind, text, e.at, e);
     if (kind === "service_report") { loadServices().catch(() => {}); return; }
     if (kind === "alert") { upsertAlert(e); refreshStatus(); }
     else if (kind === "remediation") loadActions().catch(() => {});
