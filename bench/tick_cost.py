@@ -1,7 +1,9 @@
 """Tick cost of SnapshotCollector.collect() with real psutil on a host with many processes.
 
 Starts N idle children (coreutils ``sleep``), times collect() over a number of ticks, prints
-mean / p95 / max, and kills every child it started (and only those).
+mean / p95 / max, and kills every child it started (and only those). The process family is
+timed twice per tick in the same run: the /proc scan the sensor uses on Linux, and the
+psutil pass (the portable path, and the reference); their ratio is the saving.
 
     python bench/tick_cost.py [--children 300] [--ticks 20] [--interval 0.5]
 """
@@ -20,6 +22,7 @@ import psutil
 from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.collectors.common import MissingLog
 from watchkeeper.collectors.processes import linux_thread_total, read_processes
+from watchkeeper.collectors.procfs import ProcScanner
 from watchkeeper.config import SensorConfig
 
 
@@ -51,6 +54,12 @@ def main() -> int:
         collector.collect(0, args.interval)  # warm-up: psutil's process cache, our rates
         totals: list[float] = []
         procs: list[float] = []
+        via_psutil: list[float] = []
+        scanner = ProcScanner() if ProcScanner.available() else None
+        thread_total = linux_thread_total if psutil.LINUX else None
+        if scanner is not None:
+            scanner.scan()
+        read_processes(psutil, MissingLog(psutil), 5, time.time(), thread_total)
         snap = None
         for seq in range(1, args.ticks + 1):
             time.sleep(args.interval)
@@ -58,10 +67,14 @@ def main() -> int:
             snap = collector.collect(seq, args.interval)
             totals.append((time.perf_counter() - started) * 1000.0)
             # The process family alone, sequentially (the one that scales with the host).
+            if scanner is not None:
+                started = time.perf_counter()
+                read_processes(psutil, MissingLog(psutil), 5, time.time(), thread_total,
+                               scanner.scan)
+                procs.append((time.perf_counter() - started) * 1000.0)
             started = time.perf_counter()
-            read_processes(psutil, MissingLog(psutil), 5, time.time(),
-                           linux_thread_total if psutil.LINUX else None)
-            procs.append((time.perf_counter() - started) * 1000.0)
+            read_processes(psutil, MissingLog(psutil), 5, time.time(), thread_total)
+            via_psutil.append((time.perf_counter() - started) * 1000.0)
         assert snap is not None
         print(f"host: {psutil.cpu_count()} logical CPUs, python {sys.version.split()[0]}, "
               f"psutil {psutil.__version__}")
@@ -70,7 +83,14 @@ def main() -> int:
               f"missing: {[m.key for m in snap.missing]}")
         print(f"ticks: {args.ticks}, {args.interval:g}s apart")
         print(_row("collect()", totals))
-        print(_row("processes family", procs))
+        if procs:
+            print(_row("processes, /proc scan", procs))
+        print(_row("processes, psutil", via_psutil))
+        if procs:
+            fast, slow = statistics.mean(procs), statistics.mean(via_psutil)
+            n = snap.processes.total or 1
+            print(f"/proc scan / psutil: {fast / slow:.2f}   per process: "
+                  f"{fast * 1000 / n:.1f} µs vs {slow * 1000 / n:.1f} µs")
     finally:
         collector.close()
         for child in children:

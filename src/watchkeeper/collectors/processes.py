@@ -1,21 +1,24 @@
 """Process counts and the top processes by CPU and by memory.
 
-Cost matters on hosts with thousands of processes: one psutil.process_iter() pass reads only
-cheap attributes (on Linux: /proc/<pid>/stat, statm and status), and the expensive ones
-(command line, user name) are read only for the few processes that make a top list.
-process_iter() keeps its Process objects between calls, which is what lets cpu_percent
-compare against the previous tick; that cache is module-global in psutil, so another caller
-of process_iter(attrs=["cpu_percent"]) in this process would shorten our window.
+Cost matters on hosts with thousands of processes: one pass reads only cheap attributes, and
+the expensive ones (command line, user name) are read only for the few processes that make a
+top list. On Linux the pass is ``procfs.ProcScanner`` (one /proc/<pid>/stat read per
+process); elsewhere, and as the reference, psutil.process_iter(), which keeps its Process
+objects between calls, which is what lets cpu_percent compare against the previous tick;
+that cache is module-global in psutil, so another caller of
+process_iter(attrs=["cpu_percent"]) in this process would shorten our window.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
+from watchkeeper.collectors.procfs import ProcStat
 from watchkeeper.events import ProcessInfo, ProcessSummary
 from watchkeeper.redact import redact_cmdline
 from watchkeeper.safetext import MAX_NAME, printable
@@ -29,9 +32,14 @@ CHEAP_ATTRS: tuple[str, ...] = (
 CHEAPER_ATTRS: tuple[str, ...] = tuple(a for a in CHEAP_ATTRS if a != "num_threads")
 
 
+#: Longest name the kernel keeps for a process (comm); a longer one is cut, and psutil reads
+#: the whole from the command line.
+_COMM_MAX = 15
+
+
 @dataclass(frozen=True)
 class _Row:
-    proc: Any
+    proc: Any  # a psutil Process, or None from the /proc scan (made for a top-list row)
     pid: int
     name: str
     create_time: float | None
@@ -53,6 +61,11 @@ def _row(proc: Any, info: dict[str, Any]) -> _Row:
     )
 
 
+def _from_stat(st: ProcStat) -> _Row:
+    return _Row(proc=None, pid=st.pid, name=st.name, create_time=st.create_time,
+                cpu=st.cpu_percent, rss=st.rss, status=st.status)
+
+
 def _top(rows: Sequence[_Row], n: int, by_cpu: bool) -> list[_Row]:
     if by_cpu:
         # pid 0 is Windows' "System Idle Process", whose CPU % is idle time.
@@ -62,24 +75,43 @@ def _top(rows: Sequence[_Row], n: int, by_cpu: bool) -> list[_Row]:
 
 
 class _Details:
-    """User and redacted command line, read once per process per tick."""
+    """User, redacted command line and whole name, read once per process per tick."""
 
     def __init__(self, ps: PsutilLike, log: MissingLog) -> None:
         self._ps = ps
         self._log = log
-        self._cache: dict[int, tuple[str | None, str]] = {}
+        self._cache: dict[int, tuple[str | None, str, str]] = {}
 
-    def get(self, row: _Row) -> tuple[str | None, str]:
+    def get(self, row: _Row) -> tuple[str | None, str, str]:
         if row.pid not in self._cache:
             self._cache[row.pid] = self._read(row)
         return self._cache[row.pid]
 
-    def _read(self, row: _Row) -> tuple[str | None, str]:
+    def _process(self, row: _Row) -> Any:
+        """The row's psutil Process: the one the scan kept, or one made now and checked to
+        be the same process (its start time), never a successor on a reused pid."""
+        if row.proc is not None:
+            return row.proc
+        proc = self._ps.Process(row.pid)
+        if row.create_time is not None and abs(proc.create_time() - row.create_time) > 0.05:
+            raise self._ps.NoSuchProcess(row.pid)
+        return proc
+
+    def _read(self, row: _Row) -> tuple[str | None, str, str]:
         user: str | None = None
         cmdline = ""
+        name = row.name
+        try:
+            proc = self._process(row)
+        except self._ps.NoSuchProcess:
+            self._log.note(f"process:{row.pid}", "process vanished")
+            return user, cmdline, name
+        except Exception as exc:
+            self._log.note(f"process:{row.pid}", describe_error(self._ps, exc))
+            return user, cmdline, name
         for attr in ("username", "cmdline"):
             try:
-                value = getattr(row.proc, attr)()
+                value = getattr(proc, attr)()
             except self._ps.ZombieProcess:
                 continue  # a zombie has no command line left: nothing is missing
             except self._ps.NoSuchProcess:
@@ -93,11 +125,16 @@ class _Details:
                 user = printable(str(value), MAX_NAME)
             else:
                 cmdline = redact_cmdline(value) if value else ""
-        return user, cmdline
+                if row.proc is None and len(name) >= _COMM_MAX and value:
+                    # The kernel cut the name; the whole one, as psutil's name() finds it.
+                    whole = os.path.basename(str(value[0]))
+                    if whole.startswith(name):
+                        name = whole
+        return user, cmdline, name
 
 
 def _info(row: _Row, details: _Details, total_memory: int | None, now: float) -> ProcessInfo:
-    user, cmdline = details.get(row)
+    user, cmdline, name = details.get(row)
     mem_pct = None
     if row.rss is not None and total_memory:
         mem_pct = row.rss / total_memory * 100.0
@@ -105,7 +142,7 @@ def _info(row: _Row, details: _Details, total_memory: int | None, now: float) ->
     return ProcessInfo(
         pid=row.pid,
         create_time=float(row.create_time or 0.0),
-        name=printable(row.name, MAX_NAME),
+        name=printable(name, MAX_NAME),
         user=user,
         cpu_percent=row.cpu,
         rss=row.rss,
@@ -126,50 +163,70 @@ def linux_thread_total(path: str = "/proc/loadavg") -> int | None:
         return None
 
 
-def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
-                   thread_total: Callable[[], int | None] | None = None) -> ProcessSummary:
-    """Counts of all processes plus the ``top_n`` by CPU % and by resident memory.
+@dataclass
+class _Pass:
+    """One pass over every process: its rows and counts (None-able at the end)."""
 
-    cpu_percent is psutil's per-process figure (100 = one full core), 0.0 on first sight.
-    ``thread_total``, when given and answering, replaces the per-process thread count.
-    """
-    threads_from_host = thread_total() if thread_total is not None else None
-    vm = log.attempt("processes.memory_percent", ps.virtual_memory)
-    total_memory = None if vm is None else int(vm.total)
-    rows: list[_Row] = []
-    running = zombies = threads = unknown_threads = 0
-    complete = True
+    rows: list[_Row]
+    threads: int = 0
+    complete: bool = True
+
+
+def _psutil_pass(ps: PsutilLike, log: MissingLog, with_threads: bool) -> _Pass:
+    found = _Pass([])
+    unknown_threads = 0
     try:
-        attrs = CHEAP_ATTRS if threads_from_host is None else CHEAPER_ATTRS
+        attrs = CHEAP_ATTRS if with_threads else CHEAPER_ATTRS
         for proc in ps.process_iter(attrs=list(attrs), ad_value=None):
             info: dict[str, Any] = proc.info
-            row = _row(proc, info)
-            rows.append(row)
-            if row.status == "running":
-                running += 1
-            elif row.status == "zombie":
-                zombies += 1
-            if threads_from_host is not None:
+            found.rows.append(_row(proc, info))
+            if not with_threads:
                 continue
             n_threads = info.get("num_threads")
             if n_threads is None:
                 unknown_threads += 1
             else:
-                threads += int(n_threads)
+                found.threads += int(n_threads)
     except Exception as exc:
         # psutil itself skips processes that vanish mid-scan; anything else ends the scan
         # early, and partial counts would look like a real drop.
-        complete = False
+        found.complete = False
         log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
     if unknown_threads:
         log.note("processes.threads", f"partial: unreadable for {unknown_threads} processes")
-    if threads_from_host is not None:
-        threads = threads_from_host
+    return found
+
+
+def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat]]) -> _Pass:
+    try:
+        stats = scan()
+    except OSError as exc:  # /proc itself unreadable (a process that exits is just absent)
+        log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
+        return _Pass([], complete=False)
+    return _Pass([_from_stat(st) for st in stats], sum(st.num_threads for st in stats))
+
+
+def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
+                   thread_total: Callable[[], int | None] | None = None,
+                   scan: Callable[[], list[ProcStat]] | None = None) -> ProcessSummary:
+    """Counts of all processes plus the ``top_n`` by CPU % and by resident memory.
+
+    cpu_percent is psutil's per-process figure (100 = one full core), 0.0 on first sight.
+    ``thread_total``, when given and answering, replaces the per-process thread count.
+    ``scan`` (Linux: ``ProcScanner.scan``) replaces psutil.process_iter() for the pass.
+    """
+    threads_from_host = thread_total() if thread_total is not None else None
+    vm = log.attempt("processes.memory_percent", ps.virtual_memory)
+    total_memory = None if vm is None else int(vm.total)
+    found = (_proc_pass(ps, log, scan) if scan is not None
+             else _psutil_pass(ps, log, with_threads=threads_from_host is None))
+    rows, complete = found.rows, found.complete
+    threads = found.threads if threads_from_host is None else threads_from_host
     details = _Details(ps, log)
     return ProcessSummary(
         total=len(rows) if complete else None,
-        running=running if complete else None,
-        zombies=zombies if complete else None,
+        running=sum(1 for r in rows if r.status == "running") if complete else None,
+        zombies=sum(1 for r in rows if r.status == "zombie") if complete else None,
         threads=threads if complete else None,
         top_cpu=tuple(_info(r, details, total_memory, now) for r in _top(rows, top_n, True)),
         top_memory=tuple(

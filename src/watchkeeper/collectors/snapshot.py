@@ -32,6 +32,7 @@ from watchkeeper.collectors.host import read_identity, uptime
 from watchkeeper.collectors.memory import read_memory
 from watchkeeper.collectors.network import NetReading, net_rates, read_net
 from watchkeeper.collectors.processes import linux_thread_total, read_processes
+from watchkeeper.collectors.procfs import ProcScanner, ProcStat
 from watchkeeper.config import SensorConfig
 from watchkeeper.events import (
     CpuStats,
@@ -67,13 +68,19 @@ class SnapshotCollector:
         host: str = "localhost",
         statvfs: StatVfs | None = _DEFAULT_STATVFS,
         thread_total: Callable[[], int | None] | Any | None = _DEFAULT_STATVFS,
+        proc_scan: Callable[[], list[ProcStat]] | Any | None = _DEFAULT_STATVFS,
     ) -> None:
         self._ps = psutil_module
+        linux = psutil_module is psutil and psutil.LINUX
         if thread_total is _DEFAULT_STATVFS:
             # Real psutil on Linux: the host's thread count is one read of /proc/loadavg.
-            linux = psutil_module is psutil and psutil.LINUX
             thread_total = linux_thread_total if linux else None
         self._thread_total: Callable[[], int | None] | None = thread_total
+        if proc_scan is _DEFAULT_STATVFS:
+            # Real psutil on Linux: the process pass reads /proc/<pid>/stat itself, a
+            # fraction of psutil's cost per process (psutil: elsewhere, and fakes in tests).
+            proc_scan = ProcScanner().scan if linux and ProcScanner.available() else None
+        self._proc_scan: Callable[[], list[ProcStat]] | None = proc_scan
         # The injected clocks timestamp readings; deadlines use the real time.monotonic,
         # because they wait on real threads.
         self._monotonic = monotonic
@@ -129,7 +136,7 @@ class SnapshotCollector:
             "net": lambda: read_net(ps, self._monotonic, cfg.ignore_interfaces),
             "processes": lambda: self._with_log(
                 lambda log: read_processes(ps, log, cfg.top_processes, self._wall_clock(),
-                                           self._thread_total)
+                                           self._thread_total, self._proc_scan)
             ),
         }
         if self._identity is None:
