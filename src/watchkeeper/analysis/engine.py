@@ -1,7 +1,7 @@
 """The rule-based brain of the AnalyzerAgent: snapshots in, alert changes out.
 
-:class:`Analyzer` runs the threshold rules, learned baselines, disk forecasts and leak
-detection over each MetricSnapshot of one host, explains high CPU and memory, and hands the
+:class:`Analyzer` runs the threshold rules, learned baselines, disk forecasts, leak and
+runaway detection over each MetricSnapshot of one host, explains high CPU and memory, and hands the
 active problems to the :class:`~watchkeeper.analysis.alerts.AlertManager`, which returns only
 what changed. It is pure and clock-free: time is ``snapshot.at``; the settings are read
 through ``settings_provider`` on every observe, so configuration changes apply live.
@@ -22,10 +22,11 @@ from typing import Any
 from watchkeeper.analysis.alerts import AlertManager, Silence
 from watchkeeper.analysis.baseline import BASELINE_METRICS, BaselineBook
 from watchkeeper.analysis.baseline import RULE as ANOMALY_RULE
-from watchkeeper.analysis.context import CompiledJob, RunawayTracker, TickContext, compile_jobs
+from watchkeeper.analysis.context import CompiledJob, TickContext, compile_jobs
 from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, DiskForecaster, LeakDetector
 from watchkeeper.analysis.rules import RULE as THRESHOLD_RULE
 from watchkeeper.analysis.rules import RULES, Condition, RuleBook
+from watchkeeper.analysis.runaway import RUNAWAY_RULE, RunawayDetector
 from watchkeeper.analysis.services import ServiceDetector
 from watchkeeper.config import Settings
 from watchkeeper.events import Alert, Assessment, MetricSnapshot, ServiceReport
@@ -122,7 +123,7 @@ class Analyzer:
         self._baselines = BaselineBook()
         self._disks = DiskForecaster()
         self._leaks = LeakDetector()
-        self._runaway = RunawayTracker()
+        self._runaway = RunawayDetector()
         self._services = ServiceDetector()
         self._manager = AlertManager(host)
         self._jobs: tuple[CompiledJob, ...] = ()
@@ -151,6 +152,7 @@ class Analyzer:
         self._jobs = compile_jobs(a.known_jobs)
         self._runaway_s = a.runaway_minutes * 60.0
         self._runaway_percent = a.runaway_cpu_percent
+        self._runaway.configure(a.runaway_cpu_percent, a.runaway_minutes)
         self._manager.configure(escalate_after_s=a.escalate_after_s,
                                 flap_window_s=a.flap_window_s,
                                 flap_max_transitions=a.flap_max_transitions)
@@ -178,7 +180,8 @@ class Analyzer:
         self._rules.observe(samples, t, changed)
         self._baselines.observe(samples, t, self._rules.engaged, changed)
         procs = snap.processes
-        self._runaway.observe(procs.top_cpu, t, self._runaway_percent)
+        self._runaway.observe(procs.top_cpu, t, changed, lambda p: any(
+            j.matches(p) and j.active_at(t) for j in self._jobs))
         self._disks.observe(snap.disks, t, changed)
         self._leaks.observe(procs.top_memory, t, changed)
 
@@ -311,6 +314,14 @@ class Analyzer:
             level = 1
         elif a.rule == DISK_RULE:
             cond = self._disks.trend(a.dimension).cond
+        elif a.rule == RUNAWAY_RULE:
+            try:
+                pid = int(a.labels["pid"])
+                create_time = float(a.labels["create_time"])
+            except (KeyError, ValueError):
+                return None
+            return self._runaway.seed(pid, create_time, a.labels.get("process", "?"), since,
+                                      seen)
         elif a.rule == LEAK_RULE:
             try:
                 pid = int(a.labels["pid"])
