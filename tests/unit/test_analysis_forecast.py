@@ -132,4 +132,41 @@ def test_a_restarted_process_with_the_same_pid_is_a_different_process() -> None:
         rss = 300e6 + (i % 120) * 2e6
         return [proc(4242, "worker", rss=rss, create_time=1000.0 + life)]
 
-    assert only(s.feed(an, 1440, top_memory=sawtooth), rule=LEAK_RULE) == []
+    # 1.44 GB/h would exhaust 8 GB within the horizon and be named early (see below);
+    # with 64 GB available only the slow rule's 30 minutes apply, which no life reaches.
+    assert only(s.feed(an, 1440, top_memory=sawtooth, available=64 * GB),
+                rule=LEAK_RULE) == []
+
+
+def test_a_leak_that_would_exhaust_memory_within_the_horizon_is_named_within_5_minutes(
+        ) -> None:
+    an = analyzer()  # defaults: horizon 6 h
+    s = Stream()
+    fast = leaking(4242, 2000.0, noise_mb=2, seed=1)  # 8 GB available: gone in about 4 h
+    alerts = only(s.feed(an, 12 * 12, top_memory=fast), rule=LEAK_RULE)
+    assert [a.labels["change"] for a in alerts] == ["new"]
+    (a,) = alerts
+    named_after = (a.at - START).total_seconds()
+    assert named_after <= 5 * 60, named_after
+    assert a.value is not None and abs(a.value - 2000.0) < 100
+    assert "still available last about" in a.summary
+
+
+@pytest.mark.parametrize(("what", "rss", "available"), [
+    ("slow-leak-with-plenty-of-memory", lambda i: 500e6 + 100e6 * i * 5 / 3600, 8 * GB),
+    ("fast-growth-with-far-more-memory", lambda i: 500e6 + 2000e6 * i * 5 / 3600, 64 * GB),
+    ("start-up-burst-then-flat", lambda i: 200e6 + min(i, 6) * 50e6, 8 * GB),
+    ("fast-but-jumping-by-more-than-it-grows", lambda i: 900e6 + 2000e6 * i * 5 / 3600
+     + random.Random(i).uniform(-600e6, 600e6), 8 * GB),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_no_early_verdict_for_what_would_not_exhaust_memory_or_is_not_steady(
+        what: str, rss: object, available: float) -> None:
+    an = analyzer()
+    s = Stream()
+    grow = rss  # a function of the tick
+
+    def top(i: int) -> list:  # type: ignore[type-arg]
+        return [proc(4242, "app", rss=grow(i), create_time=1000.0)]  # type: ignore[operator]
+
+    assert only(s.feed(an, 20 * 12, top_memory=top, available=available),
+                rule=LEAK_RULE) == [], what

@@ -183,7 +183,7 @@ class Analyzer:
         self._runaway.observe(procs.top_cpu, t, changed, lambda p: any(
             j.matches(p) and j.active_at(t) for j in self._jobs))
         self._disks.observe(snap.disks, t, changed)
-        self._leaks.observe(procs.top_memory, t, changed)
+        self._leaks.observe(procs.top_memory, t, changed, snap.memory.available)
 
         active = self._active
         cleared: list[Condition] = []

@@ -16,7 +16,9 @@ pre-check skips the robust fit for disks that are far from full.
 Memory leaks: per process, tracked by (pid, create_time) across the snapshots' top-memory
 lists, a least-squares line through RSS. A leak is growth of at least
 ``leak_min_mb_per_hour`` sustained over at least ``leak_min_minutes`` with R² >= 0.8
-(steady, not noisy); once reported it holds down to R² 0.5 and half the rate.
+(steady, not noisy); once reported it holds down to R² 0.5 and half the rate. A leak fast
+enough to exhaust the memory still available within ``horizon_hours`` is judged by that, not
+by its age: from 4 buckets (4 minutes with the default window) with R² >= 0.95.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ _MIN_POINTS = 6
 _MIN_R2_DISK = 0.5
 _LEAK_R2 = 0.8
 _LEAK_R2_HOLD = 0.5
+#: An early verdict (a leak that would exhaust memory within the horizon): so many bucket
+#: points at least, and a steadier line than a slow leak needs.
+_FAST_POINTS = 4
+_LEAK_R2_FAST = 0.95
 #: A rise of free space by more than this fraction of the disk is a clean-up.
 _CLEANUP_FRACTION = 0.01
 
@@ -401,9 +407,10 @@ class LeakDetector:
             cond.extra = tr
         return tr
 
-    def observe(self, top_memory: Sequence[ProcessInfo], t: float, changed: list[Condition]
-                ) -> None:
-        """Add this snapshot's RSS of each listed process; judge when a bucket closes."""
+    def observe(self, top_memory: Sequence[ProcessInfo], t: float, changed: list[Condition],
+                available: int | None = None) -> None:
+        """Add this snapshot's RSS of each listed process; judge when a bucket closes.
+        ``available``: the host's available memory (bytes), for the early verdict."""
         tracks = self._tracks
         bucket_s, window_s = self._bucket_s, self._window_s
         for p in top_memory:
@@ -416,7 +423,7 @@ class LeakDetector:
             tr.proc = p
             tr.cond.last_seen = t
             if tr.series.add(t, rss / 1e6, bucket_s, window_s):
-                self._judge(tr, t, changed)
+                self._judge(tr, t, changed, available)
         if t >= self._next_sweep:
             self._next_sweep = t + bucket_s
             horizon = t - window_s
@@ -424,18 +431,29 @@ class LeakDetector:
                         if tr.cond.last_seen < horizon and not tr.cond.level]:
                 del tracks[key]
 
-    def _judge(self, tr: ProcTrack, t: float, changed: list[Condition]) -> None:
+    def _judge(self, tr: ProcTrack, t: float, changed: list[Condition],
+               available: int | None) -> None:
         points = tr.series.points
-        if len(points) < _MIN_POINTS or points[-1][0] - points[0][0] < self._min_s:
-            return  # not watched long enough to say
-        span_h = (points[-1][0] - points[0][0]) / 3600.0
+        if len(points) < _FAST_POINTS:
+            return
+        span_s = points[-1][0] - points[0][0]
+        # Younger than leak_min_minutes: only a leak that would exhaust memory soon is named.
+        early = span_s < self._min_s and not tr.cond.level
+        if early and not available:
+            return
+        if not early and len(points) < _MIN_POINTS:
+            return
+        min_rate = self._cfg.leak_min_mb_per_hour
         rate = 0.0
-        if (points[-1][1] - points[0][1]) / span_h >= 0.5 * self._cfg.leak_min_mb_per_hour:
+        if span_s > 0 and (points[-1][1] - points[0][1]) / (span_s / 3600.0) >= 0.5 * min_rate:
             fit = least_squares(points)
             tr.fit = fit
-            needed = _LEAK_R2_HOLD if tr.cond.level else _LEAK_R2
+            needed = (_LEAK_R2_HOLD if tr.cond.level else _LEAK_R2_FAST if early
+                      else _LEAK_R2)
             if fit is not None and fit.r2 >= needed:
                 rate = fit.slope * 3600.0
+        if early and (rate <= 0 or (available or 0) / 1e6 / rate > self._cfg.horizon_hours):
+            return  # not fast enough to judge before leak_min_minutes
         tr.rate = rate
         if tr.cond.step(rate, t):
             changed.append(tr.cond)
