@@ -241,10 +241,6 @@
     statusTimer = setTimeout(() => loadSystem().catch(() => {}), 250);
   }
 
-  function showComment(comment) {
-    if (comment) setText("comment", comment);
-  }
-
   // ------------------------------------------------------------------ agents
 
   const agents = new Map();  // name -> AgentHealth
@@ -789,7 +785,6 @@
     seq.textContent = String(m.seq);
     seq.dataset.seq = String(m.seq);
     if (m.host) setText("host", m.host);
-    showComment(m.comment);
     const values = m.values || [];
     showNow(values);
     appendLive(values, m.at);
@@ -809,7 +804,7 @@
       push("net.bytes_sent_per_s", n.interface, n.bytes_sent_per_s);
     }
     push("uptime_s", "", s.uptime_s);
-    return { host: s.host, at: s.at, seq: s.seq, values, comment: s.comment };
+    return { host: s.host, at: s.at, seq: s.seq, values };
   }
 
   // ------------------------------------------------------------------ health history
