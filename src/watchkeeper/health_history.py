@@ -9,10 +9,14 @@ a subject (the service for a service alert, else metric and dimension), or that 
 remediation attempt names (by the alert's fingerprint, or by a target equal to the alert's
 dimension while it fires). Its start is the first episode's ``since``; its end the last
 resolution; it is open while any episode still fires at the range's end.
+
+A range holds the incidents with an alert event inside it (its value updates aside) or an
+alert still open at its start (opened at most LOOKBACK before it).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -34,11 +38,14 @@ from watchkeeper.remediation.learning import StrategyStats
 from watchkeeper.store.base import StoredEvent
 from watchkeeper.store.sqlite import SqliteStore
 
-#: Most events one answer reads (alerts, remediation, service reports); past it the newest
-#: are used and the answer says ``truncated``. A day of a busy host is a few thousand.
+#: Most events one answer reads (alerts but their value updates, finished remediation,
+#: service reports); past it the newest are used and the answer says ``truncated``. A day
+#: of a busy host is a few thousand.
 MAX_EVENTS = 50_000
 #: Longest range one answer covers.
 MAX_RANGE = timedelta(days=366)
+#: How far before the range an alert still open at its start is looked for.
+LOOKBACK = timedelta(days=7)
 #: Default range: the last day.
 DEFAULT_RANGE = timedelta(hours=24)
 #: A gap between two snapshots longer than this many sensor intervals counts as unknown.
@@ -47,7 +54,6 @@ GAP_INTERVALS = 3
 #: checks past the start window (``starting``, a process still proving itself, is up).
 DOWN_CONDITIONS = frozenset({"down", "crash_looping", "failing", "restarting", "unhealthy"})
 
-_KINDS = ("alert", "remediation", "service_report")
 _SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 _RELATIVE = re.compile(r"^-(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -156,6 +162,31 @@ def _episodes(alerts: Iterable[StoredEvent]) -> list[_Episode]:
     return sorted(by_id.values(), key=lambda e: (e.alert.since, e.alert.id))
 
 
+class _Spans:
+    """Episodes of one (host, dimension), sorted by start, for "which ones span t" in
+    O(log n + answer): a running maximum of their ends stops the backwards scan."""
+
+    def __init__(self, episodes: list[_Episode], idx: list[int], open_end: datetime) -> None:
+        self.idx = idx  # already in start order: episodes are sorted
+        self.starts = [episodes[i].alert.since for i in idx]
+        self.ends = [episodes[i].end_or(open_end) for i in idx]
+        self.reach: list[datetime] = []
+        for end in self.ends:
+            self.reach.append(max(end, self.reach[-1]) if self.reach else end)
+
+
+def _spanning(spans: _Spans | None, at: datetime) -> list[int]:
+    if spans is None:
+        return []
+    out = []
+    j = bisect.bisect_right(spans.starts, at) - 1
+    while j >= 0 and spans.reach[j] >= at:
+        if spans.ends[j] >= at:
+            out.append(spans.idx[j])
+        j -= 1
+    return out
+
+
 def _link(episodes: list[_Episode], steps: list[_Step], open_end: datetime) -> _Union:
     union = _Union(len(episodes))
     # Same host and subject, spans overlapping or touching: one problem.
@@ -170,18 +201,20 @@ def _link(episodes: list[_Episode], steps: list[_Step], open_end: datetime) -> _
         last[key] = i
     # One remediation attempt names the alerts of one problem.
     by_fp: dict[tuple[str, str], list[int]] = {}
+    dims: dict[tuple[str, str], list[int]] = {}
     for i, ep in enumerate(episodes):
         by_fp.setdefault((ep.alert.host, ep.alert.fingerprint), []).append(i)
+        if ep.alert.dimension:
+            dims.setdefault((ep.alert.host, ep.alert.dimension), []).append(i)
+    by_dim = {key: _Spans(episodes, idx, open_end) for key, idx in dims.items()}
     for step in steps:
         ev = step.event
         found: list[int] = []
         for i in by_fp.get((ev.host, ev.fingerprint or ""), []):
             if episodes[i].alert.since <= ev.at:
                 found = [i]  # the latest episode of that fingerprint begun before it
-        if ev.target:
-            found += [i for i, ep in enumerate(episodes)
-                      if ep.alert.host == ev.host and ep.alert.dimension == ev.target
-                      and ep.alert.since <= ev.at <= ep.end_or(open_end)]
+        found += [i for i in _spanning(by_dim.get((ev.host, ev.target)), ev.at)
+                  if i not in found]
         for i in found[1:]:
             union.join(found[0], i)
         step.episodes = found
@@ -336,16 +369,30 @@ def service_uptime(before: Sequence[StoredEvent], reports: Sequence[StoredEvent]
 # --------------------------------------------------------------------------- all of it
 
 
+def _open_at(store: SqliteStore, start: datetime) -> list[StoredEvent]:
+    """The opening events of alerts still open at ``start`` (opened within LOOKBACK)."""
+    edges = store.alert_edges(start - LOOKBACK, start, limit=MAX_EVENTS)
+    opened: dict[tuple[str, str], StoredEvent] = {}
+    for e in edges:
+        a = e.event
+        if isinstance(a, Alert):
+            if a.state == "resolved":
+                opened.pop((a.host, a.id), None)
+            else:
+                opened[(a.host, a.id)] = e
+    return list(opened.values())
+
+
 def health_history(store: SqliteStore, start: datetime, end: datetime, *,
                    interval_s: float, now: datetime) -> HealthHistoryBody:
     """Everything GET /api/history answers, for [start, end] (the future is not counted)."""
     end = min(end, now)
     start = min(start, end)
-    events = store.events(start, end, kinds=_KINDS, limit=MAX_EVENTS + 1)
+    events = store.history_events(start, end, limit=MAX_EVENTS + 1)
     truncated = len(events) > MAX_EVENTS
     if truncated:
         events = events[1:]
-    alerts = [e for e in events if e.kind == "alert"]
+    alerts = [*_open_at(store, start), *(e for e in events if e.kind == "alert")]
     finished = [e.event for e in events if isinstance(e.event, RemediationEvent)
                 and e.event.phase == "finished"]
     reports = [e for e in events if e.kind == "service_report"]

@@ -222,3 +222,27 @@ def test_percentiles_interpolate_between_ranks() -> None:
     s = duration_stats([1.0, 2.0, 3.0, 4.0, 10.0])
     assert (s.count, s.mean_s, s.p50_s) == (5, 4.0, 3.0)
     assert s.p90_s == pytest.approx(7.6)
+
+
+async def test_an_alert_open_when_the_range_begins_belongs_to_it(store: SqliteStore) -> None:
+    await write(
+        store,
+        # Opened and resolved before the range: not in it.
+        alert(10, 5, "new", fp="old"),
+        alert(20, 5, "resolved", state="resolved", fp="old"),
+        # Opened before the range, only value updates inside it, resolved after it.
+        alert(30, 25, "new", fp="long", metric="disk.percent", dimension="/"),
+        alert(1500, 25, "value", fp="long", metric="disk.percent", dimension="/"),
+        alert(3000, 25, "resolved", state="resolved", fp="long", metric="disk.percent",
+              dimension="/"),
+        # Opened before the range, resolved inside it.
+        alert(40, 35, "new", fp="web"),
+        alert(1200, 35, "resolved", state="resolved", fp="web"),
+    )
+    h = history(store, 1000, 2000)
+    by_fp = {i.alerts[0].fingerprint: i for i in h.incidents}
+    assert set(by_fp) == {"long", "web"}
+    assert by_fp["web"].state == "resolved" and by_fp["web"].start == at(35)
+    assert by_fp["web"].ttd_s == pytest.approx(5) and by_fp["web"].ttr_s == pytest.approx(1160)
+    # Still firing at the range's end (it resolved later): open, as of that end.
+    assert by_fp["long"].state == "open" and by_fp["long"].end is None

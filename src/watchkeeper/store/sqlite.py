@@ -27,7 +27,7 @@ import math
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -509,8 +509,40 @@ class SqliteStore:
         with self._read() as conn:
             rows = conn.execute(sql + " ORDER BY at DESC, id DESC LIMIT ?",
                                 (*args, limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    def history_events(self, start: datetime, end: datetime, *, limit: int
+                       ) -> list[StoredEvent]:
+        """Alerts, finished remediation and service reports in [start, end], oldest first
+        (the newest ``limit`` if more); an open alert's value updates are left in SQL."""
+        sql = """SELECT id, at, topic, kind, payload FROM events
+                 WHERE kind IN ('alert', 'remediation', 'service_report')
+                 AND at >= ? AND at <= ?
+                 AND NOT (kind = 'alert'
+                          AND json_extract(payload, '$.labels.change') IS 'value')
+                 AND NOT (kind = 'remediation'
+                          AND json_extract(payload, '$.phase') IS NOT 'finished')
+                 ORDER BY at DESC, id DESC LIMIT ?"""
+        with self._read() as conn:
+            rows = conn.execute(sql, (epoch(start), epoch(end), limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    def alert_edges(self, start: datetime, end: datetime, *, limit: int
+                    ) -> list[StoredEvent]:
+        """Only the opening ("new") and "resolved" alert events in [start, end), oldest
+        first (the newest ``limit`` if more): enough to know which alerts were open at end."""
+        sql = """SELECT id, at, topic, kind, payload FROM events
+                 WHERE kind = 'alert' AND at >= ? AND at < ?
+                 AND json_extract(payload, '$.labels.change') IN ('new', 'resolved')
+                 ORDER BY at DESC, id DESC LIMIT ?"""
+        with self._read() as conn:
+            rows = conn.execute(sql, (epoch(start), epoch(end), limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    @staticmethod
+    def _decoded(rows: Iterable[Any]) -> list[StoredEvent]:
         out: list[StoredEvent] = []
-        for id_, at, topic, kind, payload in reversed(rows):
+        for id_, at, topic, kind, payload in rows:
             try:
                 event = decode(payload)
             except ValueError as exc:
