@@ -55,7 +55,7 @@ GAP_INTERVALS = 3
 DOWN_CONDITIONS = frozenset({"down", "crash_looping", "failing", "restarting", "unhealthy"})
 
 _SEVERITY = {"info": 0, "warning": 1, "critical": 2}
-_RELATIVE = re.compile(r"^-(\d{1,6})([smhdw])$")
+_RELATIVE = re.compile(r"^-([0-9]{1,6})([smhdw])$", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -69,22 +69,33 @@ def parse_when(text: str, now: datetime, *, name: str) -> datetime:
     if value == "now":
         return now
     m = _RELATIVE.match(value)
-    if m:
-        return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
     try:
+        if m:
+            return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        # Digits only in ASCII: fromisoformat would read other scripts' digits too.
+        if not value.isascii():
+            raise ValueError(value)
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise RangeError(f"{name}={text[:64]!r} is not a time: use ISO 8601 "
                          "(2026-12-01T08:00:00Z), 'now', or relative like -24h, -30m, -7d"
                          ) from None
+    except OverflowError:
+        raise RangeError(f"{name}={text[:64]!r} is before the year 1") from None
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
 
 def resolve_range(start: str | None, end: str | None, now: datetime
                   ) -> tuple[datetime, datetime]:
-    """The [from, to] a request names; defaults: the last 24 h up to now."""
-    to = parse_when(end, now, name="to") if end else now
-    frm = parse_when(start, now, name="from") if start else to - DEFAULT_RANGE
+    """The [from, to] a request names; defaults: the last 24 h up to now. A ``to`` in the
+    future is taken as now (nothing is known about it); a ``from`` there is refused."""
+    to = min(parse_when(end, now, name="to") if end else now, now)
+    try:
+        frm = parse_when(start, now, name="from") if start else to - DEFAULT_RANGE
+    except OverflowError:
+        raise RangeError("from: 24 h before to is before the year 1") from None
+    if frm > now:
+        raise RangeError(f"from ({frm.isoformat()}) is in the future")
     if frm >= to:
         raise RangeError(f"from ({frm.isoformat()}) must be before to ({to.isoformat()})")
     if to - frm > MAX_RANGE:
@@ -371,7 +382,9 @@ def service_uptime(before: Sequence[StoredEvent], reports: Sequence[StoredEvent]
 
 def _open_at(store: SqliteStore, start: datetime) -> list[StoredEvent]:
     """The opening events of alerts still open at ``start`` (opened within LOOKBACK)."""
-    edges = store.alert_edges(start - LOOKBACK, start, limit=MAX_EVENTS)
+    earliest = datetime.min.replace(tzinfo=timezone.utc)
+    lo = start - LOOKBACK if start - earliest > LOOKBACK else earliest
+    edges = store.alert_edges(lo, start, limit=MAX_EVENTS)
     opened: dict[tuple[str, str], StoredEvent] = {}
     for e in edges:
         a = e.event
