@@ -34,7 +34,7 @@ from watchkeeper.api.schemas import (
     SuccessRate,
 )
 from watchkeeper.events import Alert, RemediationEvent, ServiceReport
-from watchkeeper.remediation.learning import StrategyStats
+from watchkeeper.remediation.learning import StrategyStats, attempt_worked
 from watchkeeper.store.base import StoredEvent
 from watchkeeper.store.sqlite import SqliteStore
 
@@ -130,10 +130,8 @@ class _Step:
 
 
 def _success(ev: RemediationEvent) -> bool | None:
-    """learning.success_of, read from a finished event: refused and dry runs say nothing."""
-    if ev.outcome is None or ev.outcome in ("refused", "dry_run"):
-        return None
-    return ev.outcome == "ok" and ev.verified is not False
+    """Whether a finished attempt worked, as the learning counters judge it."""
+    return attempt_worked(ev.outcome, ev.verified)
 
 
 class _Union:

@@ -810,10 +810,15 @@
   // ------------------------------------------------------------------ health history
 
   const SEVERITY_COLOR = { critical: "#c53030", warning: "#b7791f", info: "#2b6cb0" };
-  const HISTORY_EVERY_MS = 5000;  // at most one reload per this, however many events arrive
+  // The history is read from the store, which the server writes every flush_interval (1 s
+  // by default): read it again 2 s after the last alert or remediation event of a burst,
+  // but at most 10 s after the first; and every minute anyway (slower flush settings).
+  const HISTORY_QUIET_MS = 2000;
+  const HISTORY_MAX_WAIT_MS = 10000;
+  const HISTORY_EVERY_MS = 60000;
   let historyHours = 24;
   let historyTimer = null;
-  let historyLast = 0;
+  let historyFirst = 0;
 
   // Time to detect / recover: tenths of a second below a minute (detection is fast).
   function secs(v) {
@@ -916,7 +921,6 @@
   }
 
   async function loadHealthHistory() {
-    historyLast = Date.now();
     const q = new URLSearchParams({ from: `-${historyHours}h`, to: "now" });
     const body = await api("GET", `/api/history?${q}`);
     setText("history-summary", `${(body.incidents || []).length} incident(s), ` +
@@ -925,14 +929,16 @@
       (body.truncated ? " · more events than one answer reads: choose a shorter range" : ""));
     renderIncidents(body);
     renderUptime(body);
-    $("history-section").dataset.loaded = String(historyLast);
+    $("history-section").dataset.loaded = String(Date.now());
     await plotIncidents(body);
   }
 
   // Alerts and remediation change the history: read it again, once for a burst.
   function refreshHealthHistory() {
-    if (historyTimer) return;
-    const wait = Math.max(250, HISTORY_EVERY_MS - (Date.now() - historyLast));
+    const now = Date.now();
+    if (!historyTimer) historyFirst = now;
+    clearTimeout(historyTimer);
+    const wait = Math.min(HISTORY_QUIET_MS, Math.max(0, historyFirst + HISTORY_MAX_WAIT_MS - now));
     historyTimer = setTimeout(() => {
       historyTimer = null;
       loadHealthHistory().catch(() => {});
@@ -1234,6 +1240,7 @@
       reloadHistory();
     });
     setInterval(tickClocks, 1000);
+    setInterval(refreshHealthHistory, HISTORY_EVERY_MS);
   }
 
   function start() {
