@@ -179,3 +179,13 @@ async def test_summary_line_logged_on_first_full_tick_then_sparingly(
     assert len(lines) == 1
     assert "mem 25%" in lines[0] and "/ 40% full" in lines[0] and "1 processes" in lines[0]
     agent.close()
+
+
+def test_a_snapshot_stored_with_a_quip_by_an_earlier_version_still_reads() -> None:
+    from watchkeeper.events import decode, encode
+
+    snap = MetricSnapshot(host="h", seq=1, interval_s=5.0)
+    old = json.loads(encode(snap))
+    old["comment"] = "CPU's back to sipping decaf."  # what versions before levels stored
+    read = decode(json.dumps(old))
+    assert read == snap and "comment" not in read.model_dump()
