@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -164,7 +164,15 @@ class MetricSnapshot(Event):
     services: tuple[ServiceInfo, ...] = ()
     missing: tuple[Missing, ...] = ()
     collect_ms: float | None = None
-    comment: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_comment(cls, data: Any) -> Any:
+        # Snapshots stored by earlier versions carry the sensor's quip as "comment"; quips
+        # live in the log only now (structured data stays plain), so an old one is dropped.
+        if isinstance(data, dict) and "comment" in data:
+            data = {k: v for k, v in data.items() if k != "comment"}
+        return data
 
 
 # --------------------------------------------------------------------------- agent life

@@ -1,4 +1,10 @@
-"""Witty one-liners for notable host states, and a Commentator that speaks only on change.
+"""How watchkeeper talks in its logs: personality levels, status marks, witty one-liners.
+
+Levels (``personality.level``): ``off`` plain words, no emoji, no quips; ``professional``
+emoji as status marks (🔥 ✅ 🔧), no jokes; ``witty`` (default) the marks, the few witty
+wordings, and the Commentator's one-liners about notable host states. All of it is for logs
+(and notification text) only: never put a mark or a quip into an event, an API answer, the
+status file or a metric.
 
 Variants are picked from the snapshot's ``seq`` rather than at random, so a given snapshot
 always gets the same line (stable tests, reproducible logs).
@@ -9,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watchkeeper.config import Thresholds
+from watchkeeper.config import PersonalityLevel, Thresholds
 from watchkeeper.events import MetricSnapshot
 
 #: Zombie counts worth a remark (a few transient zombies are normal).
@@ -124,6 +130,16 @@ _ALL_CLEAR = (
     "All clear: back to boring, just how I like it.",
     "Everything's back to normal. Nothing to see here.",
 )
+
+
+def mark(level: PersonalityLevel, icon: str) -> str:
+    """``icon`` and a space to start a log line with, or nothing at level off."""
+    return "" if level == "off" else f"{icon} "
+
+
+def wording(level: PersonalityLevel, plain: str, witty: str) -> str:
+    """The witty wording of a log line at level witty, else the plain one."""
+    return witty if level == "witty" else plain
 
 
 @dataclass(frozen=True)

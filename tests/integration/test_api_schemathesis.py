@@ -26,6 +26,7 @@ TOKEN = "schemathesis-operator-token-0123456789"
 # - /api/health answers 503 by design while an agent is paused or restarting (the fuzzer
 #   pauses and restarts agents through /api/command);
 # - a silence's `until` must lie in the future; history's start must not be after its end;
+#   the health history's from/to are times in words (ISO 8601, now, -24h) in a free string;
 # - a config patch must pass the settings' own validation (warning <= critical, ...). Its JSON
 #   types are strict (no false for 0, no "5" for 5), so the negative-data check stays on.
 CONFIG = """
@@ -40,6 +41,10 @@ checks.positive_data_acceptance.enabled = false
 
 [[operations]]
 include-path = "/api/metrics/history"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/api/history"
 checks.positive_data_acceptance.enabled = false
 
 [[operations]]
@@ -85,7 +90,7 @@ def _serve_and_fuzz(tmp_path: Path, serve_args: tuple[str, ...], selected: int,
 @pytest.mark.timeout(300)
 def test_schemathesis_every_route_but_config_updates(tmp_path: Path) -> None:
     # The live stream never ends by itself; tests/integration/test_api_events.py covers it.
-    _serve_and_fuzz(tmp_path, (), 21, "--exclude-operation-id",
+    _serve_and_fuzz(tmp_path, (), 22, "--exclude-operation-id",
                     "update_config_api_config_patch", "--exclude-path", "/api/events")
 
 

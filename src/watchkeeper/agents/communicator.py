@@ -15,7 +15,7 @@ from typing import Any
 from watchkeeper import __version__
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import Subscription
-from watchkeeper.config import Settings
+from watchkeeper.config import PersonalityLevel, Settings
 from watchkeeper.events import (
     AgentGaveUp,
     AgentHealth,
@@ -27,6 +27,7 @@ from watchkeeper.events import (
     MetricSnapshot,
     RemediationEvent,
 )
+from watchkeeper.personality import mark, wording
 from watchkeeper.status import STATUS_FILE_NAME, write_atomic
 from watchkeeper.store.base import Store
 
@@ -80,46 +81,54 @@ class CommunicatorAgent(BaseAgent):
             self._handle(topic, event)
         return count
 
+    @property
+    def _level(self) -> PersonalityLevel:
+        """personality.level, read every time (live reload)."""
+        return self.config.current.personality.level
+
     def _handle(self, topic: str, event: Event) -> None:
         if isinstance(event, MetricSnapshot):
             self._latest = event
             self.store.add_snapshot(event)
             return
         self.store.add_event(topic, event)
+        lv = self._level
         if isinstance(event, Alert):
-            self._log_alert(event)
+            self._log_alert(event, lv)
         elif isinstance(event, RemediationEvent):
-            self._log_remediation(event)
+            self._log_remediation(event, lv)
         elif isinstance(event, AnalyzerNotice):
-            log.warning("🧠 %s", event.message)
+            log.warning(mark(lv, "🧠") + "%s", event.message)
         elif isinstance(event, AgentRestarted):
-            log.warning("🔁 %s went down (%s); back on its feet (restart #%d)", event.agent,
-                        event.reason, event.restarts)
+            log.warning(mark(lv, "🔁") + "%s went down (%s); "
+                        + wording(lv, "restarted", "back on its feet") + " (restart #%d)",
+                        event.agent, event.reason, event.restarts)
         elif isinstance(event, AgentGaveUp):
-            log.error("🪦 gave up on %s after %d restarts: %s", event.agent, event.restarts,
-                      event.reason)
+            log.error(mark(lv, wording(lv, "🛑", "🪦")) + "gave up on %s after %d restarts: %s",
+                      event.agent, event.restarts, event.reason)
         elif isinstance(event, ConfigChanged):
-            log.info("⚙️  configuration updated: %s", ", ".join(event.changed))
+            log.info(mark(lv, "⚙️ ") + "configuration updated: %s", ", ".join(event.changed))
 
-    def _log_alert(self, alert: Alert) -> None:
-        if self._log_service_step(alert):
+    def _log_alert(self, alert: Alert, lv: PersonalityLevel) -> None:
+        if self._log_service_step(alert, lv):
             return
         change = alert.labels.get("change")
         if alert.silenced or change == "value":
             # A silenced alert, or a firing one whose value moved: stored and shown, not said.
             log.debug("alert %s (%s): %s", alert.fingerprint, change, alert.summary)
         elif alert.state == "resolved":
-            log.info("✅ resolved: %s", alert.summary)
+            log.info(mark(lv, "✅") + "resolved: %s", alert.summary)
         elif alert.state == "acknowledged":
-            log.info("👀 acknowledged: %s", alert.summary)
+            log.info(mark(lv, "👀") + "acknowledged: %s", alert.summary)
         elif change == "assessed" and alert.assessment is not None:
             a = alert.assessment
             actions = ", ".join(s.action for s in a.suggested_actions) or "none"
-            log.warning("🧠 %s — likely cause: %s (confidence %.0f%%; suggested: %s)",
-                        a.summary, a.likely_cause or "unknown", a.confidence * 100, actions)
+            log.warning(mark(lv, "🧠") + "%s — likely cause: %s (confidence %.0f%%; "
+                        "suggested: %s)", a.summary, a.likely_cause or "unknown",
+                        a.confidence * 100, actions)
         else:
-            icon = "🔥" if alert.severity == "critical" else "⚠️ "
-            text = f"{icon} [{alert.severity}] {alert.summary}"
+            icon = mark(lv, "🔥" if alert.severity == "critical" else "⚠️ ")
+            text = f"{icon}[{alert.severity}] {alert.summary}"
             if alert.context:
                 text += f" — {alert.context}"
             if alert.severity == "critical":
@@ -128,41 +137,43 @@ class CommunicatorAgent(BaseAgent):
                 log.warning("%s", text)
 
     @staticmethod
-    def _log_service_step(alert: Alert) -> bool:
+    def _log_service_step(alert: Alert, lv: PersonalityLevel) -> bool:
         """A service alert updated with what remediation does next: one quieter line (the
         outage itself was logged once, as critical or warning, when it opened)."""
         if alert.rule != "service" or alert.silenced or alert.state != "firing" \
                 or alert.labels.get("change") != "updated":
             return False
-        log.info("↻ %s — %s", alert.summary, alert.context or "")
+        log.info(mark(lv, "↻") + "%s — %s", alert.summary, alert.context or "")
         return True
 
-    def _log_remediation(self, ev: RemediationEvent) -> None:
+    def _log_remediation(self, ev: RemediationEvent, lv: PersonalityLevel) -> None:
         who = {"llm": "the LLM", "operator": "an operator",
                "supervisor": "the process supervisor"}.get(ev.source, "a rule")
         if ev.phase == "started":
             approved = f", approved by {ev.by}" if ev.by else ""
-            log.info("🔧 %s %s (proposed by %s%s)", ev.action, ev.target, who, approved)
+            log.info(mark(lv, "🔧") + "%s %s (proposed by %s%s)", ev.action, ev.target, who,
+                     approved)
         elif ev.phase == "finished":
             if ev.outcome == "ok" and ev.verified is not False:
-                log.info("✅ fixed: %s %s — %s", ev.action, ev.target, ev.message)
+                log.info(mark(lv, "✅") + "fixed: %s %s — %s", ev.action, ev.target, ev.message)
             else:
-                log.error("❌ %s %s did not fix it: %s", ev.action, ev.target, ev.message)
+                log.error(mark(lv, "❌") + "%s %s did not fix it: %s", ev.action, ev.target,
+                          ev.message)
         elif ev.phase == "pending":
-            log.warning("✋ %s %s waits for approval #%s (proposed by %s): %s", ev.action,
-                        ev.target, ev.approval_id, who, ev.message or ev.why)
+            log.warning(mark(lv, "✋") + "%s %s waits for approval #%s (proposed by %s): %s",
+                        ev.action, ev.target, ev.approval_id, who, ev.message or ev.why)
         elif ev.phase == "rejected":
-            log.info("🚫 approval #%s rejected by %s: %s %s", ev.approval_id, ev.by, ev.action,
-                     ev.target)
+            log.info(mark(lv, "🚫") + "approval #%s rejected by %s: %s %s", ev.approval_id,
+                     ev.by, ev.action, ev.target)
         elif ev.phase == "expired":
-            log.warning("⌛ %s %s: %s; asked again if still needed", ev.action, ev.target,
-                        ev.message)
+            log.warning(mark(lv, "⌛") + "%s %s: %s; asked again if still needed", ev.action,
+                        ev.target, ev.message)
         elif ev.phase == "escalated":
-            log.error("📣 needs a human: %s", ev.why)
+            log.error(mark(lv, "📣") + "needs a human: %s", ev.why)
         elif ev.phase == "notice":
-            log.warning("🛑 %s", ev.message)
+            log.warning(mark(lv, "🛑") + "%s", ev.message)
         elif ev.phase == "reset":
-            log.warning("🔓 %s", ev.message)
+            log.warning(mark(lv, "🔓") + "%s", ev.message)
 
     async def _perform_check(self) -> None:
         drained = self._drain()

@@ -31,6 +31,7 @@ from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
 from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent
+from watchkeeper.personality import mark
 from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext, Refused
 from watchkeeper.remediation.actions.stop_process import refusal as stop_process_refusal
@@ -334,7 +335,8 @@ class RemediatorAgent(BaseAgent):
             preview = await get_action(request.action).preview(decision.params,
                                                                self.action_context())
             decision = decision.model_copy(update={"preview": preview.summary})
-            log.info("🧪 dry run: %s", preview.summary)
+            log.info(mark(self.config.current.personality.level, "🧪") + "dry run: %s",
+                     preview.summary)
             await self._publish("decided", decision, message=preview.summary)
         else:
             log.debug("remediation: %s", decision.why)

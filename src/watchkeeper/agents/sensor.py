@@ -10,7 +10,7 @@ from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import metrics_topic
 from watchkeeper.collectors.snapshot import SnapshotCollector
 from watchkeeper.events import MetricSnapshot, ServiceInfo
-from watchkeeper.personality import Commentator
+from watchkeeper.personality import Commentator, mark
 from watchkeeper.remediation.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def summary_line(snap: MetricSnapshot) -> str:
 
 
 class SensorAgent(BaseAgent):
-    """Collects real metrics off the event loop and publishes them, with a comment."""
+    """Collects real metrics off the event loop and publishes them; at personality level
+    witty, a one-liner in the log when a notable state comes or goes (never in the event)."""
 
     name = "sensor"
 
@@ -61,7 +62,7 @@ class SensorAgent(BaseAgent):
         self.collector = collector
         self.services = services
         self.commentator = Commentator(settings.thresholds,
-                                       enabled=settings.personality.enabled)
+                                       enabled=settings.personality.level == "witty")
         self._seq = 0
         self._next_summary = float("-inf")
 
@@ -74,7 +75,7 @@ class SensorAgent(BaseAgent):
         # Live config: the next collect() and comment use the current settings.
         self.collector.config = settings.sensor
         self.commentator.thresholds = settings.thresholds
-        self.commentator.enabled = settings.personality.enabled
+        self.commentator.enabled = settings.personality.level == "witty"
         self._seq += 1
         collect = asyncio.to_thread(self.collector.collect, self._seq, self.interval(settings))
         if self.services is not None and self.services.names:
@@ -85,13 +86,12 @@ class SensorAgent(BaseAgent):
             snap = await collect
         comment = self.commentator.observe(snap)
         if comment:
-            snap = snap.model_copy(update={"comment": comment})
             log.info("%s", comment)
         # The first tick with rates, then every few minutes: proof of life, not a flood.
         now = self._monotonic()
         if self._seq >= 2 and now >= self._next_summary:
             self._next_summary = now + SUMMARY_EVERY_S
-            log.info("📊 %s", summary_line(snap))
+            log.info(mark(settings.personality.level, "📊") + "%s", summary_line(snap))
         else:
             log.debug("tick %d: %s", self._seq, summary_line(snap))
         await self.bus.publish(metrics_topic(self.host), snap)

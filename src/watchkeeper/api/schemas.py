@@ -327,3 +327,104 @@ class ResetBody(Model):
                           "was cleared")
     by: str
     detail: str
+
+
+# --------------------------------------------------------------------------- health history
+
+
+class IncidentAlert(Model):
+    """One alert episode (one ``Alert.id``: fired once, resolved at most once) of an incident."""
+
+    id: str
+    fingerprint: str
+    rule: str
+    metric: str
+    dimension: str
+    severity: str
+    summary: str
+    since: datetime = Field(description="when the condition began (first breaching sample, "
+                            "a service's exit)")
+    fired_at: datetime | None = Field(description="when the alert fired; null: before the range")
+    resolved_at: datetime | None = Field(description="null: still firing at the range's end")
+
+
+class IncidentAction(Model):
+    """One finished remediation attempt that belongs to an incident."""
+
+    at: datetime
+    action: str
+    target: str
+    source: str
+    outcome: str | None
+    success: bool | None = Field(description="null: refused or dry run, says nothing")
+
+
+class Incident(Model):
+    """Alerts and remediation of one problem on one host (see README: Health history)."""
+
+    id: str
+    host: str
+    state: Literal["open", "resolved"]
+    severity: str
+    title: str
+    start: datetime = Field(description="the first alert's since")
+    end: datetime | None = Field(description="the last resolution; null while open")
+    ttd_s: float | None = Field(description="time to detect: start -> the first alert fired")
+    ttr_s: float | None = Field(description="time to recover: the first alert fired -> end")
+    alerts: list[IncidentAlert]
+    actions: list[IncidentAction]
+
+
+class DurationStats(Model):
+    """Mean and percentiles of a duration over the incidents that have one."""
+
+    count: int
+    mean_s: float | None
+    p50_s: float | None
+    p90_s: float | None
+
+
+class HostUptime(Model):
+    host: str
+    uptime_percent: float | None = Field(description="up_s / (up_s + unknown_s); null: "
+                                         "no snapshot of this host in the range")
+    up_s: float
+    unknown_s: float = Field(description="gaps longer than gap_s between snapshots: "
+                             "watchkeeper or the host was down (it cannot tell which)")
+    gaps: int
+
+
+class ServiceUptime(Model):
+    host: str
+    service: str
+    uptime_percent: float | None = Field(description="null: no report of this service")
+    down_s: float = Field(description="time in condition down, crash_looping, failing, "
+                          "restarting or unhealthy")
+    known_s: float = Field(description="time its condition was known")
+
+
+class SuccessRate(Model):
+    """Finished remediation attempts of one action or one target (learning.py's counting)."""
+
+    key: str
+    successes: int
+    failures: int
+    success_rate: float | None
+
+
+class HealthHistoryBody(Model):
+    """Incidents, uptime, time to detect/recover and remediation success over a range."""
+
+    start: datetime
+    end: datetime
+    incidents: list[Incident]
+    ttd: DurationStats
+    ttr: DurationStats
+    hosts: list[HostUptime]
+    services: list[ServiceUptime]
+    by_action: list[SuccessRate]
+    by_target: list[SuccessRate]
+    gap_s: float = Field(description="a gap between snapshots longer than this counts as "
+                         "unknown (not up)")
+    truncated: bool = Field(description="the range held more events than one answer reads "
+                            "(the newest are used): ask for a shorter range")

@@ -558,6 +558,24 @@ def actions(ctx: click.Context, limit: int, as_json: bool, url: str | None,
     _show(ctx, url, token, as_json, "/api/actions", tables.actions, {"limit": limit})
 
 
+@cli.command()
+@click.option("--from", "start", default=None, metavar="WHEN",
+              help="Start: ISO 8601 (naive is UTC) or relative like -24h, -7d "
+                   "(default: 24 h before --to).")
+@click.option("--to", "end", default=None, metavar="WHEN",
+              help="End: ISO 8601, 'now' or relative like -1h (default: now).")
+@_json_option
+@_remote_options
+@click.pass_context
+def history(ctx: click.Context, start: str | None, end: str | None, as_json: bool,
+            url: str | None, token: str | None) -> None:
+    """Incidents, time to detect/recover, uptime and remediation success (GET /api/history)."""
+    from watchkeeper.cli import tables
+
+    params = {k: v for k, v in (("from", start), ("to", end)) if v}
+    _show(ctx, url, token, as_json, "/api/history", tables.history, params or None)
+
+
 def _done(as_json: bool, reply: Any, line: str) -> None:
     """A mutation's answer: the server's JSON as sent, or one line saying what happened."""
     click.echo(json_text(reply.data) if as_json else line)

@@ -173,6 +173,81 @@ def actions(console: Console, data: dict[str, Any], now: datetime) -> None:
                            "`watchkeeper audit verify`)", style="bold red"))
 
 
+def _when(stamp: Any) -> str:
+    """An ISO time as 2026-12-01 08:00:05 UTC (or as it was, if it does not parse)."""
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        at = datetime.fromisoformat(stamp)
+    except ValueError:
+        return printable(stamp, 40)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span(seconds: Any) -> str:
+    """Like duration(), with a tenth of a second below a minute (detection is fast)."""
+    if isinstance(seconds, (int, float)) and 0 <= seconds < 60:
+        return f"{seconds:.1f}s"
+    return duration(seconds)
+
+
+def _stats(name: str, s: Any) -> str:
+    if not isinstance(s, dict) or not s.get("count"):
+        return f"{name}: no incident with one yet"
+    return (f"{name}: mean {_span(s.get('mean_s'))}, p50 {_span(s.get('p50_s'))}, "
+            f"p90 {_span(s.get('p90_s'))} over {s.get('count')} incident(s)")
+
+
+def _percent(p: Any) -> str:
+    return f"{p:.2f}%" if isinstance(p, (int, float)) else "-"
+
+
+def history(console: Console, data: dict[str, Any], _now: datetime) -> None:
+    """`watchkeeper history`: incidents, TTD/TTR, uptime and remediation success."""
+    console.print(f"health history {_when(data.get('start'))} - {_when(data.get('end'))} UTC"
+                  + (" (truncated: ask for a shorter range)" if data.get("truncated") else ""))
+    incidents = _rows(data, "incidents")
+    if incidents:
+        table = _table("START (UTC)", "STATE", "SEVERITY", "HOST", "TTD", "TTR", "ALERTS",
+                       "ACTIONS", "TITLE", title="incidents")
+        for i in incidents:
+            acts = [a for a in i.get("actions") or [] if isinstance(a, dict)]
+            done = ", ".join(f"{a.get('action')} {'ok' if a.get('success') else 'failed'}"
+                             if a.get("success") is not None else str(a.get("action"))
+                             for a in acts)
+            table.add_row(Text(_when(i.get("start"))), _cell(i.get("state")),
+                          _cell(i.get("severity")), _cell(i.get("host")),
+                          Text(_span(i.get("ttd_s"))), Text(_span(i.get("ttr_s"))),
+                          _cell(len(i.get("alerts") or [])), _cell(done, 60),
+                          _cell(i.get("title"), 100))
+        console.print(table)
+    else:
+        console.print("no incidents in this range")
+    console.print(_stats("time to detect", data.get("ttd")))
+    console.print(_stats("time to recover", data.get("ttr")))
+    uptime = _table("HOST / SERVICE", "UPTIME", "DOWN OR UNKNOWN", title="uptime")
+    for h in _rows(data, "hosts"):
+        uptime.add_row(_cell(h.get("host")), Text(_percent(h.get("uptime_percent"))),
+                       Text(f"{duration(h.get('unknown_s'))} unknown ({h.get('gaps')} gaps)"))
+    for s in _rows(data, "services"):
+        uptime.add_row(_cell(f"{s.get('host')}/{s.get('service')}"),
+                       Text(_percent(s.get("uptime_percent"))),
+                       Text(f"{duration(s.get('down_s'))} down"))
+    if uptime.row_count:
+        console.print(uptime)
+    rates = _table("ACTION / TARGET", "WORKED", "FAILED", "SUCCESS", title="remediation")
+    for r in [*_rows(data, "by_action"), *_rows(data, "by_target")]:
+        rates.add_row(_cell(r.get("key")), _cell(r.get("successes")), _cell(r.get("failures")),
+                      Text(_percent(100 * r["success_rate"]) if isinstance(
+                          r.get("success_rate"), (int, float)) else "-"))
+    if rates.row_count:
+        console.print(rates)
+    else:
+        console.print("no remediation attempt finished in this range")
+
+
 def _bytes(n: Any) -> str:
     if not isinstance(n, (int, float)):
         return "-"

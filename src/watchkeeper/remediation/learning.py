@@ -82,8 +82,14 @@ def success_of(result: ActionResult | None, verification: Verification | None = 
     A refused or dry-run result changed nothing, so it says nothing about the strategy; an
     action that ran but whose verification failed did not fix the problem.
     """
-    if result is None or result.outcome in ("refused", "dry_run"):
+    return attempt_worked(None if result is None else result.outcome,
+                          None if verification is None else verification.ok)
+
+
+def attempt_worked(outcome: str | None, verified: bool | None) -> bool | None:
+    """success_of from what a finished RemediationEvent records (outcome, verified)."""
+    if outcome is None or outcome in ("refused", "dry_run"):
         return None
-    if result.outcome != "ok":
+    if outcome != "ok":
         return False
-    return verification.ok if verification is not None else True
+    return verified if verified is not None else True

@@ -27,7 +27,7 @@ import math
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +56,20 @@ _ZLIB_LEVEL = 6
 
 class StoreError(Exception):
     """The history database cannot be opened, written or read (message says why)."""
+
+
+@dataclass(frozen=True)
+class HostCoverage:
+    """How one host's snapshots cover a range (epoch seconds; ``previous``: the last
+    snapshot before the range, if any)."""
+
+    host: str
+    count: int
+    first: float
+    last: float
+    covered_s: float
+    gaps: int
+    previous: float | None
 
 
 @dataclass(frozen=True)
@@ -495,8 +509,40 @@ class SqliteStore:
         with self._read() as conn:
             rows = conn.execute(sql + " ORDER BY at DESC, id DESC LIMIT ?",
                                 (*args, limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    def history_events(self, start: datetime, end: datetime, *, limit: int
+                       ) -> list[StoredEvent]:
+        """Alerts, finished remediation and service reports in [start, end], oldest first
+        (the newest ``limit`` if more); an open alert's value updates are left in SQL."""
+        sql = """SELECT id, at, topic, kind, payload FROM events
+                 WHERE kind IN ('alert', 'remediation', 'service_report')
+                 AND at >= ? AND at <= ?
+                 AND NOT (kind = 'alert'
+                          AND json_extract(payload, '$.labels.change') IS 'value')
+                 AND NOT (kind = 'remediation'
+                          AND json_extract(payload, '$.phase') IS NOT 'finished')
+                 ORDER BY at DESC, id DESC LIMIT ?"""
+        with self._read() as conn:
+            rows = conn.execute(sql, (epoch(start), epoch(end), limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    def alert_edges(self, start: datetime, end: datetime, *, limit: int
+                    ) -> list[StoredEvent]:
+        """Only the opening ("new") and "resolved" alert events in [start, end), oldest
+        first (the newest ``limit`` if more): enough to know which alerts were open at end."""
+        sql = """SELECT id, at, topic, kind, payload FROM events
+                 WHERE kind = 'alert' AND at >= ? AND at < ?
+                 AND json_extract(payload, '$.labels.change') IN ('new', 'resolved')
+                 ORDER BY at DESC, id DESC LIMIT ?"""
+        with self._read() as conn:
+            rows = conn.execute(sql, (epoch(start), epoch(end), limit)).fetchall()
+        return self._decoded(reversed(rows))
+
+    @staticmethod
+    def _decoded(rows: Iterable[Any]) -> list[StoredEvent]:
         out: list[StoredEvent] = []
-        for id_, at, topic, kind, payload in reversed(rows):
+        for id_, at, topic, kind, payload in rows:
             try:
                 event = decode(payload)
             except ValueError as exc:
@@ -504,6 +550,44 @@ class SqliteStore:
                 log.warning("history store: skipping event %d (%s) that cannot be read: %s",
                             id_, kind, exc)
                 continue
+            out.append(StoredEvent(id=id_, at=from_epoch(at), topic=topic, kind=kind, event=event))
+        return out
+
+    def host_coverage(self, start: datetime, end: datetime, gap_s: float
+                      ) -> list[HostCoverage]:
+        """Per host, how the snapshots in [start, end] cover it: one pass over the
+        (host, at) index, gaps computed in SQL."""
+        args = {"start": epoch(start), "end": epoch(end), "gap": gap_s}
+        with self._read() as conn:
+            rows = conn.execute(
+                """SELECT host, count(*), min(at), max(at),
+                          total(CASE WHEN gap <= :gap THEN gap ELSE 0 END),
+                          total(CASE WHEN gap > :gap THEN 1 ELSE 0 END)
+                   FROM (SELECT host, at, at - LAG(at) OVER (PARTITION BY host ORDER BY at)
+                                AS gap
+                         FROM snapshots WHERE at >= :start AND at <= :end)
+                   GROUP BY host ORDER BY host""", args).fetchall()
+            before = dict(conn.execute(
+                "SELECT host, max(at) FROM snapshots WHERE at < :start GROUP BY host",
+                args).fetchall())
+        return [HostCoverage(host=h, count=n, first=lo, last=hi, covered_s=cov, gaps=int(g),
+                             previous=before.get(h))
+                for h, n, lo, hi, cov, g in rows]
+
+    def last_service_reports(self, before: datetime) -> list[StoredEvent]:
+        """The newest service report before ``before`` of every (host, service)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                """SELECT id, at, topic, kind, payload FROM events WHERE id IN (
+                       SELECT max(id) FROM events WHERE kind = 'service_report' AND at < ?
+                       GROUP BY host, json_extract(payload, '$.service'))
+                   ORDER BY at, id""", (epoch(before),)).fetchall()
+        out: list[StoredEvent] = []
+        for id_, at, topic, kind, payload in rows:
+            try:
+                event = decode(payload)
+            except ValueError:
+                continue  # written by a newer version; events() says so when it meets it
             out.append(StoredEvent(id=id_, at=from_epoch(at), topic=topic, kind=kind, event=event))
         return out
 

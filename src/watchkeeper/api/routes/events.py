@@ -34,14 +34,13 @@ Snapshots = Literal["summary", "full", "none"]
 
 
 def snapshot_summary(snap: MetricSnapshot) -> dict[str, Any]:
-    """A sensor tick as a dashboard needs it: flat values, services and the comment."""
+    """A sensor tick as a dashboard needs it: flat values and services."""
     return {
         "host": snap.host, "at": snap.at.isoformat(), "seq": snap.seq,
         "interval_s": snap.interval_s,
         "values": [{"metric": s.metric, "dimension": s.dimension, "value": s.value}
                    for s in flatten(snap)],
         "services": [s.model_dump(mode="json") for s in snap.services],
-        "comment": snap.comment,
         "missing": [m.model_dump(mode="json") for m in snap.missing],
     }
 

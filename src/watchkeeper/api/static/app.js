@@ -241,10 +241,6 @@
     statusTimer = setTimeout(() => loadSystem().catch(() => {}), 250);
   }
 
-  function showComment(comment) {
-    if (comment) setText("comment", comment);
-  }
-
   // ------------------------------------------------------------------ agents
 
   const agents = new Map();  // name -> AgentHealth
@@ -796,7 +792,6 @@
     seq.textContent = String(m.seq);
     seq.dataset.seq = String(m.seq);
     if (m.host) setText("host", m.host);
-    showComment(m.comment);
     const values = m.values || [];
     showNow(values);
     appendLive(values, m.at);
@@ -816,7 +811,145 @@
       push("net.bytes_sent_per_s", n.interface, n.bytes_sent_per_s);
     }
     push("uptime_s", "", s.uptime_s);
-    return { host: s.host, at: s.at, seq: s.seq, values, comment: s.comment };
+    return { host: s.host, at: s.at, seq: s.seq, values };
+  }
+
+  // ------------------------------------------------------------------ health history
+
+  const SEVERITY_COLOR = { critical: "#c53030", warning: "#b7791f", info: "#2b6cb0" };
+  // The history is read from the store, which the server writes every flush_interval (1 s
+  // by default): read it again 2 s after the last alert or remediation event of a burst,
+  // but at most 10 s after the first; and every minute anyway (slower flush settings).
+  const HISTORY_QUIET_MS = 2000;
+  const HISTORY_MAX_WAIT_MS = 10000;
+  const HISTORY_EVERY_MS = 60000;
+  let historyHours = 24;
+  let historyTimer = null;
+  let historyFirst = 0;
+
+  // Time to detect / recover: tenths of a second below a minute (detection is fast).
+  function secs(v) {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    return v < 60 ? `${Number(v).toFixed(1)}s` : duration(v);
+  }
+
+  function statsText(name, s) {
+    if (!s || !s.count) return `${name} –`;
+    return `${name} ${secs(s.mean_s)} (p50 ${secs(s.p50_s)}, p90 ${secs(s.p90_s)})`;
+  }
+
+  function rateText(r) {
+    const share = r.success_rate === null || r.success_rate === undefined ? "–"
+      : `${Math.round(r.success_rate * 100)} %`;
+    return `${share}: ${r.successes} of ${r.successes + r.failures} worked`;
+  }
+
+  function renderIncidents(body) {
+    const list = $("incidents");
+    clear(list);
+    const incidents = (body.incidents || []).slice().reverse();  // newest first
+    setText("incidents-count", incidents.length ? `(${incidents.length})` : "");
+    if (!incidents.length) {
+      list.append(el("li", { class: "empty", text: "no incident in this range" }));
+    }
+    for (const i of incidents) {
+      const acts = (i.actions || []).map((a) => `${a.action}${a.target ? " on " + a.target : ""}` +
+        `: ${a.success === null ? (a.outcome || "no result") : a.success ? "worked" : "did not work"}`);
+      list.append(el("li", { "data-incident": i.id, "data-state": i.state },
+        el("div", { class: "line" },
+          el("span", { class: "sev", "data-severity": i.severity, text: i.severity }),
+          el("strong", { class: "grow", text: i.title }),
+          el("span", { class: "state", "data-state": i.state, text: i.state })),
+        el("p", { class: "detail", text: `${i.host} · ${when(i.start)}` +
+          (i.end ? ` → ${new Date(i.end).toLocaleString()}` : "") +
+          ` · detected in ${secs(i.ttd_s)} · recovered in ${secs(i.ttr_s)}` +
+          ` · ${(i.alerts || []).length} alert(s)` }),
+        acts.length ? el("p", { class: "detail", "data-actions": "", text: acts.join("; ") })
+          : null));
+    }
+  }
+
+  function renderUptime(body) {
+    const list = $("uptime");
+    clear(list);
+    for (const h of body.hosts || []) {
+      list.append(el("li", { "data-host": h.host }, el("div", { class: "line" },
+        el("strong", { class: "grow", text: `host ${h.host}` }),
+        el("span", { text: h.uptime_percent === null ? "–" : `${h.uptime_percent.toFixed(2)} %` })),
+        el("p", { class: "detail", text: `${duration(h.unknown_s)} unknown in ${h.gaps} gap(s)` +
+          ` longer than ${duration(body.gap_s)} (watchkeeper or the host was down)` })));
+    }
+    for (const v of body.services || []) {
+      list.append(el("li", { "data-service": v.service }, el("div", { class: "line" },
+        el("span", { class: "grow", text: `service ${v.service} on ${v.host}` }),
+        el("span", { text: v.uptime_percent === null ? "–" : `${v.uptime_percent.toFixed(2)} %` })),
+        el("p", { class: "detail", text: `${secs(v.down_s)} down` })));
+    }
+    if (!list.firstChild) list.append(el("li", { class: "empty", text: "no snapshot in this range" }));
+    const rates = $("success-rates");
+    clear(rates);
+    for (const [kind, rows] of [["action", body.by_action], ["target", body.by_target]]) {
+      for (const r of rows || []) {
+        rates.append(el("li", { "data-rate": `${kind}:${r.key}` }, el("div", { class: "line" },
+          el("span", { class: "grow", text: `${kind} ${r.key}` }),
+          el("span", { text: rateText(r) }))));
+      }
+    }
+    if (!rates.firstChild) {
+      rates.append(el("li", { class: "empty", text: "no remediation finished in this range" }));
+    }
+  }
+
+  async function plotIncidents(body) {
+    const node = $("chart-incidents");
+    if (!havePlotly()) return;  // the lists say it all; start() hides the chart if it never comes
+    const incidents = body.incidents || [];
+    const end = new Date(body.end).getTime();
+    const trace = {
+      type: "bar", orientation: "h",
+      base: incidents.map((i) => plotTime(i.start)),
+      // A bar is as long as the incident (an open one up to now); at least a second, to show.
+      x: incidents.map((i) => Math.max(1000,
+        (i.end ? new Date(i.end).getTime() : end) - new Date(i.start).getTime())),
+      y: incidents.map((i) => plotlyText(i.host)),
+      text: incidents.map((i) => plotlyText(`${i.title} (${i.state})`)),
+      textposition: "none", hoverinfo: "text",
+      marker: { color: incidents.map((i) => SEVERITY_COLOR[i.severity] || "#718096") },
+    };
+    const layout = {
+      margin: { l: 80, r: 8, t: 8, b: 28 }, showlegend: false, barmode: "overlay",
+      xaxis: { type: "date", fixedrange: true,
+               range: [plotTime(body.start), plotTime(body.end)] },
+      yaxis: { fixedrange: true, type: "category" },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      font: { size: 11, color: getComputedStyle(document.body).color },
+    };
+    await window.Plotly.react(node, [trace], layout, plotConfig);
+  }
+
+  async function loadHealthHistory() {
+    const q = new URLSearchParams({ from: `-${historyHours}h`, to: "now" });
+    const body = await api("GET", `/api/history?${q}`);
+    setText("history-summary", `${(body.incidents || []).length} incident(s), ` +
+      `${(body.incidents || []).filter((i) => i.state === "open").length} open · ` +
+      `${statsText("time to detect", body.ttd)} · ${statsText("time to recover", body.ttr)}` +
+      (body.truncated ? " · more events than one answer reads: choose a shorter range" : ""));
+    renderIncidents(body);
+    renderUptime(body);
+    $("history-section").dataset.loaded = String(Date.now());
+    await plotIncidents(body);
+  }
+
+  // Alerts and remediation change the history: read it again, once for a burst.
+  function refreshHealthHistory() {
+    const now = Date.now();
+    if (!historyTimer) historyFirst = now;
+    clearTimeout(historyTimer);
+    const wait = Math.min(HISTORY_QUIET_MS, Math.max(0, historyFirst + HISTORY_MAX_WAIT_MS - now));
+    historyTimer = setTimeout(() => {
+      historyTimer = null;
+      loadHealthHistory().catch(() => {});
+    }, wait);
   }
 
   // ------------------------------------------------------------------ config
@@ -968,6 +1101,7 @@
     const text = feedFor(kind, e);
     if (text) addFeed(kind, text, e.at, e);
     if (kind === "service_report") { loadServices().catch(() => {}); return; }
+    if (kind === "alert" || kind === "remediation") refreshHealthHistory();
     if (kind === "alert") { upsertAlert(e); refreshStatus(); }
     else if (kind === "remediation") loadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
@@ -979,7 +1113,7 @@
 
   async function refreshAll() {
     const jobs = [loadSystem(), loadAgents(), loadServices(), loadAlerts(), loadActions(),
-                  loadConfig()];
+                  loadConfig(), loadHealthHistory()];
     const results = await Promise.allSettled(jobs);
     for (const r of results) {
       if (r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 401)) {
@@ -1013,6 +1147,7 @@
       loadAlerts().catch(() => {});
       loadActions().catch(() => {});
       loadSystem().catch(() => {});
+      refreshHealthHistory();
     }, 5000);
     poll();
   }
@@ -1102,11 +1237,17 @@
     $("health-check").addEventListener("click", () => command("health_check", "all"));
     $("dryrun-form").addEventListener("submit", dryRun);
     $("config-form").addEventListener("submit", applyConfig);
+    $("history-range").addEventListener("change", (ev) => {
+      historyHours = Number(ev.target.value) || 24;
+      loadHealthHistory().catch((err) => setText("history-summary",
+        `history: ${problemText(err).join("; ")}`));
+    });
     $("range").addEventListener("change", (ev) => {
       rangeS = Number(ev.target.value) || 3600;
       reloadHistory();
     });
     setInterval(tickClocks, 1000);
+    setInterval(refreshHealthHistory, HISTORY_EVERY_MS);
   }
 
   function start() {
@@ -1115,7 +1256,7 @@
     showTokenState();
     wire();
     plotlyArrival().then((ok) => {
-      if (ok) { reloadHistory(); return; }
+      if (ok) { reloadHistory(); refreshHealthHistory(); return; }
       const note = $("charts-note");
       note.textContent = $("plotly-script")
         ? "Charts are off: the chart library did not load. The current values are shown " +
@@ -1124,6 +1265,7 @@
           "The current values are shown above each chart.";
       note.hidden = false;
       for (const chart of Object.values(charts)) $(chart.id).hidden = true;
+      $("chart-incidents").hidden = true;
     });
     renderAgents();
     renderServices();
