@@ -12,18 +12,10 @@ import sys
 
 from watchkeeper.cli.client import find_token
 from watchkeeper.cli.tui.app import WatchkeeperApp
+from watchkeeper.cli.tui.capture import screen_text
 from watchkeeper.config import load_settings
 
 SIZE = (100, 30)
-
-
-def screen_text(app: WatchkeeperApp) -> str:
-    """What the terminal shows, as plain text lines (no colour, no control sequences)."""
-    lines = []
-    for y in range(app.size.height):
-        strip = app.screen._compositor.render_strips()[y]  # noqa: SLF001 -- the rendered lines
-        lines.append("".join(seg.text for seg in strip).rstrip())
-    return "\n".join(lines).rstrip() + "\n"
 
 
 async def capture(url: str, views: list[int], token: str | None, plain: bool) -> list[str]:
@@ -34,10 +26,7 @@ async def capture(url: str, views: list[int], token: str | None, plain: bool) ->
     async with app.run_test(size=SIZE) as pilot:
         for number in views:
             await pilot.press(str(number))
-            for _ in range(50):  # until the view has been read from the server
-                await pilot.pause(0.1)
-                if app.connected and not app._loading:  # noqa: SLF001
-                    break
+            await app.reload()  # the view as the server has it now
             await pilot.pause(0.3)
             shots.append(screen_text(app))
         await pilot.press("q")

@@ -42,10 +42,11 @@ class Server:
                               env=wk_env(self.root, COLUMNS="200", NO_COLOR="1", **env),
                               capture_output=True, text=True, timeout=60)
 
-    def pending(self) -> int:
-        """A new action waiting for approval; its id."""
+    def pending(self, message: str = "look at this") -> int:
+        """A new action waiting for approval; its id (one per message: the same request
+        again is the same approval)."""
         r = self.api("POST", "/api/command", {"command": "remediate", "action": "notify_only",
-                                              "params": {"message": "look at this"}})
+                                              "params": {"message": message}})
         assert r.status_code == 200, r.text
         approval_id = r.json()["decision"]["approval_id"]
         assert isinstance(approval_id, int), r.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -11,6 +12,7 @@ from typing import Any, ClassVar
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from watchkeeper.cli.client import ClientError
@@ -85,7 +87,8 @@ class WatchkeeperApp(App[int]):
         self.current = 1
         self.connected: bool | None = None  # None: not known yet
         self.last_error = ""
-        self._loading = False
+        # One read at a time: a tick while the previous read still waits is skipped.
+        self._load_lock = asyncio.Lock()
         self._asking_local = False
         self.stream = Stream(self.api, self.call_later_safe, self._on_stream, self._on_lost,
                              self._on_refused)
@@ -102,18 +105,21 @@ class WatchkeeperApp(App[int]):
         """A monotonic clock, for rates."""
         return self._monotonic()
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` as a worker; any error becomes a message, never a traceback."""
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` as a worker; any error becomes a message, never a traceback."""
         async def guarded() -> None:
             try:
-                await work
+                await work()
             except ClientError as exc:
                 self._failed(exc)
             except Exception as exc:  # the UI goes on, the error is shown
                 self.say(f"that went wrong: {type(exc).__name__}: {safe(exc, 200)}",
                          error=True)
 
-        self.run_worker(guarded(), group="actions", exit_on_error=False)
+        # The function, not a coroutine: a worker cancelled before it starts (at exit) then
+        # leaves no coroutine that was never awaited.
+        factory: Any = guarded  # Textual's types want a coroutine that yields None
+        self.run_worker(factory, group="actions", exit_on_error=False)
 
     def say(self, text: str, *, error: bool = False) -> None:
         """Show ``text`` in the message line (red when an error) and as a notification."""
@@ -143,7 +149,7 @@ class WatchkeeperApp(App[int]):
             self._failed(exc, what)
             return None
         self.last_error = ""
-        self.spawn(self._load())  # show what the change did
+        self.spawn(self._load)  # show what the change did
         return reply if isinstance(reply, dict) else {}
 
     # --- layout and keys ---------------------------------------------------------------------
@@ -157,26 +163,26 @@ class WatchkeeperApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        import asyncio
-
         self._ui_loop = asyncio.get_running_loop()
         self._check_size()
         self.stream.start()
         self.set_interval(self.poll_s, self._tick)
-        self.spawn(self._startup())
+        self.spawn(self._startup)
         self._focus_view()
 
-    def on_resize(self, _event: events.Resize) -> None:
-        self._check_size()
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
 
-    def _check_size(self) -> None:
-        width, height = self.size
+    def _check_size(self, width: int | None = None, height: int | None = None) -> None:
+        if width is None or height is None:
+            width, height = self.size
         small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
         self.screen.set_class(small, "too-small")
         if small:
             self.query_one("#too-small", Static).update(
-                f"The terminal is {width}x{height}: watchkeeper cli needs at least "
-                f"{MIN_SIZE[0]}x{MIN_SIZE[1]}.\nMake the window larger (q quits).")
+                f"The terminal is {width}x{height}:\ntoo small for watchkeeper cli,\n"
+                f"which needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n"
+                "Make it larger (q quits).")
 
     def on_key(self, event: events.Key) -> None:
         """A key nothing took: say which keys there are, and go on."""
@@ -197,7 +203,7 @@ class WatchkeeperApp(App[int]):
         self.current = number
         self.query_one(ContentSwitcher).current = f"view-{number}"
         self._focus_view()
-        self.spawn(self._load())
+        self.spawn(self._load)
 
     def _focus_view(self) -> None:
         target = self.views[self.current - 1].focus_target()
@@ -214,8 +220,6 @@ class WatchkeeperApp(App[int]):
         if self.local is not None:
             self.query_one("#conn", Static).update("stopping the agents started here…")
             local, self.local = self.local, None
-            import asyncio
-
             await asyncio.to_thread(local.stop)
         self.api.close()
         self.exit(0)
@@ -251,8 +255,6 @@ class WatchkeeperApp(App[int]):
                 return
             local = LocalServer(self._settings())
             self.query_one("#conn", Static).update("starting the agents in this process…")
-            import asyncio
-
             try:
                 url = await asyncio.to_thread(local.start)
             except LocalServerError as exc:
@@ -269,28 +271,29 @@ class WatchkeeperApp(App[int]):
             self._asking_local = False
 
     def _tick(self) -> None:
-        if not self._loading:
-            self.spawn(self._load())
+        if not self._load_lock.locked():
+            self.spawn(self._load)
+
+    async def reload(self) -> None:
+        """Read the view on screen from the server now (and wait for it)."""
+        await self._load()
 
     async def _load(self) -> None:
         """Read the view on screen; the connection bar says how that went."""
-        if self._loading:
-            return
-        self._loading = True
-        view = self.views[self.current - 1]
-        try:
-            await view.load()
-        except ClientError as exc:
-            self._failed(exc)
-            return
-        except (AttributeError, TypeError, ValueError, KeyError):
+        async with self._load_lock:
+            view = self.views[self.current - 1]
+            try:
+                await view.load()
+            except ClientError as exc:
+                self._failed(exc)
+                return
+            except (AttributeError, TypeError, ValueError, KeyError):
+                self._set_conn(True)
+                self.say(f"the answer for view {view.number} is not what watchkeeper sends: "
+                         f"is {self.api.url} a watchkeeper server of this version?",
+                         error=True)
+                return
             self._set_conn(True)
-            self.say(f"the answer for view {view.number} is not what watchkeeper sends: is "
-                     f"{self.api.url} a watchkeeper server of this version?", error=True)
-            return
-        finally:
-            self._loading = False
-        self._set_conn(True)
 
     def _failed(self, exc: ClientError, what: str = "") -> None:
         """A request that did not succeed: lost server in the bar, a refusal as a message."""
@@ -322,20 +325,23 @@ class WatchkeeperApp(App[int]):
     # --- the stream ----------------------------------------------------------------------------
 
     def _on_stream(self, event: str, data: Any) -> None:
+        if not self.is_running:
+            return
         if event == "ready":
             self._live_note("reconnected to the live stream" if self._stream_lost
                             else f"following {self.api.url}")
             if self._stream_lost:
                 self.say("reconnected: the live stream goes on from where it stopped")
-                self.spawn(self._load())
+                self.spawn(self._load)
             self._stream_lost = False
             self._set_conn(True)
             return
         if event == "reset":  # news was lost: read the current state again
-            self.spawn(self._load())
+            self.spawn(self._load)
         for view in self.views:
             # A malformed event is not worth the UI.
-            with contextlib.suppress(AttributeError, TypeError, ValueError, KeyError):
+            with contextlib.suppress(AttributeError, TypeError, ValueError, KeyError,
+                                     NoMatches):  # NoMatches: a view not mounted yet
                 view.on_stream(event, data)
 
     def _on_lost(self) -> None:

@@ -48,7 +48,7 @@ class AgentsView(View):
             self.host.say("no agent selected (the list is empty: is the server there?)",
                           error=True)
             return
-        self.host.spawn(self._send(name, agent))
+        self.host.spawn(lambda: self._send(name, agent))
 
     async def _send(self, name: str, agent: str) -> None:
         reply = await self.host.act(f"{name} {agent}", self.host.api.post(

@@ -103,7 +103,7 @@ class AlertsView(View):
         """Acknowledge the selected alert."""
         alert = self._chosen()
         if alert is not None:
-            self.host.spawn(self._ack(str(alert.get("fingerprint"))))
+            self.host.spawn(lambda: self._ack(str(alert.get("fingerprint"))))
 
     async def _ack(self, fingerprint: str) -> None:
         reply = await self.host.act("acknowledge", self.host.api.post(
@@ -116,7 +116,7 @@ class AlertsView(View):
         """Silence alerts like the selected one for a while (asks how long)."""
         alert = self._chosen()
         if alert is not None:
-            self.host.spawn(self._silence(alert))
+            self.host.spawn(lambda: self._silence(alert))
 
     async def _silence(self, alert: dict[str, Any]) -> None:
         matchers = {k: str(alert[k]) for k in ("rule", "metric", "dimension")

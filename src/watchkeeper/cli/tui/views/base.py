@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -28,8 +28,8 @@ class Host(Protocol):
     def monotonic(self) -> float:
         """A monotonic clock, for rates."""
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` beside the UI; any error becomes a message, never a traceback."""
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` beside the UI; any error becomes a message, never a traceback."""
 
     def say(self, text: str, *, error: bool = False) -> None:
         """Show one line in the message bar (and as a notification)."""

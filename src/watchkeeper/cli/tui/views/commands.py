@@ -45,7 +45,10 @@ class CommandsView(View):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         name = event.option.id or ""
-        self.host.spawn(self._remediate() if name == "remediate" else self._agents(name))
+        if name == "remediate":
+            self.host.spawn(self._remediate)
+        else:
+            self.host.spawn(lambda: self._agents(name))
 
     async def _agents(self, name: str) -> None:
         target = await self.host.prompt(f"{name}: which agent? (a name, or all)", "all")

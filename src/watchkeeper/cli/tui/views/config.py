@@ -77,7 +77,7 @@ class ConfigView(View):
         if key is None:
             self.host.say("no setting selected (is the server there?)", error=True)
             return
-        self.host.spawn(self._edit(key))
+        self.host.spawn(lambda: self._edit(key))
 
     async def _edit(self, key: str) -> None:
         current = self.values.get(key)

@@ -81,7 +81,7 @@ class RemediationView(View):
         """Approve the selected pending action."""
         found = self._approval()
         if found is not None:
-            self.host.spawn(self._approve(found))
+            self.host.spawn(lambda: self._approve(found))
 
     async def _approve(self, approval_id: int) -> None:
         reply = await self.host.act(f"approve #{approval_id}", self.host.api.post(
@@ -94,7 +94,7 @@ class RemediationView(View):
         """Reject the selected pending action (asks why)."""
         found = self._approval()
         if found is not None:
-            self.host.spawn(self._reject(found))
+            self.host.spawn(lambda: self._reject(found))
 
     async def _reject(self, approval_id: int) -> None:
         reason = await self.host.prompt(f"Reject approval #{approval_id}: why? (kept in the "
@@ -109,7 +109,8 @@ class RemediationView(View):
 
     def action_reset(self) -> None:
         """Reset a failing target (asks which: the selected service by default)."""
-        self.host.spawn(self._reset(selected(self.query_one("#services", DataTable)) or ""))
+        service = selected(self.query_one("#services", DataTable)) or ""
+        self.host.spawn(lambda: self._reset(service))
 
     async def _reset(self, service: str) -> None:
         target = await self.host.prompt("Reset which failing target, so automatic tries are "
