@@ -293,6 +293,31 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         await shows(pilot, "health_check → sensor: ok")
 
 
+# --- plain and NO_COLOR ---------------------------------------------------------------------
+
+def _emoji(text: str) -> set[str]:
+    return {c for c in text if ord(c) >= 0x2600 and c not in "─━│┃▁▂▃▄▅▆▇█▊▎▔…→↑↓·"}
+
+
+async def test_plain_mode_has_no_emoji_and_no_colour(server: Server) -> None:
+    app = WatchkeeperApp(server.url, _tokens(server), plain=True)
+    async with app.run_test(size=SIZE) as pilot:
+        for key, text in (("1", "4/4 running"), ("4", "Memory is"), ("5", "sleeper")):
+            await pilot.press(key)
+            screen = await shows(pilot, text)
+            assert not _emoji(screen), _emoji(screen)
+        assert app.no_color
+        await pilot.press("q")
+
+
+async def test_no_color_drops_the_colour_and_keeps_the_emoji(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        screen = await shows(pilot, "4/4 running")
+        assert app.no_color and "🟢" in screen
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 async def test_an_unknown_key_says_which_keys_there_are(server: Server) -> None:
