@@ -36,7 +36,8 @@ CSS = DIALOG_CSS + """
 .view { height: 1fr; padding: 0 1; }
 .heading { text-style: bold; color: $accent; height: 1; }
 .subheading { text-style: bold; height: 1; margin-top: 1; }
-DataTable { height: auto; max-height: 12; }
+DataTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
+#status-latest { margin-top: 1; }
 #agents, #alerts, #config, #top, #bus { max-height: 100%; height: 1fr; }
 #config { height: 1fr; }
 #assessment { height: auto; margin-top: 1; }

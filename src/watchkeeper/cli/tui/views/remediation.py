@@ -19,7 +19,7 @@ class RemediationView(View):
     number = 5
     title = "Remediation Status"
     short = "Remediation"
-    keys = "a approve  x reject (the selected approval)  t reset a target  Tab next table"
+    keys = "a approve  x reject (the selected approval)  t reset  Tab next table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "approve"), Binding("x", "reject", "reject"),
                 Binding("t", "reset", "reset")]
@@ -33,7 +33,7 @@ class RemediationView(View):
         yield table("ID", "ACTION", "PARAMS", "REQUESTED", "WHY", id="approvals")
         yield Static("recent actions", markup=False, classes="subheading")
         yield table("WHEN", "KIND", "ACTION", "TARGET", "OUTCOME", "BY", "MESSAGE",
-                    id="actions")
+                    id="actions")  # newest first
         yield Static("", id="chain")
 
     async def load(self) -> None:
@@ -64,7 +64,7 @@ class RemediationView(View):
               look.cell(e.get("action")), look.cell(e.get("target")),
               look.state(e.get("outcome") or e.get("verdict") or "-"), look.cell(e.get("actor")),
               look.cell(e.get("message"), 80)])
-            for e in rows(actions, "entries")])
+            for e in reversed(rows(actions, "entries"))])  # newest first
         chain = actions.get("audit_chain") or {}
         self.query_one("#chain", Static).update(
             f"audit chain ok ({safe(chain.get('checked'), 12)} records checked)"
