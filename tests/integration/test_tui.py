@@ -286,6 +286,11 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         line = await said(pilot, "remediate notify_only: approve", "approval #")
         approval_id = int(line.split("approval #")[1].split(":")[0])
         assert pending() == before | {approval_id}
+        # An action the server does not know: its refusal, and nothing sent.
+        await pilot.press("enter")
+        await answer(pilot, "explode")
+        await answer(pilot, "{}")
+        await said(pilot, "dry run: 422: unknown action 'explode'")
         # An agent command from the same view.
         options.highlighted = 0
         await pilot.press("enter")

@@ -830,7 +830,10 @@ def tui(ctx: click.Context, plain: bool, url: str | None, token: str | None) -> 
 
     app = WatchkeeperApp(url or default_url(settings()), lambda: find_token(token, settings),
                          plain=plain, settings=settings)
-    code = app.run()
+    try:
+        code = app.run()
+    finally:
+        app.stop_local()  # however it ended: the agents started here flush and let go
     sys.exit(code or 0)
 
 

@@ -215,6 +215,16 @@ class WatchkeeperApp(App[int]):
         """List the views and keys."""
         self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS) + " · q quit")
 
+    async def action_quit(self) -> None:
+        """Ctrl+Q quits as q does (the agents started here are stopped first)."""
+        await self.action_quit_app()
+
+    def stop_local(self) -> None:
+        """Stop the agents started here, if any (after the app has ended some other way)."""
+        local, self.local = self.local, None
+        if local is not None:
+            local.stop()
+
     async def action_quit_app(self) -> None:
         """Stop following, stop agents started here, and leave (exit 0)."""
         self.stream.stop()
@@ -300,6 +310,8 @@ class WatchkeeperApp(App[int]):
         """A request that did not succeed: lost server in the bar, a refusal as a message."""
         if unreachable(exc):
             self._set_conn(False, str(exc))
+            if what:  # the operator asked for something: say it was not done
+                self.say(f"{what}: not sent: {exc}", error=True)
             return
         self._set_conn(True)
         self.say(f"{what + ': ' if what else ''}{exc}", error=True)
