@@ -125,10 +125,12 @@ class WatchkeeperApp(App[int]):
     def say(self, text: str, *, error: bool = False) -> None:
         """Show ``text`` in the message line (red when an error) and as a notification."""
         message = self.query_one("#message", Static)
+        again = text == str(message.content)
         message.update(text)
         message.set_class(error, "error")
-        self.notify(text, severity="error" if error else "information", markup=False,
-                    timeout=6)
+        if not again:  # a refusal repeated by each refresh is one notification, not many
+            self.notify(text, severity="error" if error else "information", markup=False,
+                        timeout=6)
 
     async def ask(self, question: str) -> bool:
         """A yes/no dialog."""
