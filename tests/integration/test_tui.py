@@ -405,6 +405,23 @@ async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+async def test_the_agents_are_not_started_here_when_another_watchkeeper_holds_the_data_dir(
+        tmp_path: Path) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, api={"port": port})
+    lock = InstanceLock.acquire(settings.storage.path)  # as a running `run` or `serve` does
+    try:
+        async with tui(f"http://127.0.0.1:{port}", lambda: (None, "none"),
+                       settings=settings) as (app, pilot):
+            await shows(pilot, "Start the agents here")
+            await pilot.press("y")
+            await said(pilot, "could not start the agents here: another watchkeeper",
+                       "is already running on data directory")
+            assert app.local is None and app.is_running
+    finally:
+        lock.release()
+
+
 @pytest.mark.slow
 async def test_the_server_going_away_and_coming_back(tmp_path: Path) -> None:
     """Killed (SIGKILL) and started again on the same port and data dir: the UI says it is
