@@ -483,3 +483,53 @@ def test_in_a_real_terminal_keys_switch_views_and_q_quits_cleanly(server: Server
     assert "\x1b[?1049l" in tail  # the alternate screen left: the terminal is restored
 
 
+
+
+def _terminal_output(tmp_path: Path, *args: str, **env: str) -> str:
+    """All `watchkeeper cli ARGS` wrote to a real terminal, with nothing at its URL: the
+    offer to start the agents here, declined, then q."""
+    import io
+
+    import pexpect
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        log = io.StringIO()
+        child = pexpect.spawn(sys.executable, ["-m", "watchkeeper", "cli", "--url", url, *args],
+                              cwd=str(tmp_path),
+                              env=wk_env(tmp_path, TERM="xterm-256color", **env),
+                              dimensions=(30, 100), encoding="utf-8", timeout=30)
+        child.logfile_read = log
+        try:
+            child.expect_exact("Start the agents here")
+            child.send("n")
+            child.expect_exact("not started")
+            child.send("q")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert child.exitstatus == 0
+    return log.getvalue()
+
+
+def _hues(output: str) -> set[int]:
+    """The 256-colour codes used that are not shades of grey (232-255)."""
+    import re
+
+    codes = {int(n) for n in re.findall(r"[34]8;5;(\d+)", output)}
+    assert "38;2;" not in output and "48;2;" not in output  # no true colour either
+    return {c for c in codes if not 232 <= c <= 255}
+
+
+@pytest.mark.parametrize(("args", "env", "emoji", "colour"), [
+    ((), {}, True, True),
+    (("--plain",), {}, False, False),
+    ((), {"NO_COLOR": "1"}, True, False),
+], ids=["default", "plain", "no-color"])
+def test_colour_and_emoji_in_a_real_terminal(tmp_path: Path, args: tuple[str, ...],
+                                             env: dict[str, str], emoji: bool,
+                                             colour: bool) -> None:
+    output = _terminal_output(tmp_path, *args, **env)
+    assert ("🔴" in output) is emoji
+    assert bool(_hues(output)) is colour, sorted(_hues(output))
