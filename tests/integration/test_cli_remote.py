@@ -1,11 +1,8 @@
 """The scriptable commands (`watchkeeper status`, `alerts`, `approve`, ...) as a user runs
 them: real subprocesses against a real `watchkeeper serve` started here.
 
-The server's configuration differs from the defaults in what gives the commands something to
-show, and says so: a memory warning at 0.1 % that fires at once (an open alert to list and
-ack), notify_only waiting for approval and no start-up grace (approvals to approve and
-reject), one declared service, fast ticks. Its port is api.port in the configuration and its
-token the generated api_token file: the commands find both the way they do by default.
+The server is the `server` fixture (tests/integration/conftest.py, served.py): how its
+configuration differs from the defaults, and why, is said there.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .served import Server, free_port, serve, stop, until
 from .test_cli import wk_env
 
 READS = {"status": "/api/system", "agents": "/api/agents", "metrics": "/api/metrics",
@@ -37,92 +34,6 @@ READS = {"status": "/api/system", "agents": "/api/agents", "metrics": "/api/metr
 #: What moves between two reads of a paused server: how long it has been up, and when the
 #: audit chain was last verified.
 VOLATILE = {"uptime_s", "host_uptime_s", "checked_at"}
-
-
-@dataclass
-class Server:
-    root: Path
-    url: str
-    token: str
-    config: Path
-
-    def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        return httpx.request(method, self.url + path, json=body, timeout=10,
-                             headers={"Authorization": f"Bearer {self.token}"})
-
-    def wk(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """`watchkeeper ARGS` with the server's config, as an operator on its host runs it."""
-        return subprocess.run([sys.executable, "-m", "watchkeeper", *args], cwd=self.root,
-                              env=wk_env(self.root, COLUMNS="200", NO_COLOR="1", **env),
-                              capture_output=True, text=True, timeout=60)
-
-    def pending(self) -> int:
-        """A new action waiting for approval; its id."""
-        r = self.api("POST", "/api/command", {"command": "remediate", "action": "notify_only",
-                                              "params": {"message": "look at this"}})
-        assert r.status_code == 200, r.text
-        approval_id = r.json()["decision"]["approval_id"]
-        assert isinstance(approval_id, int), r.text
-        return approval_id
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _until(check: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("cli_remote")
-    port = _free_port()
-    config = root / "watchkeeper.yaml"
-    config.write_text(
-        f"api: {{port: {port}}}\n"
-        "agents: {check_interval: 0.2}\n"
-        "thresholds: {memory_warning: 0.1, memory_critical: 100}\n"
-        "analyzer: {for_s: 0}\n"
-        "remediation: {startup_grace_s: 0, actions: {notify_only: approve}}\n"
-        "llm: {enabled: false}\n"
-        "services:\n"
-        "  sleeper: {manager: process, start: [" + json.dumps(sys.executable) + ", -c, "
-        "'import time; time.sleep(600)']}\n", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
-                            cwd=root, env=wk_env(root), stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        banner = proc.stderr.readline()
-        assert f"http://127.0.0.1:{port}/" in banner, banner
-        url = f"http://127.0.0.1:{port}"
-        _until(lambda: httpx.get(f"{url}/api/health", timeout=10).status_code == 200, "health")
-        token = (root / "data" / "api_token").read_text(encoding="utf-8").strip()
-        srv = Server(root, url, token, config)
-        _until(lambda: any(a["metric"] == "memory.percent"
-                           for a in srv.api("GET", "/api/alerts").json()["alerts"]),
-               "the memory alert")
-        yield srv
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
 
 
 def _memory_alert(server: Server) -> dict[str, Any]:
@@ -403,22 +314,6 @@ def test_run_and_serve_do_not_load_the_client() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def _serve(root: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
-                            cwd=root, env=wk_env(root), stderr=subprocess.DEVNULL, text=True)
-    return proc
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
 def _lines(stream: Any) -> queue.Queue[str]:
     """The stream's lines as they come, read by a thread (a readline never blocks the test);
     "" at its end, where the thread closes the stream."""
@@ -446,13 +341,13 @@ def _next(lines: queue.Queue[str], contains: str, timeout: float = 30) -> str:
 @pytest.mark.slow
 def test_logs_follow_prints_live_events_and_survives_a_server_restart(tmp_path: Path) -> None:
     """Default settings but the port (api.port, so the restarted server is at the same URL)."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / "watchkeeper.yaml").write_text(f"api: {{port: {port}}}\n", encoding="utf-8")
     url = f"http://127.0.0.1:{port}"
-    serve = _serve(tmp_path)
+    proc = serve(tmp_path)
     follower = None
     try:
-        _until(lambda: httpx.get(f"{url}/api/health", timeout=10).status_code == 200, "health")
+        until(lambda: httpx.get(f"{url}/api/health", timeout=10).status_code == 200, "health")
         token = (tmp_path / "data" / "api_token").read_text(encoding="utf-8").strip()
 
         def restart_analyzer() -> None:
@@ -469,9 +364,9 @@ def test_logs_follow_prints_live_events_and_survives_a_server_restart(tmp_path: 
         restart_analyzer()
         event = json.loads(_next(out, "agent_restarted"))
         assert event["agent"] == "analyzer"
-        _stop(serve)
+        stop(proc)
         assert "lost the server; reconnecting" in _next(err, "lost")
-        serve = _serve(tmp_path)
+        proc = serve(tmp_path)
         assert "reconnected" in _next(err, "reconnected")
         restart_analyzer()
         assert json.loads(_next(out, "agent_restarted"))["agent"] == "analyzer"
@@ -482,4 +377,4 @@ def test_logs_follow_prints_live_events_and_survives_a_server_restart(tmp_path: 
         if follower is not None and follower.poll() is None:
             follower.kill()
             follower.wait()
-        _stop(serve)
+        stop(proc)

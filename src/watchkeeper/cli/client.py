@@ -7,6 +7,7 @@ Every failure becomes :class:`ClientError` with the exit code and the one line t
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -143,15 +144,17 @@ class Client:
 
     def follow(self, path: str, params: dict[str, Any],
                on_message: Callable[[str, str, str | None], None],
-               on_lost: Callable[[], None], retry_s: float = 1.0) -> None:
-        """Read a server-sent event stream for ever: ``on_message(event, data, id)`` for each
-        message; when the server goes away, ``on_lost()`` and reconnect from the last id
-        (Last-Event-ID). Unreachable at the start, or a refusal, raises ClientError."""
+               on_lost: Callable[[], None], retry_s: float = 1.0,
+               stop: threading.Event | None = None) -> None:
+        """Read a server-sent event stream for ever (or until ``stop`` is set):
+        ``on_message(event, data, id)`` for each message; when the server goes away,
+        ``on_lost()`` and reconnect from the last id (Last-Event-ID). Unreachable at the
+        start, or a refusal, raises ClientError."""
         import time
 
         last_id: str | None = None
         connected_once = False
-        while True:
+        while stop is None or not stop.is_set():
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
@@ -165,6 +168,8 @@ class Client:
                     data: list[str] = []
                     event, sse_id = "message", None
                     for line in response.iter_lines():
+                        if stop is not None and stop.is_set():  # seen at the next line at
+                            return                              # worst: a keep-alive
                         if line == "":
                             if data:
                                 on_message(event, "\n".join(data), sse_id)
@@ -182,6 +187,12 @@ class Client:
                     raise ClientError(f"no watchkeeper answers at {self.url}: start it with "
                                       "`watchkeeper serve`, or pass --url",
                                       EXIT_UNREACHABLE) from None
+            if stop is not None:
+                if stop.is_set():
+                    return
+                on_lost()
+                stop.wait(retry_s)
+                continue
             on_lost()
             time.sleep(retry_s)
 

@@ -2,7 +2,7 @@
 
 Commands: run, serve, config show, config validate, audit verify; against a running server:
 status, agents, metrics, alerts, services, actions, logs, ack, approve, reject, reset,
-silence, command, config get/set. Later: cli, simulate.
+silence, command, config get/set, and cli (the terminal UI). Later: simulate.
 Exit codes: 0 ok, 1 runtime failure (or a broken audit chain, or the server said no), 2 bad
 configuration or usage, 3 no server answers at the URL.
 """
@@ -908,6 +908,36 @@ def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str
     changed = [str(c) for c in changed] if isinstance(changed, list) else []
     _done(as_json, reply, f"changed: {', '.join(changed)} (version {_said(reply, 'version')})"
           if changed else "unchanged: it had that value already")
+
+
+@cli.command("cli")
+@click.option("--plain", is_flag=True,
+              help="No emoji and no colour (NO_COLOR=1 drops the colour only).")
+@_remote_options
+@click.pass_context
+def tui(ctx: click.Context, plain: bool, url: str | None, token: str | None) -> None:
+    """The full-screen terminal UI: nine views on keys 1-9, q to quit. Follows a running
+    server (--url, $WATCHKEEPER_URL, else the configured one); with none there, offers to
+    start the agents in this process."""
+    # Textual is imported here only: `run` and `serve` never load it (their memory is
+    # benchmarked).
+    from watchkeeper.cli.client import default_url, find_token
+    from watchkeeper.cli.tui.app import WatchkeeperApp
+
+    loaded: list[Settings] = []
+
+    def settings() -> Settings:
+        if not loaded:
+            loaded.append(_settings(ctx))
+        return loaded[0]
+
+    app = WatchkeeperApp(url or default_url(settings()), lambda: find_token(token, settings),
+                         plain=plain, settings=settings)
+    try:
+        code = app.run()
+    finally:
+        app.stop_local()  # however it ended: the agents started here flush and let go
+    sys.exit(code or 0)
 
 
 def main() -> None:

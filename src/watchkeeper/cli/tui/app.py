@@ -1,0 +1,371 @@
+"""The Textual app: nine views on keys 1-9, a connection bar, a message line, q to quit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from watchkeeper.cli.client import ClientError
+from watchkeeper.cli.tui.api import Api, Stream, TokenFinder, unreachable
+from watchkeeper.cli.tui.dialogs import DIALOG_CSS, ConfirmDialog, PromptDialog
+from watchkeeper.cli.tui.local import LocalServer, LocalServerError
+from watchkeeper.cli.tui.look import Look, safe
+from watchkeeper.cli.tui.views import VIEWS
+from watchkeeper.cli.tui.views.live import LiveView
+from watchkeeper.config import Settings
+
+#: Seconds between two reads of the view on screen (the stream brings the rest at once).
+POLL_S = 2.0
+#: Below this many columns or rows the views do not fit: a message says so instead.
+MIN_SIZE = (80, 20)
+
+CSS = DIALOG_CSS + """
+#conn { height: 1; background: $panel; padding: 0 1; }
+#conn.lost { background: $error; color: $text; }
+#switcher { height: 1fr; }
+.view { height: 1fr; padding: 0 1; }
+.heading { text-style: bold; color: $accent; height: 1; }
+.subheading { text-style: bold; height: 1; margin-top: 1; }
+DataTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
+#status-latest { margin-top: 1; }
+#agents, #alerts, #config, #top, #bus { max-height: 100%; height: 1fr; }
+#config { height: 1fr; }
+#assessment { height: auto; margin-top: 1; }
+#commands { height: auto; max-height: 9; }
+.spark-row { height: 1; }
+.spark-label { width: 17; }
+.spark { width: 1fr; }
+#message { height: 1; padding: 0 1; background: $panel; }
+#message.error { color: $error; text-style: bold; }
+#too-small { display: none; width: 100%; height: 100%; content-align: center middle;
+             text-style: bold; }
+Screen.too-small #too-small { display: block; }
+Screen.too-small #conn, Screen.too-small #switcher, Screen.too-small #message,
+Screen.too-small Footer { display: none; }
+"""
+
+
+class WatchkeeperApp(App[int]):
+    """`watchkeeper cli`: a live terminal view of one server, over its REST API."""
+
+    CSS = CSS
+    TITLE = "watchkeeper"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *[Binding(str(v.number), f"show({v.number})", v.short) for v in VIEWS],
+        Binding("q", "quit_app", "quit"),
+        Binding("question_mark", "help", "help", show=False)]
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, url: str, find_token: TokenFinder, *, plain: bool = False,
+                 settings: Callable[[], Settings] | None = None, offer_local: bool = True,
+                 poll_s: float = POLL_S, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] | None = None) -> None:
+        super().__init__()
+        if plain and not self.no_color:  # as Textual does for NO_COLOR
+            from textual.filter import Monochrome, NoColor
+
+            self.no_color = True
+            self._filters.append(NoColor() if self.native_ansi_color else Monochrome())
+        self.look = Look(plain=plain)
+        self.api = Api(url, find_token)
+        self.poll_s = poll_s
+        self._monotonic = monotonic
+        self._wall = wall or (lambda: datetime.now(timezone.utc))
+        self._settings = settings
+        self.offer_local = offer_local and settings is not None
+        self.local: LocalServer | None = None
+        self.views = [v(self) for v in VIEWS]
+        self.current = 1
+        self.connected: bool | None = None  # None: not known yet
+        self.last_error = ""
+        # One read at a time: a tick while the previous read still waits is skipped.
+        self._load_lock = asyncio.Lock()
+        self._asking_local = False
+        self.stream = Stream(self.api, self.call_later_safe, self._on_stream, self._on_lost,
+                             self._on_refused)
+        self._stream_lost = False
+        self._ui_loop: Any = None
+
+    # --- the Host protocol the views use --------------------------------------------------
+
+    def now(self) -> datetime:
+        """The wall clock (UTC)."""
+        return self._wall()
+
+    def monotonic(self) -> float:
+        """A monotonic clock, for rates."""
+        return self._monotonic()
+
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` as a worker; any error becomes a message, never a traceback."""
+        async def guarded() -> None:
+            try:
+                await work()
+            except ClientError as exc:
+                self._failed(exc)
+            except Exception as exc:  # the UI goes on, the error is shown
+                self.say(f"that went wrong: {type(exc).__name__}: {safe(exc, 200)}",
+                         error=True)
+
+        # The function, not a coroutine: a worker cancelled before it starts (at exit) then
+        # leaves no coroutine that was never awaited.
+        factory: Any = guarded  # Textual's types want a coroutine that yields None
+        self.run_worker(factory, group="actions", exit_on_error=False)
+
+    def say(self, text: str, *, error: bool = False) -> None:
+        """Show ``text`` in the message line (red when an error) and as a notification."""
+        message = self.query_one("#message", Static)
+        again = text == str(message.content)
+        message.update(text)
+        message.set_class(error, "error")
+        if not again:  # a refusal repeated by each refresh is one notification, not many
+            self.notify(text, severity="error" if error else "information", markup=False,
+                        timeout=6)
+
+    async def ask(self, question: str) -> bool:
+        """A yes/no dialog."""
+        answer: bool = await self.push_screen(ConfirmDialog(question), wait_for_dismiss=True)
+        return answer
+
+    async def prompt(self, question: str, value: str = "") -> str | None:
+        """A one-line answer (None if cancelled)."""
+        answer: str | None = await self.push_screen(PromptDialog(question, value),
+                                                    wait_for_dismiss=True)
+        return answer
+
+    async def act(self, what: str, call: Awaitable[Any]) -> Any:
+        """Send a change; its answer, or None after showing why it was refused."""
+        try:
+            reply = await call
+        except ClientError as exc:
+            self.last_error = str(exc)
+            self._failed(exc, what)
+            return None
+        self.last_error = ""
+        self.spawn(self._load)  # show what the change did
+        return reply if isinstance(reply, dict) else {}
+
+    # --- layout and keys ---------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"connecting to {self.api.url}…", id="conn", markup=False)
+        with ContentSwitcher(initial="view-1", id="switcher"):
+            yield from self.views
+        yield Static("1-9 switch views · q quits", id="message", markup=False)
+        yield Static("", id="too-small", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._ui_loop = asyncio.get_running_loop()
+        self._check_size()
+        self.stream.start()
+        self.set_interval(self.poll_s, self._tick)
+        self.spawn(self._startup)
+        self._focus_view()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int | None = None, height: int | None = None) -> None:
+        if width is None or height is None:
+            width, height = self.size
+        small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        self.screen.set_class(small, "too-small")
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"The terminal is {width}x{height}:\ntoo small for watchkeeper cli,\n"
+                f"which needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n"
+                "Make it larger (q quits).")
+
+    def on_key(self, event: events.Key) -> None:
+        """A key nothing took: say which keys there are, and go on."""
+        if not event.is_printable or event.character is None:
+            return
+        if isinstance(self.focused, Input) or self.screen is not self.screen_stack[0]:
+            return
+        if event.key in self.active_bindings:
+            return
+        event.stop()
+        view = self.views[self.current - 1]
+        own = f"; here: {view.keys}" if view.keys else ""
+        self.say(f"unknown key {safe(event.character, 4)!r}: 1-9 switch views, q quits{own}",
+                 error=True)
+
+    def action_show(self, number: int) -> None:
+        """Show view ``number`` and read it now."""
+        self.current = number
+        self.query_one(ContentSwitcher).current = f"view-{number}"
+        self._focus_view()
+        self.spawn(self._load)
+
+    def _focus_view(self) -> None:
+        target = self.views[self.current - 1].focus_target()
+        if target is not None:
+            target.focus()
+
+    def action_help(self) -> None:
+        """List the views and keys."""
+        self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS) + " · q quit")
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q quits as q does (the agents started here are stopped first)."""
+        await self.action_quit_app()
+
+    def stop_local(self) -> None:
+        """Stop the agents started here, if any (after the app has ended some other way)."""
+        local, self.local = self.local, None
+        if local is not None:
+            local.stop()
+
+    async def action_quit_app(self) -> None:
+        """Stop following, stop agents started here, and leave (exit 0)."""
+        self.stream.stop()
+        if self.local is not None:
+            self.query_one("#conn", Static).update("stopping the agents started here…")
+            local, self.local = self.local, None
+            await asyncio.to_thread(local.stop)
+        self.api.close()
+        self.exit(0)
+
+    # --- the server ----------------------------------------------------------------------------
+
+    def call_later_safe(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the UI's loop, from the stream's thread, without waiting for it
+        (RuntimeError once that loop has ended)."""
+        if self._ui_loop is None:
+            raise RuntimeError("the app is not running")
+        self._ui_loop.call_soon_threadsafe(call)
+
+    async def _startup(self) -> None:
+        try:
+            await self.api.get("/api/system")
+        except ClientError as exc:
+            self._failed(exc)
+            if unreachable(exc) and self.offer_local:
+                await self._offer_local()
+            return
+        await self._load()
+
+    async def _offer_local(self) -> None:
+        if self._asking_local or self.local is not None or self._settings is None:
+            return
+        self._asking_local = True
+        try:
+            if not await self.ask(f"No watchkeeper answers at {self.api.url}.\n\nStart the "
+                                  "agents here, in this process (they stop when you quit)?"):
+                self.say("not started: waiting for a server at "
+                         f"{self.api.url} (`watchkeeper serve`)")
+                return
+            local = LocalServer(self._settings())
+            self.query_one("#conn", Static).update("starting the agents in this process…")
+            try:
+                url = await asyncio.to_thread(local.start)
+            except LocalServerError as exc:
+                self.say(f"could not start the agents here: {safe(exc, 300)}", error=True)
+                return
+            self.local = local
+            self.stream.stop()
+            self.api.connect(url)
+            self.stream.start()
+            self.say(f"{self.look.icon('local')}agents started in this process, serving "
+                     f"{url}; they stop when you quit")
+            await self._load()
+        finally:
+            self._asking_local = False
+
+    def _tick(self) -> None:
+        if not self._load_lock.locked():
+            self.spawn(self._load)
+
+    async def reload(self) -> None:
+        """Read the view on screen from the server now (and wait for it)."""
+        await self._load()
+
+    async def _load(self) -> None:
+        """Read the view on screen; the connection bar says how that went."""
+        async with self._load_lock:
+            view = self.views[self.current - 1]
+            try:
+                await view.load()
+            except ClientError as exc:
+                self._failed(exc)
+                return
+            except (AttributeError, TypeError, ValueError, KeyError):
+                self._set_conn(True)
+                self.say(f"the answer for view {view.number} is not what watchkeeper sends: "
+                         f"is {self.api.url} a watchkeeper server of this version?",
+                         error=True)
+                return
+            self._set_conn(True)
+
+    def _failed(self, exc: ClientError, what: str = "") -> None:
+        """A request that did not succeed: lost server in the bar, a refusal as a message."""
+        if unreachable(exc):
+            self._set_conn(False, str(exc))
+            if what:  # the operator asked for something: say it was not done
+                self.say(f"{what}: not sent: {exc}", error=True)
+            return
+        self._set_conn(True)
+        self.say(f"{what + ': ' if what else ''}{exc}", error=True)
+
+    def _set_conn(self, ok: bool, why: str = "") -> None:
+        bar = self.query_one("#conn", Static)
+        where = self.api.url + (" (started here)" if self.local is not None else "")
+        if ok:
+            bar.update(f"{self.look.icon('connected')}connected to {where} · token: "
+                       f"{self.api.token_source}")
+        else:
+            bar.update(f"{self.look.icon('lost')}no answer from {where}: reconnecting… "
+                       "(start it with `watchkeeper serve`, or pass --url)")
+        bar.set_class(not ok, "lost")
+        if self.connected is True and not ok:
+            self._live_note("lost the server; reconnecting")
+        self.connected = ok
+
+    def _live_note(self, line: str) -> None:
+        view = self.views[8]
+        if isinstance(view, LiveView) and view.is_mounted:
+            view.note(line)
+
+    # --- the stream ----------------------------------------------------------------------------
+
+    def _on_stream(self, event: str, data: Any) -> None:
+        if not self.is_running:
+            return
+        if event == "ready":
+            self._live_note("reconnected to the live stream" if self._stream_lost
+                            else f"following {self.api.url}")
+            if self._stream_lost:
+                self.say("reconnected: the live stream goes on from where it stopped")
+                self.spawn(self._load)
+            self._stream_lost = False
+            self._set_conn(True)
+            return
+        if event == "reset":  # news was lost: read the current state again
+            self.spawn(self._load)
+        for view in self.views:
+            # A malformed event is not worth the UI.
+            with contextlib.suppress(AttributeError, TypeError, ValueError, KeyError,
+                                     NoMatches):  # NoMatches: a view not mounted yet
+                view.on_stream(event, data)
+
+    def _on_lost(self) -> None:
+        if not self._stream_lost:
+            self._stream_lost = True
+            self._set_conn(False)
+
+    def _on_refused(self, exc: ClientError) -> None:
+        if unreachable(exc):
+            self._set_conn(False, str(exc))
+        else:
+            self.say(f"live stream refused: {exc}", error=True)

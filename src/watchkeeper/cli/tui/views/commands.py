@@ -1,0 +1,120 @@
+"""8 Send Commands: the POST /api/command set; remediate previews a dry run first."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import OptionList, RichLog
+from textual.widgets.option_list import Option
+
+from watchkeeper.cli.tui.look import rows, safe
+from watchkeeper.cli.tui.views.base import View
+
+COMMANDS = (("health_check", "ask agents to check in"),
+            ("pause", "pause an agent, or all"),
+            ("resume", "resume an agent, or all"),
+            ("restart", "restart an agent, or all"),
+            ("remediate", "ask for a remediation action: a dry-run preview first, then the "
+                          "real request through the same policy as the agents' own"))
+
+
+class CommandsView(View):
+    """POST /api/command: agent commands, and remediate (dry run, then for real)."""
+
+    number = 8
+    title = "Send Commands"
+    short = "Commands"
+    keys = "↑↓ choose  Enter send"
+
+    def compose(self) -> ComposeResult:
+        yield self.heading()
+        yield OptionList(*[Option(f"{name:<13} {what}", id=name) for name, what in COMMANDS],
+                         id="commands")
+        yield RichLog(id="command-output", max_lines=200, wrap=True, markup=False)
+
+    def focus_target(self) -> Widget | None:
+        return self.query_one("#commands", OptionList)
+
+    def _out(self, line: str, style: str = "") -> None:
+        self.query_one("#command-output", RichLog).write(Text(line, style=style))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        name = event.option.id or ""
+        if name == "remediate":
+            self.host.spawn(self._remediate)
+        else:
+            self.host.spawn(lambda: self._agents(name))
+
+    async def _agents(self, name: str) -> None:
+        target = await self.host.prompt(f"{name}: which agent? (a name, or all)", "all")
+        if target is None or not target.strip():
+            return
+        reply = await self.host.act(f"{name} {target.strip()}", self.host.api.post(
+            "/api/command", {"command": name, "target": target.strip()}))
+        if reply is None:
+            self._out(f"{name}: {self.host.last_error}", "red")
+            return
+        replies = rows(reply, "replies")
+        for r in replies:
+            ok = r.get("ok") is True
+            self._out(f"{name} → {safe(r.get('agent'), 64)}: {'ok' if ok else 'FAILED'}: "
+                      f"{safe(r.get('message', ''), 200)}", "" if ok else "red")
+        self.host.say(f"{name}: {len(replies)} agent(s) answered")
+
+    async def _remediate(self) -> None:
+        from watchkeeper.remediation.registry import REGISTRY
+
+        action = await self.host.prompt(f"remediate: which action? ({', '.join(sorted(REGISTRY))})",
+                                        "notify_only")
+        if action is None or not action.strip():
+            return
+        params_text = await self.host.prompt(f"{action.strip()}: its parameters, as a JSON "
+                                             "object", '{"message": "from watchkeeper cli"}'
+                                             if action.strip() == "notify_only" else "{}")
+        if params_text is None:
+            return
+        try:
+            params = json.loads(params_text or "{}")
+        except ValueError as exc:
+            self.host.say(f"the parameters are not JSON ({exc}); nothing sent", error=True)
+            return
+        if not isinstance(params, dict):
+            self.host.say("the parameters must be a JSON object such as {\"service\": "
+                          "\"web\"}; nothing sent", error=True)
+            return
+        body: dict[str, Any] = {"command": "remediate", "action": action.strip(),
+                                "params": params, "reason": "from watchkeeper cli"}
+        preview = await self.host.act("dry run", self.host.api.post(
+            "/api/command", {**body, "dry_run": True}))
+        if preview is None:
+            self._out(f"dry run: {self.host.last_error}", "red")
+            return
+        decision = preview.get("decision") or {}
+        shown = (f"{self.host.look.icon('dry_run')}dry run of {safe(decision.get('action'), 64)}"
+                 f" on {safe(decision.get('target'), 200)}: {safe(decision.get('verdict'), 20)}"
+                 f" ({safe(decision.get('why'))}); would: {safe(decision.get('preview'))}")
+        self._out(shown)
+        if decision.get("verdict") == "refused":
+            self.host.say("the policy refuses it: nothing sent for real", error=True)
+            return
+        if not await self.host.ask(f"{shown}\n\nSend it for real?"):
+            self._out("not sent")
+            self.host.say("remediate: not sent")
+            return
+        reply = await self.host.act("remediate", self.host.api.post("/api/command", body))
+        if reply is None:
+            self._out(f"remediate: {self.host.last_error}", "red")
+            return
+        decision = reply.get("decision") or {}
+        approval = decision.get("approval_id")
+        line = (f"remediate {safe(decision.get('action'), 64)}: "
+                f"{safe(decision.get('verdict'), 20)}: {safe(decision.get('why'))}"
+                + (f" (approval #{safe(approval, 24)}: approve it in view 5)"
+                   if approval is not None else ""))
+        self._out(line)
+        self.host.say(line)
