@@ -1,15 +1,15 @@
 """`watchkeeper history` as a user runs it: a real subprocess against a real `watchkeeper
-serve` (the server of test_cli_remote, whose configuration makes a memory warning fire at
-once: an incident to show)."""
+serve` (the `server` fixture of tests/integration/conftest.py, whose configuration makes a
+memory warning fire at once: an incident to show)."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from .test_cli_remote import Server, _one_line, _until, server
-
-__all__ = ["server"]  # the fixture, used by name
+from .served import Server
+from .served import until as _until
+from .test_cli_remote import _one_line
 
 
 def _incident(srv: Server) -> dict[str, object] | None:
