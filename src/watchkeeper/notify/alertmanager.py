@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -113,8 +114,6 @@ def dashboard_url(settings: Settings) -> str:
         return settings.notify.dashboard_url
     host = settings.api.host
     if host in ("", "0.0.0.0", "::"):
-        import socket
-
         host = socket.gethostname() or "localhost"
     if ":" in host:
         host = f"[{host}]"
@@ -318,11 +317,18 @@ def _reason(exc: BaseException) -> str:
     """Why a request failed, without the URL (which may hold credentials)."""
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        text = str(exc)
-        if "refused" in text.lower():
+    # The operating system's word is deepest in the chain (anyio wraps it).
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
-        return "cannot connect" + (f" ({printable(text, 120)})" if "://" not in text else "")
+        if isinstance(seen, socket.gaierror):
+            return "host name not found"
+        if isinstance(seen, OSError) and seen.strerror:
+            return printable(seen.strerror.lower(), 120)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
     return type(exc).__name__
 
 
