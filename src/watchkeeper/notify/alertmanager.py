@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -306,8 +306,6 @@ def _client_args(base: str) -> tuple[str, httpx.BasicAuth | None]:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
-        from urllib.parse import unquote
-
         user, _, password = userinfo.partition(":")
         auth = httpx.BasicAuth(unquote(user), unquote(password))
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth
@@ -332,8 +330,28 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _answer(response: httpx.Response) -> str:
-    body = printable(response.text.strip(), 200) if response.text else ""
+def _secrets_of(base: str) -> list[str]:
+    """The parts of a route URL that may be secret: its user, password and query values."""
+    parts = urlsplit(base)
+    found: list[str] = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        found += [p for piece in userinfo.split(":", 1) for p in (piece, unquote(piece))]
+    found += [v for _k, v in parse_qsl(parts.query)]
+    # Longest first, so that a secret holding another is masked whole.
+    return sorted({f for f in found if len(f) >= 2}, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """``text`` without the route URL's secrets (an answer may echo them)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _answer(response: httpx.Response, secrets: list[str]) -> str:
+    body = printable(_scrub(response.text[:10_000].strip(), secrets), 200) \
+        if response.text else ""
     return f"HTTP {response.status_code}" + (f": {body}" if body else "")
 
 
@@ -349,7 +367,7 @@ async def post_alerts(client: httpx.AsyncClient, base: str, alerts: list[dict[st
         except httpx.HTTPError as exc:
             raise PostError(_reason(exc)) from None
         if not 200 <= response.status_code < 300:
-            raise PostError(_answer(response))
+            raise PostError(_answer(response, _secrets_of(base)))
 
 
 class AlertmanagerRoute:
@@ -511,7 +529,7 @@ def send_test(route: RouteConfig, settings: Settings) -> tuple[bool, str]:
                                    auth=auth or httpx.USE_CLIENT_DEFAULT)
             if not 200 <= response.status_code < 300:
                 return False, f"Alertmanager at {shown} refused the test alert: " \
-                              f"{_answer(response)}"
+                              f"{_answer(response, _secrets_of(base))}"
             version = _version(client, url, auth)
     except httpx.HTTPError as exc:
         return False, f"Alertmanager at {shown} is unreachable: {_reason(exc)}"
