@@ -129,6 +129,21 @@ async def test_hostile_text_becomes_bounded_one_line_annotations(
         assert not re.search(r"[\x00-\x1f\x7f]", value), value
 
 
+@pytest.mark.parametrize(("n", "dashboard"), [
+    (200, "dash"), (201, "http://dash/\x1b[2J x"), (202, "javascript:alert(1)"), (203, ""),
+], ids=["not-a-url", "control-and-space", "javascript-scheme", "empty"])
+async def test_a_bad_dashboard_link_never_makes_alertmanager_refuse_the_alerts(
+        am: Alertmanager, n: int, dashboard: str) -> None:
+    route = RouteConfig(name="am", alertmanager=am.url, min_severity="info")
+    async with httpx.AsyncClient() as client:
+        sender = AlertmanagerRoute(route, client=client, dashboard=dashboard, wall=am.now)
+        sender.take([hostile(am, n)])
+        assert await sender.send_once(), "Alertmanager refused the alert"
+    [got] = [a for a in am.alerts() if a["annotations"].get("watchkeeper_id") == f"x{n}"]
+    assert got.get("generatorURL", "") == ""  # left out rather than refused
+    assert "\x1b" not in got["annotations"].get("dashboard", "")
+
+
 class _Answering:
     """A loopback server at the Alertmanager's address answering ``status`` and ``body``;
     it records the Authorization header it was sent."""

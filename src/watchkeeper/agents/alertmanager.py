@@ -104,7 +104,9 @@ class AlertmanagerAgent(BaseAgent):
     def _reconcile(self, settings: Settings) -> None:
         """Senders in line with the configured routes (a changed route starts afresh)."""
         wanted = {r.name: r for r in alertmanager_routes(settings)}
-        for name in [n for n in self.routes if wanted.get(n) != self.routes[n].route]:
+        dashboard = dashboard_url(settings)
+        for name in [n for n, s in self.routes.items()
+                     if wanted.get(n) != s.route or s.dashboard != dashboard]:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -113,7 +115,7 @@ class AlertmanagerAgent(BaseAgent):
         for name, route in wanted.items():
             if name not in self.routes:
                 sender = AlertmanagerRoute(route, client=self._client,
-                                           dashboard=dashboard_url(settings), wall=self._wall,
+                                           dashboard=dashboard, wall=self._wall,
                                            monotonic=self._monotonic, **self._route_options)
                 sender.take([*self._ended_before_start, *self._open.values()])
                 self.routes[name] = sender

@@ -73,6 +73,7 @@ _NOT_SENT = frozenset({"change"})
 CORE_LABELS = ("alertname", "severity", "host", "instance", "service", "metric", "dimension")
 
 _LABEL_NAME_BAD = re.compile(r"[^A-Za-z0-9_]")
+_LINK = re.compile(r"^https?://[^\s\x00-\x1f\x7f]{1,2000}$")
 
 Wall = Callable[[], datetime]
 Monotonic = Callable[[], float]
@@ -185,9 +186,11 @@ class Entry:
     def payload(self, now: datetime, ends_after_s: float, generator_url: str) -> dict[str, Any]:
         """The v2 API's postableAlert."""
         ends = self.ends_at if self.ends_at is not None else now + timedelta(seconds=ends_after_s)
+        # Alertmanager refuses the whole batch (422) for a generatorURL that is not a URI.
+        link = generator_url if _LINK.match(generator_url) else ""
         return {"labels": self.labels, "annotations": self.annotations,
                 "startsAt": _iso(self.starts_at), "endsAt": _iso(max(ends, self.starts_at)),
-                "generatorURL": generator_url}
+                "generatorURL": link}
 
 
 Key = tuple[tuple[str, str], ...]
