@@ -309,3 +309,28 @@ def test_send_test_says_clearly_when_alertmanager_is_down(
     assert not ok
     assert message == f"Alertmanager at {am.url} is unreachable: connection refused"
     assert time.monotonic() - started < 10
+
+
+async def test_the_agent_runs_only_when_a_route_names_an_alertmanager(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from watchkeeper.runtime import Runtime
+
+    plain = make_settings(tmp_path)
+    rt = Runtime(plain)
+    try:
+        assert "alertmanager" not in [a.name for a in rt.agents]
+        with_route = plain.model_copy(update={"notify": plain.notify.model_copy(update={
+            "routes": (RouteConfig(name="am", alertmanager="http://127.0.0.1:9"),)})})
+        caplog.set_level(logging.WARNING, logger="watchkeeper.runtime")
+        rt.reload(with_route)
+        assert any("alertmanager agent starts only at the next start" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await rt.store.close()
+        await rt.audit.close()
+    rt = Runtime(with_route)
+    try:
+        assert "alertmanager" in [a.name for a in rt.agents]
+    finally:
+        await rt.store.close()
+        await rt.audit.close()
