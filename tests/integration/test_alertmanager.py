@@ -76,9 +76,11 @@ def alert(am: Alertmanager, *, rule: str = "disk", metric: str = "disk.percent",
 class Running:
     """An AlertmanagerAgent running on a real bus, posting to ``am``."""
 
-    def __init__(self, bus: MemoryBus, agent: AlertmanagerAgent) -> None:
+    def __init__(self, bus: MemoryBus, agent: AlertmanagerAgent,
+                 task: asyncio.Task[None]) -> None:
         self.bus = bus
         self.agent = agent
+        self.task = task
 
     async def publish(self, *alerts: Alert) -> None:
         for a in alerts:
@@ -98,13 +100,13 @@ async def running(tmp_path: Path, am: Alertmanager, *, url: str | None = None,
     agent = AlertmanagerAgent(store=store, route_options=options, bus=bus,
                               config=ConfigStore(settings), host=HOST,
                               wall=lambda: am.now())
-    task = asyncio.get_running_loop().create_task(agent.run())
+    run = Running(bus, agent, asyncio.get_running_loop().create_task(agent.run()))
     try:
         await asyncio.sleep(0)
-        yield Running(bus, agent)
+        yield run
     finally:
         agent.stop()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(run.task, 15)
         await bus.close()
 
 
@@ -334,3 +336,15 @@ async def test_the_agent_runs_only_when_a_route_names_an_alertmanager(
     finally:
         await rt.store.close()
         await rt.audit.close()
+
+
+async def test_a_restarted_agent_keeps_posting(tmp_path: Path, am: Alertmanager) -> None:
+    async with running(tmp_path, am) as run:
+        await run.publish(alert(am, dimension="/"))
+        await wait(lambda: by_name(am), "the first alert")
+        # What the supervisor does for a restart: stop the task, run the same agent again.
+        run.agent.stop()
+        await asyncio.wait_for(run.task, 15)
+        run.task = asyncio.get_running_loop().create_task(run.agent.run())
+        await run.publish(alert(am, dimension="/var"))
+        await wait(lambda: len(by_name(am)) == 2, "the alert after the restart")

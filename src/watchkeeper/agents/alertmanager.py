@@ -66,6 +66,8 @@ class AlertmanagerAgent(BaseAgent):
             self._sub = self.bus.subscribe("alerts.>", name=self.name, maxsize=10_000)
         if self._client is None:
             self._client = httpx.AsyncClient()
+            for sender in self.routes.values():  # kept across a restart: the new client
+                sender.use(self._client)
         if not self._restored:
             self._restored = True
             self._restore()

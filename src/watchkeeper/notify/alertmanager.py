@@ -417,6 +417,11 @@ class AlertmanagerRoute:
         if changed:
             self._wake.set()
 
+    def use(self, client: httpx.AsyncClient) -> None:
+        """Post through ``client`` from now on (the agent's, after a restart)."""
+        self._client = client
+        self._full_due = True
+
     @property
     def down(self) -> bool:
         return self._down_since is not None
