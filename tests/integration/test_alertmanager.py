@@ -348,3 +348,19 @@ async def test_a_restarted_agent_keeps_posting(tmp_path: Path, am: Alertmanager)
         run.task = asyncio.get_running_loop().create_task(run.agent.run())
         await run.publish(alert(am, dimension="/var"))
         await wait(lambda: len(by_name(am)) == 2, "the alert after the restart")
+
+
+async def test_an_acknowledged_alert_keeps_firing_in_alertmanager_with_who_acked_it(
+        tmp_path: Path, am: Alertmanager) -> None:
+    async with running(tmp_path, am) as run:
+        fired = alert(am)
+        await run.publish(fired)
+        [before] = await wait(lambda: by_name(am), "the alert")
+        await run.publish(fired.model_copy(update={
+            "state": "acknowledged", "at": am.now(),
+            "labels": {"mount": "/", "change": "acknowledged", "acked_by": "ann"}}))
+        [after] = await wait(lambda: [a for a in by_name(am)
+                                      if a["annotations"].get("acked_by") == "ann"],
+                             "the acknowledgement")
+    assert after["fingerprint"] == before["fingerprint"]  # the same alert, still active
+    assert after["status"]["state"] == "active"
