@@ -132,7 +132,8 @@ class Runtime:
         running = {a.name for a in self.agents}
         for name, when in AGENT_WHEN.items():
             if name not in running and when(settings):
-                log.warning("config reload: the %s agent starts only at the next start", name)
+                log.warning("config reload: the settings now want the %s agent, which starts "
+                            "only at the next start", name)
         log.info("config reloaded: %s", ", ".join(changed) if changed else "nothing changed")
         return changed
 

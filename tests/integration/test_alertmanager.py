@@ -325,7 +325,7 @@ async def test_the_agent_runs_only_when_a_route_names_an_alertmanager(
             "routes": (RouteConfig(name="am", alertmanager="http://127.0.0.1:9"),)})})
         caplog.set_level(logging.WARNING, logger="watchkeeper.runtime")
         rt.reload(with_route)
-        assert any("alertmanager agent starts only at the next start" in r.getMessage()
+        assert any("alertmanager agent, which starts only at the next start" in r.getMessage()
                    for r in caplog.records)
     finally:
         await rt.store.close()
