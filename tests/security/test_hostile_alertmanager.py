@@ -216,6 +216,68 @@ async def test_route_credentials_never_reach_a_log_line(
         assert server.auth[0].startswith("Basic ")
 
 
+class _Raw:
+    """A loopback server at the Alertmanager's address that answers with ``head`` and then
+    ``chunk`` every ``every`` seconds, for ever (until closed)."""
+
+    def __init__(self, head: bytes, chunk: bytes, every: float) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.done = threading.Event()
+        self.head, self.chunk, self.every = head, chunk, every
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(self.head)
+                while not self.done.wait(self.every):
+                    conn.sendall(self.chunk)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.done.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize(("head", "chunk", "every"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"x", 0.2),
+    (b"HTTP/1.1 500 Oops\r\nContent-Length: 10000000000\r\n\r\n", b"\x1b" * 65536, 0.0),
+    (b"HTTP/1.1 2", b"0", 0.2),
+], ids=["body-drips-a-byte-at-a-time", "error-with-an-endless-body", "headers-drip"])
+async def test_an_answer_that_never_ends_costs_a_bounded_time_and_memory(
+        head: bytes, chunk: bytes, every: float, caplog: pytest.LogCaptureFixture) -> None:
+    server = _Raw(head, chunk, every)
+    route = RouteConfig(name="am", alertmanager=f"http://127.0.0.1:{server.port}",
+                        min_severity="info")
+    try:
+        async with httpx.AsyncClient() as client:
+            sender = AlertmanagerRoute(route, client=client, dashboard="", timeout_s=1.0)
+            now = datetime.now(timezone.utc)
+            sender.take([Alert(host="h", id="a", fingerprint="f", rule="r", metric="m",
+                               severity="critical", since=now, at=now, summary="s")])
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert not await sender.send_once()
+            assert loop.time() - started < 3
+    finally:
+        server.close()
+    assert all(len(r.getMessage()) < 1000 and "\x1b" not in r.getMessage()
+               for r in caplog.records)
+
+
 def test_config_show_masks_the_alertmanager_credentials(tmp_path: Path) -> None:
     (tmp_path / "wk.yaml").write_text(
         "notify:\n  routes:\n    - name: am\n"

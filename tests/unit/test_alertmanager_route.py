@@ -1,16 +1,18 @@
 """The Alertmanager route's own logic: which labels identify an alert, what a route keeps
-(bounded), and when its sender posts and backs off (a fake monotonic clock; the refused
-connection is real: a loopback port nobody listens on)."""
+(bounded), and when its sender posts and backs off (a fake monotonic clock; the network is
+real: a loopback port nobody listens on, a loopback server keeping what is posted)."""
 
 from __future__ import annotations
 
 import logging
 import socket
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.alertmanager_server import WebhookReceiver
 from watchkeeper.config import RouteConfig
 from watchkeeper.events import Alert
 from watchkeeper.notify.alertmanager import (
@@ -142,31 +144,31 @@ async def test_a_down_alertmanager_is_retried_with_backoff_and_logged_once(
 
 async def test_changes_are_posted_at_once_and_everything_each_resend_interval(
         clock: FakeClock) -> None:
-    posted: list[list[dict[str, object]]] = []
+    receiver = WebhookReceiver()  # a real loopback server keeping what is POSTed
+    route = RouteConfig(name="am", alertmanager=receiver.url.removesuffix("/hook"),
+                        min_severity="info")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        import json
+    def posted() -> list[list[dict[str, Any]]]:
+        return receiver.received()  # type: ignore[return-value]
 
-        posted.append(json.loads(request.content))
-        return httpx.Response(200)
-
-    # httpx's MockTransport stands in for the network only here: the timing is the subject
-    # (the real Alertmanager is in tests/integration/test_alertmanager.py).
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        sender = AlertmanagerRoute(ROUTE, client=client, dashboard="d", monotonic=clock,
-                                   wall=lambda: T0 + timedelta(seconds=clock.now))
-        sender.take([alert("/a"), alert("/b")])
-        assert await sender.send_once()
-        assert len(posted[-1]) == 2
-        assert sender._due_in() == 60.0
-        clock.advance(10)
-        sender.take([alert("/c")])
-        assert sender._due_in() == 0.0
-        assert await sender.send_once()
-        assert [a["labels"]["dimension"] for a in posted[-1]] == ["/c"]  # type: ignore[index]
-        assert sender._due_in() == 50.0
-        clock.advance(50)
-        assert await sender.send_once()
-        assert len(posted[-1]) == 3
-        ends = datetime.fromisoformat(str(posted[-1][0]["endsAt"]))
-        assert ends - (T0 + timedelta(seconds=clock.now)) == timedelta(minutes=4)
+    try:
+        async with httpx.AsyncClient() as client:
+            sender = AlertmanagerRoute(route, client=client, dashboard="d", monotonic=clock,
+                                       wall=lambda: T0 + timedelta(seconds=clock.now))
+            sender.take([alert("/a"), alert("/b")])
+            assert await sender.send_once()
+            assert len(posted()[-1]) == 2
+            assert sender._due_in() == 60.0
+            clock.advance(10)
+            sender.take([alert("/c")])
+            assert sender._due_in() == 0.0
+            assert await sender.send_once()
+            assert [a["labels"]["dimension"] for a in posted()[-1]] == ["/c"]
+            assert sender._due_in() == 50.0
+            clock.advance(50)
+            assert await sender.send_once()
+            assert len(posted()[-1]) == 3
+            ends = datetime.fromisoformat(str(posted()[-1][0]["endsAt"]))
+            assert ends - (T0 + timedelta(seconds=clock.now)) == timedelta(minutes=4)
+    finally:
+        receiver.close()

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,8 +55,10 @@ RESOLVED_RETENTION_S = 900.0
 BATCH = 64
 #: Alerts a route keeps (firing and recently ended); past it the oldest ended ones go first.
 MAX_ALERTS = 10_000
-#: Seconds one POST may take, connecting included.
+#: Seconds one POST may take, connecting and reading the answer included.
 TIMEOUT_S = 10.0
+#: Bytes of an answer read at most (an error's text; the status for notify test).
+MAX_ANSWER = 65_536
 #: First retry delay after a failed post; doubles up to the resend interval.
 BACKOFF_INITIAL_S = 1.0
 
@@ -352,10 +356,34 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _answer(response: httpx.Response, secrets: list[str]) -> str:
-    body = printable(_scrub(response.text[:10_000].strip(), secrets), 200) \
-        if response.text else ""
-    return f"HTTP {response.status_code}" + (f": {body}" if body else "")
+def _answer(status: int, body: bytes, secrets: list[str]) -> str:
+    text = printable(_scrub(body.decode("utf-8", "replace").strip(), secrets), 200)
+    return f"HTTP {status}" + (f": {text}" if text else "")
+
+
+async def _request(client: httpx.AsyncClient, method: str, url: str, *,
+                   auth: httpx.BasicAuth | None, timeout: float,
+                   body: list[dict[str, Any]] | None = None) -> tuple[int, bytes]:
+    """One request: its status and at most MAX_ANSWER bytes of its answer, all within
+    ``timeout`` seconds (httpx's own timeouts are per read: an answer dripping one byte at a
+    time would never end). Raises PostError, naming no credentials."""
+
+    async def go() -> tuple[int, bytes]:
+        async with client.stream(method, url, json=body, timeout=timeout,
+                                 auth=auth or httpx.USE_CLIENT_DEFAULT) as response:
+            data = bytearray()
+            async for chunk in response.aiter_raw():  # raw: a compressed bomb stays small
+                data += chunk
+                if len(data) >= MAX_ANSWER:
+                    break
+            return response.status_code, bytes(data[:MAX_ANSWER])
+
+    try:
+        return await asyncio.wait_for(go(), timeout)
+    except asyncio.TimeoutError:
+        raise PostError("timed out") from None
+    except httpx.HTTPError as exc:
+        raise PostError(_reason(exc)) from None
 
 
 async def post_alerts(client: httpx.AsyncClient, base: str, alerts: list[dict[str, Any]],
@@ -364,13 +392,10 @@ async def post_alerts(client: httpx.AsyncClient, base: str, alerts: list[dict[st
     url, auth = _client_args(base)
     endpoint = alerts_endpoint(url)
     for i in range(0, len(alerts), BATCH):
-        try:
-            response = await client.post(endpoint, json=alerts[i:i + BATCH], timeout=timeout,
-                                         auth=auth or httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as exc:
-            raise PostError(_reason(exc)) from None
-        if not 200 <= response.status_code < 300:
-            raise PostError(_answer(response, _secrets_of(base)))
+        status, answer = await _request(client, "POST", endpoint, auth=auth, timeout=timeout,
+                                        body=alerts[i:i + BATCH])
+        if not 200 <= status < 300:
+            raise PostError(_answer(status, answer, _secrets_of(base)))
 
 
 class AlertmanagerRoute:
@@ -513,7 +538,16 @@ TEST_ALERT_S = 120.0
 
 
 def send_test(route: RouteConfig, settings: Settings) -> tuple[bool, str]:
-    """Post one short-lived test alert to the route's Alertmanager; ok and what it answered."""
+    """Post one short-lived test alert to the route's Alertmanager; ok and what it answered.
+
+    Blocks for at most about twice TIMEOUT_S; runs its own event loop in a worker thread, so
+    it may be called from anywhere (from async code, through ``asyncio.to_thread``).
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="alertmanager-test") as pool:
+        return pool.submit(asyncio.run, _send_test(route, settings)).result()
+
+
+async def _send_test(route: RouteConfig, settings: Settings) -> tuple[bool, str]:
     if route.alertmanager is None:
         return False, f"route {route.name} is not an Alertmanager route"
     from watchkeeper.runtime import host_name
@@ -529,32 +563,33 @@ def send_test(route: RouteConfig, settings: Settings) -> tuple[bool, str]:
                                         f"{route.name}); it ends by itself",
                              "dashboard": link},
              "startsAt": _iso(now), "endsAt": _iso(now + timedelta(seconds=TEST_ALERT_S)),
-             "generatorURL": link}
+             "generatorURL": link if _LINK.match(link) else ""}
     url, auth = _client_args(base)
-    try:
-        with httpx.Client(timeout=TIMEOUT_S) as client:
-            response = client.post(alerts_endpoint(url), json=[alert],
-                                   auth=auth or httpx.USE_CLIENT_DEFAULT)
-            if not 200 <= response.status_code < 300:
-                return False, f"Alertmanager at {shown} refused the test alert: " \
-                              f"{_answer(response, _secrets_of(base))}"
-            version = _version(client, url, auth)
-    except httpx.HTTPError as exc:
-        return False, f"Alertmanager at {shown} is unreachable: {_reason(exc)}"
+    async with httpx.AsyncClient() as client:
+        try:
+            status, answer = await _request(client, "POST", alerts_endpoint(url), auth=auth,
+                                            timeout=TIMEOUT_S, body=[alert])
+        except PostError as exc:
+            return False, f"Alertmanager at {shown} is unreachable: {exc}"
+        if not 200 <= status < 300:
+            return False, (f"Alertmanager at {shown} refused the test alert: "
+                           f"{_answer(status, answer, _secrets_of(base))}")
+        version = await _version(client, url, auth)
     who = f"Alertmanager {version}" if version else "Alertmanager"
     return True, (f"{who} at {shown} accepted the test alert {TEST_ALERTNAME} (HTTP "
-                  f"{response.status_code}); its receivers get it after the route's "
-                  f"group_wait, and it ends in {TEST_ALERT_S:.0f}s")
+                  f"{status}); its receivers get it after the route's group_wait, and it "
+                  f"ends in {TEST_ALERT_S:.0f}s")
 
 
-def _version(client: httpx.Client, url: str, auth: httpx.BasicAuth | None) -> str:
+async def _version(client: httpx.AsyncClient, url: str, auth: httpx.BasicAuth | None) -> str:
     """Alertmanager's version from /api/v2/status ("" when it does not say)."""
     parts = urlsplit(url)
-    status = urlunsplit((parts.scheme, parts.netloc,
-                         parts.path.rstrip("/") + "/api/v2/status", "", ""))
+    status_url = urlunsplit((parts.scheme, parts.netloc,
+                             parts.path.rstrip("/") + "/api/v2/status", "", ""))
     try:
-        response = client.get(status, auth=auth or httpx.USE_CLIENT_DEFAULT)
-        version = response.json().get("versionInfo", {}).get("version", "")
-    except (httpx.HTTPError, ValueError, AttributeError):
+        _status, answer = await _request(client, "GET", status_url, auth=auth,
+                                         timeout=TIMEOUT_S)
+        version = json.loads(answer).get("versionInfo", {}).get("version", "")
+    except (PostError, ValueError, AttributeError):
         return ""
     return printable(str(version), 40)
