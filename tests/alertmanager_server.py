@@ -93,7 +93,7 @@ class Alertmanager:
     """One prometheus-alertmanager process the test started (and alone may kill)."""
 
     def __init__(self, root: Path, webhook_url: str, *, group_by: tuple[str, ...] = (
-            "alertname", "host")) -> None:
+            "alertname", "host"), group_wait: str = GROUP_WAIT) -> None:
         binary = shutil.which(BINARY)
         assert binary, f"{BINARY} is not installed (scripts/test installs it: Debian's " \
                        "prometheus-alertmanager)"
@@ -102,7 +102,7 @@ class Alertmanager:
         self.config = root / "alertmanager.yml"
         self.config.write_text(json.dumps({
             "route": {"receiver": "hook", "group_by": list(group_by),
-                      "group_wait": GROUP_WAIT, "group_interval": GROUP_INTERVAL,
+                      "group_wait": group_wait, "group_interval": GROUP_INTERVAL,
                       "repeat_interval": REPEAT_INTERVAL},
             "receivers": [{"name": "hook", "webhook_configs": [
                 {"url": webhook_url, "send_resolved": True}]}],
