@@ -770,7 +770,17 @@ class Settings(Section):
     def masked(self) -> dict[str, Any]:
         """JSON-ready dict with every secret replaced by '**********'."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        # An Alertmanager URL may carry a user and password, or a token in its query.
+        for route in data["notify"]["routes"]:
+            if route.get("alertmanager"):
+                route["alertmanager"] = _masked_url(route["alertmanager"])
         return data
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with its user info and query replaced by '**********'."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1**********@", url)
+    return re.sub(r"\?[^#]*", "?**********", url, count=1)
 
 
 # --------------------------------------------------------------------------- errors

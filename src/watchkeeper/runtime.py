@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_routes
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.communicator import CommunicatorAgent
@@ -34,13 +35,19 @@ AUDIT_CHECK_INTERVAL_S = 60.0
 
 #: Agents by name, in start order. Adding an agent: subclass BaseAgent, register here.
 AGENTS: dict[str, AgentFactory] = {}
+#: Agents that run only when the settings at start ask for them (by default every one runs).
+AGENT_WHEN: dict[str, Callable[[Settings], bool]] = {}
 
 
-def register_agent(name: str) -> Callable[[AgentFactory], AgentFactory]:
-    """Register a factory that builds an agent from the runtime."""
+def register_agent(name: str, *, when: Callable[[Settings], bool] | None = None
+                   ) -> Callable[[AgentFactory], AgentFactory]:
+    """Register a factory that builds an agent from the runtime (``when``: only if the
+    settings at start want it)."""
 
     def deco(factory: AgentFactory) -> AgentFactory:
         AGENTS[name] = factory
+        if when is not None:
+            AGENT_WHEN[name] = when
         return factory
 
     return deco
@@ -69,7 +76,8 @@ class Runtime:
         self.audit = audit or AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
-        names = list(AGENTS) if agents is None else agents
+        names = [n for n in AGENTS if n not in AGENT_WHEN or AGENT_WHEN[n](settings)] \
+            if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
             raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
@@ -121,6 +129,11 @@ class Runtime:
                 log.warning("config reload: %s changed, which takes effect only at the next "
                             "start; kept as it is until then", name)
         changed = self.config.replace(settings, keep=START_ONLY)
+        running = {a.name for a in self.agents}
+        for name, when in AGENT_WHEN.items():
+            if name not in running and when(settings):
+                log.warning("config reload: the settings now want the %s agent, which starts "
+                            "only at the next start", name)
         log.info("config reloaded: %s", ", ".join(changed) if changed else "nothing changed")
         return changed
 
@@ -190,6 +203,11 @@ class Runtime:
 def _communicator(rt: Runtime) -> BaseAgent:
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
                              bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+@register_agent("alertmanager", when=lambda s: bool(alertmanager_routes(s)))
+def _alertmanager(rt: Runtime) -> BaseAgent:
+    return AlertmanagerAgent(store=rt.store, **rt.agent_kwargs())
 
 
 @register_agent("remediator")
