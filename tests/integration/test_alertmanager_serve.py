@@ -21,8 +21,8 @@ import pytest
 
 from tests.alertmanager_server import Alertmanager, WebhookReceiver, until
 
+from .served import free_port as _free_port
 from .test_cli import wk_env
-from .test_cli_remote import _free_port
 
 
 @pytest.fixture
