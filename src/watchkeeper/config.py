@@ -967,6 +967,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         ) from exc
     try:
         data = yaml.safe_load(text)
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError([ConfigProblem(
+            str(path), "invalid YAML: nested too deeply (a configuration is a few levels "
+                       "deep)")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -1001,9 +1005,14 @@ def load_settings(
     layers.append(("environment", env_layer(os.environ if environ is None else environ)))
     if dotenv_file is not None and Path(dotenv_file).is_file():
         layers.append((str(dotenv_file), env_layer(dotenv_values(dotenv_file))))
-    for src, data in layers:
-        _merge(merged, data, origin, src)
-    return validate(merged, origin)
+    try:
+        for src, data in layers:
+            _merge(merged, data, origin, src)
+        return validate(merged, origin)
+    except RecursionError:  # loadable, yet too deep to merge or validate
+        raise ConfigError([ConfigProblem(str(config_file or "configuration"),
+                                         "nested too deeply (a configuration is a few "
+                                         "levels deep)")]) from None
 
 
 def with_patch(settings: Settings, patch: Mapping[str, Any], *, source: str) -> Settings:

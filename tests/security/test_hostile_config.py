@@ -128,3 +128,18 @@ async def test_the_operator_token_cannot_let_the_llm_act_alone_or_widen_the_allo
         assert rem.llm_mode == "dry_run" and rem.llm_actions == {}
         assert rem.allow == {"stop_process": ("name:wk-victim",)}
         assert not overrides_path(settings).exists()
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 5000 + "]" * 5000,
+                                  "thresholds:\n" + "".join(f"{' ' * (i + 1)}k{i}:\n"
+                                                            for i in range(900)) + " " * 902
+                                  + "x: 1\n"],
+                         ids=["5000-nested-flow-lists", "900-nested-block-mappings"])
+def test_a_config_file_nested_too_deeply_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    from watchkeeper.config import ConfigError, load_settings
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={}, dotenv_file=None)
+    assert len(str(err.value)) < 2000
