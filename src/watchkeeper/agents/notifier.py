@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from watchkeeper.agents.base import BaseAgent
@@ -50,7 +51,8 @@ class NotifierAgent(BaseAgent):
     name = "notifier"
 
     def __init__(self, *, store: Store, outbox: Outbox, sender: Sender | None = None,
-                 wall_s: Any = None, **kwargs: Any) -> None:
+                 wall_s: Callable[[], float] | None = None, background_delivery: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.outbox = outbox
@@ -63,6 +65,8 @@ class NotifierAgent(BaseAgent):
         self._restored = False
         self._task: asyncio.Task[None] | None = None
         self._routes_seen: object = None
+        #: False: nobody runs the delivery task (tests drive ``delivery.run_once`` by hand).
+        self._background = background_delivery
 
     def interval(self, settings: Settings) -> float:
         # Group waits and repeats are timers: look at them every second at most.
@@ -102,6 +106,8 @@ class NotifierAgent(BaseAgent):
                 self.router.observe_alert(item.event)
 
     def _start_delivery(self) -> None:
+        if not self._background:
+            return
         if self._task is None or self._task.done():
             if self._task is not None and not self._task.cancelled() \
                     and self._task.exception() is not None:

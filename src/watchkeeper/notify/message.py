@@ -248,7 +248,7 @@ def render_summary(route: str, *, level: PersonalityLevel, dropped: int,
     span = (f"from {_when(datetime.fromtimestamp(oldest, timezone.utc))} to "
             f"{_when(datetime.fromtimestamp(newest, timezone.utc))}")
     listed = "\n".join(f"- {t}" for t in titles[:10])
-    more = f"\n... and {len(titles) - 10} more" if len(titles) > 10 else ""
+    more = f"\n... and {dropped - 10} more" if dropped > 10 else ""
     body = (f"{dropped} message{'s' if dropped != 1 else ''} for route {route} were dropped "
             f"while it was unreachable ({span}): the outbox keeps a bounded number of "
             f"messages per route. Check the dashboard for what happened meanwhile.\n"

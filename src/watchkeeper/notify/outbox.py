@@ -191,7 +191,7 @@ class Outbox:
                     "VALUES (?, ?, ?, 'summary', ?, ?, 'warning', ?, ?, ?, ?, ?)",
                     # The route's backoff carries over: a new drop is no reason to retry now.
                     (head, route, now, title, body, max(r[7] for r in gone),
-                     max(r[8] for r in gone), dropped, oldest, json.dumps(titles[-50:])))
+                     max(r[8] for r in gone), dropped, oldest, json.dumps(titles[:50])))
         return total
 
     # ----------------------------------------------------------------- reads

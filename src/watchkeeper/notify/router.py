@@ -314,11 +314,11 @@ class Router:
                         # Escalation counts from when it was (re)told: an ack, then a
                         # worsening, starts the clock again.
                         told.first_told = now
-                for alert in resolved:
-                    told = rs.told.pop(alert.fingerprint)
-                    if told.escalated and route.escalate_to in by_name:
-                        out += self._resolve_escalated(by_name[route.escalate_to], alert,
-                                                       now, level, link)
+                escalated_resolved = [a for a in resolved
+                                      if rs.told.pop(a.fingerprint).escalated]
+                if escalated_resolved and route.escalate_to in by_name:
+                    out += self._resolve_escalated(by_name[route.escalate_to],
+                                                   escalated_resolved, now, level, link)
                 group.last_sent = now
                 group.dirty_since = None
                 self.changed = True
@@ -365,12 +365,13 @@ class Router:
                                   now=now, alerts=due, after_s=route.escalate_after_s,
                                   remediations=self.remediations)]
 
-    def _resolve_escalated(self, target: RouteConfig, alert: Alert, now: float, level: Any,
-                           link: str) -> list[Message]:
+    def _resolve_escalated(self, target: RouteConfig, alerts: list[Alert], now: float,
+                           level: Any, link: str) -> list[Message]:
+        """The route escalated to hears that what it was told about resolved."""
         if not target.send_resolved:
             return []
         return [render_group(target.name, level=level, dashboard=link, now=now, firing=[],
-                             resolved=[alert], new=set(), remediations=self.remediations)]
+                             resolved=alerts, new=set(), remediations=self.remediations)]
 
     # ----------------------------------------------------------------- persistence
 

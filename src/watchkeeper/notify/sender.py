@@ -1,8 +1,8 @@
 """Sending one message through apprise, and keeping route URLs out of every log line.
 
 apprise is synchronous (it does its own HTTP): :meth:`AppriseSender.send` is called from a
-worker thread. What the channel answered is apprise's own log of that call, captured per
-thread, with the route's secrets masked. Route URLs carry tokens and passwords in every
+worker thread. What the channel answered is apprise's own log of that call (its
+``log_callback``), with the route's secrets masked. Route URLs carry tokens and passwords in every
 part (``tgram://BOTTOKEN/chat``, ``slack://T/B/token``, ``json://user:pass@host``):
 :func:`secret_pieces` lists what of a URL must never be written anywhere, and
 :func:`mask` removes it; the log handlers do the same (``logging_setup.SecretFilter``).
@@ -10,11 +10,13 @@ part (``tgram://BOTTOKEN/chat``, ``slack://T/B/token``, ``json://user:pass@host`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from watchkeeper.redact import MASK, is_secret_name
@@ -70,43 +72,16 @@ class SendResult:
     answer: str
 
 
-class _ThreadCapture(logging.Handler):
-    """Collects apprise's log records of the calling thread while it sends."""
+def load_apprise() -> Any:
+    """apprise, imported on first use (its import costs a third of a second)."""
+    with warnings.catch_warnings():
+        # Its imghdr import warns on Python 3.11-3.12: not ours to fix, and not an error.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
 
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self._lines: dict[int, list[str]] = {}
-        self._lock = threading.Lock()
-
-    def begin(self) -> None:
-        with self._lock:
-            self._lines[threading.get_ident()] = []
-
-    def end(self) -> list[str]:
-        with self._lock:
-            return self._lines.pop(threading.get_ident(), [])
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._lock:
-            lines = self._lines.get(threading.get_ident())
-            if lines is not None and record.levelno >= logging.INFO:
-                lines.append(f"{record.levelname}: {record.getMessage()}")
-
-
-_CAPTURE = _ThreadCapture()
-_INSTALLED = False
-_INSTALL_LOCK = threading.Lock()
-
-
-def _install() -> None:
-    global _INSTALLED
-    with _INSTALL_LOCK:
-        if not _INSTALLED:
-            logger = logging.getLogger("apprise")
-            logger.addHandler(_CAPTURE)
-            if logger.level == logging.NOTSET or logger.level > logging.INFO:
-                logger.setLevel(logging.INFO)
-            _INSTALLED = True
+        with contextlib.suppress(ImportError):
+            import imghdr  # noqa: F401 - apprise imports it while sending; warned once here
+    return apprise
 
 
 class AppriseSender:
@@ -114,31 +89,29 @@ class AppriseSender:
 
     def __init__(self, app_id: str = "watchkeeper") -> None:
         self.app_id = app_id
-        _install()
 
     def send(self, url: str, title: str, body: str, notify_type: str) -> SendResult:
         """One message to one apprise URL; never raises."""
-        import apprise
-
+        apprise = load_apprise()
         secrets = secret_pieces(url)
-        _CAPTURE.begin()
-        ok = False
+        lines: list[str] = []
+
+        def heard(entry: Any, _service: Any) -> None:
+            lines.append(f"{entry.level}: {entry.message}")
+
         try:
             asset = apprise.AppriseAsset(app_id=self.app_id, app_desc=self.app_id,
                                          app_url="")
             ap = apprise.Apprise(asset=asset)
             if not ap.add(url):
-                lines = _CAPTURE.end()
                 return SendResult(False, mask("apprise does not understand this URL (check "
-                                              "its scheme and parts)" +
-                                              (": " + "; ".join(lines) if lines else ""),
-                                              secrets))
+                                              "its scheme and parts)", secrets))
+            # What apprise logs of this one call is what the channel answered.
             ok = bool(ap.notify(body=body, title=title,
                                 notify_type=apprise.NotifyType(notify_type),
-                                body_format=apprise.NotifyFormat.TEXT))
+                                body_format=apprise.NotifyFormat.TEXT,
+                                log_callback=heard, log_level=logging.INFO))
         except Exception as exc:  # a plugin bug must not take the delivery loop down
-            _CAPTURE.end()
             return SendResult(False, mask(f"{type(exc).__name__}: {exc}", secrets))
-        lines = _CAPTURE.end()
         answer = "; ".join(lines) or ("sent" if ok else "not sent (apprise said nothing more)")
         return SendResult(ok, mask(answer, secrets))
