@@ -22,10 +22,10 @@ from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
 from watchkeeper.events import Alert, RemediationEvent
 from watchkeeper.logging_setup import set_log_secrets
-from watchkeeper.notify.delivery import Delivery, Sender
+from watchkeeper.notify.delivery import Delivery
 from watchkeeper.notify.outbox import Outbox
 from watchkeeper.notify.router import Router
-from watchkeeper.notify.sender import secret_pieces
+from watchkeeper.notify.sender import Sender, secret_pieces
 from watchkeeper.store.base import Store
 
 log = logging.getLogger(__name__)

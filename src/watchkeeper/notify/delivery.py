@@ -15,11 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from watchkeeper.config import Settings
 from watchkeeper.notify.outbox import Outbox, Pending
-from watchkeeper.notify.sender import AppriseSender, SendResult
+from watchkeeper.notify.sender import AppriseSender, Sender
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,6 @@ IDLE_S = 60.0
 def backoff(attempts: int) -> float:
     """Seconds before the next try after ``attempts`` failed ones (2, 4, 8, ... 300)."""
     return float(min(BACKOFF_BASE_S * 2 ** max(0, attempts - 1), BACKOFF_MAX_S))
-
-
-class Sender(Protocol):
-    def send(self, url: str, title: str, body: str, notify_type: str) -> SendResult: ...
 
 
 class Delivery:

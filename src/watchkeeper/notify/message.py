@@ -210,6 +210,7 @@ def render_remediation(route: str, ev: RemediationEvent, alert: Alert | None, *,
                        ) -> Message:
     """A remediation step worth a message: it worked, failed, gave up, or waits for a human."""
     human = needs_human(ev)
+    ntype: NotifyType
     if ev.phase == "finished" and not human:
         icon, tag, ntype = _icon(level, "fixed"), "FIXED", "success"
     elif ev.phase == "finished":
@@ -229,7 +230,7 @@ def render_remediation(route: str, ev: RemediationEvent, alert: Alert | None, *,
     fps = (alert.fingerprint,) if alert is not None else ()
     return Message(route=route, kind="remediation", title=title,
                    body="\n".join(lines) + _witty(level, f"{ev.decision_id}{ev.phase}"),
-                   notify_type=ntype, fingerprints=fps)  # type: ignore[arg-type]
+                   notify_type=ntype, fingerprints=fps)
 
 
 def render_test(route: str, *, level: PersonalityLevel, dashboard: str, host: str) -> Message:

@@ -16,7 +16,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
 from watchkeeper.redact import MASK, is_secret_name
@@ -72,6 +72,12 @@ class SendResult:
     answer: str
 
 
+class Sender(Protocol):
+    """What delivers one message to one URL (AppriseSender; tests may count calls)."""
+
+    def send(self, url: str, title: str, body: str, notify_type: str) -> SendResult: ...
+
+
 def load_apprise() -> Any:
     """apprise, imported on first use (its import costs a third of a second)."""
     with warnings.catch_warnings():
@@ -82,6 +88,22 @@ def load_apprise() -> Any:
         with contextlib.suppress(ImportError):
             import imghdr  # noqa: F401 - apprise imports it while sending; warned once here
     return apprise
+
+
+def url_problem(url: str) -> str | None:
+    """Why apprise cannot use ``url`` (words without the URL, a secret), or None."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not scheme:
+        return "url must be an apprise URL like json://HOST/PATH or slack://TOKENS"
+    apprise = load_apprise()
+    try:
+        ok = apprise.Apprise().add(url)
+    except Exception:
+        ok = False
+    if not ok:
+        return (f"apprise does not understand this {scheme[:20]!r} URL (unknown scheme or a "
+                "missing part; see apprise's list of services)")
+    return None
 
 
 class AppriseSender:
