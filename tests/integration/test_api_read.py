@@ -35,7 +35,7 @@ async def test_health_system_agents_bus(tmp_path: Path) -> None:
         r = await until(lambda: _ok(api, "/api/system"))
         system = r.json()
         assert system["host"] == api.runtime.host and system["version"]
-        assert system["uptime_s"] >= 0 and system["agents_running"] == 4
+        assert system["uptime_s"] >= 0 and system["agents_running"] == 5
 
         agents = (await api.client.get("/api/agents")).json()["agents"]
         assert all(a["state"] == "running" for a in agents)
