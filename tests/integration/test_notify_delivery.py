@@ -255,3 +255,48 @@ async def test_an_alert_open_in_the_history_but_never_told_is_told_after_start(
         assert len(receiver.received) == 1
     finally:
         await rig.close()
+
+
+class _StuckChannel:
+    """A channel that hangs until released (a blackholed webhook)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.calls = 0
+
+    def send(self, url: str, title: str, body: str, notify_type: str) -> Any:
+        from watchkeeper.notify.sender import SendResult
+
+        self.calls += 1
+        self.release.wait(30)
+        return SendResult(True, "sent")
+
+
+async def test_a_hung_channel_never_holds_up_the_bus_or_the_notifier(
+        tmp_path: Path, receiver: Receiver) -> None:
+    import asyncio
+
+    rig = Rig(tmp_path, receiver, routes=[{"name": "ops", "url": receiver.url("ops"),
+                                           "group_wait_s": 0, "group_by": ["fingerprint"]}])
+    stuck = _StuckChannel()
+    rig.agent = NotifierAgent(store=rig.store, outbox=rig.outbox, wall_s=rig.wall,
+                              sender=stuck, bus=rig.bus, config=ConfigStore(rig.settings),
+                              host="web1")
+    await rig.agent.setup()  # with its background delivery task
+    try:
+        await rig.publish(alert("h0", T0))
+        await rig.agent._perform_check()
+        while stuck.calls == 0:  # the delivery task is now inside the hung send
+            await asyncio.sleep(0.01)
+        # Publishing (what the analyzer does) and the notifier's checks go on meanwhile.
+        for i in range(1, 200):
+            await asyncio.wait_for(rig.bus.publish("alerts.web1", alert(f"h{i}", T0)), 1)
+        await asyncio.wait_for(rig.agent._perform_check(), 2)
+        assert len(rig.outbox.pending("ops")) == 200
+        stuck.release.set()
+    finally:
+        stuck.release.set()
+        await rig.agent.teardown()
+        await rig.close()
