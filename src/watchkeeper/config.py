@@ -489,6 +489,12 @@ class RouteConfig(Section):
                              "e.g. http://127.0.0.1:9093")
         if self.escalate_to == self.name:
             raise ValueError(f"route {self.name!r} cannot escalate to itself")
+        if self.url is not None:
+            from watchkeeper.notify.sender import url_problem
+
+            problem = url_problem(self.url.get_secret_value())
+            if problem is not None:  # the URL itself is a secret: never in the message
+                raise ValueError(f"route {self.name!r}: {problem}")
         return self
 
 

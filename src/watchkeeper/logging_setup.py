@@ -62,6 +62,44 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+#: Secret strings no log line may hold (route URLs and their tokens), by owner.
+_SECRETS: dict[str, tuple[str, ...]] = {}
+_MASKED: tuple[str, ...] = ()
+
+
+def set_log_secrets(owner: str, pieces: tuple[str, ...] | list[str]) -> None:
+    """Replace ``owner``'s secret strings, which every watchkeeper handler masks."""
+    global _MASKED
+    _SECRETS[owner] = tuple(p for p in pieces if len(p) >= 3)
+    _MASKED = tuple(sorted({p for ps in _SECRETS.values() for p in ps}, key=len, reverse=True))
+
+
+class SecretFilter(logging.Filter):
+    """Masks the registered secrets (see :func:`set_log_secrets`) in every record, including
+    third-party ones (apprise logs the URLs it posts to) and their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = _MASKED
+        if not secrets:
+            return True
+        message = record.getMessage()
+        masked = message
+        for piece in secrets:
+            if piece in masked:
+                masked = masked.replace(piece, "***")
+        if masked != message:
+            record.msg = masked
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            text = record.exc_text
+            for piece in secrets:
+                text = text.replace(piece, "***")
+            record.exc_text = text
+        return True
+
+
 class SafeFormatter(logging.Formatter):
     """Every message on one line with control characters escaped (see safetext.printable).
 
@@ -93,6 +131,7 @@ def setup_logging(config: LoggingConfig, *, console: bool = True) -> Path:
         handlers.append(_console_handler(config))
     for handler in handlers:
         setattr(handler, _MARK, True)
+        handler.addFilter(SecretFilter())
         root.addHandler(handler)
     for name in DAMPED_LOGGERS:
         logger = logging.getLogger(name)

@@ -13,11 +13,13 @@ from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_rout
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.communicator import CommunicatorAgent
+from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, MemoryBus, system_topic
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.notify.outbox import Outbox
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
 from watchkeeper.remediation.process_guard import GuardRules, effective_uid
@@ -70,6 +72,8 @@ class Runtime:
         self.bus: Bus = bus or MemoryBus()
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
+        #: The notification outbox, opened by the notifier agent's factory (notify/outbox.py).
+        self.outbox: Outbox | None = None
         # The protected names as configured now (a reload may change them).
         self.services = Services.from_settings(settings, guard=lambda: GuardRules.of(
             self.config.current.remediation, own_pid=os.getpid(), own_uid=effective_uid()))
@@ -186,6 +190,8 @@ class Runtime:
         await self.audit.close()
         await self.bus.close()
         await self.store.close()
+        if self.outbox is not None:
+            await self.outbox.close()
         log.info("watchkeeper stopped; history flushed")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -203,6 +209,13 @@ class Runtime:
 def _communicator(rt: Runtime) -> BaseAgent:
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
                              bus_stats=rt.bus.stats, **rt.agent_kwargs())
+
+
+@register_agent("notifier")
+def _notifier(rt: Runtime) -> BaseAgent:
+    if rt.outbox is None:
+        rt.outbox = Outbox.open(rt.config.current.storage.path)
+    return NotifierAgent(store=rt.store, outbox=rt.outbox, **rt.agent_kwargs())
 
 
 @register_agent("alertmanager", when=lambda s: bool(alertmanager_routes(s)))

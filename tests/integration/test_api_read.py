@@ -29,13 +29,13 @@ async def test_health_system_agents_bus(tmp_path: Path) -> None:
         body = r.json()
         assert body["status"] == "ok" and body["ready"] and body["live"]
         assert {a["name"] for a in body["agents"]} == {"sensor", "analyzer", "remediator",
-                                                       "communicator"}
+                                                       "communicator", "notifier"}
         assert_secure_headers(r)
 
         r = await until(lambda: _ok(api, "/api/system"))
         system = r.json()
         assert system["host"] == api.runtime.host and system["version"]
-        assert system["uptime_s"] >= 0 and system["agents_running"] == 4
+        assert system["uptime_s"] >= 0 and system["agents_running"] == 5
 
         agents = (await api.client.get("/api/agents")).json()["agents"]
         assert all(a["state"] == "running" for a in agents)
@@ -99,7 +99,8 @@ async def test_prometheus_exposition_parses(tmp_path: Path) -> None:
         assert {"watchkeeper_memory_percent", "watchkeeper_agent_up", "watchkeeper_alerts_open",
                 "watchkeeper_actions_pending", "watchkeeper_agent_state"} <= set(families)
         up = {s.labels["agent"]: s.value for s in families["watchkeeper_agent_up"].samples}
-        assert up == {"sensor": 1.0, "analyzer": 1.0, "remediator": 1.0, "communicator": 1.0}
+        assert up == {"sensor": 1.0, "analyzer": 1.0, "remediator": 1.0, "communicator": 1.0,
+                      "notifier": 1.0}
         mounts = {s.labels["dimension"] for s in families["watchkeeper_disk_percent"].samples}
         assert "/" in mounts
 

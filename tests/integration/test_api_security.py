@@ -106,7 +106,7 @@ def test_serve_runs_agents_and_api_and_stops_cleanly(tmp_path: Path) -> None:
             assert r.status_code == 401
             r = httpx.post(f"{url}/api/command", json={"command": "health_check"},
                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
-            assert r.status_code == 200 and len(r.json()["replies"]) == 4
+            assert r.status_code == 200 and len(r.json()["replies"]) == 5
             config = httpx.get(f"{url}/api/config", timeout=10).text
             assert "SERVESECRET" not in config and token not in config
         finally:

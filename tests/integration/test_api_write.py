@@ -330,7 +330,7 @@ async def test_commands(tmp_path: Path) -> None:
         assert r.status_code == 200
         replies = r.json()["replies"]
         assert {x["agent"] for x in replies} == {"sensor", "analyzer", "remediator",
-                                                 "communicator"}
+                                                 "communicator", "notifier"}
         assert all(x["ok"] for x in replies)
         for command in ("pause", "resume", "restart"):
             r = await api.client.post("/api/command", headers=api.auth(),

@@ -189,7 +189,7 @@ def test_a_usage_error_exits_2_before_any_banner_or_file(tmp_path: Path, command
     assert out.returncode == 2, out.stderr
     # Every registered agent is known, those that run only when configured included.
     assert "Invalid value for '--agents': unknown agent(s) bogus; known: alertmanager, " \
-           "analyzer, communicator, remediator, sensor" in out.stderr
+           "analyzer, communicator, notifier, remediator, sensor" in out.stderr
     assert "watchkeeper 0" not in out.stderr + out.stdout  # no banner
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()

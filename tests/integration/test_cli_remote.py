@@ -204,7 +204,7 @@ def test_command_health_check_and_an_unknown_agent(server: Server) -> None:
     out = server.wk("command", "health_check")
     assert out.returncode == 0, out.stderr
     agents = sorted(line.split(":")[0] for line in out.stdout.splitlines())
-    assert agents == ["analyzer", "communicator", "remediator", "sensor"]
+    assert agents == ["analyzer", "communicator", "notifier", "remediator", "sensor"]
     assert all(": ok: " in line for line in out.stdout.splitlines())
     out = server.wk("command", "pause", "--target", "nobody")
     assert out.returncode == 1

@@ -52,7 +52,8 @@ async def test_runtime_collects_stores_and_answers_history_queries(tmp_path: Pat
         assert event.changed == ("agents.check_interval",)  # type: ignore[attr-defined]
 
         replies = await rt.command(Command(host=rt.host, command="health_check"))
-        assert {r.agent for r in replies} == {"sensor", "analyzer", "remediator", "communicator"}
+        assert {r.agent for r in replies} == {"sensor", "analyzer", "remediator", "communicator",
+                                              "notifier"}
         assert all(r.ok and r.health and r.health.state == "running" for r in replies)
         (restarted,) = await rt.command(Command(host=rt.host, command="restart",
                                                 target="sensor"))

@@ -374,6 +374,37 @@ def _host_notes(settings: Settings) -> list[str]:
 
 
 @cli.group()
+def notify() -> None:
+    """Notification routes (notify.routes in the config file)."""
+
+
+@notify.command("test")
+@click.argument("route", required=False)
+@_config_option
+@click.pass_context
+def notify_test(ctx: click.Context, route: str | None) -> None:
+    """Send a test message through ROUTE (default: every route) and print what the
+    channel answered; exit 1 if any route did not take it. No server needed."""
+    settings = _settings(ctx)
+    from watchkeeper.notify.testsend import UnknownRoute, send_test_messages
+
+    if not settings.notify.routes:
+        click.echo("watchkeeper: no notification routes configured (notify.routes in the "
+                   "config file)", err=True)
+        sys.exit(EXIT_CONFIG)
+    # apprise's own warnings would reach stderr unmasked: its answer is printed below.
+    logging.getLogger("apprise").propagate = False
+    try:
+        answers = send_test_messages(settings, route)
+    except UnknownRoute as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for a in answers:
+        click.echo(f"{a.route}: {'sent' if a.ok else 'FAILED'} - {a.answer}")
+    sys.exit(0 if all(a.ok for a in answers) else 1)
+
+
+@cli.group()
 def audit() -> None:
     """Check the remediation audit log."""
 

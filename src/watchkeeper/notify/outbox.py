@@ -1,0 +1,225 @@
+"""The outbox: notifications persisted before they are sent, per route, in order.
+
+A SQLite file in the data directory (``notify_outbox.db``; WAL, ``synchronous=FULL``, via
+:class:`~watchkeeper.sqlitedb.SqliteDb`). The router's messages and its state (what each
+route was told) are committed in one transaction, so after a kill -9 either both are there
+or neither. A message leaves the outbox only once its channel accepted it; a route's
+messages go out oldest first, one at a time. Bounds per route: ``outbox_max_messages``
+waiting, none older than ``outbox_max_age_s``; past either, the oldest are replaced by ONE
+summary message at the head of the route's queue ("N messages for route X were dropped
+while it was unreachable"), which absorbs later drops: a route is never silently emptied.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchkeeper.config import PersonalityLevel
+from watchkeeper.notify.message import Message, render_summary
+from watchkeeper.sqlitedb import SqliteDb
+from watchkeeper.store.sqlite import StoreError
+
+OUTBOX_FILE = "notify_outbox.db"
+SCHEMA_VERSION = 1
+
+
+class OutboxError(StoreError):
+    """The outbox database cannot be opened, written or read (the message says why); a
+    StoreError, so every command that opens the data directory reports it the same way."""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            route TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            notify_type TEXT NOT NULL,
+            fingerprints TEXT NOT NULL DEFAULT '[]',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try_at REAL NOT NULL,
+            last_error TEXT,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            dropped_oldest REAL,
+            dropped_titles TEXT NOT NULL DEFAULT '[]'
+        )""")
+    conn.execute("CREATE INDEX outbox_route ON outbox(route, id)")
+    conn.execute("CREATE TABLE notify_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One message waiting in the outbox."""
+
+    id: int
+    route: str
+    created_at: float
+    kind: str
+    title: str
+    body: str
+    notify_type: str
+    fingerprints: tuple[str, ...]
+    attempts: int
+    next_try_at: float
+    last_error: str | None
+
+
+_COLUMNS = ("id, route, created_at, kind, title, body, notify_type, fingerprints, attempts, "
+            "next_try_at, last_error")
+
+
+def _pending(row: Sequence[Any]) -> Pending:
+    return Pending(id=row[0], route=row[1], created_at=row[2], kind=row[3], title=row[4],
+                   body=row[5], notify_type=row[6], fingerprints=tuple(json.loads(row[7])),
+                   attempts=row[8], next_try_at=row[9], last_error=row[10])
+
+
+class Outbox:
+    """The persisted queue of notifications and the router's state."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = SqliteDb(path, what="notification outbox", error=OutboxError,
+                            schema_version=SCHEMA_VERSION, migrations=[_v1],
+                            thread_name="watchkeeper-outbox")
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Outbox:
+        """The outbox in ``data_dir`` (created 0600 if missing)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(data_dir / OUTBOX_FILE)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # ----------------------------------------------------------------- writes
+
+    async def commit(self, messages: Sequence[Message], state: dict[str, Any] | None,
+                     now: float) -> None:
+        """Enqueue ``messages`` and save ``state`` in one transaction (durable on return)."""
+        def write() -> None:
+            with self._db.write_txn() as conn:
+                conn.executemany(
+                    "INSERT INTO outbox (route, created_at, kind, title, body, notify_type, "
+                    "fingerprints, next_try_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(m.route, now, m.kind, m.title, m.body, m.notify_type,
+                      json.dumps(list(m.fingerprints)), now) for m in messages])
+                if state is not None:
+                    conn.execute("INSERT OR REPLACE INTO notify_state (key, value) "
+                                 "VALUES ('router', ?)", (json.dumps(state),))
+        await self._db.on_writer(write)
+
+    async def delivered(self, message_id: int) -> None:
+        """The channel accepted it: it leaves the outbox."""
+        def write() -> None:
+            with self._db.write_txn() as conn:
+                conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+        await self._db.on_writer(write)
+
+    async def failed(self, message_id: int, error: str, next_try_at: float) -> None:
+        """A try failed: count it, say why, and when to try again."""
+        def write() -> None:
+            with self._db.write_txn() as conn:
+                conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                             "next_try_at = ? WHERE id = ?", (error[:2000], next_try_at,
+                                                              message_id))
+        await self._db.on_writer(write)
+
+    async def enforce_bounds(self, *, max_messages: int, max_age_s: float, now: float,
+                             level: PersonalityLevel) -> int:
+        """Replace what is past the bounds by one summary per route; returns how many
+        messages were dropped."""
+        return await self._db.on_writer(
+            lambda: self._bound(max_messages, max_age_s, now, level))
+
+    def _bound(self, max_messages: int, max_age_s: float, now: float,
+               level: PersonalityLevel) -> int:
+        # Runs only between sends (the delivery loop calls it), so no message it deletes or
+        # whose id the summary takes over is in flight.
+        total = 0
+        with self._db.write_txn() as conn:
+            routes = [r[0] for r in conn.execute("SELECT DISTINCT route FROM outbox")]
+            for route in routes:
+                rows = conn.execute(
+                    "SELECT id, created_at, kind, title, dropped, dropped_oldest, "
+                    "dropped_titles, attempts, next_try_at FROM outbox WHERE route = ? "
+                    "ORDER BY id",
+                    (route,)).fetchall()
+                summaries = [r for r in rows if r[2] == "summary"]
+                others = [r for r in rows if r[2] != "summary"]
+                victims = [r for r in others if r[1] < now - max_age_s]
+                keep = [r for r in others if r[1] >= now - max_age_s]
+                # A summary (kept or to come) takes one place.
+                room = max_messages - 1 if victims or summaries else max_messages
+                if len(keep) > room:
+                    # Over the count: the oldest go (the summary then takes one place).
+                    room = max_messages - 1
+                    victims += keep[:len(keep) - room]
+                    keep = keep[len(keep) - room:]
+                if not victims:
+                    if summaries and summaries[0][1] < now - max_age_s:
+                        # Only the summary is old: it stays (never silence), counted anew.
+                        conn.execute("UPDATE outbox SET created_at = ? WHERE id = ?",
+                                     (now, summaries[0][0]))
+                    continue
+                total += len(victims)
+                dropped = len(victims) + sum(r[4] for r in summaries)
+                oldest = min([r[1] for r in victims]
+                             + [r[5] if r[5] is not None else r[1] for r in summaries])
+                newest = max(r[1] for r in victims)
+                titles: list[str] = []
+                for r in summaries:
+                    titles += json.loads(r[6])
+                titles += [r[3] for r in victims]
+                title, body = render_summary(route, level=level, dropped=dropped,
+                                             oldest=oldest, newest=newest, titles=titles)
+                gone = victims + summaries
+                # The summary goes first: it takes the smallest id of what it replaces.
+                head = min(r[0] for r in gone)
+                conn.executemany("DELETE FROM outbox WHERE id = ?", [(r[0],) for r in gone])
+                conn.execute(
+                    "INSERT INTO outbox (id, route, created_at, kind, title, body, notify_type, "
+                    "attempts, next_try_at, dropped, dropped_oldest, dropped_titles) "
+                    "VALUES (?, ?, ?, 'summary', ?, ?, 'warning', ?, ?, ?, ?, ?)",
+                    # The route's backoff carries over: a new drop is no reason to retry now.
+                    (head, route, now, title, body, max(r[7] for r in gone),
+                     max(r[8] for r in gone), dropped, oldest, json.dumps(titles[:50])))
+        return total
+
+    # ----------------------------------------------------------------- reads
+
+    def state(self) -> dict[str, Any] | None:
+        """The router's saved state, if any."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT value FROM notify_state WHERE key = 'router'").fetchone()
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(row[0])
+        return data
+
+    def heads(self) -> list[Pending]:
+        """The oldest waiting message of each route (the only one that may be sent)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id IN "
+                "(SELECT MIN(id) FROM outbox GROUP BY route) ORDER BY id").fetchall()
+        return [_pending(r) for r in rows]
+
+    def pending(self, route: str | None = None) -> list[Pending]:
+        """Every waiting message (of one route), oldest first."""
+        sql = f"SELECT {_COLUMNS} FROM outbox"
+        args: tuple[Any, ...] = ()
+        if route is not None:
+            sql += " WHERE route = ?"
+            args = (route,)
+        with self._db.read() as conn:
+            rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [_pending(r) for r in rows]
