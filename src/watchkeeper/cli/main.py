@@ -2,7 +2,7 @@
 
 Commands: run, serve, config show, config validate, audit verify; against a running server:
 status, agents, metrics, alerts, services, actions, logs, ack, approve, reject, reset,
-silence, command, config get/set. Later: cli, simulate.
+silence, command, config get/set, simulate (cli/simulate.py). Later: cli.
 Exit codes: 0 ok, 1 runtime failure (or a broken audit chain, or the server said no), 2 bad
 configuration or usage, 3 no server answers at the URL.
 """
@@ -890,6 +890,12 @@ def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str
     changed = [str(c) for c in changed] if isinstance(changed, list) else []
     _done(as_json, reply, f"changed: {', '.join(changed)} (version {_said(reply, 'version')})"
           if changed else "unchanged: it had that value already")
+
+
+# Registered last: cli/simulate.py builds on the remote options and client above.
+from watchkeeper.cli.simulate import simulate as _simulate  # noqa: E402
+
+cli.add_command(_simulate)
 
 
 def main() -> None:
