@@ -76,9 +76,11 @@ def simulate(ctx: click.Context, scenario: str, duration: str, cores: int | None
     from watchkeeper.simulate.limits import Refused
 
     if scenario in SERVER:
-        click.echo(f"watchkeeper: simulate {scenario} runs inside a server through POST "
-                   "/api/command; not yet available from this command", err=True)
-        sys.exit(2)
+        _in_server(ctx, url, token, scenario, duration, settle, as_json,
+                   [n for n, v in (("--cores", cores), ("--size", size), ("--rate", rate),
+                                   ("--path", path), ("--procs", procs),
+                                   ("--lines-per-s", lines_per_s)) if v is not None])
+        return
     assert scenario in LOCAL
     if not sys.platform.startswith("linux"):
         click.echo("watchkeeper: simulate runs on Linux only (it relies on "
@@ -148,3 +150,98 @@ def _mountpoint(path: str) -> str | None:
     return p
 
 
+
+
+def _in_server(ctx: click.Context, url: str | None, token: str | None, scenario: str,
+               duration: str, settle: float, as_json: bool, extra: list[str]) -> None:
+    """service, crashloop: the server runs its demo service and crashes it (POST
+    /api/command); then the report, as for the others."""
+    from datetime import datetime
+
+    from watchkeeper.cli.client import ClientError
+    from watchkeeper.cli.main import _call
+    from watchkeeper.safetext import printable
+    from watchkeeper.simulate import report
+    from watchkeeper.simulate.limits import Refused, parse_duration
+    from watchkeeper.simulate.runner import Outcome
+
+    try:
+        if extra:
+            raise Refused(f"{scenario} does not take {', '.join(extra)}")
+        seconds = parse_duration(duration)
+        if seconds > 600:
+            raise Refused(f"duration {duration!r} is longer than the cap of 600 s for a demo "
+                          "service")
+    except Refused as exc:
+        click.echo(f"watchkeeper: simulate {scenario} refused, nothing was done: "
+                   f"{printable(str(exc), 500)}", err=True)
+        sys.exit(2)
+    if not as_json:
+        click.echo(f"simulate {scenario}: asking the server to run its demo service for "
+                   f"{seconds:g} s and crash it", err=True)
+    reply = _call(ctx, url, token, lambda c: c.post("/api/command", {
+        "command": "simulate", "scenario": scenario, "duration_s": seconds}))
+    try:
+        sim = reply.data["simulation"]
+        service, pid = str(sim["service"]), sim.get("pid")
+
+        def at(key: str) -> datetime:
+            return datetime.fromisoformat(str(sim[key]).replace("Z", "+00:00"))
+
+        crashed, heals, until = at("crashed_at"), at("heals_at"), at("until")
+    except (KeyError, TypeError, ValueError):
+        click.echo("watchkeeper: the answer to POST /api/command is not what watchkeeper "
+                   "sends: is --url a watchkeeper server of this version?", err=True)
+        sys.exit(1)
+    what = ("killed once (SIGKILL)" if scenario == "service"
+            else "made to exit at every start, for two thirds of the run")
+    outcome = Outcome(scenario=scenario, summary=f"demo service {printable(service, 64)} "
+                      f"(pid {pid}) {what}", started_at=crashed, ended_at=heals,
+                      duration_s=(until - crashed).total_seconds(), ended_by="time",
+                      pids=[int(pid)] if isinstance(pid, int) else [], names=[service],
+                      files=[], append_to=None)
+    client = _client(ctx, url, token)
+    try:
+        culprit = report.Culprit(frozenset(outcome.pids), (service,))
+        fetch = lambda p, q: client.get(p, q).data  # noqa: E731
+        import time as _time
+        from datetime import timezone
+
+        # Until the demo is removed (its alert can resolve only once it is back or gone),
+        # then as long as --settle for the resolution.
+        left = (until - datetime.now(timezone.utc)).total_seconds()
+        resp = report.wait_response(fetch, client.url, outcome, culprit,
+                                    max(0.0, left) + settle, sleep=_time.sleep)
+        gone = _until_gone(client, service, until)
+        outcome.cleaned = gone
+    except ClientError as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(exc.code)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json_text({"run": outcome.as_dict(), "watchkeeper": resp.as_dict(),
+                              "note": None}))
+    else:
+        for line in report.lines(outcome, resp, ""):
+            click.echo(line)
+    if not outcome.cleaned:
+        sys.exit(1)
+
+
+def _until_gone(client: Any, service: str, until: Any) -> bool:
+    """Whether the server removed the demo service (waited for until its end, plus 15 s)."""
+    import time
+    from datetime import datetime, timezone
+
+    deadline = time.monotonic() + max(0.0, (until - datetime.now(timezone.utc))
+                                      .total_seconds()) + 15
+    while True:
+        data = client.get("/api/services").data
+        names = [s.get("name") for s in data.get("services", []) if isinstance(s, dict)] \
+            if isinstance(data, dict) else []
+        if service not in names:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)

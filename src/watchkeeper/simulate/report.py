@@ -53,6 +53,9 @@ class Response:
     detected_at: datetime | None = None
     detect_s: float | None = None
     alert: dict[str, Any] | None = None
+    #: The alert's firing updates whose words changed (down -> crash-looping -> failing).
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    resolved: dict[str, Any] | None = None
     resolved_at: datetime | None = None
     recover_s: float | None = None
     open_s: float | None = None
@@ -65,11 +68,17 @@ class Response:
         return {"url": self.url,
                 "detected_at": self.detected_at.isoformat() if self.detected_at else None,
                 "time_to_detect_s": _r(self.detect_s),
-                "alert": {k: a.get(k) for k in ("rule", "metric", "dimension", "severity",
-                                                 "summary", "fingerprint")} if a else None,
+                "alert": _brief(a) if a else None,
+                "updates": [_brief(u) for u in self.updates],
+                "resolved_summary": (self.resolved or {}).get("summary"),
                 "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
                 "time_to_recover_s": _r(self.recover_s), "alert_open_s": _r(self.open_s),
                 "actions": self.actions, "other_alerts": self.other_alerts}
+
+
+def _brief(a: dict[str, Any]) -> dict[str, Any]:
+    return {k: a.get(k) for k in ("rule", "metric", "dimension", "severity", "summary",
+                                  "fingerprint")}
 
 
 def _r(x: float | None) -> float | None:
@@ -102,8 +111,12 @@ def read_response(fetch: Fetch, url: str, outcome: Outcome, culprit: Culprit) ->
             if fingerprint is None and state == "firing" and culprit.named_by(event):
                 fingerprint, resp.alert, resp.detected_at = fp, event, at
                 resp.detect_s = (at - outcome.started_at).total_seconds()
+            elif (fp == fingerprint and state == "firing" and resp.resolved_at is None
+                  and event.get("summary") != ([resp.alert or {}, *resp.updates][-1]
+                                               .get("summary"))):
+                resp.updates.append(event)
             elif fp == fingerprint and state == "resolved" and resp.resolved_at is None:
-                resp.resolved_at = at
+                resp.resolved_at, resp.resolved = at, event
                 resp.recover_s = max(0.0, (at - outcome.ended_at).total_seconds())
                 assert resp.detected_at is not None
                 resp.open_s = (at - resp.detected_at).total_seconds()
@@ -113,7 +126,8 @@ def read_response(fetch: Fetch, url: str, outcome: Outcome, culprit: Culprit) ->
         elif item.get("kind") == "remediation":
             target = str(event.get("target", ""))
             if (fingerprint is not None and event.get("fingerprint") == fingerprint) or any(
-                    target.endswith(f":{pid}") for pid in culprit.pids):
+                    target.endswith(f":{pid}") for pid in culprit.pids) or any(
+                    n in target for n in culprit.names):
                 resp.actions.append({
                     "at": at.isoformat(), "phase": event.get("phase"),
                     "action": event.get("action"), "target": target,
@@ -171,13 +185,18 @@ def lines(outcome: Outcome, resp: Response | None, note: str) -> list[str]:
         a = resp.alert
         out.append(f"  detected    after {resp.detect_s:.1f} s: {printable(str(a.get('severity')))}"
                    f" {printable(str(a.get('rule')))}: {printable(str(a.get('summary')), 300)}")
+    for update in resp.updates[:10]:
+        out.append(f"  then        {printable(str(update.get('severity')))}: "
+                   f"{printable(str(update.get('summary')), 300)}")
     for act in resp.actions:
         out.append(f"  action      {act['phase']} {act['action']} {act['target']}"
                    f"{' -> ' + str(act['outcome']) if act.get('outcome') else ''}"
                    f"{': ' + act['message'] if act.get('message') else ''}")
     if resp.alert is not None:
         out.append(f"  recovered   alert resolved {resp.recover_s:.1f} s after the condition "
-                   f"ended (open {resp.open_s:.1f} s)" if resp.resolved_at is not None
+                   f"ended (open {resp.open_s:.1f} s): "
+                   f"{printable(str((resp.resolved or {}).get('summary')), 200)}"
+                   if resp.resolved_at is not None
                    else "  recovered   not yet: the alert is still open")
     for other in resp.other_alerts:
         out.append(f"  also fired  {other}")
