@@ -4,9 +4,10 @@ detected, named, and the report reads it back from the API.
 The server differs from the defaults in what makes a test of minutes take seconds, and says
 so: analyzer.runaway_minutes 0.05 (3 s instead of 10 min), runaway_cpu_percent 30 (this host's
 two cores are shared with other sessions: a spinning process does not always get a whole
-one), ticks of 0.5 s, no LLM. The remediation policy is the default (stop_process waits for
-approval). simulate finds the server the way it does by default: api.port from the
-configuration, the token from the api_token file.
+one), ticks of 0.5 s, no LLM, remediation.startup_grace_s 0 (no 60 s wait after the start
+before the first restart). The remediation policy is otherwise the default (stop_process
+waits for approval, restart_service is automatic). simulate finds the server the way it does
+by default: api.port from the configuration, the token from the api_token file.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"api: {{port: {port}}}\n"
         "agents: {check_interval: 0.5}\n"
         "analyzer: {runaway_minutes: 0.05, runaway_cpu_percent: 30}\n"
+        "remediation: {startup_grace_s: 0}\n"
         "llm: {enabled: false}\n", encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
                             cwd=root, env=wk_env(root), stderr=subprocess.PIPE, text=True)
@@ -100,3 +102,51 @@ def test_without_a_server_it_says_so_and_reports_the_run(tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     assert "not reachable, so only what the run did is reported" in out.stdout
     assert "ran " in out.stdout and "cleaned up  yes" in out.stdout
+
+
+def test_service_crash_is_restarted_and_recovered(server: Server) -> None:
+    out = _simulate(server, "service", "--duration", "15s", "--settle", "30", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    service = report["run"]["names"][0]
+    assert service.startswith("wk-sim-demo-")
+    seen = report["watchkeeper"]
+    assert seen["alert"]["rule"] == "service" and seen["alert"]["dimension"] == service
+    assert "killed by SIGKILL" in seen["alert"]["summary"]
+    assert seen["time_to_detect_s"] < 5
+    finished = [a for a in seen["actions"] if a["phase"] == "finished"]
+    assert finished and finished[0]["action"] == "restart_service"
+    assert finished[0]["outcome"] == "ok"
+    # Restarted and healthy for the stability window (5 s), well before the demo's end.
+    assert seen["resolved_summary"] == f"Service {service} is running and healthy again"
+    assert 4 <= seen["time_to_recover_s"] < 15
+    # Removed from the server afterwards: not declared, its process gone.
+    assert report["run"]["cleaned"] is True
+    names = [s["name"] for s in server.api("GET", "/api/services").json()["services"]]
+    assert service not in names
+    config = server.api("GET", "/api/config").json()["config"]
+    assert service not in config["services"]
+
+
+def test_crashloop_is_named_a_crash_loop(server: Server) -> None:
+    out = _simulate(server, "crashloop", "--duration", "18s", "--settle", "20", "--json")
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)["watchkeeper"]
+    words = [u["summary"] for u in seen["updates"]]
+    assert any("is crash-looping" in w for w in words), words
+    assert seen["resolved_at"] is not None
+    assert json.loads(out.stdout)["run"]["cleaned"] is True
+
+
+def test_one_simulation_at_a_time(server: Server) -> None:
+    first = server.api("POST", "/api/command", {"command": "simulate", "scenario": "service",
+                                                "duration_s": 8})
+    assert first.status_code == 200, first.text
+    second = server.api("POST", "/api/command", {"command": "simulate",
+                                                 "scenario": "crashloop", "duration_s": 8})
+    assert second.status_code == 409
+    assert "a simulation runs already" in second.json()["detail"]
+    service = first.json()["simulation"]["service"]
+    _until(lambda: service not in [s["name"] for s in
+                                   server.api("GET", "/api/services").json()["services"]],
+           "the demo removed", timeout=30)
