@@ -147,14 +147,14 @@ def plan(req: Request, host: Host) -> Plan:
                     f"one core for {duration:g} s", limits={"cores": host.cpu_count()})
     if s == "memory":
         _no_extra(req, {"size"})
-        size = limits.parse_size(req.size or DEFAULT_MEMORY, "--size")
+        size = limits.parse_size(DEFAULT_MEMORY if req.size is None else req.size, "--size")
         limits.check_memory(size, host.memory_available())
         return Plan(s, duration, (Worker("memory", {**base, "size": size}),),
                     f"one process (wk-sim-memory) holding {fmt_size(size)} for {duration:g} s",
                     limits={"memory_fraction": limits.MEMORY_FRACTION})
     if s == "leak":
         _no_extra(req, {"size", "rate"})
-        rate = limits.parse_rate(req.rate or DEFAULT_LEAK_RATE, "--rate")
+        rate = limits.parse_rate(DEFAULT_LEAK_RATE if req.rate is None else req.rate, "--rate")
         limits.check_rate(rate, limits.MAX_LEAK_RATE, "--rate")
         size = (limits.parse_size(req.size, "--size") if req.size is not None
                 else int(rate * duration))
@@ -167,8 +167,8 @@ def plan(req: Request, host: Host) -> Plan:
         _no_extra(req, {"size", "rate", "path"})
         import tempfile
 
-        where = _real_dir(req.path or tempfile.gettempdir())
-        rate = limits.parse_rate(req.rate or DEFAULT_DISK_RATE, "--rate")
+        where = _real_dir(tempfile.gettempdir() if req.path is None else req.path)
+        rate = limits.parse_rate(DEFAULT_DISK_RATE if req.rate is None else req.rate, "--rate")
         limits.check_rate(rate, limits.MAX_DISK_RATE, "--rate")
         size = (limits.parse_size(req.size, "--size") if req.size is not None
                 else int(rate * duration))
