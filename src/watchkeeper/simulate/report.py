@@ -30,19 +30,23 @@ class Culprit:
     mountpoint: str | None = None
     path: str | None = None
 
-    def named_by(self, alert: dict[str, Any]) -> bool:
-        """Whether ``alert`` (an Alert event as JSON) names this run."""
+    def rank(self, alert: dict[str, Any]) -> int | None:
+        """How ``alert`` (an Alert event as JSON) names this run: 0 as its subject (its pid
+        label or dimension: the run's process, service, disk), 1 in its words only (a busy
+        host's CPU alert naming the runaway as the cause), None not at all."""
         labels = alert.get("labels")
         pid = str(labels.get("pid", "")) if isinstance(labels, dict) else ""
         if pid.isdigit() and int(pid) in self.pids:
-            return True
-        text = " ".join(str(alert.get(k) or "") for k in ("dimension", "summary", "context"))
-        if any(n in text for n in self.names):
-            return True
-        if self.path is not None and self.path in text:
-            return True
-        return (self.mountpoint is not None and str(alert.get("metric", "")).startswith("disk")
-                and alert.get("dimension") == self.mountpoint)
+            return 0
+        dimension = str(alert.get("dimension") or "")
+        if any(n in dimension for n in self.names) or (
+                self.mountpoint is not None and str(alert.get("metric", "")).startswith("disk")
+                and dimension == self.mountpoint):
+            return 0
+        text = " ".join(str(alert.get(k) or "") for k in ("summary", "context"))
+        if any(n in text for n in self.names) or (self.path is not None and self.path in text):
+            return 1
+        return None
 
 
 @dataclass
@@ -97,20 +101,37 @@ def read_response(fetch: Fetch, url: str, outcome: Outcome, culprit: Culprit) ->
     body = fetch("/api/activity", {"limit": 1000, "kind": ["alert", "remediation"]})
     items = body.get("events") if isinstance(body, dict) else None
     resp = Response(url=url)
-    fingerprint = None
     since = outcome.started_at - SLACK
-    others: dict[str, str] = {}
+    events: list[tuple[datetime, str, dict[str, Any]]] = []
     for item in items if isinstance(items, list) else []:
         at = _at(item) if isinstance(item, dict) else None
         event = item.get("event") if isinstance(item, dict) else None
-        if at is None or at < since or not isinstance(event, dict):
+        if at is not None and at >= since and isinstance(event, dict):
+            events.append((at, str(item.get("kind")), event))
+    # The alert of its own if there is one, else the first that names the run in its words
+    # and opened during it (an alert already open before the run does not count).
+    found: dict[int, tuple[datetime, dict[str, Any]]] = {}
+    for at, kind, event in events:
+        if kind != "alert" or event.get("state") != "firing":
             continue
-        if item.get("kind") == "alert":
+        rank = culprit.rank(event)
+        if rank is None or rank in found:
+            continue
+        opened = _at({"at": event.get("since")})
+        if rank == 0 or (opened is not None and opened >= since):
+            found[rank] = (at, event)
+    fingerprint = None
+    if found:
+        resp.detected_at, resp.alert = found[min(found)]
+        fingerprint = str(resp.alert.get("fingerprint", ""))
+        resp.detect_s = (resp.detected_at - outcome.started_at).total_seconds()
+    others: dict[str, str] = {}
+    for at, kind, event in events:
+        if kind == "alert":
             fp = str(event.get("fingerprint", ""))
             state = event.get("state")
-            if fingerprint is None and state == "firing" and culprit.named_by(event):
-                fingerprint, resp.alert, resp.detected_at = fp, event, at
-                resp.detect_s = (at - outcome.started_at).total_seconds()
+            if fp == fingerprint and event is resp.alert:
+                continue
             elif (fp == fingerprint and state == "firing" and resp.resolved_at is None
                   and event.get("summary") != ([resp.alert or {}, *resp.updates][-1]
                                                .get("summary"))):
@@ -123,7 +144,7 @@ def read_response(fetch: Fetch, url: str, outcome: Outcome, culprit: Culprit) ->
             elif fp != fingerprint and state == "firing":
                 others[fp] = printable(f"{event.get('severity')} {event.get('rule')}: "
                                        f"{event.get('summary')}", 200)
-        elif item.get("kind") == "remediation":
+        elif kind == "remediation":
             target = str(event.get("target", ""))
             if (fingerprint is not None and event.get("fingerprint") == fingerprint) or any(
                     target.endswith(f":{pid}") for pid in culprit.pids) or any(

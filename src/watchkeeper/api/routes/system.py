@@ -109,7 +109,8 @@ def bus(runtime: RuntimeDep) -> BusBody:
 
 
 @router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
-             responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+             responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                        503: {"model": ErrorBody}})
 async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep,
                   request: Request) -> CommandBody:
     """Agent commands (health_check, pause, resume, restart) to one agent or all, with their
