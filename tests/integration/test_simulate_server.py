@@ -105,7 +105,7 @@ def test_without_a_server_it_says_so_and_reports_the_run(tmp_path: Path) -> None
 
 
 def test_service_crash_is_restarted_and_recovered(server: Server) -> None:
-    out = _simulate(server, "service", "--duration", "15s", "--settle", "30", "--json")
+    out = _simulate(server, "service", "--duration", "20s", "--settle", "30", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     service = report["run"]["names"][0]
@@ -119,7 +119,7 @@ def test_service_crash_is_restarted_and_recovered(server: Server) -> None:
     assert finished[0]["outcome"] == "ok"
     # Restarted and healthy for the stability window (5 s), well before the demo's end.
     assert seen["resolved_summary"] == f"Service {service} is running and healthy again"
-    assert 4 <= seen["time_to_recover_s"] < 15
+    assert 4 <= seen["time_to_recover_s"] < 20
     # Removed from the server afterwards: not declared, its process gone.
     assert report["run"]["cleaned"] is True
     names = [s["name"] for s in server.api("GET", "/api/services").json()["services"]]

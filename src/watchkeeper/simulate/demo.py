@@ -131,12 +131,25 @@ class Demos:
                 self._end_after(name, flag, heal_epoch, until_epoch))
             return run
 
+    def _condition(self, name: str) -> str | None:
+        """The service's condition as the remediator sees it (None: not reported yet)."""
+        for agent in self._rt.agents:
+            book = getattr(agent, "book", None)
+            if book is not None:
+                report = book.report(name)
+                return None if report is None else str(report.condition)
+        return "ok"  # no remediator in this process: nothing else to wait for
+
     async def _healthy_pid(self, name: str) -> int:
+        # Healthy by its check, and ok to the remediator: a loaded host may have caught the
+        # demo before it listened and restarted it; the crash comes once that has settled,
+        # so that it is the one crash the run measures.
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if name in self._rt.services:
                 status = await self._rt.services.status(name)
-                if status.pid is not None and status.healthy:
+                if (status.pid is not None and status.healthy
+                        and self._condition(name) in ("ok", None)):
                     return int(status.pid)
             await asyncio.sleep(0.2)
         raise DemoError(f"the demo service {name} did not come up healthy within "
@@ -149,9 +162,15 @@ class Demos:
             with contextlib.suppress(FileNotFoundError):
                 flag.unlink()
             await asyncio.sleep(max(0.0, until_epoch - time.time()))
-        finally:
-            await self._remove(name, flag)
+        except asyncio.CancelledError:
+            # The server stops: it stops the demo with every managed process, and the
+            # configuration it was added to is never saved; only the flag file is ours.
+            with contextlib.suppress(FileNotFoundError):
+                flag.unlink()
             self.current = None
+            raise
+        await self._remove(name, flag)
+        self.current = None
 
     async def _remove(self, name: str, flag: Path) -> None:
         """Take the demo out of the configuration (which stops it) and remove its flag."""
