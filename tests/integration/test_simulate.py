@@ -262,3 +262,22 @@ def test_orphans_are_reaped_at_the_next_start(tmp_path: Path, sims: list[Sim]) -
     assert report["run"]["reaped_orphans"] == 1
     assert made_dirs(fill) == []
     assert not nxt.base.exists()
+
+
+def test_logflood_appends_to_a_configured_log_file_and_keeps_it(tmp_path: Path,
+                                                                 sims: list[Sim]) -> None:
+    """--path only for one of remediation.log_files (here this configuration's, as no server
+    answers); the lines stay: the file is not the run's."""
+    log = tmp_path / "app.log"
+    log.write_text("first line of the app\n")
+    (tmp_path / "watchkeeper.yaml").write_text(
+        f"remediation: {{log_files: [{{path: {json.dumps(str(log))}}}]}}\n")
+    sim = start(sims, tmp_path, "logflood", "--path", str(log), "--lines-per-s", "200",
+                "--duration", "2s")
+    w = sim.worker()
+    report = sim.finish()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "first line of the app"
+    assert len(lines) > 100 and all(f"wk-sim-logflood[{w.pid}]" in line for line in lines[1:])
+    assert report["run"]["append_to"] == str(log) and report["run"]["files"] == []
+    assert_nothing_left(sim)
