@@ -281,3 +281,18 @@ def test_logflood_appends_to_a_configured_log_file_and_keeps_it(tmp_path: Path,
     assert len(lines) > 100 and all(f"wk-sim-logflood[{w.pid}]" in line for line in lines[1:])
     assert report["run"]["append_to"] == str(log) and report["run"]["files"] == []
     assert_nothing_left(sim)
+
+
+def test_disk_stops_growing_at_the_free_space_margin(tmp_path: Path) -> None:
+    """Checked while it writes, not only at the start: something else may fill the disk
+    too. Here the margin is set to leave it about 2 MiB of room."""
+    from watchkeeper.simulate import worker
+
+    st = os.statvfs(tmp_path)
+    keep_free = st.f_bavail * st.f_frsize - (2 << 20)
+    path = tmp_path / "fill.bin"
+    worker.disk(time.monotonic() + 2.5, str(path), rate=16 << 20, size=64 << 20,
+                keep_free=keep_free)
+    # Unguarded it would have written about 40 MiB; other sessions' writes move the free
+    # space by a few MiB either way.
+    assert path.stat().st_size < 12 << 20

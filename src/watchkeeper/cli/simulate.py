@@ -27,7 +27,8 @@ def _server(ctx: click.Context, url: str | None, token: str | None
         client.get("/api/system")
     except ClientError as exc:
         client.close()
-        return None, f"not reachable, so only what the run did is reported: {exc}"
+        said = "not reachable" if exc.code == 3 else "not readable"
+        return None, f"{said}, so only what the run did is reported: {exc}"
     return client, ""
 
 
@@ -73,6 +74,7 @@ def simulate(ctx: click.Context, scenario: str, duration: str, cores: int | None
     """Create SCENARIO for real, bounded and cleaned up (also on Ctrl-C, SIGTERM, or when
     killed), then report what watchkeeper at --url noticed and did: time to detect, the
     alert, actions, time to recover. Refuses unsafe sizes, changing nothing (exit 2)."""
+    from watchkeeper.simulate.lifecycle import LifecycleError
     from watchkeeper.simulate.limits import Refused
 
     if scenario in SERVER:
@@ -96,6 +98,12 @@ def simulate(ctx: click.Context, scenario: str, duration: str, cores: int | None
         click.echo(f"watchkeeper: simulate {scenario} refused, nothing was done: "
                    f"{printable(str(exc), 500)}", err=True)
         sys.exit(2)
+    except (LifecycleError, OSError) as exc:  # its run directory or a worker cannot be made
+        from watchkeeper.safetext import printable
+
+        click.echo(f"watchkeeper: simulate {scenario} could not start: "
+                   f"{printable(str(exc), 500)}", err=True)
+        sys.exit(1)
     finally:
         if client is not None:
             client.close()

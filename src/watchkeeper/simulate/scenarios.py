@@ -174,7 +174,8 @@ def plan(req: Request, host: Host) -> Plan:
                 else int(rate * duration))
         room = host.disk_room(str(where))
         limits.check_disk(size, room, str(where))
-        return Plan(s, duration, (Worker("disk", {**base, "rate": rate, "size": size},
+        return Plan(s, duration, (Worker("disk", {**base, "rate": rate, "size": size,
+                                                  "keep_free": room.keep_free},
                                          file="fill.bin"),),
                     f"one process (wk-sim-disk) writing {fmt_size(rate)}/s up to "
                     f"{fmt_size(size)} under {where} for {duration:g} s",

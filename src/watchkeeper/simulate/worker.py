@@ -90,9 +90,10 @@ def _open_new(path: str) -> int:
                    | getattr(os, "O_CLOEXEC", 0), 0o600)
 
 
-def disk(deadline: float, path: str, rate: int, size: int) -> None:
+def disk(deadline: float, path: str, rate: int, size: int, keep_free: int = 0) -> None:
     """Write ``rate`` bytes a second to a new file at ``path``, up to ``size``; synced each
-    second so the filesystem's free space shows it."""
+    second so the filesystem's free space shows it. Stops growing when the filesystem's free
+    space would drop below ``keep_free`` (something else may be filling it too)."""
     fd = _open_new(path)
     block = b"\0" * (1 << 20)
     total = 0
@@ -100,6 +101,8 @@ def disk(deadline: float, path: str, rate: int, size: int) -> None:
     try:
         while (now := time.monotonic()) < deadline:
             due = min(size, int(rate * (now - start)))
+            st = os.statvfs(path)
+            due = min(due, total + max(0, st.f_bavail * st.f_frsize - keep_free))
             while total < due:
                 n = os.write(fd, block[:min(len(block), due - total)])
                 total += n
@@ -167,7 +170,8 @@ def run(kind: str, params: dict[str, Any]) -> None:
     elif kind == "leak":
         leak(deadline, int(params["rate"]), int(params["size"]))
     elif kind == "disk":
-        disk(deadline, str(params["path"]), int(params["rate"]), int(params["size"]))
+        disk(deadline, str(params["path"]), int(params["rate"]), int(params["size"]),
+             int(params.get("keep_free", 0)))
     elif kind == "logflood":
         logflood(deadline, str(params["path"]), int(params["lines_per_s"]),
                  int(params["size"]), bool(params.get("append", False)))
