@@ -148,7 +148,7 @@ def _simulate(ctx: click.Context, client: Any | None, note: str, scenario: str, 
         sys.exit(1)
 
 
-def _mountpoint(path: str) -> str | None:
+def _mountpoint(path: str) -> str:
     """The mount point of the filesystem holding ``path`` (the disk alerts' dimension)."""
     import os
 
@@ -156,8 +156,6 @@ def _mountpoint(path: str) -> str | None:
     while not os.path.ismount(p):
         p = os.path.dirname(p)
     return p
-
-
 
 
 def _in_server(ctx: click.Context, url: str | None, token: str | None, scenario: str,
@@ -210,16 +208,18 @@ def _in_server(ctx: click.Context, url: str | None, token: str | None, scenario:
                       files=[], append_to=None)
     client = _client(ctx, url, token)
     try:
-        culprit = report.Culprit(frozenset(outcome.pids), (service,))
-        fetch = lambda p, q: client.get(p, q).data  # noqa: E731
-        import time as _time
         from datetime import timezone
+
+        culprit = report.Culprit(frozenset(outcome.pids), (service,))
+
+        def fetch(path: str, params: dict[str, Any]) -> Any:
+            return client.get(path, params).data
 
         # Until the demo is removed (its alert can resolve only once it is back or gone),
         # then as long as --settle for the resolution.
         left = (until - datetime.now(timezone.utc)).total_seconds()
         resp = report.wait_response(fetch, client.url, outcome, culprit,
-                                    max(0.0, left) + settle, sleep=_time.sleep)
+                                    max(0.0, left) + settle)
         gone = _until_gone(client, service, until)
         outcome.cleaned = gone
     except ClientError as exc:
