@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from watchkeeper.cli.main import _client, _json_option, _remote_options, _settings
+from watchkeeper.cli.main import _client, _remote_options, _settings
 from watchkeeper.safetext import json_text
 from watchkeeper.simulate.scenarios import LOCAL, SCENARIOS, SERVER
 
@@ -64,7 +64,8 @@ def _log_files(client: Any | None, ctx: click.Context) -> list[str]:
               help="logflood: lines a second (default 1000).")
 @click.option("--settle", type=click.FloatRange(0, 600), default=60.0, show_default=True,
               help="Seconds to wait after the run for the alert to resolve.")
-@_json_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON: {run, watchkeeper, note}.")
 @_remote_options
 @click.pass_context
 def simulate(ctx: click.Context, scenario: str, duration: str, cores: int | None,
