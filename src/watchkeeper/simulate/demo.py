@@ -132,7 +132,8 @@ class Demos:
             return run
 
     def _condition(self, name: str) -> str | None:
-        """The service's condition as the remediator sees it (None: not reported yet)."""
+        """The service's condition as the remediator sees it (None: not declared to it yet;
+        killed before, its exit would be taken for part of its start, not an outage)."""
         for agent in self._rt.agents:
             book = getattr(agent, "book", None)
             if book is not None:
@@ -149,7 +150,7 @@ class Demos:
             if name in self._rt.services:
                 status = await self._rt.services.status(name)
                 if (status.pid is not None and status.healthy
-                        and self._condition(name) in ("ok", None)):
+                        and self._condition(name) == "ok"):
                     return int(status.pid)
             await asyncio.sleep(0.2)
         raise DemoError(f"the demo service {name} did not come up healthy within "
