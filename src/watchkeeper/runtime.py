@@ -24,6 +24,7 @@ from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
 from watchkeeper.remediation.process_guard import GuardRules, effective_uid
 from watchkeeper.remediation.services import Services
+from watchkeeper.simulate.demo import Demos
 from watchkeeper.store.sqlite import SqliteStore
 from watchkeeper.supervisor import Supervisor, send_command
 
@@ -89,6 +90,8 @@ class Runtime:
         self.supervisor = Supervisor(self.agents, bus=self.bus, config=self.config,
                                      host=self.host)
         self._tasks: list[asyncio.Task[Any]] = []
+        #: The demo service of `simulate service|crashloop` (POST /api/command).
+        self.demos = Demos(self)
         self._audit_watch: asyncio.Task[None] | None = None
         self.config.subscribe(self._on_config_changed)
 
@@ -179,6 +182,7 @@ class Runtime:
         if self._audit_watch is not None:
             self._audit_watch.cancel()
             await asyncio.gather(self._audit_watch, return_exceptions=True)
+        await self.demos.aclose()
         await self.supervisor.stop()
         if self._tasks:  # e.g. services being reconfigured: let that finish first
             _done, late = await asyncio.wait(list(self._tasks), timeout=15)

@@ -237,8 +237,32 @@ class RemediateRequest(Model):
     reason: Text = ""
 
 
-CommandRequest = Annotated[AgentCommandRequest | RemediateRequest,
+class SimulateRequest(Model):
+    """Start watchkeeper's built-in demo managed service and crash it once (service) or make
+    it exit at every start (crashloop); removed after duration_s. Its command line is
+    watchkeeper's own: a request cannot give one."""
+
+    command: Literal["simulate"]
+    scenario: Literal["service", "crashloop"]
+    duration_s: float = Field(60.0, gt=0, le=600, allow_inf_nan=False,
+                              description="how long the demo service stays declared")
+
+
+CommandRequest = Annotated[AgentCommandRequest | RemediateRequest | SimulateRequest,
                            Field(discriminator="command")]
+
+
+class SimulationBody(Model):
+    """A started simulation: the demo service, its port, the pid killed, when, and until."""
+
+    scenario: str
+    service: str
+    port: int
+    pid: int | None
+    started_at: datetime
+    crashed_at: datetime
+    heals_at: datetime = Field(description="when the cause ends (crashloop: it starts again)")
+    until: datetime = Field(description="when the demo service is removed")
 
 
 class DecisionBody(Model):
@@ -258,6 +282,7 @@ class CommandBody(Model):
     replies: list[CommandReply] = Field(default_factory=list,
                                         description="the agents' answers (agent commands)")
     decision: DecisionBody | None = Field(None, description="the verdict (remediate)")
+    simulation: SimulationBody | None = Field(None, description="what started (simulate)")
 
 
 class Done(Model):

@@ -2,7 +2,8 @@
 
 Commands: run, serve, config show, config validate, audit verify; against a running server:
 status, agents, metrics, alerts, services, actions, logs, ack, approve, reject, reset,
-silence, command, config get/set, and cli (the terminal UI). Later: simulate.
+silence, command, config get/set, simulate (cli/simulate.py), and cli (the terminal
+UI).
 Exit codes: 0 ok, 1 runtime failure (or a broken audit chain, or the server said no), 2 bad
 configuration or usage, 3 no server answers at the URL.
 """
@@ -969,6 +970,12 @@ def tui(ctx: click.Context, plain: bool, url: str | None, token: str | None) -> 
     finally:
         app.stop_local()  # however it ended: the agents started here flush and let go
     sys.exit(code or 0)
+
+
+# Registered last: cli/simulate.py builds on the remote options and client above.
+from watchkeeper.cli.simulate import simulate as _simulate  # noqa: E402
+
+cli.add_command(_simulate)
 
 
 def main() -> None:

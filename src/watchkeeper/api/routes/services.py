@@ -21,6 +21,8 @@ async def list_services(runtime: RuntimeDep, remediator: RemediatorDep) -> Servi
     out = []
     book = remediator.book
     for report in book.reports():
+        if report.service not in runtime.services:
+            continue  # removed by a reload (or a simulation's end): no longer declared
         # The live view of the process (no checks run here: those are the sensor's).
         status = await runtime.services.status(report.service, checks=False)
         uptime = None

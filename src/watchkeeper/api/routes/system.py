@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -23,6 +24,8 @@ from watchkeeper.api.schemas import (
     HealthBody,
     OpenAlerts,
     RemediateRequest,
+    SimulateRequest,
+    SimulationBody,
     SystemBody,
     TopicCounters,
 )
@@ -107,12 +110,16 @@ def bus(runtime: RuntimeDep) -> BusBody:
 
 
 @router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
-             responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+             responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                        503: {"model": ErrorBody}})
 async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep) -> CommandBody:
     """Agent commands (health_check, pause, resume, restart) to one agent or all, with their
-    replies; or ``remediate``: one action, decided by the remediation policy like any other."""
+    replies; or ``remediate``: one action, decided by the remediation policy like any other;
+    or ``simulate``: the built-in demo service, crashed (see `watchkeeper simulate`)."""
     if isinstance(body, RemediateRequest):
         return CommandBody(decision=await _remediate(body, runtime, by))
+    if isinstance(body, SimulateRequest):
+        return CommandBody(simulation=await _simulate(body, runtime, by))
     names = [a.name for a in runtime.agents]
     if body.target != "all" and body.target not in names:
         raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
@@ -146,3 +153,16 @@ async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> Decis
                         target=str(decision.target) if decision.target else None,
                         verdict=decision.verdict, check=decision.check, why=decision.why,
                         preview=decision.preview, approval_id=approval)
+
+
+async def _simulate(body: SimulateRequest, runtime: Runtime, by: str) -> SimulationBody:
+    from watchkeeper.simulate.demo import DemoError
+
+    logging.getLogger(__name__).info("simulate %s asked by %s", body.scenario, by)
+    try:
+        run = await runtime.demos.start(body.scenario, body.duration_s)
+    except DemoError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return SimulationBody(scenario=run.scenario, service=run.service, port=run.port,
+                          pid=run.pid, started_at=run.started_at, crashed_at=run.crashed_at,
+                          heals_at=run.heals_at, until=run.until)

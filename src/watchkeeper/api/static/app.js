@@ -463,6 +463,24 @@
     await loadServices().catch(() => {});
   }
 
+  // `watchkeeper simulate service|crashloop`: the server's own demo service, crashed.
+  async function simulate(scenario, button) {
+    if (button) button.disabled = true;
+    try {
+      const body = await api("POST", "/api/command", { command: "simulate", scenario,
+                                                       duration_s: 60 });
+      const s = body.simulation;
+      banner("");
+      showResult("services-result", true, [`${s.scenario}: demo service ${s.service} ` +
+        `(pid ${s.pid}) killed at ${clock(s.crashed_at)}; removed at ${clock(s.until)}`]);
+    } catch (err) {
+      showResult("services-result", false, problemText(err));
+    } finally {
+      if (button) button.disabled = false;
+    }
+    await loadServices().catch(() => {});
+  }
+
   // ------------------------------------------------------------------ approvals
 
   function targetText(t) {
@@ -1235,6 +1253,10 @@
       showTokenState();
     });
     $("health-check").addEventListener("click", () => command("health_check", "all"));
+    for (const scenario of ["service", "crashloop"]) {
+      $(`simulate-${scenario}`).addEventListener("click",
+        (ev) => simulate(scenario, ev.currentTarget));
+    }
     $("dryrun-form").addEventListener("submit", dryRun);
     $("config-form").addEventListener("submit", applyConfig);
     $("history-range").addEventListener("change", (ev) => {
