@@ -68,7 +68,10 @@ def parse_time(text: str, now: datetime, *, what: str) -> datetime:
         back = float(m.group(1)) * _UNIT_S[m.group(2)]
         if not math.isfinite(back) or back > _MAX_BACK_S:
             raise ReplayError(f"{what} {text!r} reaches back more than ten years")
-        return now - timedelta(seconds=back)
+        try:
+            return now - timedelta(seconds=back)
+        except OverflowError:
+            raise ReplayError(f"{what} {text!r} is before the year 1") from None
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
@@ -82,7 +85,12 @@ def parse_time(text: str, now: datetime, *, what: str) -> datetime:
 def parse_range(start: str | None, end: str | None, now: datetime) -> tuple[datetime, datetime]:
     """The replay range; default the last 24 h. ReplayError for a range that is not one."""
     t1 = parse_time(end, now, what="--to") if end is not None else now
-    t0 = parse_time(start, now, what="--from") if start is not None else t1 - timedelta(hours=24)
+    try:
+        t0 = (parse_time(start, now, what="--from") if start is not None
+              else t1 - timedelta(hours=24))
+    except OverflowError:
+        raise ReplayError(f"--to {t1:%Y-%m-%d} leaves no room for the default 24 h before "
+                          "it: give --from") from None
     if t0 >= t1:
         raise ReplayError(f"--from ({t0:%Y-%m-%d %H:%M:%S} UTC) must be before --to "
                           f"({t1:%Y-%m-%d %H:%M:%S} UTC)")

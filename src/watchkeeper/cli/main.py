@@ -869,6 +869,10 @@ def replay(ctx: click.Context, start: str | None, end: str | None, host: str | N
         click.echo(f"watchkeeper: invalid configuration {config_file or ''}: "
                    f"{printable('; '.join(str(p) for p in err.problems), 500)}", err=True)
         sys.exit(EXIT_CONFIG)
+    except RecursionError:  # the YAML parser on thousands of nested brackets
+        click.echo(f"watchkeeper: invalid configuration {config_file or ''}: nested too "
+                   "deeply to read", err=True)
+        sys.exit(EXIT_CONFIG)
     try:
         with HistoryReader(settings.storage.path / DB_FILENAME) as reader:
             report = run_replay(reader, settings, t0, t1, host=host,
