@@ -16,17 +16,20 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ..integration import test_replay
 from ..integration.test_cli import wk
 from ..integration.test_replay import (
     RANGE,
     Hog,
     fingerprint_of,
-    history,  # noqa: F401 - fixture
-    hog,  # noqa: F401 - fixture
     mount_of,
     replay_json,
     write_config,
 )
+
+# The recorded hour and its real hog process, as the integration tests have them.
+hog = test_replay.hog
+history = test_replay.history
 
 EVERYTHING_AUTO = """\
   dry_run: false
@@ -49,7 +52,7 @@ EVERYTHING_AUTO = """\
 
 
 def test_a_config_asking_for_every_action_in_auto_still_executes_nothing(
-        tmp_path: Path, history: Path, hog: Hog) -> None:  # noqa: F811
+        tmp_path: Path, history: Path, hog: Hog) -> None:
     root = Path(mount_of(tmp_path)) / "tmp"
     old = root / "old.tmp"
     old.write_bytes(b"x" * 4096)
@@ -94,7 +97,7 @@ def test_a_config_asking_for_every_action_in_auto_still_executes_nothing(
         "from-after-to", "empty-range", "before-year-one", "bad-offset", "no-such-day",
         "terminal-escape", "100k-chars", "empty"])
 def test_a_hostile_range_is_one_line_exit_2_and_changes_nothing(
-        tmp_path: Path, history: Path, args: tuple[str, ...]) -> None:  # noqa: F811
+        tmp_path: Path, history: Path, args: tuple[str, ...]) -> None:
     before = fingerprint_of(history.parent)
     out = wk(tmp_path, "replay", *args)
     assert out.returncode == 2, out.stdout
@@ -115,7 +118,7 @@ def test_a_hostile_range_is_one_line_exit_2_and_changes_nothing(
 ], ids=["inf-threshold", "1e400-threshold", "nan-cooldown", "unknown-action", "not-a-mapping",
         "deep-nesting"])
 def test_a_hostile_candidate_config_is_one_line_exit_2(
-        tmp_path: Path, history: Path, content: str) -> None:  # noqa: F811
+        tmp_path: Path, history: Path, content: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)
     before = fingerprint_of(history.parent)
@@ -137,7 +140,7 @@ def test_a_config_file_that_is_missing_or_a_directory_is_exit_2(tmp_path: Path) 
 
 
 def test_a_damaged_snapshot_row_is_one_line_exit_2(tmp_path: Path,
-                                                  history: Path) -> None:  # noqa: F811
+                                                  history: Path) -> None:
     conn = sqlite3.connect(history)
     conn.execute("UPDATE snapshots SET data = ? WHERE seq = 100", (b"not zlib at all",))
     conn.execute("UPDATE snapshots SET data = ? WHERE seq = 200",
@@ -165,7 +168,7 @@ def test_a_file_that_is_not_a_database_is_one_line_exit_2(tmp_path: Path) -> Non
 @pytest.mark.parametrize("host", ["'; DROP TABLE snapshots; --", "%", "*", "\x1b]0;owned\x07"],
                          ids=["sql", "like-wildcard", "glob", "terminal-title"])
 def test_a_hostile_host_name_is_data_not_a_query(tmp_path: Path, history: Path,
-                                                host: str) -> None:  # noqa: F811
+                                                host: str) -> None:
     before = fingerprint_of(history.parent)
     out = wk(tmp_path, "replay", *RANGE, "--host", host)
     assert out.returncode == 0, out.stderr

@@ -16,7 +16,10 @@ history is never held twice in memory and the first page arrives at once.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,6 +34,14 @@ from watchkeeper.store.sqlite import SCHEMA_VERSION, StoreError
 
 #: Snapshots fetched per query while paging.
 PAGE = 2000
+
+
+def _inflate(data: bytes) -> bytes | StoreError:
+    """A stored snapshot's JSON, or the error its row is (raised where it is read)."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error as exc:
+        return StoreError(f"a stored snapshot cannot be read ({exc})")
 
 
 class HistoryReader:
@@ -98,26 +109,56 @@ class HistoryReader:
 
     def snapshots(self, start: float, end: float, host: str, *, page: int = PAGE
                   ) -> Iterator[MetricSnapshot]:
-        """Snapshots of ``host`` with start <= at <= end (epoch s), oldest first, by pages."""
-        after = None
-        while True:
-            if after is None:
-                rows = self._rows("SELECT at, data FROM snapshots WHERE host = ? AND at >= ? "
-                                  "AND at <= ? ORDER BY at LIMIT ?", (host, start, end, page))
-            else:
-                rows = self._rows("SELECT at, data FROM snapshots WHERE host = ? AND at > ? "
-                                  "AND at <= ? ORDER BY at LIMIT ?", (host, after, end, page))
-            for _at, data in rows:
-                yield self._snapshot(data)
-            if len(rows) < page:
-                return
-            after = rows[-1][0]  # (host, at) is unique: no row is skipped or read twice
+        """Snapshots of ``host`` with start <= at <= end (epoch s), oldest first, by pages.
 
-    def _snapshot(self, data: bytes) -> MetricSnapshot:
+        A reader thread fetches the next pages and decompresses them while the caller works
+        on this one (SQLite and zlib release the GIL); decoding stays on the caller's thread.
+        """
+        pages: queue.Queue[list[bytes | StoreError] | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def fetch() -> None:
+            after = None
+            try:
+                while not stop.is_set():
+                    if after is None:
+                        rows = self._rows("SELECT at, data FROM snapshots WHERE host = ? AND "
+                                          "at >= ? AND at <= ? ORDER BY at LIMIT ?",
+                                          (host, start, end, page))
+                    else:
+                        rows = self._rows("SELECT at, data FROM snapshots WHERE host = ? AND "
+                                          "at > ? AND at <= ? ORDER BY at LIMIT ?",
+                                          (host, after, end, page))
+                    pages.put([_inflate(data) for _at, data in rows])
+                    if len(rows) < page:
+                        break
+                    after = rows[-1][0]  # (host, at) is unique: nothing skipped or read twice
+            except BaseException as exc:  # handed to the caller, raised there
+                pages.put(exc)
+            pages.put(None)
+
+        worker = threading.Thread(target=fetch, name="watchkeeper-history-reader", daemon=True)
+        worker.start()
+        try:
+            while (item := pages.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                for raw in item:
+                    yield self._snapshot(raw)
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a put() waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    pages.get(timeout=0.05)
+            worker.join()
+
+    def _snapshot(self, raw: bytes | StoreError) -> MetricSnapshot:
+        if isinstance(raw, StoreError):
+            raise StoreError(f"history database {self.path}: {raw}") from None
         try:
             # The concrete model, not the union of every event kind: about twice as fast.
-            return MetricSnapshot.model_validate_json(zlib.decompress(data))
-        except (zlib.error, ValidationError, ValueError) as exc:
+            return MetricSnapshot.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
             raise StoreError(f"history database {self.path}: a stored snapshot cannot be "
                              f"read ({str(exc).splitlines()[0]})") from None
 
