@@ -2,7 +2,8 @@
 
 Writes a synthetic but realistic day for one host into a temporary store through the real
 store API (``SqliteStore.add_snapshot``/``add_event``/``flush``): 17,280 snapshots, each with
-50 processes in both top lists, 4 mounts and 2 interfaces; a daily CPU curve with noise, a
+50 process rows (25 in each top list; ``--top``; the sensor keeps 5 by default), 4 mounts and
+2 interfaces; a daily CPU curve with noise, a
 mount that fills slowly, a nightly backup pinning a core for 15 minutes, a service that
 crashes twice (its service reports and remediation events), and the alerts a real analyzer
 published over it. Then times, on the same files:
@@ -11,7 +12,7 @@ published over it. Then times, on the same files:
 * ``replay``: the whole shadow run in-process (read, rules, policy, comparison);
 * ``cli``: ``watchkeeper replay --json`` as a user runs it (Python start-up included).
 
-    python bench/replay.py [--hours 24] [--interval 5] [--keep DIR]
+    python bench/replay.py [--hours 24] [--interval 5] [--top 25] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ GB = 1_000_000_000
 MOUNTS = ("/", "/var", "/home", "/srv")
 
 
-def _procs(rng: random.Random, t: float, backup: bool) -> tuple[ProcessInfo, ...]:
+def _procs(rng: random.Random, backup: bool, top: int) -> tuple[ProcessInfo, ...]:
     out = []
-    for k in range(50):
+    for k in range(max(top, 8)):
         cpu = max(0.0, rng.gauss(2.0 if k > 5 else 12.0, 1.5))
         out.append(ProcessInfo(pid=1000 + k, create_time=1_700_000_000.0 + k,
                                name=f"proc{k}", user="app", cpu_percent=cpu,
@@ -70,14 +71,14 @@ def _procs(rng: random.Random, t: float, backup: bool) -> tuple[ProcessInfo, ...
     return tuple(out)
 
 
-def snapshot(i: int, interval: float, rng: random.Random) -> MetricSnapshot:
+def snapshot(i: int, interval: float, rng: random.Random, top: int = 25) -> MetricSnapshot:
     at = START + timedelta(seconds=i * interval)
     hour = (i * interval / 3600) % 24
     backup = 2.0 <= hour < 2.25  # 02:00-02:15: a core pinned
     cpu = 20 + 25 * math.sin(math.pi * max(0.0, hour - 7) / 14) * (7 <= hour <= 21)
     cpu = min(100.0, max(0.0, cpu + rng.gauss(0, 4) + (50 if backup else 0)))
     var = 60 + 30 * (i * interval) / 86400  # /var: 60 % to 90 % over the day
-    procs = _procs(rng, i * interval, backup)
+    procs = _procs(rng, backup, top)
     web_down = hour % 12 >= 11.5 and hour % 12 < 11.5 + 10 / 3600
     return MetricSnapshot(
         host=HOST, at=at, seq=i, interval_s=interval,
@@ -96,8 +97,8 @@ def snapshot(i: int, interval: float, rng: random.Random) -> MetricSnapshot:
                         packets_recv_per_s=100, errors_in=0, errors_out=0, drops_in=0,
                         drops_out=0) for n in ("eth0", "eth1")),
         processes=ProcessSummary(total=180, running=3, zombies=0, threads=600,
-                                 top_cpu=procs, top_memory=tuple(
-                                     sorted(procs, key=lambda p: -(p.rss or 0)))),
+                                 top_cpu=procs[:top], top_memory=tuple(
+                                     sorted(procs, key=lambda p: -(p.rss or 0)))[:top]),
         services=(ServiceInfo(name="web", manager="process",
                               state="stopped" if web_down else "running",
                               healthy=None if web_down else True),),
@@ -120,7 +121,7 @@ def crash_reports(hours: float) -> list[ServiceReport]:
     return out
 
 
-async def write(data_dir: Path, n: int, interval: float, hours: float) -> float:
+async def write(data_dir: Path, n: int, interval: float, hours: float, top: int) -> float:
     """The day through the real store (and the alerts a real analyzer published)."""
     settings = validate({"services": {"web": {"manager": "process", "start": ["true"]}}})
     analyzer = Analyzer(lambda: settings, host=HOST)
@@ -129,7 +130,7 @@ async def write(data_dir: Path, n: int, interval: float, hours: float) -> float:
     reports = crash_reports(hours)
     began = time.perf_counter()
     for i in range(n):
-        snap = snapshot(i, interval, rng)
+        snap = snapshot(i, interval, rng, top)
         while reports and reports[0].at <= snap.at:
             rep = reports.pop(0)
             store.add_event(f"services.{HOST}", rep)
@@ -152,6 +153,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between snapshots")
+    parser.add_argument("--top", type=int, default=25, help="processes in each top list")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the history here and keep it (default: a temp dir)")
     args = parser.parse_args()
@@ -163,10 +165,11 @@ def main() -> int:
     else:
         data_dir = args.keep
     try:
-        took = asyncio.run(write(data_dir, n, args.interval, args.hours))
+        took = asyncio.run(write(data_dir, n, args.interval, args.hours, args.top))
         db = data_dir / DB_FILENAME
-        print(f"wrote {n:,} snapshots ({args.hours:g} h at {args.interval:g} s) in {took:.1f} s;"
-              f" {db.stat().st_size / 1e6:.1f} MB")
+        print(f"wrote {n:,} snapshots ({args.hours:g} h at {args.interval:g} s, {args.top} "
+              f"processes in each top list) in {took:.1f} s; {db.stat().st_size / 1e6:.1f} MB;"
+              f" load average {os.getloadavg()[0]:.1f}")
         end = START + timedelta(seconds=n * args.interval)
         settings = validate({"services": {"web": {"manager": "process", "start": ["true"]}}})
         with HistoryReader(db) as reader:
