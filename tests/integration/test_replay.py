@@ -63,10 +63,35 @@ def data_percent(m: float) -> float:
 
 @dataclass(frozen=True)
 class Hog:
-    """The process pinned at 100 % from minute 5 to minute 25 (a real pid)."""
+    """The process pinned at 100 % from minute 5 to minute 25 (a real pid); it writes every
+    signal it receives (all but SIGKILL and SIGSTOP) to ``signals``."""
 
     pid: int
     create_time: float
+    signals: Path | None = None
+
+    def signalled(self) -> list[str]:
+        """The signals it received, by name."""
+        if self.signals is None or not self.signals.exists():
+            return []
+        return self.signals.read_text().split()
+
+
+HOG = """\
+import signal, sys, time
+out = sys.argv[1]
+def note(sig, _frame):
+    with open(out, "a") as fh:
+        fh.write(signal.Signals(sig).name + "\\n")
+for s in signal.valid_signals():
+    if s not in (signal.SIGKILL, signal.SIGSTOP):
+        try:
+            signal.signal(s, note)
+        except (OSError, ValueError):
+            pass
+print("ready", flush=True)
+time.sleep(600)
+"""
 
 
 def mount_of(tmp_path: Path) -> str:
@@ -179,14 +204,19 @@ def record(tmp_path: Path, hog: Hog, config: Path) -> Path:
 
 
 @pytest.fixture
-def hog() -> Iterator[Hog]:
+def hog(tmp_path: Path) -> Iterator[Hog]:
     """A real process standing for the recorded hog: a replay must never signal it."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    signals = tmp_path / "hog-signals"
+    proc = subprocess.Popen([sys.executable, "-c", HOG, str(signals)], stdout=subprocess.PIPE,
+                            text=True)
     try:
-        yield Hog(proc.pid, psutil.Process(proc.pid).create_time())
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield Hog(proc.pid, psutil.Process(proc.pid).create_time(), signals)
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.fixture
@@ -225,6 +255,8 @@ def by_key(data: dict[str, object]) -> dict[tuple[str, str, str], dict[str, obje
 
 def test_replay_with_the_current_configuration_reports_what_fired_and_was_done(
         tmp_path: Path, history: Path, hog: Hog) -> None:
+    """Default settings, plus what an action needs to be suggested at all: the declared
+    service (restart_service) and a clean-up root on the filling mount (clean_disk)."""
     before = fingerprint_of(history.parent)
     data = replay_json(tmp_path)
     assert data["host"] == HOST and data["snapshots"] == TICKS and data["service_reports"] == 3
@@ -261,7 +293,7 @@ def test_replay_with_the_current_configuration_reports_what_fired_and_was_done(
     # Nothing changed: not a byte, not a row, not a file; the hog was not signalled.
     assert fingerprint_of(history.parent) == before
     assert psutil.Process(hog.pid).status() != psutil.STATUS_ZOMBIE
-    assert psutil.pid_exists(hog.pid)
+    assert hog.signalled() == []
 
 
 def test_the_human_output_is_a_compact_table_of_both_sides(tmp_path: Path, history: Path,

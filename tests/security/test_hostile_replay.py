@@ -73,6 +73,7 @@ def test_a_config_asking_for_every_action_in_auto_still_executes_nothing(
     assert data["executed"] == 0
     proc = psutil.Process(hog.pid)
     assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    assert hog.signalled() == []
     assert old.exists() and old.stat().st_mtime == pytest.approx(three_days)
     assert not canary.exists()
     assert fingerprint_of(history.parent) == before
