@@ -73,6 +73,10 @@ class HistoryReader:
             self._conn.execute("SELECT 1 FROM snapshots LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             self._conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and "no such table" not in str(exc):
+                # Locked, or a -wal/-shm a read-only connection cannot use: not damage.
+                raise StoreError(f"cannot read history database {self.path} read-only: {exc}"
+                                 ) from None
             raise StoreError(f"{self.path} is not a watchkeeper history database or is "
                              f"damaged ({exc})") from None
         except StoreError:
