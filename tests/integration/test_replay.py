@@ -435,6 +435,12 @@ def test_relative_times_count_back_from_now() -> None:
         parse_range("-99999999d", None, now)
 
 
+def test_relative_times_work_on_the_command_line(tmp_path: Path, history: Path) -> None:
+    data = json.loads(wk(tmp_path, "replay", "--from", "-30m", "--to", "-1m", "--json").stdout)
+    span = datetime.fromisoformat(data["to"]) - datetime.fromisoformat(data["from"])
+    assert span == timedelta(minutes=29)
+
+
 def test_snapshots_are_read_in_pages_without_loss(tmp_path: Path, history: Path) -> None:
     with HistoryReader(history) as reader:
         seqs = [s.seq for s in reader.snapshots(T0.timestamp(), at(60).timestamp(), HOST,
