@@ -22,8 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .served import Server
+from .served import free_port as _free_port
+from .served import until as _until
 from .test_cli import wk_env
-from .test_cli_remote import Server, _free_port, _until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="simulate runs on Linux only")
