@@ -124,7 +124,7 @@ def agent_state(server: Server, name: str) -> str:
 async def test_every_view_shows_what_the_server_has(server: Server) -> None:
     async with tui(server.url, _tokens(server)) as (_app, pilot):
         expected = {
-            1: ("1 System Status", "4/4 running", "warning", f"connected to {server.url}"),
+            1: ("1 System Status", "5/5 running", "warning", f"connected to {server.url}"),
             2: ("2 Agent Details", "sensor", "analyzer", "remediator", "communicator"),
             3: ("3 System Metrics", "CPU", "memory", "top processes by CPU", "cores"),
             4: ("4 Analysis Results", "Memory is", "assessment"),
@@ -307,7 +307,7 @@ def _emoji(text: str) -> set[str]:
 async def test_plain_mode_has_no_emoji_and_no_colour(server: Server) -> None:
     app = WatchkeeperApp(server.url, _tokens(server), plain=True)
     async with app.run_test(size=SIZE) as pilot:
-        for key, text in (("1", "4/4 running"), ("4", "Memory is"), ("5", "sleeper")):
+        for key, text in (("1", "5/5 running"), ("4", "Memory is"), ("5", "sleeper")):
             await pilot.press(key)
             screen = await shows(pilot, text)
             assert not _emoji(screen), _emoji(screen)
@@ -319,7 +319,7 @@ async def test_no_color_drops_the_colour_and_keeps_the_emoji(
         server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     async with tui(server.url, _tokens(server)) as (app, pilot):
-        screen = await shows(pilot, "4/4 running")
+        screen = await shows(pilot, "5/5 running")
         assert app.no_color and "🟢" in screen
 
 
@@ -390,7 +390,7 @@ async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path
         await shows(pilot, "Start the agents here")
         await pilot.press("y")
         await said(pilot, f"agents started in this process, serving http://127.0.0.1:{port}")
-        await shows(pilot, "(started here)", "4/4 running")
+        await shows(pilot, "(started here)", "5/5 running")
         await pilot.press("2")
         await select(pilot, "agents", "sensor")
         await pilot.press("p")  # the token the local server made is found and accepted
