@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,25 +30,6 @@ from watchkeeper.store.sqlite import SqliteStore
 from ..conftest import make_settings
 
 HOST = "web-1"
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def am(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[Alertmanager]:
-    root = tmp_path / "am"
-    root.mkdir()
-    manager = Alertmanager(root, webhook.url)
-    manager.start()
-    try:
-        yield manager
-    finally:
-        manager.stop()
 
 
 def parse(t: str) -> datetime:

@@ -13,35 +13,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.alertmanager_server import Alertmanager, WebhookReceiver, until
 
 from .served import free_port as _free_port
 from .test_cli import wk_env
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
-def am(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[Alertmanager]:
-    root = tmp_path / "am"
-    root.mkdir()
-    manager = Alertmanager(root, webhook.url)
-    manager.start()
-    try:
-        yield manager
-    finally:
-        manager.stop()
 
 
 def _memory_alert(am: Alertmanager) -> dict[str, object] | None:

@@ -13,7 +13,6 @@ by default: api.port from the configuration, the token from the api_token file.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .served import Server
+from .served import Server, stop
 from .served import free_port as _free_port
 from .served import until as _until
 from .test_cli import wk_env
@@ -53,13 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         token = (root / "data" / "api_token").read_text(encoding="utf-8").strip()
         yield Server(root, url, token, config)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        stop(proc)
 
 
 def _simulate(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
