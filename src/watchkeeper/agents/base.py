@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar
 
+from watchkeeper.aio import wait_for
 from watchkeeper.bus import Bus, Subscription, errors_topic, health_topic
 from watchkeeper.config import ConfigStore, Settings
 from watchkeeper.events import (
@@ -206,7 +207,7 @@ class BaseAgent(ABC):
         if self._stopping:
             return True
         try:
-            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
+            await wait_for(self._wake.wait(), max(seconds, 0.0))
         except asyncio.TimeoutError:
             return False
         return True
@@ -263,7 +264,7 @@ class BaseAgent(ABC):
         error: BaseException | None = None
         timed_out = False
         try:
-            await asyncio.wait_for(self._perform_check(), limit)
+            await wait_for(self._perform_check(), limit)
         except asyncio.TimeoutError as exc:
             error, timed_out = exc, True
         except asyncio.CancelledError:

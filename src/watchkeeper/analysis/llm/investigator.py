@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import LlmConfig, Settings
 from watchkeeper.events import (
     Alert,
@@ -304,7 +305,7 @@ class Investigator:
         try:
             client = await self._client_for(llm)
             deadline = asyncio.get_running_loop().time() + deadline_s
-            outcome = await asyncio.wait_for(
+            outcome = await wait_for(
                 self._investigate(alert, snapshot, llm, client, deadline, notices), deadline_s)
         except asyncio.TimeoutError:
             outcome = _Outcome(why=f"the LLM took longer than the {deadline_s:g} s deadline",

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from watchkeeper.aio import wait_for
 from watchkeeper.events import Alert, MetricSnapshot, ProcessInfo, utcnow
 from watchkeeper.redact import redact_cmdline, redact_text
 from watchkeeper.remediation.actions import safepath
@@ -188,7 +189,7 @@ class Toolbox:
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         # The worker thread cannot be cancelled; on timeout it is abandoned, not awaited.
-        return await asyncio.wait_for(asyncio.to_thread(fn), self._timeout)
+        return await wait_for(asyncio.to_thread(fn), self._timeout)
 
     # ------------------------------------------------------------------ tools
 
