@@ -304,6 +304,9 @@ class AnalyzerConfig(Section):
     known_jobs: tuple[KnownJob, ...] = ()
     runaway_minutes: float = Field(10.0, gt=0, description="one process pinned this long")
     runaway_cpu_percent: float = Field(90.0, gt=0)
+    host_down_after_s: float = Field(
+        60.0, gt=0, le=86400,
+        description="a fleet's host that sends nothing this long is down (central only)")
     escalate_after_s: float = Field(900.0, gt=0, description="a warning this old becomes critical")
     flap_window_s: float = Field(600.0, gt=0)
     flap_max_transitions: int = Field(4, ge=2, description="more changes than this = flapping")

@@ -34,11 +34,15 @@ def _silence_body(s: Silence) -> SilenceBody:
 @router.get("", response_model=AlertsBody, dependencies=[Depends(require_read)])
 def list_alerts(analyzer: AnalyzerDep,
                 state: Annotated[AlertState | None, Query()] = None,
-                severity: Annotated[Severity | None, Query()] = None) -> AlertsBody:
+                severity: Annotated[Severity | None, Query()] = None,
+                host: Annotated[Text | None, Query(max_length=253, description=(
+                    "only this host's alerts (a central follows many)"))] = None
+                ) -> AlertsBody:
     """Open alerts (firing or acknowledged), newest first, optionally filtered."""
     alerts = [a for a in analyzer.engine.active_alerts()
               if (state is None or a.state == state)
-              and (severity is None or a.severity == severity)]
+              and (severity is None or a.severity == severity)
+              and (host is None or a.host == host)]
     return AlertsBody(alerts=sorted(alerts, key=lambda a: a.at, reverse=True))
 
 
