@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_routes
 from watchkeeper.agents.analyzer import AnalyzerAgent
@@ -56,6 +56,18 @@ def register_agent(name: str, *, when: Callable[[Settings], bool] | None = None
     return deco
 
 
+#: What one process is: everything for one host (``run``, ``serve``), a fleet's host agent
+#: (``watchkeeper agent``: it senses and heals its host, under its own local policy), or a
+#: fleet's central (``serve --fleet``: analysis, notifications, history and the dashboard for
+#: every host).
+Role = Literal["single", "agent", "central"]
+ROLE_AGENTS: dict[Role, tuple[str, ...] | None] = {
+    "single": None,  # every registered agent (those whose ``when`` holds)
+    "agent": ("communicator", "remediator", "sensor"),
+    "central": ("communicator", "notifier", "alertmanager", "analyzer"),
+}
+
+
 def host_name(settings: Settings) -> str:
     """The name this host reports; dots would split NATS subjects, so they become '-'."""
     name = settings.host_name or socket.gethostname() or "localhost"
@@ -67,7 +79,9 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  store: SqliteStore | None = None, agents: list[str] | None = None,
-                 psutil_module: Any = None, audit: AuditLog | None = None) -> None:
+                 psutil_module: Any = None, audit: AuditLog | None = None,
+                 role: Role = "single") -> None:
+        self.role: Role = role
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or MemoryBus()
@@ -81,8 +95,9 @@ class Runtime:
         self.audit = audit or AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
-        names = [n for n in AGENTS if n not in AGENT_WHEN or AGENT_WHEN[n](settings)] \
-            if agents is None else agents
+        wanted = ROLE_AGENTS[role]
+        names = [n for n in AGENTS if (n not in AGENT_WHEN or AGENT_WHEN[n](settings))
+                 and (wanted is None or n in wanted)] if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
             raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
@@ -211,8 +226,11 @@ class Runtime:
 # the supervisor stops them in reverse.
 @register_agent("communicator")
 def _communicator(rt: Runtime) -> BaseAgent:
+    own = (f"*.{rt.host}", f"*.{rt.host}.>")  # a fleet agent keeps its own host's only
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
-                             bus_stats=rt.bus.stats, **rt.agent_kwargs())
+                             bus_stats=rt.bus.stats,
+                             patterns=own if rt.role == "agent" else (">",),
+                             **rt.agent_kwargs())
 
 
 @register_agent("notifier")
@@ -238,7 +256,7 @@ def _analyzer(rt: Runtime) -> BaseAgent:
     import psutil
 
     return AnalyzerAgent(store=rt.store, psutil_module=rt.psutil_module or psutil,
-                         **rt.agent_kwargs())
+                         fleet=rt.role == "central", **rt.agent_kwargs())
 
 
 @register_agent("sensor")

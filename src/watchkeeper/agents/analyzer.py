@@ -63,7 +63,8 @@ class AnalyzerAgent(BaseAgent):
         self.investigator = investigator or Investigator(
             lambda: self.config.current,
             tools=Toolbox(psutil=psutil_module, history=store.series,
-                          recent_alerts=self._recent_alerts))
+                          recent_alerts=self._recent_alerts),
+            local_host=self.host if fleet else None)
         self._sub: Subscription | None = None
         self._latest: MetricSnapshot | None = None
         #: A fleet's latest snapshot per host (what an investigation of its alert reads).

@@ -189,8 +189,13 @@ class Investigator:
         retry_policy: RetryPolicy | None = None,
         repair_attempts: int = 1,
         cache_size: int = 1024,
+        local_host: str | None = None,
     ) -> None:
         self._settings = settings_provider
+        #: The host this process runs on; an alert of another host (a fleet's central)
+        #: gets no live process lookups and no local log files: they would describe the
+        #: central, not that host. None: every alert is local (one host).
+        self._local_host = local_host
         self._injected = client
         self._factory = client_factory
         self._built: LlmClient | None = None
@@ -372,16 +377,19 @@ class Investigator:
             hosts.append(snapshot.host)
             if snapshot.identity is not None:
                 hosts.append(snapshot.identity.hostname)
-        context = build_context(alert, snapshot, llm.log_files)
+        local = self._local_host is None or alert.host == self._local_host
+        log_files = tuple(llm.log_files) if local else ()
+        context = build_context(alert, snapshot, log_files)
         privacy.learn(hosts=hosts, users=[p.user for p in context.processes.values()])
         shown = EvidenceIndex(processes=dict(context.processes))
         first = user_message(privacy.clean_data(context.data))
         shown.add(privacy.clean(e) for e in context.evidence)
         messages: list[Message] = [{"role": "system", "content": system_prompt()},
                                    {"role": "user", "content": first}]
-        specs = self._tools.specs(llm.log_files) if llm.max_tool_calls > 0 else []
-        tool_ctx = ToolContext(snapshot=snapshot, log_files=tuple(llm.log_files),
-                               now=self._wall_clock())
+        specs = self._tools.specs(log_files, local=local) if llm.max_tool_calls > 0 else []
+        tool_ctx = ToolContext(snapshot=snapshot, log_files=log_files, now=self._wall_clock(),
+                               host=None if self._local_host is None else alert.host,
+                               local=local)
         used = 0
         repairs = 0
         step_limited = False
