@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.sensor import SensorAgent
+from watchkeeper.api.app import create_app
 from watchkeeper.bus import MemoryBus
 from watchkeeper.events import Alert
 from watchkeeper.runtime import Runtime
@@ -61,9 +64,20 @@ async def test_a_host_agent_and_a_central_share_the_work_and_a_silent_host_is_do
         # The central keeps the host's history; the agent keeps only its own host's.
         await until(lambda: central.store.latest_snapshot("web-1") is not None)
         assert agent.store.latest_snapshot("central") is None
-        await agent.store.flush()
+        await until(lambda: agent.store.events())
         assert {e.event.host for e in agent.store.events()} == {"web-1"}
         assert "central" in {e.event.host for e in central.store.events()}
+
+        # The central's API and /metrics speak for every host.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(central)),
+                                     base_url="http://127.0.0.1") as api:
+            body = (await api.get("/api/hosts")).json()
+            assert body["fleet"] is True
+            assert [(h["host"], h["health"]) for h in body["hosts"]] == [("web-1", "ok")]
+            exposition = (await api.get("/metrics")).text
+        assert 'watchkeeper_host_up{host="web-1"} 1.0' in exposition
+        assert 'watchkeeper_cpu_percent{dimension="",host="web-1"}' in exposition
+        assert 'watchkeeper_alerts_open{host="web-1",severity="critical"} 0.0' in exposition
 
         # The host goes quiet (its sensor stops): the central says it is down.
         sensor = next(a for a in agent.agents if isinstance(a, SensorAgent))

@@ -327,6 +327,12 @@ class AnalyzerAgent(BaseAgent):
             worst=max((a.severity for a in alerts), key=lambda v: rank.get(v, 0),
                       default=None))]
 
+    def latest_all(self) -> list[MetricSnapshot]:
+        """Every followed host's latest snapshot (this host's only, unless a fleet's)."""
+        if self.fleet:
+            return list(self._latest_by.values())
+        return [] if self._latest is None else [self._latest]
+
     def latest(self, host: str | None = None) -> MetricSnapshot | None:
         """The latest snapshot analysed (of ``host``, for a fleet's analyzer)."""
         if self.fleet:

@@ -124,9 +124,16 @@ class RuntimeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Host metrics, agent health, open alerts by severity, action outcomes."""
         rt = self.runtime
-        snap = _latest(rt)
-        if snap is not None:
-            families: dict[str, GaugeMetricFamily] = {}
+        analyzer = next((a for a in rt.agents if isinstance(a, AnalyzerAgent)), None)
+        if analyzer is not None and analyzer.fleet:
+            # A central: every host's latest snapshot, labelled with its host.
+            snaps = analyzer.latest_all()
+        else:
+            one = _latest(rt)
+            snaps = [] if one is None else [one]
+        families: dict[str, GaugeMetricFamily] = {}
+        for snap in snaps:
+            host = rt.host if not (analyzer is not None and analyzer.fleet) else snap.host
             for sample in flatten(snap):
                 name = prometheus_name(sample.metric)
                 family = families.get(name)
@@ -134,8 +141,16 @@ class RuntimeCollector(Collector):
                     family = families[name] = GaugeMetricFamily(
                         name, f"{sample.metric} from the latest snapshot",
                         labels=["host", "dimension"])
-                family.add_metric([rt.host, sample.dimension], sample.value)
-            yield from families.values()
+                family.add_metric([host, sample.dimension], sample.value)
+        yield from families.values()
+        if analyzer is not None and analyzer.fleet:
+            up = GaugeMetricFamily("watchkeeper_host_up",
+                                   "1 while the host reports, 0 once it is down "
+                                   "(analyzer.host_down_after_s without a snapshot)",
+                                   labels=["host"])
+            for hs in analyzer.host_states():
+                up.add_metric([hs.host], 0.0 if hs.down else 1.0)
+            yield up
         health = GaugeMetricFamily("watchkeeper_agent_up", "1 when the agent is running",
                                    labels=["host", "agent"])
         state = GaugeMetricFamily("watchkeeper_agent_state", "1 for the agent's current state",
@@ -152,12 +167,15 @@ class RuntimeCollector(Collector):
         yield from (health, state, restarts)
         alerts = GaugeMetricFamily("watchkeeper_alerts_open", "open alerts by severity",
                                    labels=["host", "severity"])
-        by_severity: Counter[str] = Counter()
-        for agent in rt.agents:
-            if isinstance(agent, AnalyzerAgent):
-                by_severity.update(a.severity for a in agent.engine.active_alerts())
-        for severity in ("info", "warning", "critical"):
-            alerts.add_metric([rt.host, severity], float(by_severity[severity]))
+        by_severity: Counter[tuple[str, str]] = Counter()
+        hosts = [rt.host]
+        if analyzer is not None:
+            by_severity.update((a.host, a.severity) for a in analyzer.engine.active_alerts())
+            if analyzer.fleet:
+                hosts = [hs.host for hs in analyzer.host_states()]
+        for host in hosts:
+            for severity in ("info", "warning", "critical"):
+                alerts.add_metric([host, severity], float(by_severity[host, severity]))
         yield alerts
         outcomes = GaugeMetricFamily(
             "watchkeeper_action_outcomes", "remediation outcomes in the audit log (last 10000)",
