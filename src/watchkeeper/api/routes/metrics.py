@@ -29,19 +29,36 @@ _STATES: tuple[AgentState, ...] = ("starting", "running", "paused", "degraded", 
                                    "crashed")
 
 
-def _latest(runtime: Runtime) -> MetricSnapshot | None:
+def _latest(runtime: Runtime, host: str | None = None) -> MetricSnapshot | None:
     # The analyzer holds the newest tick; the store only what has been flushed.
     for agent in runtime.agents:
-        if isinstance(agent, AnalyzerAgent) and agent.latest() is not None:
-            return agent.latest()
-    return runtime.store.latest_snapshot(runtime.host)
+        if isinstance(agent, AnalyzerAgent) and agent.latest(host) is not None:
+            return agent.latest(host)
+    return runtime.store.latest_snapshot(host or runtime.host)
+
+
+HostQuery = Annotated[Text | None, Query(
+    max_length=253, description="which host (a fleet's central follows many); default: this "
+                                "one")]
+
+
+def _host(runtime: Runtime, host: str | None) -> str | None:
+    """The host asked for, if this server follows it (404 otherwise)."""
+    if host is None or host == runtime.host:
+        return host
+    for agent in runtime.agents:
+        if isinstance(agent, AnalyzerAgent) and agent.fleet \
+                and any(h.host == host for h in agent.host_states()):
+            return host
+    raise HTTPException(404, f"no host {host!r} reports to this server; GET /api/hosts "
+                             "lists those that do")
 
 
 @router.get("/api/metrics", response_model=MetricSnapshot, dependencies=[Depends(require_read)],
             responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"}})
-def current(request: Request, runtime: RuntimeDep) -> Response:
-    """The latest metric snapshot of this host."""
-    snap = _latest(runtime)
+def current(request: Request, runtime: RuntimeDep, host: HostQuery = None) -> Response:
+    """The latest metric snapshot of this host (or of ``host``, on a fleet's central)."""
+    snap = _latest(runtime, _host(runtime, host))
     if snap is None:
         raise HTTPException(503, "no metrics collected yet; try again in a few seconds")
     # Encoded once per tick, not once per request: a snapshot with hundreds of processes
@@ -72,6 +89,7 @@ def history(
     end: Annotated[datetime | None, Query(description="default: now")] = None,
     step: Annotated[int | None, Query(ge=1, le=86_400, description="bucket seconds")] = None,
     dimension: Annotated[Text, Query(description="mount point, interface, device")] = "",
+    host: HostQuery = None,
 ) -> HistoryBody:
     """History of one metric between start and end, optionally bucketed by step seconds."""
     if metric not in METRICS:
@@ -82,7 +100,7 @@ def history(
         raise HTTPException(422, "start must not be after end")
     try:
         points = runtime.store.series(metric, start_at, end_at, dimension=dimension,
-                                      step_s=step, host=runtime.host)
+                                      step_s=step, host=_host(runtime, host) or runtime.host)
     except (OverflowError, ValueError) as exc:  # a date outside what a float timestamp holds
         raise HTTPException(422, f"invalid range: {exc}") from None
     if len(points) > MAX_HISTORY_POINTS:
