@@ -55,7 +55,8 @@ def _host(runtime: Runtime, host: str | None) -> str | None:
 
 
 @router.get("/api/metrics", response_model=MetricSnapshot, dependencies=[Depends(require_read)],
-            responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"}})
+            responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"},
+                       404: {"model": ErrorBody, "description": "no such host reports here"}})
 def current(request: Request, runtime: RuntimeDep, host: HostQuery = None) -> Response:
     """The latest metric snapshot of this host (or of ``host``, on a fleet's central)."""
     snap = _latest(runtime, _host(runtime, host))
@@ -80,7 +81,8 @@ def _utc(at: datetime) -> datetime:
 
 
 @router.get("/api/metrics/history", response_model=HistoryBody,
-            dependencies=[Depends(require_read)])
+            dependencies=[Depends(require_read)],
+            responses={404: {"model": ErrorBody, "description": "no such host reports here"}})
 def history(
     runtime: RuntimeDep,
     metric: Annotated[Text, Query(description="a name from series.METRICS, e.g. cpu.percent",
