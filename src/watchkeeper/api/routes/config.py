@@ -14,14 +14,13 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from watchkeeper.agents.commands import RUNTIME
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, ask_agent
 from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
 from watchkeeper.config import (
     START_ONLY,
-    ConfigError,
     Settings,
-    json_type_problems,
     read_yaml,
 )
 from watchkeeper.runtime import Runtime
@@ -219,30 +218,12 @@ def _depth(value: Any) -> int:
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": PATCH_SCHEMA_REF,
                                        "example": {"thresholds": {"cpu_warning": 80}}}}}})
-def update_config(runtime: RuntimeDep,
-                  patch: Annotated[dict[str, Any], Depends(_patch_body)]) -> ConfigUpdated:
+async def update_config(runtime: RuntimeDep, by: ActorDep,
+                        patch: Annotated[dict[str, Any], Depends(_patch_body)]
+                        ) -> ConfigUpdated:
     """Validate and apply a partial configuration live; it is kept for the next start."""
-    fixed = [f"{k}: changes only in the config file, with a restart"
-             for k in patch if k in START_ONLY]
-    fixed += [f"{k}: decides what runs, what may be deleted or what leaves the host, so it "
-              f"changes only in the config file on the host (then SIGHUP)"
-              for k in host_only_keys(patch)]
-    if fixed:
-        raise HTTPException(422, fixed)
-    wrong_types = json_type_problems(patch)
-    if wrong_types:
-        raise HTTPException(422, [str(p) for p in wrong_types])
-    try:
-        changed = runtime.update_config(patch, source="api")
-    except ConfigError as err:
-        raise HTTPException(422, [str(p) for p in err.problems]) from None
-    if changed:
-        try:
-            save_overrides(runtime.config.current, patch)
-        except (OSError, ConfigError) as exc:
-            # Applied but not kept: say so in the log; the live change still stands.
-            log.error("config update applied but not saved to %s: %s",
-                      overrides_path(runtime.config.current), exc)
-        log.info("config updated through the API: %s", ", ".join(changed))
-    return ConfigUpdated(version=runtime.config.version, changed=list(changed),
+    # The host's runtime checks the patch against its own rules (restart-only and host-only
+    # settings, JSON types, validation) and applies it: asked over the bus.
+    done = await ask_agent(runtime, RUNTIME, "config_patch", {"patch": patch}, actor=by)
+    return ConfigUpdated(version=done["version"], changed=list(done["changed"]),
                          config=_body(runtime))
