@@ -92,8 +92,8 @@ class RejectArgs(Args):
 
 class ResetArgs(Args):
     #: kind:name, e.g. service:web
-    target: Annotated[str, Field(min_length=3, max_length=1024,
-                                 pattern=r"^(service|pid|root|log|script|host|action):.+$")]
+    target: Annotated[Text, Field(min_length=3,
+                                  pattern=r"^(service|pid|root|log|script|host|action):.+$")]
 
 
 class RemediateArgs(Args):
