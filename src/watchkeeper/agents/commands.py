@@ -192,7 +192,7 @@ class CommandDesk:
         if verb.mutating:
             log.info("%s: %s by %s (%s), request %s", self.name, command.command,
                      command.actor, command.role, command.request_id)
-        return self.reply(command, True, (result or {}).pop("message", None) or "done",
+        return self.reply(command, True, str((result or {}).get("message") or "done"),
                           result=result)
 
     def _finished_late(self, command: Command, task: asyncio.Future[Any]) -> None:
