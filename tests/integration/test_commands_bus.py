@@ -230,3 +230,22 @@ async def test_a_hung_agent_is_503_within_the_command_timeout_not_a_hang(
         assert r.json()["detail"] == f"the analyzer agent did not answer ack within {wait_s:g}s"
         assert [c.command for c in asked] == ["ack"]
         assert waited >= wait_s  # it did wait for the agent, then gave up (no hang)
+
+
+async def test_a_config_patch_through_the_api_is_announced_and_stored(tmp_path: Path) -> None:
+    """The patch is applied by the runtime's own command handler, on its loop: the change is
+    published as config_changed (the live stream, the dashboard's config view and the
+    history see it), which a patch applied in the API's worker thread never was."""
+    async with serve_api(settings_for(tmp_path)) as api:
+        r = await api.client.patch("/api/config", json={"thresholds": {"cpu_warning": 71}},
+                                   headers={**api.auth(), "X-Watchkeeper-User": "carol"})
+        assert r.status_code == 200, r.text
+
+        async def announced() -> list[dict[str, Any]]:
+            found = (await api.client.get("/api/activity",
+                                          params={"kind": "config_changed"})).json()
+            return [e["event"] for e in found["events"]]
+
+        (event,) = await until(announced)
+        assert event["changed"] == ["thresholds.cpu_warning"]
+        assert event["version"] == api.runtime.config.version
