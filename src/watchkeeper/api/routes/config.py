@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -191,6 +192,22 @@ async def _patch_body(request: Request) -> dict[str, Any]:
     return patch
 
 
+def _non_finite(patch: dict[str, Any]) -> list[str]:
+    """A problem line for each inf or nan in ``patch``, worded as the settings word it."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str]] = [(patch, "")]
+    while stack:
+        node, where = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{path}: Input should be a finite number (got {value})")
+            elif isinstance(value, (dict, list)):
+                stack.append((value, path))
+    return sorted(problems)
+
+
 #: The configuration is at most a few levels deep; a patch deeper than this is no patch.
 MAX_PATCH_DEPTH = 16
 
@@ -224,6 +241,11 @@ async def update_config(runtime: RuntimeDep, by: ActorDep,
     """Validate and apply a partial configuration live; it is kept for the next start."""
     # The host's runtime checks the patch against its own rules (restart-only and host-only
     # settings, JSON types, validation) and applies it: asked over the bus.
+    # JSON has no inf or nan (Python's decoder reads them, and 1e400 as inf): refused here
+    # as the settings would refuse them, since a command's arguments are plain JSON.
+    non_finite = _non_finite(patch)
+    if non_finite:
+        raise HTTPException(422, non_finite)
     done = await ask_agent(runtime, RUNTIME, "config_patch", {"patch": patch}, actor=by)
     return ConfigUpdated(version=done["version"], changed=list(done["changed"]),
                          config=_body(runtime))
