@@ -267,9 +267,9 @@ class Command(Event):
     command: str = Field(min_length=1, max_length=64)
     target: str = Field("all", min_length=1, max_length=64)
     args: dict[str, JsonValue] = Field(default_factory=dict)
-    actor: str = Field("system", min_length=1, max_length=200)
+    actor: str = Field("system", pattern=r"^[^\x00-\x1f\x7f]{1,200}$")
     role: CommandRole = "operator"
-    request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=64)
+    request_id: str = Field(default_factory=new_request_id, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class CommandReply(Event):

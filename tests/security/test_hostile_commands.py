@@ -47,6 +47,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, str]] = [
     ("verb-case-trick", "analyzer", "ACK", {"fingerprint": "x"}, "operator", "unknown_command"),
     ("verb-with-shell", "remediator", "reset; rm -rf /", {}, "operator", "unknown_command"),
     ("private-method-name", "remediator", "_run", {}, "operator", "unknown_command"),
+    ("newline-in-verb-forges-no-log-line", "analyzer", "ack\nWARNING root: all is well", {},
+     "operator", "unknown_command"),
     # Wrong argument types: strict, no coercion ("1" is not 1, true is not 1).
     ("id-as-string", "remediator", "approve", {"approval_id": "1"}, "operator", "invalid"),
     ("id-as-bool", "remediator", "approve", {"approval_id": True}, "operator", "invalid"),
@@ -184,8 +186,8 @@ async def test_a_hostile_command_is_refused_changes_nothing_and_is_audited(
     refusals = [e for _, e in iter(audit.get_nowait, None) if isinstance(e, CommandRefused)]
     assert [(r.command, r.actor, r.role, r.code, r.request_id) for r in refusals] == \
         [(verb, "mallory", role, code, command.request_id)]
-    assert any("mallory" in r.getMessage() and command.request_id in r.getMessage()
-               for r in caplog.records)
+    (line,) = [r.getMessage() for r in caplog.records if command.request_id in r.getMessage()]
+    assert "'mallory'" in line and "\n" not in line
 
 
 #: Commands that reach the wrong place: another host's, another agent's, or not a command.
@@ -220,8 +222,11 @@ async def test_an_event_that_is_not_a_command_is_refused(host: Host) -> None:
 @pytest.mark.parametrize("field,value", [
     ("command", "x" * 65), ("command", ""), ("target", "a" * 65), ("actor", "m" * 201),
     ("role", "admin"), ("role", "root"), ("request_id", "r" * 65),
+    ("request_id", "r1\nWARNING forged"), ("request_id", ""),
+    ("actor", "alice\nWARNING forged"), ("actor", "bob\x00"), ("actor", ""),
 ], ids=["verb-over-64", "verb-empty", "target-over-64", "actor-over-200", "role-admin",
-        "role-root", "request-id-over-64"])
+        "role-root", "request-id-over-64", "request-id-with-newline", "request-id-empty",
+        "actor-with-newline", "actor-with-nul", "actor-empty"])
 def test_a_malformed_command_never_decodes(field: str, value: str) -> None:
     """What a network bus carries is decoded into the typed event first: a command whose
     envelope is out of bounds is no command at all (the bus refuses it before any agent)."""

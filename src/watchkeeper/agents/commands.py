@@ -190,7 +190,7 @@ class CommandDesk:
                 "error", f"the {self.name} agent could not complete {command.command}; "
                          "its log has the details"))
         if verb.mutating:
-            log.info("%s: %s by %s (%s), request %s", self.name, command.command,
+            log.info("%s: %s by %r (%s), request %s", self.name, command.command,
                      command.actor, command.role, command.request_id)
         return self.reply(command, True, str((result or {}).get("message") or "done"),
                           result=result)
@@ -215,8 +215,10 @@ class CommandDesk:
         request_id = command.request_id if command is not None else ""
         # A missing target or a policy's no is an answer, not an attack: logged quietly.
         quiet = exc.code in ("not_found", "conflict", "unavailable")
+        # The verb and the actor are the sender's words: quoted, so that a newline in them
+        # cannot forge a log line of its own.
         log.log(logging.INFO if quiet else logging.WARNING,
-                "%s refused %s from %s (%s), request %s: %s: %s", self.name, verb, actor, role,
+                "%s refused %r from %r (%s), request %s: %s: %s", self.name, verb, actor, role,
                 request_id, exc.code, exc.message)
         try:
             await self.bus.publish(system_topic(self.host), CommandRefused(
