@@ -31,12 +31,16 @@ ANALYZER = "analyzer"
 @router.get("", response_model=AlertsBody, dependencies=[Depends(require_read)])
 async def list_alerts(runtime: RuntimeDep,
                       state: Annotated[AlertState | None, Query()] = None,
-                      severity: Annotated[Severity | None, Query()] = None) -> AlertsBody:
+                      severity: Annotated[Severity | None, Query()] = None,
+                      host: Annotated[Text | None, Query(max_length=253, description=(
+                          "only this host's alerts (a central follows many)"))] = None
+                      ) -> AlertsBody:
     """Open alerts (firing or acknowledged), newest first, optionally filtered."""
     found = await ask_agent(runtime, ANALYZER, "alerts", actor="api", role="viewer")
     alerts = [a for a in (Alert.model_validate(raw) for raw in found["alerts"])
               if (state is None or a.state == state)
-              and (severity is None or a.severity == severity)]
+              and (severity is None or a.severity == severity)
+              and (host is None or a.host == host)]
     return AlertsBody(alerts=sorted(alerts, key=lambda a: a.at, reverse=True))
 
 
