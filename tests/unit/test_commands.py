@@ -99,3 +99,11 @@ async def test_nobody_serving_the_topic_is_unavailable(bus: MemoryBus) -> None:
         await ask(bus, "h", "ghost", "pause", actor="t")
     assert failed.value.code == "unavailable"
     assert failed.value.message == "the ghost agent is not running in this process"
+
+
+async def test_nobody_serving_another_hosts_topic_names_that_host(bus: MemoryBus) -> None:
+    with pytest.raises(CommandFailed) as failed:
+        await ask(bus, "far-away", "remediator", "approve", {"approval_id": 1}, actor="t",
+                  local=False)
+    assert failed.value.code == "unavailable"
+    assert failed.value.message == "no remediator agent of host far-away answers"

@@ -244,17 +244,19 @@ class CommandFailed(Exception):
 
 async def ask(bus: Bus, host: str, agent: str, verb: str, args: Mapping[str, Any] | None = None,
               *, actor: str, role: CommandRole = "operator",
-              timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+              timeout: float = DEFAULT_TIMEOUT_S, local: bool = True) -> dict[str, Any]:
     """Send one command to ``agent`` on ``host`` and return its result; CommandFailed with
-    the reply's code when refused, ``unavailable`` when nobody serves the agent's topic,
+    the reply's code when refused, ``unavailable`` when nobody serves the agent's topic
+    (``local``: the asker's own host, so the agent is missing from its process),
     ``timeout`` when no reply comes within ``timeout`` seconds."""
     command = Command(host=host, target=agent, command=verb, args=dict(args or {}),
                       actor=actor, role=role)
     try:
         reply = await bus.request(command_topic(host, agent), command, timeout=timeout)
     except (NoResponderError, BusClosedError):
-        raise CommandFailed("unavailable", f"the {agent} agent is not running in this "
-                                           "process") from None
+        missing = (f"the {agent} agent is not running in this process" if local
+                   else f"no {agent} agent of host {host} answers")
+        raise CommandFailed("unavailable", missing) from None
     except asyncio.TimeoutError:
         raise CommandFailed("timeout", f"the {agent} agent did not answer {verb} within "
                                        f"{timeout:g}s") from None

@@ -33,15 +33,16 @@ STATUS: dict[ReplyCode, int] = {
 
 async def ask_agent(runtime: Runtime, agent: str, verb: str,
                     args: Mapping[str, Any] | None = None, *, actor: str,
-                    role: CommandRole = "operator", extra_timeout: float = 0.0
-                    ) -> dict[str, Any]:
-    """Ask ``agent`` of this host over the bus (command.<host>.<agent>) and return its
-    result; a refusal or no answer within api.command_timeout_s is the HTTP error its
-    code maps to (STATUS), with the agent's message or problems as the detail."""
+                    role: CommandRole = "operator", extra_timeout: float = 0.0,
+                    host: str | None = None) -> dict[str, Any]:
+    """Ask ``agent`` of ``host`` (default: this one) over the bus (command.<host>.<agent>)
+    and return its result; a refusal or no answer within api.command_timeout_s is the HTTP
+    error its code maps to (STATUS), with the agent's message or problems as the detail."""
     timeout = runtime.config.current.api.command_timeout_s + extra_timeout
     try:
-        return await ask(runtime.bus, runtime.host, agent, verb, args, actor=actor, role=role,
-                         timeout=timeout)
+        return await ask(runtime.bus, host or runtime.host, agent, verb, args, actor=actor,
+                         role=role, timeout=timeout,
+                         local=host is None or host == runtime.host)
     except CommandFailed as exc:
         raise HTTPException(STATUS.get(exc.code, 500),
                             exc.detail if exc.detail is not None else exc.message) from None
