@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.commands import CommandFailed, ask
 from watchkeeper.config import ACTOR_PATTERN
 from watchkeeper.events import CommandRole, ReplyCode
@@ -23,6 +24,15 @@ def get_runtime(request: Request) -> Runtime:
     """The runtime this app serves."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def get_analyzer(request: Request) -> AnalyzerAgent:
+    """The analyzer agent of this process, for the reads that still look at it directly
+    (503 when this process runs without one). Never for a change: those go by ask_agent."""
+    for agent in get_runtime(request).agents:
+        if isinstance(agent, AnalyzerAgent):
+            return agent
+    raise HTTPException(503, "the analyzer agent is not running in this process")
 
 
 #: The HTTP status each refusal code of a command's reply is answered with.
@@ -83,3 +93,5 @@ def _loose(name: str) -> str:
 
 ActorDep = Annotated[str, Depends(get_actor)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+#: A direct read of the analyzer (e.g. the hosts it follows); changes go over the bus.
+AnalyzerDep = Annotated[AnalyzerAgent, Depends(get_analyzer)]
