@@ -385,6 +385,9 @@ class ApiConfig(Section):
     request_timeout_s: float = Field(
         10.0, gt=0, le=300, description="seconds a client has to send a whole request "
         "(head and body) before its connection is closed")
+    command_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="seconds the API waits for an agent to answer an "
+        "operator action (ack, approve, config ...) before it answers 503")
 
     @field_validator("token")
     @classmethod

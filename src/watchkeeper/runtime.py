@@ -12,13 +12,15 @@ from typing import Any, Literal
 from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_routes
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import RUNTIME, CommandDesk
 from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
-from watchkeeper.bus import Bus, MemoryBus, system_topic
+from watchkeeper.bus import Bus, MemoryBus, command_topic, system_topic
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.host_commands import runtime_verbs
 from watchkeeper.notify.outbox import Outbox
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
@@ -109,6 +111,10 @@ class Runtime:
         self.demos = Demos(self)
         self._audit_watch: asyncio.Task[None] | None = None
         self.config.subscribe(self._on_config_changed)
+        #: The host's own commands (configuration, simulations) on command.<host>.runtime.
+        self.desk = CommandDesk(bus=self.bus, host=self.host, name=RUNTIME,
+                                verbs=lambda: runtime_verbs(self), state=lambda: "running")
+        self._unserve: Callable[[], None] | None = None
 
     def supervisor_health(self) -> list[Any]:
         return self.supervisor.health()
@@ -168,6 +174,7 @@ class Runtime:
         await asyncio.to_thread(self.audit.chain_status)
         self._audit_watch = asyncio.get_running_loop().create_task(self._watch_audit())
         await self._start_managed_services()
+        self._unserve = self.bus.serve(command_topic(self.host, RUNTIME), self.desk.handle)
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
@@ -197,6 +204,9 @@ class Runtime:
         if self._audit_watch is not None:
             self._audit_watch.cancel()
             await asyncio.gather(self._audit_watch, return_exceptions=True)
+        if self._unserve is not None:
+            self._unserve()
+            self._unserve = None
         await self.demos.aclose()
         await self.supervisor.stop()
         if self._tasks:  # e.g. services being reconfigured: let that finish first

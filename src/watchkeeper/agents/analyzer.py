@@ -15,15 +15,19 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, Field
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import Args, CommandError, Name, NoArgs, Text, Verb
+from watchkeeper.analysis.alerts import Silence
 from watchkeeper.analysis.engine import Analyzer
 from watchkeeper.analysis.fleet import FleetAnalyzer, HostState
 from watchkeeper.analysis.llm import Investigator, Toolbox
 from watchkeeper.bus import BusClosedError, Subscription, metrics_topic, system_topic
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, AnalyzerNotice, MetricSnapshot, ServiceReport
+from watchkeeper.events import Alert, AnalyzerNotice, Command, MetricSnapshot, ServiceReport
 from watchkeeper.status import write_atomic
 from watchkeeper.store.base import Store
 
@@ -38,6 +42,26 @@ MAX_INVESTIGATIONS = 2
 
 def alerts_topic(host: str) -> str:
     return f"alerts.{host}"
+
+
+class AckArgs(Args):
+    fingerprint: Name
+
+
+class SilenceArgs(Args):
+    matchers: Annotated[dict[Text, Text], Field(min_length=1, max_length=20)]
+    until: AwareDatetime
+    comment: Text = ""
+
+
+class UnsilenceArgs(Args):
+    silence_id: Name
+
+
+def silence_json(silence: Silence) -> dict[str, Any]:
+    """A silence as a command result carries it."""
+    return {"id": silence.id, "matchers": dict(silence.matchers),
+            "until": silence.until.isoformat(), "by": silence.by, "comment": silence.comment}
 
 
 class AnalyzerAgent(BaseAgent):
@@ -277,7 +301,45 @@ class AnalyzerAgent(BaseAgent):
         alerts = sorted(self.engine.active_alerts(), key=lambda a: a.at, reverse=True)
         return alerts[:limit]
 
-    # ------------------------------------------------------------------ for API / CLI
+    # ------------------------------------------------------------------ commands
+
+    def verbs(self) -> dict[str, Verb]:
+        """ack, silence, unsilence; the open alerts and silences (reads)."""
+        return {**super().verbs(),
+                "ack": Verb(self._ack_verb, AckArgs),
+                "silence": Verb(self._silence_verb, SilenceArgs),
+                "unsilence": Verb(self._unsilence_verb, UnsilenceArgs),
+                "alerts": Verb(self._alerts_verb, mutating=False, any_state=True),
+                "silences": Verb(self._silences_verb, mutating=False, any_state=True)}
+
+    async def _ack_verb(self, args: AckArgs, command: Command) -> dict[str, Any]:
+        alert = await self.ack(args.fingerprint, command.actor)
+        if alert is None:
+            raise CommandError("not_found", f"no open alert with fingerprint "
+                                            f"{args.fingerprint!r}")
+        return {"alert": alert.model_dump(mode="json")}
+
+    async def _silence_verb(self, args: SilenceArgs, command: Command) -> dict[str, Any]:
+        if args.until <= self._wall():
+            raise CommandError("invalid", "until must be in the future")
+        sid = await self.silence(dict(args.matchers), args.until, by=command.actor,
+                                 comment=args.comment)
+        found = next(s for s in self.engine.silences if s.id == sid)
+        return {"silence": silence_json(found)}
+
+    async def _unsilence_verb(self, args: UnsilenceArgs, _command: Command) -> dict[str, Any]:
+        if not any(s.id == args.silence_id for s in self.engine.silences):
+            raise CommandError("not_found", f"no silence {args.silence_id!r}")
+        await self.unsilence(args.silence_id)
+        return {"message": f"silence {args.silence_id} removed"}
+
+    async def _alerts_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        return {"alerts": [a.model_dump(mode="json") for a in self.engine.active_alerts()]}
+
+    async def _silences_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        return {"silences": [silence_json(s) for s in self.engine.silences]}
+
+    # ------------------------------------------------------------------ the verbs' work
 
     async def ack(self, fingerprint: str, by: str) -> Alert | None:
         """Acknowledge an open alert; the change is published (and so stored)."""
