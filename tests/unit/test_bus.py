@@ -38,7 +38,6 @@ from watchkeeper.events import (
     encode,
 )
 
-
 _prefixes = itertools.count()
 
 
