@@ -11,6 +11,7 @@ which the bus counts; a subscriber never sees it as a crash.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import pydantic_core
@@ -109,21 +110,26 @@ def message_id(topic: str, data: bytes) -> str:
     return digest
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON, stopping early past ``limit`` (iterative: no recursion)."""
-    deepest = 0
+_INT_LIMIT = 2**63 - 1  # what SQLite (and every other reader) can hold
+
+
+def _check_shape(value: Any, max_depth: int) -> None:
+    """WireError for nesting deeper than ``max_depth``, a non-finite number (1e400 parses
+    as infinity) or an integer past 64 bits; iterative, so no recursion to exhaust."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if level > deepest:
-            deepest = level
-            if deepest > limit:
-                return deepest
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item if isinstance(v, (dict, list)))
-    return deepest
+        if level > max_depth:
+            raise WireError("too_deep", f"nested deeper than {max_depth} levels")
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, level + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                raise WireError("bad_number", "a number out of range (infinite)")
+            elif isinstance(child, int) and not isinstance(child, bool) \
+                    and abs(child) > _INT_LIMIT:
+                raise WireError("bad_number", "an integer past 64 bits")
 
 
 def decode(data: bytes, *, topic: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -142,8 +148,8 @@ def decode(data: bytes, *, topic: str | None = None, max_bytes: int = DEFAULT_MA
     except ValueError as exc:
         reason = "too_deep" if "recursion" in str(exc).lower() else "not_json"
         raise WireError(reason, str(exc)[:200]) from None
-    if _depth(raw, max_depth) > max_depth:
-        raise WireError("too_deep", f"nested deeper than {max_depth} levels")
+    if isinstance(raw, (dict, list)):
+        _check_shape(raw, max_depth)
     if not isinstance(raw, dict) or set(raw) != {_TYPE_KEY, _EVENT_KEY}:
         raise WireError("not_envelope",
                         f'expected an object with exactly "{_TYPE_KEY}" and "{_EVENT_KEY}"')

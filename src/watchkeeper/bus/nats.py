@@ -379,7 +379,8 @@ class NatsBus:
             "name": f"watchkeeper:{self.client}",
             "connect_timeout": cfg.connect_timeout_s,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            # Two tries at start (a clear error, not a hang), then never give up (below).
+            "max_reconnect_attempts": 1,
             "reconnect_time_wait": 2,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
@@ -397,6 +398,8 @@ class NatsBus:
         except Exception as exc:
             raise BusError(f"cannot connect to the NATS server at {_safe_url(cfg.url)}: "
                            f"{type(exc).__name__}: {exc}") from exc
+        # Once connected, a broker restart or a network cut is waited out for good.
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream(timeout=cfg.publish_timeout_s)
         try:
@@ -687,6 +690,8 @@ class NatsBus:
         nc = self._nc
         if nc is not None and not nc.is_closed:
             try:
+                if not nc.is_connected:
+                    raise ConnectionError("offline: nothing to drain")
                 await asyncio.wait_for(nc.drain(), 5.0)
             except Exception:
                 await nc.close()
