@@ -861,6 +861,8 @@ class Settings(Section):
         for route in data["notify"]["routes"]:
             if route.get("alertmanager"):
                 route["alertmanager"] = _masked_url(route["alertmanager"])
+        # nats://user:password@broker:4222
+        data["bus"]["url"] = _masked_url(data["bus"]["url"])
         return data
 
 

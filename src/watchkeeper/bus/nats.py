@@ -371,6 +371,11 @@ class NatsBus:
         await bus.connect()
         return bus
 
+    @property
+    def connected(self) -> bool:
+        """Whether connect() succeeded (a broker outage since is waited out, not reported)."""
+        return self._connected.is_set()
+
     async def connect(self) -> None:
         """Connect and create or update the streams (subscriptions made before wait)."""
         cfg = self.config
