@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,3 +188,39 @@ async def test_an_unreachable_broker_is_a_clear_error() -> None:
                        connect_timeout_s=1)
     with pytest.raises(BusError, match="cannot connect to the NATS server"):
         await NatsBus.open(config, client="web1")
+
+
+async def test_buses_wait_out_a_broker_restart_and_carry_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="watchkeeper.bus.nats")
+    server = NatsServer(tmp_path)
+    server.start()
+    try:
+        config = config_for(server, "rs")
+        central = await NatsBus.open(config, client="central")
+        agent = await NatsBus.open(config, client="web1")
+        try:
+            sub = central.subscribe("alerts.>", name="communicator")
+            await central.settle()
+            await agent.publish("alerts.web1", alert(0))
+            server.kill()
+            server.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:  # the agent's publish fails (clearly) until it has reconnected
+                try:
+                    await agent.publish("alerts.web1", alert(1))
+                    break
+                except BusError:
+                    assert loop.time() < deadline, "no reconnect within 30 s"
+                    await asyncio.sleep(0.2)
+            got = await take(sub, 2, timeout=30)
+            assert [e.id for e in got if isinstance(e, Alert)] == ["a0", "a1"]
+        finally:
+            await agent.close()
+            await central.close()
+    finally:
+        server.kill()
+    lost = [r for r in caplog.records if "lost the connection" in r.getMessage()]
+    back = [r for r in caplog.records if "reconnected" in r.getMessage()]
+    assert len(lost) == 2 and len(back) == 2  # once per bus each, not once per retry
