@@ -223,3 +223,28 @@ async def test_a_hostile_request_never_reaches_the_handler(
                            codec.encode(Command(host="web1", command="pause")), timeout=5)
     assert isinstance(codec.decode(ok.data), CommandReply)
     assert len(called) == 1
+
+
+async def test_a_request_cannot_make_a_responder_publish_on_another_subject(
+        hostile: tuple[NatsBus, Any, str]) -> None:
+    # A reply subject that is not an inbox (here: another host's alerts stream) gets nothing.
+    bus, raw, prefix = hostile
+    called: list[Event] = []
+
+    async def handler(event: Event) -> Event:
+        called.append(event)
+        return CommandReply(host="web1", agent="sensor", command="pause", ok=True, message="")
+
+    bus.serve("command.web1.sensor", handler)
+    watcher = bus.subscribe("alerts.>", name="watcher")
+    await bus.settle()
+    await raw.publish(f"{prefix}.command.web1.sensor",
+                      codec.encode(Command(host="web1", command="pause")),
+                      reply=f"{prefix}.alerts.web2")
+    await raw.flush()
+    # A real request after it is answered: the one before was seen and ignored.
+    ok = await raw.request(f"{prefix}.command.web1.sensor",
+                           codec.encode(Command(host="web1", command="pause")), timeout=5)
+    assert isinstance(codec.decode(ok.data), CommandReply)
+    assert len(called) == 1
+    assert watcher.get_nowait() is None and bus.rejected == {}

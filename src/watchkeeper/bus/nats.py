@@ -75,6 +75,8 @@ OTHER_TOPICS = "(other)"
 #: Header of a reply whose handler failed (the body is empty).
 ERROR_HEADER = "Wk-Error"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Where requesters receive replies (nats-py's default inbox prefix).
+INBOX_PREFIX = "_INBOX."
 _TOPIC = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
 # nats-server's error code for "stream name already in use with a different configuration".
 _STREAM_EXISTS = 10058
@@ -596,7 +598,9 @@ class NatsBus:
             nc, _ = await self._ready()
 
             async def on_request(msg: Msg) -> None:
-                if msg.reply:
+                # Replies go to a requester's inbox only: a request whose reply subject is,
+                # say, another host's alerts would make this host publish there for it.
+                if msg.reply.startswith(INBOX_PREFIX):
                     task = self._spawn(self._answer(responder, msg))
                     self._answers.add(task)
                     task.add_done_callback(self._answers.discard)
