@@ -224,3 +224,28 @@ async def test_buses_wait_out_a_broker_restart_and_carry_on(
     lost = [r for r in caplog.records if "lost the connection" in r.getMessage()]
     back = [r for r in caplog.records if "reconnected" in r.getMessage()]
     assert len(lost) == 2 and len(back) == 2  # once per bus each, not once per retry
+
+
+async def test_a_subscription_closed_while_it_is_being_made_leaves_nothing_behind(
+        buses: Callable[..., Awaitable[NatsBus]]) -> None:
+    central = await buses("central")
+    agent = await buses("web1")
+    sub = central.subscribe(">", name="communicator")  # seven consumers and a core sub
+    sub.close()  # before any of them exists
+    await central.settle()
+    await asyncio.gather(*list(central._bg))
+    assert central._js is not None
+    assert len(sub._js) <= 1  # it stopped making consumers once closed
+    for psub in sub._js:
+        for _ in range(500):  # the broker notices a gone subscriber asynchronously
+            info = await central._js.consumer_info(psub._stream, psub._consumer)
+            if not info.push_bound:
+                break
+            await asyncio.sleep(0.01)
+        assert not info.push_bound  # nobody is listening on it any more
+    # The name is free again, and a new subscriber gets what is published from now on.
+    again = central.subscribe(">", name="communicator")
+    await central.settle()
+    event = alert(1)
+    await agent.publish("alerts.web1", event)
+    assert await take(again, 1) == [event]

@@ -129,6 +129,7 @@ class NatsSubscription:
         self._pending: dict[str, int] = {}  # consumer -> messages still in the stream
         self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
         self._handed: Msg | None = None
+        self._setup: asyncio.Task[None] | None = None
 
     # -- set-up (a task the bus awaits before its next publish or request)
     async def _start(self) -> None:
@@ -150,6 +151,8 @@ class NatsSubscription:
             overlaps = _overlaps(bus, subject)
             max_ack = max(1, self.maxsize // max(1, len(overlaps)))
             for stream, filter_subject in overlaps:
+                if self._closed:
+                    return
                 await self._consume(js, stream, filter_subject, max_ack)
             # Entirely inside one stream (alerts.*): no core subscription needed.
             covered = any(within(subject, stored) for stream in STREAM_FAMILIES
@@ -304,6 +307,8 @@ class NatsSubscription:
         self.bus._spawn(self._stop(naks))
 
     async def _stop(self, naks: list[Msg]) -> None:
+        if self._setup is not None:  # closed while its consumers were being made
+            await asyncio.gather(self._setup, return_exceptions=True)
         # Queued but never handed out: back to the consumer at once, for the next subscriber.
         for msg in naks:
             with contextlib.suppress(Exception):
@@ -584,7 +589,7 @@ class NatsBus:
             raise ValueError(f"a subscription named {name!r} is already open on this bus: "
                              "two would share (and split) one durable consumer")
         self._subs.append(sub)
-        self._start(sub._start())
+        sub._setup = self._start(sub._start())
         return sub
 
     def serve(self, topic: str, handler: Handler) -> Callable[[], None]:
