@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,6 +123,9 @@ async def test_acknowledged_alerts_survive_a_kill_9_of_the_broker(tmp_path: Path
             sub = central.subscribe("alerts.>", name="communicator")
             got = await take(sub, 20, timeout=20)
             assert [e.id for e in got if isinstance(e, Alert)] == [f"a{n}" for n in range(20)]
+            agent = await NatsBus.open(config, client="web1")
+            await nothing_more(agent, sub, "alerts.web1", "web1")
+            await agent.close()
         finally:
             await central.close()
     finally:
@@ -249,3 +254,59 @@ async def test_a_subscription_closed_while_it_is_being_made_leaves_nothing_behin
     event = alert(1)
     await agent.publish("alerts.web1", event)
     assert await take(again, 1) == [event]
+
+
+#: A central in a child process: takes ``count`` alerts, makes sure its acknowledgements
+#: reached the broker, says so, and waits to be killed.
+CHILD = """
+import asyncio, sys
+from watchkeeper.bus.nats import NatsBus
+from watchkeeper.config import BusConfig
+
+async def main(url, prefix, count):
+    config = BusConfig(backend="nats", url=url, subject_prefix=prefix, ack_wait_s=1)
+    bus = await NatsBus.open(config, client="central")
+    sub = bus.subscribe("alerts.>", name="communicator")
+    for _ in range(count):
+        _topic, event = await sub.get()
+        print(event.id, flush=True)
+    await asyncio.sleep(0)  # the acknowledgement tasks run
+    await bus._nc.flush()
+    print("flushed", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_a_central_killed_mid_stream_gets_again_only_what_it_had_not_finished(
+        nats_server: NatsServer, children: list[subprocess.Popen[bytes]]) -> None:
+    prefix = f"it{next(_prefixes)}"
+    config = config_for(nats_server, prefix).model_copy(update={"ack_wait_s": 1.0})
+    central = await NatsBus.open(config, client="central")
+    central.subscribe("alerts.>", name="communicator")
+    await central.settle()
+    await central.close()  # its durable consumer waits on the broker
+    agent = await NatsBus.open(config, client="web1")
+    try:
+        for n in range(10):
+            await agent.publish("alerts.web1", alert(n))
+        child = subprocess.Popen([sys.executable, "-c", CHILD, nats_server.url, prefix, "4"],
+                                 stdout=subprocess.PIPE)
+        children.append(child)
+        assert child.stdout is not None
+        lines = [child.stdout.readline().decode().strip() for _ in range(5)]
+        assert lines == ["a0", "a1", "a2", "a3", "flushed"]
+        child.kill()  # SIGKILL while handling a3 (a0..a2 are finished: it asked for more)
+        child.wait(timeout=10)
+
+        again = await NatsBus.open(config, client="central")
+        try:
+            sub = again.subscribe("alerts.>", name="communicator")
+            got = await take(sub, 7, timeout=20)  # after ack_wait (1 s here, 60 by default)
+            assert [e.id for e in got if isinstance(e, Alert)] == [f"a{n}" for n in range(3, 10)]
+            await nothing_more(agent, sub, "alerts.web1", "web1")
+        finally:
+            await again.close()
+    finally:
+        await agent.close()
