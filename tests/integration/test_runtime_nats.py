@@ -90,3 +90,19 @@ def test_bad_bus_settings_are_config_errors(bus: dict[str, object], tmp_path: Pa
 def test_a_password_in_the_broker_url_is_masked(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, bus={"url": "nats://wk:s3cret-pass@broker:4222"})
     assert settings.masked()["bus"]["url"] == "nats://**********@broker:4222"
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_the_cli_says_clearly_when_the_broker_cannot_be_reached(
+        tmp_path: Path, command: str) -> None:
+    from tests.nats_server import free_port
+
+    from .test_cli import wk, wk_env
+
+    env = wk_env(tmp_path, WATCHKEEPER_BUS__BACKEND="nats", WATCHKEEPER_BUS__CONNECT_TIMEOUT_S="1",
+                 WATCHKEEPER_BUS__URL=f"nats://127.0.0.1:{free_port()}",
+                 WATCHKEEPER_API__PORT=str(free_port()))
+    result = wk(tmp_path, command, "--no-console-log", env=env)
+    assert result.returncode == 1
+    assert "cannot connect to the NATS server at nats://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
