@@ -106,6 +106,7 @@ def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> No
     """Run all agents in the foreground, headless (Ctrl-C or SIGTERM stops cleanly)."""
     settings = _settings(ctx)
     lock = _lock_data_dir(settings)
+    from watchkeeper.bus import BusError
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
@@ -121,6 +122,9 @@ def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> No
         sys.exit(1)
     try:
         asyncio.run(_run_until_signal(runtime, ctx.obj.get("config")))
+    except BusError as exc:  # the NATS broker could not be reached at start
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
     finally:
         lock.release()
 
@@ -191,6 +195,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
         sys.exit(EXIT_CONFIG)
     lock = _lock_data_dir(settings)
     from watchkeeper.api.routes.config import load_overrides, overrides_path
+    from watchkeeper.bus import BusError
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
@@ -222,6 +227,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
                f"at /docs; {where}); logs in {log_file}. Ctrl-C to stop.", err=True)
     try:
         asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config")))
+    except BusError as exc:  # the NATS broker could not be reached at start
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
     finally:
         lock.release()
 
