@@ -43,6 +43,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as CoreSubscription
 from nats.js import JetStreamContext, api
 
+from watchkeeper.aio import wait_for
 from watchkeeper.bus import codec
 from watchkeeper.bus.base import (
     BusClosedError,
@@ -467,7 +468,7 @@ class NatsBus:
             raise BusClosedError("bus is closed")
         if not self._connected.is_set():
             try:
-                await asyncio.wait_for(self._connected.wait(), self.config.connect_timeout_s)
+                await wait_for(self._connected.wait(), self.config.connect_timeout_s)
             except asyncio.TimeoutError:
                 raise BusError("not connected to NATS (NatsBus.connect was not called or "
                                "did not succeed)") from None
@@ -706,7 +707,7 @@ class NatsBus:
             try:
                 if not nc.is_connected:
                     raise ConnectionError("offline: nothing to drain")
-                await asyncio.wait_for(nc.drain(), 5.0)
+                await wait_for(nc.drain(), 5.0)
             except Exception:
                 await nc.close()
 
