@@ -382,6 +382,17 @@ class StreamsConfig(Section):
         description="errors.>, system.>, services.>: durable (7 days, 256 MiB, file)")
 
 
+class SpoolConfig(Section):
+    """A fleet agent's spool: events kept on disk while the broker cannot take them."""
+
+    max_events: int = Field(100_000, ge=100, le=10_000_000,
+                            description="past this, the oldest go (snapshots first)")
+    max_bytes: int = Field(256 << 20, ge=1 << 20, le=64 << 30,
+                           description="past this many bytes, likewise")
+    max_age_s: float = Field(86_400.0, gt=0, le=30 * 86_400,
+                             description="events older than this go")
+
+
 class BusConfig(Section):
     """The message bus: in-process (one host, the default) or NATS JetStream (a fleet)."""
 
@@ -412,6 +423,7 @@ class BusConfig(Section):
         "by the broker (then its subscriber starts from new events)")
     replicas: int = Field(1, ge=1, le=5, description="stream replicas (a clustered broker)")
     streams: StreamsConfig = StreamsConfig()
+    spool: SpoolConfig = SpoolConfig()
     # Credentials and TLS (per-host nkeys and broker permissions come with fleet security).
     nkey_seed_file: GivenPath | None = Field(
         None, description="this host's nkey seed file (needs the nkeys package)")

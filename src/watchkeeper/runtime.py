@@ -17,7 +17,7 @@ from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, system_topic
-from watchkeeper.bus.factory import make_bus, start_bus
+from watchkeeper.bus.factory import make_bus, spooled, start_bus
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
 from watchkeeper.notify.outbox import Outbox
@@ -86,6 +86,9 @@ class Runtime:
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or make_bus(settings.bus, client=self.host)
+        if bus is None and role == "agent":  # an outage of the broker waits on disk
+            self.bus = spooled(self.bus, settings.bus, host=self.host,
+                               data_dir=settings.storage.path)
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
         #: The notification outbox, opened by the notifier agent's factory (notify/outbox.py).

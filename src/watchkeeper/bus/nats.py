@@ -127,6 +127,9 @@ class NatsSubscription:
         self._core: CoreSubscription | None = None
         self._js: list[JetStreamContext.PushSubscription] = []
         self._ephemeral: list[tuple[str, str]] = []  # (stream, consumer) deleted on close
+        #: (stream, filter subject, max_ack_pending, subscription) of every consumer, to make
+        #: them again when the broker lost a stream (a memory stream across its restart).
+        self._consumers: list[tuple[str, str, int, Any]] = []
         self._pending: dict[str, int] = {}  # consumer -> messages still in the stream
         self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
         self._handed: Msg | None = None
@@ -179,8 +182,25 @@ class NatsSubscription:
         psub = await js.subscribe(filter_subject, durable=consumer, stream=stream, cb=cb,
                                   manual_ack=True, config=config)
         self._js.append(psub)
+        self._consumers.append((stream, filter_subject, max_ack, psub))
         if consumer is None:
             self._ephemeral.append((stream, psub._consumer))
+
+    async def _reconsume(self, streams: set[str]) -> None:
+        """The broker lost these streams (and so their consumers): make ours again. Their
+        sequence numbers start over, so what was seen of them is forgotten."""
+        js = self.bus._js
+        if js is None or self._closed:
+            return
+        lost = [c for c in self._consumers if c[0] in streams]
+        for stream, filter_subject, max_ack, psub in lost:
+            self._consumers.remove((stream, filter_subject, max_ack, psub))
+            if psub in self._js:
+                self._js.remove(psub)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            self._last_seq.clear()
+            await self._consume(js, stream, filter_subject, max_ack)
 
     # -- arrivals
     async def _on_core(self, msg: Msg) -> None:
@@ -384,6 +404,11 @@ class NatsBus:
         """Whether connect() succeeded (a broker outage since is waited out, not reported)."""
         return self._connected.is_set()
 
+    @property
+    def online(self) -> bool:
+        """Whether the broker can be reached right now (False during an outage)."""
+        return self._nc is not None and self._nc.is_connected and not self._closed
+
     async def connect(self) -> None:
         """Connect and create or update the streams (subscriptions made before wait)."""
         cfg = self.config
@@ -488,6 +513,38 @@ class NatsBus:
         if self._offline_logged:
             self._offline_logged = False
             log.info("reconnected to the NATS server")
+        if not self._closed and self._connected.is_set():
+            self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        """After a reconnect: a stream the broker no longer has (a memory stream across its
+        restart) is set up again, with the consumers of it, so publishing and subscribers
+        carry on instead of failing or going quiet for good."""
+        js = self._js
+        if js is None:
+            return
+        lost: set[str] = set()
+        for stream in STREAM_FAMILIES:
+            name = stream_name(self.prefix, stream)
+            try:
+                await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                lost.add(name)
+            except Exception as exc:  # the broker went again: the next reconnect retries
+                log.warning("after reconnecting, stream %s could not be checked: %s", name, exc)
+                return
+        if not lost:
+            return
+        log.warning("the NATS server lost stream(s) %s (memory storage across its restart): "
+                    "set up again; what they held is gone", ", ".join(sorted(lost)))
+        try:
+            for stream in STREAM_FAMILIES:
+                if stream_name(self.prefix, stream) in lost:
+                    await self._ensure_stream(stream, getattr(self.config.streams, stream))
+            for sub in list(self._subs):
+                await sub._reconsume(lost)
+        except Exception as exc:
+            log.error("setting up stream(s) %s again failed: %s", ", ".join(sorted(lost)), exc)
 
     # ------------------------------------------------------------------ helpers
 
