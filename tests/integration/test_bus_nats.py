@@ -310,3 +310,15 @@ async def test_a_central_killed_mid_stream_gets_again_only_what_it_had_not_finis
             await again.close()
     finally:
         await agent.close()
+
+
+async def test_an_event_its_receivers_would_refuse_fails_at_the_publisher(
+        buses: Callable[..., Awaitable[NatsBus]]) -> None:
+    agent = await buses("web1")
+    with pytest.raises(BusError, match="wrong_topic"):
+        await agent.publish("metrics.web1", alert(1))
+    with pytest.raises(BusError, match="wrong_host"):
+        await agent.publish("alerts.web2", alert(1))
+    with pytest.raises(ValueError, match="invalid topic"):
+        await agent.publish("alerts.*", alert(1))
+    assert agent.stats() == []  # nothing was sent

@@ -159,6 +159,9 @@ class NatsSubscription:
                           for stored in stream_subjects(bus.prefix, stream))
         if not covered and not self._closed:
             self._core = await nc.subscribe(subject, cb=self._on_core)
+            # Once settled, the broker routes every later publication here, whichever
+            # connection it comes from.
+            await _barrier(nc)
 
     async def _consume(self, js: JetStreamContext, stream: str, filter_subject: str,
                        max_ack: int) -> None:
@@ -324,6 +327,23 @@ class NatsSubscription:
             if js is not None:
                 with contextlib.suppress(Exception):
                     await js._jsm.delete_consumer(stream, consumer)
+
+
+async def _barrier(nc: NatsClient, timeout: float = 10.0) -> None:
+    """Return once the broker has processed everything this connection sent so far.
+
+    Not ``nc.flush()``: nats-py writes its PING straight to the socket, ahead of commands
+    still queued (a SUB just made), so its PONG proves nothing about them. A message to
+    ourselves travels behind them, in order.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    try:
+        await nc.publish(inbox, b"")
+        await sub.next_msg(timeout=timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 async def _ack(msg: Msg) -> None:
@@ -558,6 +578,8 @@ class NatsBus:
         self._check_topic(topic)
         await self.settle()
         nc, js = await self._ready()
+        # What every receiver would refuse fails here, loudly, at its source.
+        codec.check_topic(topic, event)
         data = codec.encode(event, max_bytes=self.config.max_message_bytes)
         self._counter(topic).published += 1
         subject = self._subject(topic)
@@ -611,6 +633,7 @@ class NatsBus:
                     task.add_done_callback(self._answers.discard)
 
             responder.sub = await nc.subscribe(self._subject(topic), cb=on_request)
+            await _barrier(nc)  # the broker knows the responder before serve() is settled
 
         responder.ready = self._start(start())
 
