@@ -576,29 +576,44 @@ class NatsBus:
 
     async def publish(self, topic: str, event: Event) -> None:
         self._check_topic(topic)
-        await self.settle()
-        nc, js = await self._ready()
         # What every receiver would refuse fails here, loudly, at its source.
         codec.check_topic(topic, event)
         data = codec.encode(event, max_bytes=self.config.max_message_bytes)
+        await self._send(topic, data, codec.message_id(topic, data), type(event).__name__)
+
+    async def publish_wire(self, topic: str, data: bytes, *, msg_id: str) -> bool:
+        """Send an event already in wire form (a spooled one, sent again after an outage)
+        with the message id it had the first time; True if the broker already had it.
+
+        The bytes are decoded first, as a receiver would: a corrupt row is a WireError
+        here, never a message on the wire.
+        """
+        self._check_topic(topic)
+        event = codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
+                             max_depth=self.config.max_depth)
+        before = self.duplicates
+        await self._send(topic, data, msg_id, type(event).__name__)
+        return self.duplicates > before
+
+    async def _send(self, topic: str, data: bytes, msg_id: str, kind: str) -> None:
+        await self.settle()
+        nc, js = await self._ready()
         self._counter(topic).published += 1
         subject = self._subject(topic)
         if topic.split(".", 1)[0] not in FAMILY_STREAM:
             await nc.publish(subject, data)
             return
-        headers = {MSG_ID_HEADER: codec.message_id(topic, data)}
         try:
             ack = await js.publish(subject, data, timeout=self.config.publish_timeout_s,
-                                   headers=headers)
+                                   headers={MSG_ID_HEADER: msg_id})
         except asyncio.TimeoutError:
-            raise BusError(f"the NATS server did not confirm storing {type(event).__name__} "
-                           f"on {topic!r} within {self.config.publish_timeout_s:g}s") from None
+            raise BusError(f"the NATS server did not confirm storing {kind} on {topic!r} "
+                           f"within {self.config.publish_timeout_s:g}s") from None
         except nats.js.errors.NoStreamResponseError:
             raise BusError(f"no JetStream stream stores {subject!r} (is JetStream enabled "
                            "on the server?)") from None
         except nats.js.errors.Error as exc:
-            raise BusError(f"the NATS server refused {type(event).__name__} on {topic!r}: "
-                           f"{exc}") from exc
+            raise BusError(f"the NATS server refused {kind} on {topic!r}: {exc}") from exc
         if ack.duplicate:
             self.duplicates += 1
 
