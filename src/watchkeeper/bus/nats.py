@@ -414,6 +414,7 @@ class NatsBus:
             # Two tries at start (a clear error, not a hang), then never give up (below).
             "max_reconnect_attempts": 1,
             "reconnect_time_wait": 2,
+            "drain_timeout": 5,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
@@ -486,11 +487,13 @@ class NatsBus:
         if self._closed:
             raise BusClosedError("bus is closed")
         if not self._connected.is_set():
-            try:
-                await asyncio.wait_for(self._connected.wait(), self.config.connect_timeout_s)
-            except asyncio.TimeoutError:
+            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            waiter = asyncio.ensure_future(self._connected.wait())
+            done, _ = await asyncio.wait({waiter}, timeout=self.config.connect_timeout_s)
+            if not done:
+                waiter.cancel()
                 raise BusError("not connected to NATS (NatsBus.connect was not called or "
-                               "did not succeed)") from None
+                               "did not succeed)")
         assert self._nc is not None and self._js is not None
         return self._nc, self._js
 
@@ -744,7 +747,7 @@ class NatsBus:
             try:
                 if not nc.is_connected:
                     raise ConnectionError("offline: nothing to drain")
-                await asyncio.wait_for(nc.drain(), 5.0)
+                await nc.drain()  # bounded by the drain_timeout given at connect
             except Exception:
                 await nc.close()
 
