@@ -44,9 +44,13 @@ class NatsServer:
         self.log = root / "nats-server.log"
         self.conf = root / "nats-server.conf"
         sync = "\n  sync_interval: always" if sync_always else ""
+        # Streams reserve their max_bytes (watchkeeper's defaults: 1 GiB in memory and 3.25
+        # GiB on file per prefix) against these limits, never using it all here; a session
+        # opens dozens of prefixes, so the limits are far above this machine's.
         self.conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
-            f'jetstream {{\n  store_dir: "{self.store}"{sync}\n}}\n')
+            f'jetstream {{\n  store_dir: "{self.store}"{sync}\n'
+            f'  max_memory_store: 1T\n  max_file_store: 10T\n}}\n')
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

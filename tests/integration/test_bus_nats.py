@@ -310,3 +310,35 @@ async def test_a_central_killed_mid_stream_gets_again_only_what_it_had_not_finis
             await again.close()
     finally:
         await agent.close()
+
+
+async def test_an_event_its_receivers_would_refuse_fails_at_the_publisher(
+        buses: Callable[..., Awaitable[NatsBus]]) -> None:
+    agent = await buses("web1")
+    with pytest.raises(BusError, match="wrong_topic"):
+        await agent.publish("metrics.web1", alert(1))
+    with pytest.raises(BusError, match="wrong_host"):
+        await agent.publish("alerts.web2", alert(1))
+    with pytest.raises(ValueError, match="invalid topic"):
+        await agent.publish("alerts.*", alert(1))
+    assert agent.stats() == []  # nothing was sent
+
+
+async def test_an_event_sent_again_in_wire_form_with_its_id_is_stored_once(
+        buses: Callable[..., Awaitable[NatsBus]]) -> None:
+    # What a spool does after an outage: it kept the bytes and the id of the first try.
+    from watchkeeper.bus import codec
+
+    central = await buses("central")
+    agent = await buses("web1")
+    sub = central.subscribe("alerts.>", name="communicator")
+    await central.settle()
+    event = alert(7)
+    data = codec.encode(event)
+    msg_id = codec.message_id("alerts.web1", data)
+    await agent.publish("alerts.web1", event)  # acknowledged, but the spool did not know
+    assert await agent.publish_wire("alerts.web1", data, msg_id=msg_id) is True
+    assert await take(sub, 1) == [event]
+    await nothing_more(agent, sub, "alerts.web1", "web1")
+    with pytest.raises(codec.WireError, match="not_json"):
+        await agent.publish_wire("alerts.web1", data[:-3], msg_id="x")

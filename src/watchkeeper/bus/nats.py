@@ -163,6 +163,9 @@ class NatsSubscription:
                           for stored in stream_subjects(bus.prefix, stream))
         if not covered and not self._closed:
             self._core = await nc.subscribe(subject, cb=self._on_core)
+            # Once settled, the broker routes every later publication here, whichever
+            # connection it comes from.
+            await _barrier(nc)
 
     async def _consume(self, js: JetStreamContext, stream: str, filter_subject: str,
                        max_ack: int) -> None:
@@ -347,6 +350,23 @@ class NatsSubscription:
                     await js._jsm.delete_consumer(stream, consumer)
 
 
+async def _barrier(nc: NatsClient, timeout: float = 10.0) -> None:
+    """Return once the broker has processed everything this connection sent so far.
+
+    Not ``nc.flush()``: nats-py writes its PING straight to the socket, ahead of commands
+    still queued (a SUB just made), so its PONG proves nothing about them. A message to
+    ourselves travels behind them, in order.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    try:
+        await nc.publish(inbox, b"")
+        await sub.next_msg(timeout=timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 async def _ack(msg: Msg) -> None:
     with contextlib.suppress(nats.errors.MsgAlreadyAckdError, nats.errors.Error):
         await msg.ack()
@@ -420,6 +440,7 @@ class NatsBus:
             # Two tries at start (a clear error, not a hang), then never give up (below).
             "max_reconnect_attempts": 1,
             "reconnect_time_wait": 2,
+            "drain_timeout": 5,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
@@ -614,27 +635,44 @@ class NatsBus:
 
     async def publish(self, topic: str, event: Event) -> None:
         self._check_topic(topic)
+        # What every receiver would refuse fails here, loudly, at its source.
+        codec.check_topic(topic, event)
+        data = codec.encode(event, max_bytes=self.config.max_message_bytes)
+        await self._send(topic, data, codec.message_id(topic, data), type(event).__name__)
+
+    async def publish_wire(self, topic: str, data: bytes, *, msg_id: str) -> bool:
+        """Send an event already in wire form (a spooled one, sent again after an outage)
+        with the message id it had the first time; True if the broker already had it.
+
+        The bytes are decoded first, as a receiver would: a corrupt row is a WireError
+        here, never a message on the wire.
+        """
+        self._check_topic(topic)
+        event = codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
+                             max_depth=self.config.max_depth)
+        before = self.duplicates
+        await self._send(topic, data, msg_id, type(event).__name__)
+        return self.duplicates > before
+
+    async def _send(self, topic: str, data: bytes, msg_id: str, kind: str) -> None:
         await self.settle()
         nc, js = await self._ready()
-        data = codec.encode(event, max_bytes=self.config.max_message_bytes)
         self._counter(topic).published += 1
         subject = self._subject(topic)
         if topic.split(".", 1)[0] not in FAMILY_STREAM:
             await nc.publish(subject, data)
             return
-        headers = {MSG_ID_HEADER: codec.message_id(topic, data)}
         try:
             ack = await js.publish(subject, data, timeout=self.config.publish_timeout_s,
-                                   headers=headers)
+                                   headers={MSG_ID_HEADER: msg_id})
         except asyncio.TimeoutError:
-            raise BusError(f"the NATS server did not confirm storing {type(event).__name__} "
-                           f"on {topic!r} within {self.config.publish_timeout_s:g}s") from None
+            raise BusError(f"the NATS server did not confirm storing {kind} on {topic!r} "
+                           f"within {self.config.publish_timeout_s:g}s") from None
         except nats.js.errors.NoStreamResponseError:
             raise BusError(f"no JetStream stream stores {subject!r} (is JetStream enabled "
                            "on the server?)") from None
         except nats.js.errors.Error as exc:
-            raise BusError(f"the NATS server refused {type(event).__name__} on {topic!r}: "
-                           f"{exc}") from exc
+            raise BusError(f"the NATS server refused {kind} on {topic!r}: {exc}") from exc
         if ack.duplicate:
             self.duplicates += 1
 
@@ -669,6 +707,7 @@ class NatsBus:
                     task.add_done_callback(self._answers.discard)
 
             responder.sub = await nc.subscribe(self._subject(topic), cb=on_request)
+            await _barrier(nc)  # the broker knows the responder before serve() is settled
 
         responder.ready = self._start(start())
 
@@ -764,7 +803,7 @@ class NatsBus:
             try:
                 if not nc.is_connected:
                     raise ConnectionError("offline: nothing to drain")
-                await wait_for(nc.drain(), 5.0)
+                await nc.drain()  # bounded by the drain_timeout given at connect
             except Exception:
                 await nc.close()
 
