@@ -342,3 +342,16 @@ async def test_an_event_sent_again_in_wire_form_with_its_id_is_stored_once(
     await nothing_more(agent, sub, "alerts.web1", "web1")
     with pytest.raises(codec.WireError, match="not_json"):
         await agent.publish_wire("alerts.web1", data[:-3], msg_id="x")
+
+
+async def test_one_message_is_decoded_once_for_every_subscriber_of_a_process(
+        buses: Callable[..., Awaitable[NatsBus]]) -> None:
+    central = await buses("central")
+    agent = await buses("web1")
+    first = central.subscribe("alerts.>", name="analyzer")
+    second = central.subscribe("alerts.>", name="communicator")
+    await central.settle()
+    await agent.publish("alerts.web1", alert(7))
+    (a,) = await take(first, 1)
+    (b,) = await take(second, 1)
+    assert isinstance(a, Alert) and a.id == "a7" and a is b  # validated once, for both

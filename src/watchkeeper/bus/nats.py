@@ -73,6 +73,8 @@ DEFAULT_MAXSIZE = 1000
 #: one counter, so counters cannot grow without bound.
 MAX_TOPICS = 50_000
 OTHER_TOPICS = "(other)"
+#: Recently decoded messages kept to hand the same event to each subscriber of this process.
+DECODED_CACHE = 256
 #: Header of a reply whose handler failed (the body is empty).
 ERROR_HEADER = "Wk-Error"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -394,6 +396,8 @@ class NatsBus:
         self.prefix = self.config.subject_prefix
         self.default_maxsize = default_maxsize
         self._nc: NatsClient | None = None
+        self._decoded: collections.OrderedDict[tuple[str, bytes], Event] = \
+            collections.OrderedDict()
         self._js: JetStreamContext | None = None
         self._connected = asyncio.Event()
         self._setup: set[asyncio.Task[None]] = set()
@@ -587,12 +591,24 @@ class NatsBus:
         return counter
 
     def _decode(self, topic: str, data: bytes) -> Event | None:
+        # One message reaches several subscribers of this process (a central's analyzer,
+        # history and live stream each get every snapshot): validated once, the same frozen
+        # event handed to each, as the in-process bus does. Keyed by the exact bytes.
+        key = (topic, data)
+        cached = self._decoded.get(key)
+        if cached is not None:
+            self._decoded.move_to_end(key)
+            return cached
         try:
-            return codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
-                                max_depth=self.config.max_depth)
+            event = codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
+                                 max_depth=self.config.max_depth)
         except codec.WireError as exc:
             self._reject(topic, exc)
             return None
+        self._decoded[key] = event
+        if len(self._decoded) > DECODED_CACHE:
+            self._decoded.popitem(last=False)
+        return event
 
     def _reject(self, topic: str, exc: codec.WireError) -> None:
         self.rejected[exc.reason] += 1
