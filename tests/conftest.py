@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.nats_server import NatsServer
 from watchkeeper.bus import MemoryBus
 from watchkeeper.config import ConfigStore, Settings, validate
 from watchkeeper.events import Event
@@ -102,3 +103,13 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One real nats-server (JetStream, sync_interval: always) for the session; tests that
+    kill or restart a broker start their own NatsServer instead."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.kill()

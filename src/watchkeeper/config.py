@@ -349,6 +349,98 @@ class StorageConfig(Section):
         return self.data_dir.expanduser()
 
 
+_SUBJECT_TOKEN = r"[A-Za-z0-9_-]+"
+
+
+class StreamLimits(Section):
+    """Limits of one JetStream stream: the oldest messages go when either is reached."""
+
+    max_age_s: float = Field(gt=0, description="seconds a message is kept")
+    max_bytes: int = Field(ge=1024, description="bytes the stream may hold")
+    storage: Literal["file", "memory"] = Field(
+        "file", description="file: survives a broker restart (with sync_interval: always, "
+        "a kill -9 too); memory: faster, lost when the broker stops")
+
+
+class StreamsConfig(Section):
+    """The JetStream streams watchkeeper creates (or updates) when it connects."""
+
+    metrics: StreamLimits = Field(
+        StreamLimits(max_age_s=900, max_bytes=1 << 30, storage="memory"),
+        description="metrics.<host>: a catch-up buffer, droppable (15 min, 1 GiB, memory)")
+    alerts: StreamLimits = Field(
+        StreamLimits(max_age_s=30 * 86400, max_bytes=1 << 30),
+        description="alerts.<host>: durable (30 days, 1 GiB, file)")
+    actions: StreamLimits = Field(
+        StreamLimits(max_age_s=90 * 86400, max_bytes=1 << 30),
+        description="actions.<host>: durable (90 days, 1 GiB, file)")
+    audit: StreamLimits = Field(
+        StreamLimits(max_age_s=365 * 86400, max_bytes=1 << 30),
+        description="audit.<host>: durable (365 days, 1 GiB, file)")
+    events: StreamLimits = Field(
+        StreamLimits(max_age_s=7 * 86400, max_bytes=256 << 20),
+        description="errors.>, system.>, services.>: durable (7 days, 256 MiB, file)")
+
+
+class SpoolConfig(Section):
+    """A fleet agent's spool: events kept on disk while the broker cannot take them."""
+
+    max_events: int = Field(100_000, ge=100, le=10_000_000,
+                            description="past this, the oldest go (snapshots first)")
+    max_bytes: int = Field(256 << 20, ge=1 << 20, le=64 << 30,
+                           description="past this many bytes, likewise")
+    max_age_s: float = Field(86_400.0, gt=0, le=30 * 86_400,
+                             description="events older than this go")
+
+
+class BusConfig(Section):
+    """The message bus: in-process (one host, the default) or NATS JetStream (a fleet)."""
+
+    backend: Literal["memory", "nats"] = Field(
+        "memory", description="memory: one process, no broker; nats: NATS JetStream")
+    url: str = Field("nats://127.0.0.1:4222",
+                     pattern=r"^(nats|tls)://[^\s/?#]+(:\d+)?$",
+                     description="the nats-server to connect to (nats:// or tls://)")
+    subject_prefix: str = Field(
+        "wk", pattern=rf"^{_SUBJECT_TOKEN}(\.{_SUBJECT_TOKEN})*$",
+        description="first token(s) of every subject (wk.metrics.<host>); stream names "
+        "derive from it (WK_ALERTS)")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    publish_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="seconds to wait for the broker to store an event")
+    max_message_bytes: int = Field(
+        1 << 20, ge=4096, le=64 << 20, description="largest event sent or accepted")
+    max_depth: int = Field(32, ge=4, le=128,
+                           description="deepest JSON nesting accepted from the wire")
+    duplicate_window_s: float = Field(
+        120.0, gt=0, le=86400, description="a re-published event (same Nats-Msg-Id) within "
+        "this window is stored once")
+    ack_wait_s: float = Field(
+        60.0, gt=0, le=3600, description="an event handed to a subscriber and not "
+        "acknowledged within this time is delivered again")
+    consumer_inactive_s: float = Field(
+        7 * 86400.0, gt=0, description="a durable consumer nobody uses this long is deleted "
+        "by the broker (then its subscriber starts from new events)")
+    replicas: int = Field(1, ge=1, le=5, description="stream replicas (a clustered broker)")
+    streams: StreamsConfig = StreamsConfig()
+    spool: SpoolConfig = SpoolConfig()
+    # Credentials and TLS (per-host nkeys and broker permissions come with fleet security).
+    nkey_seed_file: GivenPath | None = Field(
+        None, description="this host's nkey seed file (needs the nkeys package)")
+    creds_file: GivenPath | None = Field(None, description="a NATS .creds file (JWT + seed)")
+    tls_ca_file: GivenPath | None = Field(None, description="CA that signed the broker's cert")
+    tls_cert_file: GivenPath | None = Field(None, description="client certificate (mutual TLS)")
+    tls_key_file: GivenPath | None = Field(None, description="client key (mutual TLS)")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> BusConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.nkey_seed_file is not None and self.creds_file is not None:
+            raise ValueError("give nkey_seed_file or creds_file, not both")
+        return self
+
+
 #: A person's name as the audit log records it: letters, digits, spaces and ``_ . @ + -``.
 ACTOR_PATTERN = r"^[A-Za-z0-9_.@+ -]{1,64}$"
 
@@ -778,6 +870,7 @@ class Settings(Section):
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
     remediation: RemediationConfig = RemediationConfig()
     notify: NotifyConfig = NotifyConfig()
+    bus: BusConfig = BusConfig()
 
     def masked(self) -> dict[str, Any]:
         """JSON-ready dict with every secret replaced by '**********'."""
@@ -786,6 +879,8 @@ class Settings(Section):
         for route in data["notify"]["routes"]:
             if route.get("alertmanager"):
                 route["alertmanager"] = _masked_url(route["alertmanager"])
+        # nats://user:password@broker:4222
+        data["bus"]["url"] = _masked_url(data["bus"]["url"])
         return data
 
 
@@ -1071,7 +1166,7 @@ Listener = Callable[[Settings, tuple[str, ...]], None]
 
 #: Settings read only when the process starts (socket and tokens, open files, log setup, the
 #: host's name on every event and stored row): a live change to them would not happen.
-START_ONLY: tuple[str, ...] = ("api", "storage", "logging", "host_name")
+START_ONLY: tuple[str, ...] = ("api", "storage", "logging", "host_name", "bus")
 
 
 class ConfigStore:

@@ -439,6 +439,16 @@ class ServiceReport(Event):
     remediation: str = Field("", description="what was done and what comes next, in words")
 
 
+class SpoolGap(Event):
+    """A fleet agent's gap marker: events its spool dropped (past its bounds) while the
+    broker was unreachable; the central shows the gap instead of a silent hole."""
+
+    kind: Literal["spool_gap"] = "spool_gap"
+    dropped: int = Field(ge=1, description="events dropped, oldest first, snapshots first")
+    first_at: datetime = Field(description="the oldest dropped event's time")
+    last_at: datetime = Field(description="the newest dropped event's time")
+
+
 AnyEvent = Annotated[
     MetricSnapshot
     | Heartbeat
@@ -452,7 +462,8 @@ AnyEvent = Annotated[
     | Alert
     | AnalyzerNotice
     | RemediationEvent
-    | ServiceReport,
+    | ServiceReport
+    | SpoolGap,
     Field(discriminator="kind"),
 ]
 

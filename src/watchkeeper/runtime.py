@@ -17,7 +17,8 @@ from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
-from watchkeeper.bus import Bus, MemoryBus, command_topic, system_topic
+from watchkeeper.bus import Bus, command_topic, system_topic
+from watchkeeper.bus.factory import make_bus, spooled, start_bus
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
 from watchkeeper.host_commands import runtime_verbs
@@ -86,7 +87,10 @@ class Runtime:
         self.role: Role = role
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
-        self.bus: Bus = bus or MemoryBus()
+        self.bus: Bus = bus or make_bus(settings.bus, client=self.host)
+        if bus is None and role == "agent":  # an outage of the broker waits on disk
+            self.bus = spooled(self.bus, settings.bus, host=self.host,
+                               data_dir=settings.storage.path)
         self.store = store or SqliteStore.open(settings.storage)
         self.psutil_module = psutil_module
         #: The notification outbox, opened by the notifier agent's factory (notify/outbox.py).
@@ -169,6 +173,8 @@ class Runtime:
         return await send_command(self.bus, self.host, [a.name for a in self.agents], command)
 
     async def start(self) -> None:
+        # A NATS bus connects first (a clear error if the broker cannot be reached).
+        await start_bus(self.bus)
         # The whole audit chain once at start (logged if broken), then on a timer, so a
         # break is logged even when nobody reads the API (``run``).
         await asyncio.to_thread(self.audit.chain_status)

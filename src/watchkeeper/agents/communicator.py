@@ -64,8 +64,11 @@ class CommunicatorAgent(BaseAgent):
     async def setup(self) -> None:
         if not self._subs:
             # Large queues: snapshots are droppable, everything else must be stored.
-            self._subs = [self.bus.subscribe(p, name=self.name, maxsize=10_000)
-                          for p in self.patterns]
+            # Each its own name: on NATS a name is a durable consumer of its own.
+            for i, pattern in enumerate(self.patterns):
+                self._subs.append(self.bus.subscribe(
+                    pattern, name=self.name if i == 0 else f"{self.name}-{i + 1}",
+                    maxsize=10_000))
 
     async def teardown(self) -> None:
         self._drain()

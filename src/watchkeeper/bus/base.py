@@ -107,7 +107,7 @@ Handler = Callable[[Event], Awaitable[Event]]
 
 
 class Bus(Protocol):
-    """Publish/subscribe by topic plus request/reply; memory.py and (later) nats.py."""
+    """Publish/subscribe by topic plus request/reply; memory.py (one process) and nats.py."""
 
     async def publish(self, topic: str, event: Event) -> None:
         """Deliver to every matching subscriber; may raise BusOverflowError for never-drop

@@ -96,6 +96,29 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(dict).setdefault("config", None)
 
 
+def _with_server(settings: Settings, server: str | None, role: str) -> Settings:
+    """--server URL: the fleet's broker (bus.backend nats at that URL). A fleet role with no
+    broker at all is a usage error: it would sense or analyse for nobody."""
+    if server is not None:
+        try:
+            settings = with_patch(settings, {"bus": {"backend": "nats", "url": server}},
+                                  source="--server")
+        except ConfigError as err:
+            _fail_config(err)
+    if role != "single" and settings.bus.backend != "nats":
+        what = "watchkeeper agent reports to" if role == "agent" else \
+            "watchkeeper serve --fleet follows its hosts through"
+        click.echo(f"watchkeeper: {what} a NATS JetStream broker: give --server "
+                   "nats://HOST:4222 (or set bus.backend: nats and bus.url in the "
+                   "configuration)", err=True)
+        sys.exit(EXIT_CONFIG)
+    return settings
+
+
+_SERVER_HELP = ("The fleet's NATS JetStream broker, nats://HOST:4222 or tls://HOST:4222 "
+                "(sets bus.backend: nats and bus.url).")
+
+
 @cli.command()
 @click.option("--agents", "names", default=None, callback=_agent_names,
               help="Comma-separated agents to run (default: all).")
@@ -104,8 +127,25 @@ def cli(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> None:
     """Run all agents in the foreground, headless (Ctrl-C or SIGTERM stops cleanly)."""
-    settings = _settings(ctx)
+    _run(ctx, names, no_console_log, "single", None)
+
+
+@cli.command()
+@click.option("--server", default=None, metavar="URL", help=_SERVER_HELP)
+@click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@_config_option
+@click.pass_context
+def agent(ctx: click.Context, server: str | None, no_console_log: bool) -> None:
+    """A fleet's host agent: senses this host and heals it under its own local policy,
+    reporting to the central over NATS (watchkeeper serve --fleet there)."""
+    _run(ctx, None, no_console_log, "agent", server)
+
+
+def _run(ctx: click.Context, names: list[str] | None, no_console_log: bool, role: str,
+         server: str | None) -> None:
+    settings = _with_server(_settings(ctx), server, role)
     lock = _lock_data_dir(settings)
+    from watchkeeper.bus import BusError
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
@@ -115,17 +155,21 @@ def run(ctx: click.Context, names: list[str] | None, no_console_log: bool) -> No
     click.echo(f"watchkeeper {__version__}: logs in {log_file}, history in "
                f"{settings.storage.path}. Ctrl-C to stop.", err=True)
     try:
-        runtime = Runtime(settings, agents=names)
+        runtime = Runtime(settings, agents=names, role=role)  # type: ignore[arg-type]
     except (StoreError, AuditError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
     try:
-        asyncio.run(_run_until_signal(runtime, ctx.obj.get("config")))
+        asyncio.run(_run_until_signal(runtime, ctx.obj.get("config"), server))
+    except BusError as exc:  # the NATS broker could not be reached at start
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
     finally:
         lock.release()
 
 
-def _reload(runtime: Any, config_file: Path | None, *, overrides: bool) -> None:
+def _reload(runtime: Any, config_file: Path | None, *, overrides: bool,
+            server: str | None = None) -> None:
     """SIGHUP: read the configuration again from its sources (and the API's saved updates,
     for serve) and apply it live; an invalid one changes nothing and is logged.
 
@@ -135,6 +179,9 @@ def _reload(runtime: Any, config_file: Path | None, *, overrides: bool) -> None:
     log = logging.getLogger("watchkeeper.reload")
     try:
         settings = load_settings(config_file)
+        if server is not None:  # --server stays what the command line said
+            settings = with_patch(settings, {"bus": {"backend": "nats", "url": server}},
+                                  source="--server")
         if overrides:
             from watchkeeper.api.routes.config import load_overrides, overrides_path
 
@@ -154,7 +201,8 @@ def _on_reload_signal(loop: asyncio.AbstractEventLoop, reload: Callable[[], None
             loop.add_signal_handler(signal.SIGHUP, reload)
 
 
-async def _run_until_signal(runtime: Any, config_file: Path | None) -> None:
+async def _run_until_signal(runtime: Any, config_file: Path | None,
+                            server: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,7 +210,8 @@ async def _run_until_signal(runtime: Any, config_file: Path | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: only SIGINT, via KeyboardInterrupt
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=False))
+    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=False,
+                                            server=server))
     await runtime.run(stop)
 
 
@@ -173,12 +222,18 @@ async def _run_until_signal(runtime: Any, config_file: Path | None) -> None:
 @click.option("--agents", "names", default=None, callback=_agent_names,
               help="Comma-separated agents to run (default: all).")
 @click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@click.option("--fleet", is_flag=True,
+              help="Be a fleet's central: analysis, notifications, history and the dashboard "
+                   "for every host that reports (watchkeeper agent on each), no sensing or "
+                   "healing here.")
+@click.option("--server", default=None, metavar="URL", help=_SERVER_HELP)
 @_config_option
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, names: list[str] | None,
-          no_console_log: bool) -> None:
+          no_console_log: bool, fleet: bool, server: str | None) -> None:
     """Run all agents plus the REST API in one process (Ctrl-C or SIGTERM stops cleanly)."""
-    settings = _settings(ctx)
+    role = "central" if fleet else "single"
+    settings = _with_server(_settings(ctx), server, role)
     from watchkeeper.api.auth import is_loopback, token_path
 
     host = host or settings.api.host
@@ -191,6 +246,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
         sys.exit(EXIT_CONFIG)
     lock = _lock_data_dir(settings)
     from watchkeeper.api.routes.config import load_overrides, overrides_path
+    from watchkeeper.bus import BusError
     from watchkeeper.logging_setup import setup_logging
     from watchkeeper.remediation.audit import AuditError
     from watchkeeper.runtime import Runtime
@@ -198,7 +254,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
     try:
-        runtime = Runtime(settings, agents=names)
+        runtime = Runtime(settings, agents=names, role=role)  # type: ignore[arg-type]
     except (StoreError, AuditError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
@@ -221,7 +277,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
     click.echo(f"watchkeeper {__version__}: dashboard at http://{shown}:{bound_port}/ (API docs "
                f"at /docs; {where}); logs in {log_file}. Ctrl-C to stop.", err=True)
     try:
-        asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config")))
+        asyncio.run(_serve(runtime, host, sock, ctx.obj.get("config"), server))
+    except BusError as exc:  # the NATS broker could not be reached at start
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
     finally:
         lock.release()
 
@@ -246,7 +305,8 @@ def _listen(host: str, port: int) -> Any:
     return sock
 
 
-async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -> None:
+async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None,
+                 broker: str | None = None) -> None:
     import uvicorn
 
     from watchkeeper.api import create_app
@@ -299,7 +359,8 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
         # Windows has no add_signal_handler: uvicorn's own handling is all there is.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, server.handle_exit, sig, None)
-    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=True))
+    _on_reload_signal(loop, lambda: _reload(runtime, config_file, overrides=True,
+                                            server=broker))
     await runtime.start()
     # Counted once the agents hold what they hold at rest: the rest of the limit, less
     # their reserve, is what connections may use.

@@ -693,6 +693,9 @@
         return `configuration changed (version ${e.version}): ${(e.changed || []).join(", ")}`;
       case "analyzer_notice":
         return `analyzer: ${e.message}`;
+      case "spool_gap":
+        return `gap: ${e.host} could not reach the broker and its spool was full: ` +
+          `${e.dropped} event(s) from ${when(e.first_at)} to ${when(e.last_at)} are lost`;
       default:
         return null;
     }

@@ -1,0 +1,837 @@
+"""NATS JetStream bus: the same Bus protocol across processes and hosts (a fleet).
+
+Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
+``wk.alerts.<host>``, ``wk.health.<host>.<agent>``, ``wk.command.<host>.<agent>``.
+
+- Streams (created or updated on connect, limits in ``bus.streams``): metrics (a catch-up
+  buffer by age and size, droppable), alerts, actions, audit and events (errors, system,
+  services), durable on file. Every stored event is published with ``Nats-Msg-Id`` (the
+  digest of topic and event), so a re-publication within ``duplicate_window_s`` is stored
+  once.
+- A subscriber with a ``name`` reads stored topics through durable consumers named after this
+  client and that name: stopped and started again (a central's restart), it gets what it
+  missed, in order, once. Stored events are never dropped for a slow subscriber: they wait in
+  the stream (``max_ack_pending`` keeps at most ``maxsize`` in the process). An event handed
+  out is acknowledged when the subscriber asks for the next one or closes, so the one being
+  worked on when a process dies comes again (after ``ack_wait_s``).
+- Topics that are not stored (health heartbeats) and ``lossy`` observers use core NATS
+  subscriptions with the in-memory bus's overflow policy.
+- Request/reply for ``command.*`` over core NATS (never stored): no responder raises
+  NoResponderError, no reply in time asyncio.TimeoutError, a failing handler BusError.
+- Every message from the wire is decoded by :mod:`watchkeeper.bus.codec`; one that does not
+  decode, or does not belong on its subject, is refused, counted in ``rejected`` and logged,
+  and the subscriber carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as CoreSubscription
+from nats.js import JetStreamContext, api
+
+from watchkeeper.aio import wait_for
+from watchkeeper.bus import codec
+from watchkeeper.bus.base import (
+    BusClosedError,
+    BusError,
+    Handler,
+    NoResponderError,
+    SubscriptionStats,
+    TopicStats,
+)
+from watchkeeper.bus.subjects import (
+    FAMILY_STREAM,
+    REQUEST_FAMILIES,
+    STREAM_FAMILIES,
+    durable_name,
+    intersect,
+    stream_name,
+    stream_subjects,
+    within,
+)
+from watchkeeper.config import BusConfig, StreamLimits
+from watchkeeper.events import Event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAXSIZE = 1000
+#: Topics counted one by one; past this many (a flood of made-up subjects) the rest share
+#: one counter, so counters cannot grow without bound.
+MAX_TOPICS = 50_000
+OTHER_TOPICS = "(other)"
+#: Recently decoded messages kept to hand the same event to each subscriber of this process.
+DECODED_CACHE = 256
+#: Header of a reply whose handler failed (the body is empty).
+ERROR_HEADER = "Wk-Error"
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: Where requesters receive replies (nats-py's default inbox prefix).
+INBOX_PREFIX = "_INBOX."
+_TOPIC = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+# nats-server's error code for "stream name already in use with a different configuration".
+_STREAM_EXISTS = 10058
+
+
+@dataclass
+class _Counters:
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    depth: int = 0
+
+
+@dataclass
+class _Item:
+    topic: str
+    event: Event
+    msg: Msg | None = None  # a JetStream message, acknowledged once handled
+
+
+@dataclass
+class _Responder:
+    topic: str
+    handler: Handler
+    sub: CoreSubscription | None = None
+    ready: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class NatsSubscription:
+    """One subscriber: JetStream consumers for stored topics, core NATS for the rest."""
+
+    def __init__(self, bus: NatsBus, pattern: str, name: str, maxsize: int, lossy: bool
+                 ) -> None:
+        self.bus = bus
+        self.pattern = pattern
+        self.name = name or pattern
+        self.durable = bool(name) and not lossy
+        self.maxsize = maxsize
+        self.lossy = lossy
+        self.dropped = 0
+        #: Deliveries again of an event already queued here (after ack_wait), skipped.
+        self.redelivered = 0
+        self._items: collections.deque[_Item] = collections.deque()
+        self._readable = asyncio.Event()
+        self._closed = False
+        self._error: BusError | None = None
+        self._core: CoreSubscription | None = None
+        self._js: list[JetStreamContext.PushSubscription] = []
+        self._ephemeral: list[tuple[str, str]] = []  # (stream, consumer) deleted on close
+        #: (stream, filter subject, max_ack_pending, subscription) of every consumer, to make
+        #: them again when the broker lost a stream (a memory stream across its restart).
+        self._consumers: list[tuple[str, str, int, Any]] = []
+        self._pending: dict[str, int] = {}  # consumer -> messages still in the stream
+        self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
+        self._handed: Msg | None = None
+        self._setup: asyncio.Task[None] | None = None
+
+    # -- set-up (a task the bus awaits before its next publish or request)
+    async def _start(self) -> None:
+        try:
+            await self._open()
+        except Exception as exc:
+            self._error = exc if isinstance(exc, BusError) else BusError(
+                f"subscription {self.name!r} on {self.pattern!r} could not start: "
+                f"{type(exc).__name__}: {exc}")
+            log.error("%s", self._error)
+            self._readable.set()
+
+    async def _open(self) -> None:
+        bus = self.bus
+        nc, js = await bus._ready()
+        subject = bus._subject(self.pattern)
+        covered = False
+        if not self.lossy:
+            overlaps = _overlaps(bus, subject)
+            max_ack = max(1, self.maxsize // max(1, len(overlaps)))
+            for stream, filter_subject in overlaps:
+                if self._closed:
+                    return
+                await self._consume(js, stream, filter_subject, max_ack)
+            # Entirely inside one stream (alerts.*): no core subscription needed.
+            covered = any(within(subject, stored) for stream in STREAM_FAMILIES
+                          for stored in stream_subjects(bus.prefix, stream))
+        if not covered and not self._closed:
+            self._core = await nc.subscribe(subject, cb=self._on_core)
+            # Once settled, the broker routes every later publication here, whichever
+            # connection it comes from.
+            await _barrier(nc)
+
+    async def _consume(self, js: JetStreamContext, stream: str, filter_subject: str,
+                       max_ack: int) -> None:
+        bus = self.bus
+        consumer = durable_name(bus.client, self.name, filter_subject) if self.durable else None
+        config = api.ConsumerConfig(
+            durable_name=consumer,
+            # A new consumer starts at the events published from now on; an existing durable
+            # one resumes where its subscriber left off.
+            deliver_policy=api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=bus.config.ack_wait_s,
+            max_ack_pending=max_ack,
+            inactive_threshold=bus.config.consumer_inactive_s if consumer else 60.0,
+        )
+        cb = self._on_stored
+        psub = await js.subscribe(filter_subject, durable=consumer, stream=stream, cb=cb,
+                                  manual_ack=True, config=config)
+        self._js.append(psub)
+        self._consumers.append((stream, filter_subject, max_ack, psub))
+        if consumer is None:
+            self._ephemeral.append((stream, psub._consumer))
+
+    async def _reconsume(self, streams: set[str]) -> None:
+        """The broker lost these streams (and so their consumers): make ours again. Their
+        sequence numbers start over, so what was seen of them is forgotten."""
+        js = self.bus._js
+        if js is None or self._closed:
+            return
+        lost = [c for c in self._consumers if c[0] in streams]
+        for stream, filter_subject, max_ack, psub in lost:
+            self._consumers.remove((stream, filter_subject, max_ack, psub))
+            if psub in self._js:
+                self._js.remove(psub)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            self._last_seq.clear()
+            await self._consume(js, stream, filter_subject, max_ack)
+
+    # -- arrivals
+    async def _on_core(self, msg: Msg) -> None:
+        topic = self.bus._topic(msg.subject)
+        if topic is None or self._closed:
+            return
+        family = topic.split(".", 1)[0]
+        # Stored topics reach a non-lossy subscriber through its consumers; requests are
+        # for their responder only.
+        if family in REQUEST_FAMILIES or (not self.lossy and family in FAMILY_STREAM):
+            return
+        event = self.bus._decode(topic, msg.data)
+        if event is not None:
+            self._put_core(topic, event)
+
+    def _put_core(self, topic: str, event: Event) -> None:
+        bus = self.bus
+        if len(self._items) >= self.maxsize:
+            victim = None
+            if self.lossy:
+                victim = self._items.popleft()
+            elif type(event).droppable:
+                for i, item in enumerate(self._items):
+                    if item.msg is None and type(item.event).droppable:
+                        victim = item
+                        del self._items[i]
+                        break
+            if victim is None:
+                # Nothing to give way: the new event is the loser, counted (a publisher
+                # over core NATS is never held back by one slow process).
+                self.dropped += 1
+                bus._counter(topic).dropped += 1
+                if not type(event).droppable:
+                    log.error("subscriber %r is full (%d events): %s on %r dropped",
+                              self.name, self.maxsize, type(event).__name__, topic)
+                return
+            self.dropped += 1
+            bus._counter(victim.topic).dropped += 1
+            bus._counter(victim.topic).depth -= 1
+        self._items.append(_Item(topic, event))
+        bus._counter(topic).depth += 1
+        self._readable.set()
+
+    async def _on_stored(self, msg: Msg) -> None:
+        if self._closed:
+            return  # not acknowledged: the consumer delivers it again to the next subscriber
+        bus = self.bus
+        meta = msg.metadata
+        consumer = meta.consumer or ""
+        seq = meta.sequence.stream if meta.sequence is not None else 0
+        if seq <= self._last_seq.get(consumer, 0):
+            self.redelivered += 1
+            return  # still queued here (its acknowledgement covers this delivery too)
+        self._last_seq[consumer] = seq
+        self._pending[consumer] = meta.num_pending or 0
+        topic = bus._topic(msg.subject)
+        event = bus._decode(topic, msg.data) if topic is not None else None
+        if topic is None or event is None:
+            with contextlib.suppress(Exception):
+                await msg.term()  # never deliver it again
+            return
+        self._items.append(_Item(topic, event, msg))
+        bus._counter(topic).depth += 1
+        self._readable.set()
+
+    # -- consumer side
+    def _take(self) -> tuple[str, Event]:
+        item = self._items.popleft()
+        counter = self.bus._counter(item.topic)
+        counter.delivered += 1
+        counter.depth -= 1
+        self._handed = item.msg
+        return item.topic, item.event
+
+    def _ack_handed(self) -> None:
+        # The subscriber asks for the next event (or closes): the one before is handled.
+        if self._handed is not None:
+            self.bus._spawn(_ack(self._handed))
+            self._handed = None
+
+    async def get(self) -> tuple[str, Event]:
+        self._ack_handed()
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise BusClosedError(f"subscription {self.name!r} closed")
+            self._readable.clear()
+            await self._readable.wait()
+        return self._take()
+
+    def get_nowait(self) -> tuple[str, Event] | None:
+        self._ack_handed()
+        if not self._items:
+            if self._error is not None:
+                raise self._error
+            return None
+        return self._take()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def depth(self) -> int:
+        """Events waiting for this subscriber: queued here plus still in the streams."""
+        return len(self._items) + sum(self._pending.values())
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
+        while True:
+            try:
+                yield await self.get()
+            except BusClosedError:
+                return
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ack_handed()
+        naks = [item.msg for item in self._items if item.msg is not None]
+        for item in self._items:
+            self.bus._counter(item.topic).depth -= 1
+        self._items.clear()
+        self._readable.set()
+        self.bus._unsubscribe(self)
+        self.bus._spawn(self._stop(naks))
+
+    async def _stop(self, naks: list[Msg]) -> None:
+        if self._setup is not None:  # closed while its consumers were being made
+            await asyncio.gather(self._setup, return_exceptions=True)
+        # Queued but never handed out: back to the consumer at once, for the next subscriber.
+        for msg in naks:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        for psub in self._js:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+        if self._core is not None:
+            with contextlib.suppress(Exception):
+                await self._core.unsubscribe()
+        js = self.bus._js
+        for stream, consumer in self._ephemeral:
+            if js is not None:
+                with contextlib.suppress(Exception):
+                    await js._jsm.delete_consumer(stream, consumer)
+
+
+async def _barrier(nc: NatsClient, timeout: float = 10.0) -> None:
+    """Return once the broker has processed everything this connection sent so far.
+
+    Not ``nc.flush()``: nats-py writes its PING straight to the socket, ahead of commands
+    still queued (a SUB just made), so its PONG proves nothing about them. A message to
+    ourselves travels behind them, in order.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    try:
+        await nc.publish(inbox, b"")
+        await sub.next_msg(timeout=timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _ack(msg: Msg) -> None:
+    with contextlib.suppress(nats.errors.MsgAlreadyAckdError, nats.errors.Error):
+        await msg.ack()
+
+
+def _overlaps(bus: NatsBus, subject: str) -> list[tuple[str, str]]:
+    """(stream name, filter subject) for every stored family ``subject`` reaches."""
+    out: list[tuple[str, str]] = []
+    for stream in STREAM_FAMILIES:
+        for stored in stream_subjects(bus.prefix, stream):
+            both = intersect(subject, stored)
+            if both is not None:
+                out.append((stream_name(bus.prefix, stream), both))
+    return out
+
+
+class NatsBus:
+    """The Bus protocol over NATS JetStream (``bus.backend: nats``)."""
+
+    def __init__(self, config: BusConfig | None = None, *, client: str = "watchkeeper",
+                 default_maxsize: int = DEFAULT_MAXSIZE) -> None:
+        self.config = config or BusConfig(backend="nats")
+        #: This process's name on the broker and in its durable consumers' names (the host).
+        self.client = client
+        self.prefix = self.config.subject_prefix
+        self.default_maxsize = default_maxsize
+        self._nc: NatsClient | None = None
+        self._decoded: collections.OrderedDict[tuple[str, bytes], Event] = \
+            collections.OrderedDict()
+        self._js: JetStreamContext | None = None
+        self._connected = asyncio.Event()
+        self._setup: set[asyncio.Task[None]] = set()
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._answers: set[asyncio.Task[None]] = set()  # handlers still running
+        self._subs: list[NatsSubscription] = []
+        self._handlers: dict[str, _Responder] = {}
+        self._counters: dict[str, _Counters] = {}
+        #: Messages refused from the wire, by reason (codec.WireError.reason).
+        self.rejected: collections.Counter[str] = collections.Counter()
+        #: Publications the broker recognised as duplicates (same Nats-Msg-Id) and stored once.
+        self.duplicates = 0
+        self._closed = False
+        self._offline_logged = False
+
+    # ------------------------------------------------------------------ connection
+
+    @classmethod
+    async def open(cls, config: BusConfig, *, client: str,
+                   default_maxsize: int = DEFAULT_MAXSIZE) -> NatsBus:
+        """Connect to the broker and set up the streams; BusError if it cannot."""
+        bus = cls(config, client=client, default_maxsize=default_maxsize)
+        await bus.connect()
+        return bus
+
+    @property
+    def connected(self) -> bool:
+        """Whether connect() succeeded (a broker outage since is waited out, not reported)."""
+        return self._connected.is_set()
+
+    @property
+    def online(self) -> bool:
+        """Whether the broker can be reached right now (False during an outage)."""
+        return self._nc is not None and self._nc.is_connected and not self._closed
+
+    async def connect(self) -> None:
+        """Connect and create or update the streams (subscriptions made before wait)."""
+        cfg = self.config
+        options: dict[str, Any] = {
+            "servers": [cfg.url],
+            "name": f"watchkeeper:{self.client}",
+            "connect_timeout": cfg.connect_timeout_s,
+            "allow_reconnect": True,
+            # Two tries at start (a clear error, not a hang), then never give up (below).
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 2,
+            "drain_timeout": 5,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        tls = self._tls_context()
+        if tls is not None:
+            options["tls"] = tls
+        if cfg.nkey_seed_file is not None:
+            options["nkeys_seed"] = str(cfg.nkey_seed_file.expanduser())
+        if cfg.creds_file is not None:
+            options["user_credentials"] = str(cfg.creds_file.expanduser())
+        try:
+            nc = await nats.connect(**options)
+        except Exception as exc:
+            raise BusError(f"cannot connect to the NATS server at {_safe_url(cfg.url)}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+        # Once connected, a broker restart or a network cut is waited out for good.
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
+        self._js = nc.jetstream(timeout=cfg.publish_timeout_s)
+        try:
+            for stream in STREAM_FAMILIES:
+                await self._ensure_stream(stream, getattr(cfg.streams, stream))
+        except BaseException:
+            await nc.close()
+            raise
+        self._connected.set()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.tls_ca_file is None and cfg.tls_cert_file is None \
+                and not cfg.url.startswith("tls://"):
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(cfg.tls_ca_file.expanduser()) if cfg.tls_ca_file else None)
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            ctx.load_cert_chain(str(cfg.tls_cert_file.expanduser()),
+                                str(cfg.tls_key_file.expanduser()))
+        return ctx
+
+    async def _ensure_stream(self, stream: str, limits: StreamLimits) -> None:
+        assert self._js is not None
+        cfg = self.config
+        config = api.StreamConfig(
+            name=stream_name(self.prefix, stream),
+            subjects=stream_subjects(self.prefix, stream),
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_age=limits.max_age_s,
+            max_bytes=limits.max_bytes,
+            max_msg_size=cfg.max_message_bytes,
+            storage=api.StorageType.FILE if limits.storage == "file" else api.StorageType.MEMORY,
+            num_replicas=cfg.replicas,
+            duplicate_window=cfg.duplicate_window_s,
+        )
+        try:
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS:
+                    raise
+                await self._js.update_stream(config)
+        except nats.js.errors.Error as exc:
+            raise BusError(f"stream {config.name} ({', '.join(config.subjects or [])}) could "
+                           f"not be set up: {exc} (bus.streams.{stream}; a stream's storage "
+                           "cannot change in place: delete it with `nats stream rm` first)"
+                           ) from exc
+
+    async def _ready(self) -> tuple[NatsClient, JetStreamContext]:
+        if self._closed:
+            raise BusClosedError("bus is closed")
+        if not self._connected.is_set():
+            try:
+                await wait_for(self._connected.wait(), self.config.connect_timeout_s)
+            except asyncio.TimeoutError:
+                raise BusError("not connected to NATS (NatsBus.connect was not called or "
+                               "did not succeed)") from None
+        assert self._nc is not None and self._js is not None
+        return self._nc, self._js
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats client error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closed and not self._offline_logged:
+            self._offline_logged = True
+            log.warning("lost the connection to the NATS server at %s; reconnecting",
+                        _safe_url(self.config.url))
+
+    async def _on_reconnected(self) -> None:
+        if self._offline_logged:
+            self._offline_logged = False
+            log.info("reconnected to the NATS server")
+        if not self._closed and self._connected.is_set():
+            self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        """After a reconnect: a stream the broker no longer has (a memory stream across its
+        restart) is set up again, with the consumers of it, so publishing and subscribers
+        carry on instead of failing or going quiet for good."""
+        js = self._js
+        if js is None:
+            return
+        lost: set[str] = set()
+        for stream in STREAM_FAMILIES:
+            name = stream_name(self.prefix, stream)
+            try:
+                await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                lost.add(name)
+            except Exception as exc:  # the broker went again: the next reconnect retries
+                log.warning("after reconnecting, stream %s could not be checked: %s", name, exc)
+                return
+        if not lost:
+            return
+        log.warning("the NATS server lost stream(s) %s (memory storage across its restart): "
+                    "set up again; what they held is gone", ", ".join(sorted(lost)))
+        try:
+            for stream in STREAM_FAMILIES:
+                if stream_name(self.prefix, stream) in lost:
+                    await self._ensure_stream(stream, getattr(self.config.streams, stream))
+            for sub in list(self._subs):
+                await sub._reconsume(lost)
+        except Exception as exc:
+            log.error("setting up stream(s) %s again failed: %s", ", ".join(sorted(lost)), exc)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _subject(self, topic: str) -> str:
+        return f"{self.prefix}.{topic}"
+
+    def _topic(self, subject: str) -> str | None:
+        head = self.prefix + "."
+        return subject[len(head):] if subject.startswith(head) else None
+
+    def _counter(self, topic: str) -> _Counters:
+        counter = self._counters.get(topic)
+        if counter is None:
+            if len(self._counters) >= MAX_TOPICS:
+                topic = OTHER_TOPICS
+                counter = self._counters.get(topic)
+            if counter is None:
+                counter = self._counters[topic] = _Counters()
+        return counter
+
+    def _decode(self, topic: str, data: bytes) -> Event | None:
+        # One message reaches several subscribers of this process (a central's analyzer,
+        # history and live stream each get every snapshot): validated once, the same frozen
+        # event handed to each, as the in-process bus does. Keyed by the exact bytes.
+        key = (topic, data)
+        cached = self._decoded.get(key)
+        if cached is not None:
+            self._decoded.move_to_end(key)
+            return cached
+        try:
+            event = codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
+                                 max_depth=self.config.max_depth)
+        except codec.WireError as exc:
+            self._reject(topic, exc)
+            return None
+        self._decoded[key] = event
+        if len(self._decoded) > DECODED_CACHE:
+            self._decoded.popitem(last=False)
+        return event
+
+    def _reject(self, topic: str, exc: codec.WireError) -> None:
+        self.rejected[exc.reason] += 1
+        if topic in self._counters:
+            self._counters[topic].dropped += 1
+        count = self.rejected[exc.reason]
+        # The first of each kind at warning, then one in a thousand: a flood stays readable.
+        level = logging.WARNING if count == 1 or count % 1000 == 0 else logging.DEBUG
+        log.log(level, "refused a message on %r (%d so far of this kind): %s",
+                topic[:200], count, exc)
+
+    def _spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(job)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
+
+    def _start(self, job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(job)
+        self._setup.add(task)
+        task.add_done_callback(self._setup.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Wait until every subscription and responder made so far is in place."""
+        if self._setup:
+            await asyncio.gather(*list(self._setup), return_exceptions=True)
+
+    def _unsubscribe(self, sub: NatsSubscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    @staticmethod
+    def _check_topic(topic: str) -> None:
+        if not _TOPIC.match(topic):
+            raise ValueError(f"invalid topic {topic[:200]!r}: dot-separated tokens without "
+                             "spaces or wildcards")
+
+    # ------------------------------------------------------------------ Bus protocol
+
+    async def publish(self, topic: str, event: Event) -> None:
+        self._check_topic(topic)
+        # What every receiver would refuse fails here, loudly, at its source.
+        codec.check_topic(topic, event)
+        data = codec.encode(event, max_bytes=self.config.max_message_bytes)
+        await self._send(topic, data, codec.message_id(topic, data), type(event).__name__)
+
+    async def publish_wire(self, topic: str, data: bytes, *, msg_id: str) -> bool:
+        """Send an event already in wire form (a spooled one, sent again after an outage)
+        with the message id it had the first time; True if the broker already had it.
+
+        The bytes are decoded first, as a receiver would: a corrupt row is a WireError
+        here, never a message on the wire.
+        """
+        self._check_topic(topic)
+        event = codec.decode(data, topic=topic, max_bytes=self.config.max_message_bytes,
+                             max_depth=self.config.max_depth)
+        before = self.duplicates
+        await self._send(topic, data, msg_id, type(event).__name__)
+        return self.duplicates > before
+
+    async def _send(self, topic: str, data: bytes, msg_id: str, kind: str) -> None:
+        await self.settle()
+        nc, js = await self._ready()
+        self._counter(topic).published += 1
+        subject = self._subject(topic)
+        if topic.split(".", 1)[0] not in FAMILY_STREAM:
+            await nc.publish(subject, data)
+            return
+        try:
+            ack = await js.publish(subject, data, timeout=self.config.publish_timeout_s,
+                                   headers={MSG_ID_HEADER: msg_id})
+        except asyncio.TimeoutError:
+            raise BusError(f"the NATS server did not confirm storing {kind} on {topic!r} "
+                           f"within {self.config.publish_timeout_s:g}s") from None
+        except nats.js.errors.NoStreamResponseError:
+            raise BusError(f"no JetStream stream stores {subject!r} (is JetStream enabled "
+                           "on the server?)") from None
+        except nats.js.errors.Error as exc:
+            raise BusError(f"the NATS server refused {kind} on {topic!r}: {exc}") from exc
+        if ack.duplicate:
+            self.duplicates += 1
+
+    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
+                  lossy: bool = False) -> NatsSubscription:
+        if self._closed:
+            raise BusClosedError("bus is closed")
+        sub = NatsSubscription(self, pattern, name, maxsize or self.default_maxsize, lossy)
+        if sub.durable and any(s.durable and s.name == sub.name for s in self._subs):
+            raise ValueError(f"a subscription named {name!r} is already open on this bus: "
+                             "two would share (and split) one durable consumer")
+        self._subs.append(sub)
+        sub._setup = self._start(sub._start())
+        return sub
+
+    def serve(self, topic: str, handler: Handler) -> Callable[[], None]:
+        self._check_topic(topic)
+        if topic in self._handlers:
+            raise ValueError(f"topic {topic!r} already has a responder")
+        responder = _Responder(topic, handler)
+        self._handlers[topic] = responder
+
+        async def start() -> None:
+            nc, _ = await self._ready()
+
+            async def on_request(msg: Msg) -> None:
+                # Replies go to a requester's inbox only: a request whose reply subject is,
+                # say, another host's alerts would make this host publish there for it.
+                if msg.reply.startswith(INBOX_PREFIX):
+                    task = self._spawn(self._answer(responder, msg))
+                    self._answers.add(task)
+                    task.add_done_callback(self._answers.discard)
+
+            responder.sub = await nc.subscribe(self._subject(topic), cb=on_request)
+            await _barrier(nc)  # the broker knows the responder before serve() is settled
+
+        responder.ready = self._start(start())
+
+        def stop() -> None:
+            if self._handlers.get(topic) is responder:
+                del self._handlers[topic]
+                if not self._closed:
+                    self._spawn(self._unserve(responder))
+
+        return stop
+
+    async def _unserve(self, responder: _Responder) -> None:
+        if responder.ready is not None:
+            await asyncio.gather(responder.ready, return_exceptions=True)
+        if responder.sub is not None:
+            with contextlib.suppress(Exception):
+                await responder.sub.unsubscribe()
+
+    async def _answer(self, responder: _Responder, msg: Msg) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        event = self._decode(responder.topic, msg.data)
+        if event is None:
+            await _reply_error(nc, msg, "the request was refused (not a valid event)")
+            return
+        counter = self._counter(responder.topic)
+        counter.delivered += 1
+        try:
+            reply = await responder.handler(event)
+            data = codec.encode(reply, max_bytes=self.config.max_message_bytes)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("responder on %r failed: %s", responder.topic, exc)
+            await _reply_error(nc, msg, f"{type(exc).__name__}: {exc}")
+            return
+        with contextlib.suppress(Exception):
+            await nc.publish(msg.reply, data)
+
+    async def request(self, topic: str, event: Event, *, timeout: float = 5.0) -> Event:
+        self._check_topic(topic)
+        await self.settle()
+        nc, _ = await self._ready()
+        data = codec.encode(event, max_bytes=self.config.max_message_bytes)
+        self._counter(topic).published += 1
+        try:
+            msg = await nc.request(self._subject(topic), data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponderError(f"no responder on {topic!r}") from None
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"no reply on {topic!r} within {timeout:g}s") from None
+        if msg.headers and ERROR_HEADER in msg.headers:
+            raise BusError(f"the responder on {topic!r} failed: {msg.headers[ERROR_HEADER]}")
+        try:
+            return codec.decode(msg.data, max_bytes=self.config.max_message_bytes,
+                                max_depth=self.config.max_depth)
+        except codec.WireError as exc:
+            self._reject(topic, exc)
+            raise
+
+    def responders(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def stats(self) -> list[TopicStats]:
+        return [
+            TopicStats(topic, c.published, c.delivered, c.dropped, max(c.depth, 0))
+            for topic, c in sorted(self._counters.items())
+        ]
+
+    def subscriptions(self) -> list[SubscriptionStats]:
+        return [SubscriptionStats(s.name, s.pattern, s.depth(), s.maxsize, s.dropped)
+                for s in self._subs]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for sub in list(self._subs):
+            sub.close()
+        self._handlers.clear()
+        await self.settle()
+        self._closed = True
+        for task in list(self._answers):
+            task.cancel()  # a handler still running: its requester gets no reply
+        if self._bg:
+            # Acknowledgements, naks and unsubscriptions reach the broker before we go.
+            _done, pending = await asyncio.wait(list(self._bg), timeout=5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            try:
+                if not nc.is_connected:
+                    raise ConnectionError("offline: nothing to drain")
+                await nc.drain()  # bounded by the drain_timeout given at connect
+            except Exception:
+                await nc.close()
+
+
+async def _reply_error(nc: NatsClient, msg: Msg, text: str) -> None:
+    if not msg.reply:
+        return
+    with contextlib.suppress(Exception):
+        await nc.publish(msg.reply, b"", headers={ERROR_HEADER: text[:500].replace("\n", " ")})
+
+
+def _safe_url(url: str) -> str:
+    """The URL without user info (a password must not reach the log)."""
+    return re.sub(r"//[^@/]*@", "//", url)
+

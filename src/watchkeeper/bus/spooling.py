@@ -1,0 +1,167 @@
+"""A fleet agent's bus: what the broker cannot take now waits in the spool, in order.
+
+:class:`SpoolingBus` wraps the network bus of ``watchkeeper agent``. A stored event (metrics,
+alerts, actions, audit, services, system, errors) is published to the broker when it is
+online and nothing older waits; otherwise (an outage, a refusal, a timeout) it goes to the
+:class:`~watchkeeper.bus.spool.Spool` on disk. A flusher sends the spool again, oldest first,
+once the broker is back: the gap marker first when the spool's bounds dropped anything, then
+each event exactly as it was encoded, so its ``Nats-Msg-Id`` is the same and the broker
+stores a copy sent twice (kill -9 between its acknowledgement and the row's removal) once.
+Heartbeats (not stored by the broker) are not spooled: a missed one means nothing later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from watchkeeper.aio import wait_for
+from watchkeeper.bus import codec
+from watchkeeper.bus.base import Bus, BusError, Handler, Subscription, SubscriptionStats, TopicStats
+from watchkeeper.bus.spool import Entry, Spool
+from watchkeeper.bus.subjects import FAMILY_STREAM
+from watchkeeper.events import Event, SpoolGap
+
+log = logging.getLogger(__name__)
+
+#: Rows sent per round of the flusher (each one acknowledged by the broker before removal).
+FLUSH_BATCH = 200
+#: Seconds between tries while the broker stays away.
+RETRY_S = 1.0
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+class SpoolingBus:
+    """``inner`` (a NATS bus) with the spool in front of its publishing."""
+
+    def __init__(self, inner: Bus, spool: Spool, *, host: str, online: Callable[[], bool],
+                 clock: Callable[[], float] = time.time, retry_s: float = RETRY_S) -> None:
+        self.inner = inner
+        self.spool = spool
+        self.host = host
+        self._online = online
+        self._clock = clock
+        self._retry_s = retry_s
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one writer of "send now or spool" at a time: order
+        self._backlog = len(spool) > 0 or spool.gap() is not None
+        self._flusher: asyncio.Task[None] | None = None
+        #: Events sent again from the spool, and rounds that failed (for the API and logs).
+        self.replayed = 0
+        self.spooled = 0
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, topic: str, event: Event) -> None:
+        if topic.split(".", 1)[0] not in FAMILY_STREAM:
+            if self._online():
+                with contextlib.suppress(BusError, asyncio.TimeoutError):
+                    await self.inner.publish(topic, event)
+            return
+        async with self._lock:
+            if not self._backlog and self._online():
+                try:
+                    await self.inner.publish(topic, event)
+                    return
+                except (BusError, asyncio.TimeoutError) as exc:
+                    log.warning("fleet: the broker did not take %s on %s (%s); kept in the "
+                                "spool until it does", type(event).__name__, topic, exc)
+            await self._keep(topic, event)
+
+    async def _keep(self, topic: str, event: Event) -> None:
+        data = codec.encode(event)
+        dropped = await self.spool.append(
+            [Entry(topic=topic, msg_id=codec.message_id(topic, data), at=event.at.timestamp(),
+                   droppable=type(event).droppable, payload=data)], now=self._clock())
+        if not self._backlog:
+            log.warning("fleet: the broker is unreachable; events are kept in %s until it is "
+                        "back", self.spool.path)
+        self._backlog = True
+        self.spooled += 1
+        if dropped:
+            log.error("fleet: the spool is full: %d oldest event(s) dropped (a gap marker "
+                      "tells the central)", dropped)
+        self._ensure_flusher()
+        self._wake.set()
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(),
+                                                                   name="spool-flusher")
+
+    async def start(self) -> None:
+        """Send what an earlier run left in the spool (called once connected)."""
+        if self._backlog:
+            log.info("fleet: %d event(s) left in the spool by an earlier run are sent first",
+                     len(self.spool))
+            self._ensure_flusher()
+
+    async def _flush_loop(self) -> None:
+        while self._backlog:
+            if self._online():
+                try:
+                    await self.flush_once()
+                except (BusError, asyncio.TimeoutError) as exc:
+                    log.warning("fleet: sending the spool failed (%s); trying again", exc)
+                else:
+                    continue
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await wait_for(self._wake.wait(), self._retry_s)
+
+    async def flush_once(self) -> int:
+        """One round: the gap marker if owed, then up to FLUSH_BATCH rows; returns rows sent.
+        When the spool is empty afterwards, new events go straight to the broker again."""
+        gap = self.spool.gap()
+        if gap is not None:
+            await self.inner.publish(f"system.{self.host}", SpoolGap(
+                host=self.host, dropped=gap.dropped, first_at=_utc(gap.first_at),
+                last_at=_utc(gap.last_at)))
+            await self.spool.gap_sent(gap)
+        rows = self.spool.head(FLUSH_BATCH)
+        sent: list[int] = []
+        try:
+            for row in rows:
+                await self.inner.publish(row.topic, codec.decode(row.payload, topic=row.topic))
+                sent.append(row.id)
+        finally:
+            if sent:
+                await self.spool.sent(sent)
+                self.replayed += len(sent)
+        async with self._lock:
+            if len(self.spool) == 0 and self.spool.gap() is None:
+                self._backlog = False
+                log.info("fleet: the spool is sent; %d event(s) replayed so far", self.replayed)
+        return len(sent)
+
+    # ------------------------------------------------------------------ the rest as is
+
+    def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
+                  lossy: bool = False) -> Subscription:
+        return self.inner.subscribe(pattern, name=name, maxsize=maxsize, lossy=lossy)
+
+    def serve(self, topic: str, handler: Handler) -> Callable[[], None]:
+        return self.inner.serve(topic, handler)
+
+    async def request(self, topic: str, event: Event, *, timeout: float = 5.0) -> Event:
+        return await self.inner.request(topic, event, timeout=timeout)
+
+    def stats(self) -> list[TopicStats]:
+        return self.inner.stats()
+
+    def subscriptions(self) -> list[SubscriptionStats]:
+        return self.inner.subscriptions()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.inner.close()
+        await self.spool.close()
