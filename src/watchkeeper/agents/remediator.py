@@ -232,8 +232,12 @@ class RemediatorAgent(BaseAgent):
             if svc.state == "starting" or svc.name in self._in_flight:
                 continue  # its own attempt decides; a restart stops it on purpose
             if svc.state == "running":
-                # Running but failing its checks: a service just (re)started may not answer
-                # yet, so one bad tick is not enough; stopped or failed acts at once.
+                # Running but failing its checks: a process that appeared less than
+                # remediation.stable_window_s ago (started by watchkeeper or anyone) may not
+                # answer yet, and after that one bad tick is not enough; stopped or failed
+                # acts at once.
+                if self.book.fresh(svc.name):
+                    continue
                 ticks = self._unhealthy_ticks[svc.name] = self._unhealthy_ticks.get(
                     svc.name, 0) + 1
                 if ticks < 2:

@@ -207,6 +207,13 @@ class ServiceBook:
                 e.healthy = False
             e.detail = message
 
+    def fresh(self, name: str) -> bool:
+        """Whether the service's process appeared less than the stability window ago: a
+        new process may not answer its checks yet (a start period, like Docker's)."""
+        e = self._entries.get(name)
+        return e is not None and e.pid_since is not None and (
+            self._now() - e.pid_since).total_seconds() < self._stable_s()
+
     def failing(self, name: str, why: str | None) -> None:
         """The policy's failing mark (None: cleared, by a reset or a healthy window)."""
         e = self._entries.get(name)
@@ -238,9 +245,7 @@ class ServiceBook:
             # A process that started moments ago (watchkeeper's own start, a restart by
             # someone else) may not answer yet: for the stability window that is
             # starting, not an outage.
-            fresh = e.pid_since is not None and (
-                self._now() - e.pid_since).total_seconds() < self._stable_s()
-            return "starting" if fresh else "unhealthy"
+            return "starting" if self.fresh(e.name) else "unhealthy"
         if e.state == "unknown":
             return "unhealthy"
         return "crash_looping" if e.unstable >= CRASH_LOOP_AFTER else "down"
