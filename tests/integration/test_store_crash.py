@@ -1,4 +1,5 @@
-"""A store writer killed with SIGKILL at random instants, 200 times.
+"""A store writer killed with SIGKILL at random instants, 100 times (WATCHKEEPER_CRASH_ROUNDS
+runs a longer soak by hand, WATCHKEEPER_CRASH_SEED repeats one).
 
 After every kill the database must pass ``PRAGMA integrity_check`` and hold every commit the
 store acknowledged (``flush()`` returned) before it died.
@@ -39,7 +40,8 @@ from watchkeeper.events import (
 )
 from watchkeeper.store.sqlite import SqliteStore
 
-ROUNDS = 200
+# 100 rounds, about 75 of them mid-stream, prove the point in the suite; a soak is a run by hand.
+ROUNDS = int(os.environ.get("WATCHKEEPER_CRASH_ROUNDS", "100"))
 MAX_DELAY_S = 0.05
 #: Rounds that first measure how long a writer takes to its first commit on this machine.
 CALIBRATION_ROUNDS = 3
@@ -66,7 +68,7 @@ def _snapshot(ident: int, at: datetime) -> MetricSnapshot:
 async def _write_until_killed(db: str, first_id: int) -> None:
     store = SqliteStore(db)
     ident = first_id
-    deadline = time.monotonic() + 10  # never outlive a vanished parent for long
+    deadline = time.monotonic() + 60  # never outlive a vanished parent for long
     while time.monotonic() < deadline:
         at = utcnow()
         for k in range(3):  # a few snapshots per batch; only the first id is checked
@@ -108,7 +110,9 @@ class _Lines:
         self.fd = fd
         self.buf = b""
 
-    def next(self, timeout: float = 15.0) -> str:
+    def next(self, timeout: float = 60.0) -> str:
+        # Only bounds a hang: a writer's start and first commit take milliseconds, seconds
+        # on a machine loaded by other work.
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
@@ -147,6 +151,9 @@ def _check(db: Path, acked: set[int], round_acks: list[int], since: datetime) ->
 
 
 @pytest.mark.slow
+# The rounds take 15-60 s, longer on a loaded machine: the limit only bounds a hang (each
+# read from the fork server has its own).
+@pytest.mark.timeout(900)
 def test_sigkill_never_loses_an_acknowledged_commit(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     seed = int(os.environ.get("WATCHKEEPER_CRASH_SEED", random.randrange(1 << 30)))
