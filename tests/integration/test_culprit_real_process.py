@@ -77,7 +77,12 @@ async def test_a_cpu_burning_process_is_named_from_the_first_firing(tmp_path: Pa
         analyzer={"for_s": 2.0}, llm={"enabled": False},
         remediation={"actions": {"stop_process": "off"}})
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    rt = Runtime(settings, psutil_module=_OnlyThisTest({psutil.Process().pid, burner.pid}))
+    try:
+        rt = Runtime(settings, psutil_module=_OnlyThisTest({psutil.Process().pid, burner.pid}))
+    except BaseException:
+        burner.kill()
+        burner.wait()
+        raise
     recorder = BusRecorder(rt.bus)  # type: ignore[arg-type]
     try:
         await rt.start()
