@@ -1,10 +1,10 @@
 """A real Alertmanager (Debian's prometheus-alertmanager) for tests, and the webhook it calls.
 
-The Alertmanager listens on a free loopback port (the kernel's pick: a fixed range collides
-with other test runs on the same machine) with a temporary storage path and no clustering; its
-one receiver is a webhook to a loopback HTTP server the test owns, so a test sees what
-Alertmanager itself delivers after grouping. Timings are short and named: group_wait 1s,
-group_interval 1s, repeat_interval 1h.
+The Alertmanager listens on a free loopback port (a random free one below the ephemeral
+range: a fixed range collides with other test runs on the same machine) with a temporary
+storage path and no clustering; its one receiver is a webhook to a loopback HTTP server the
+test owns, so a test sees what Alertmanager itself delivers after grouping. Timings are short
+and named: group_wait 1s, group_interval 1s, repeat_interval 1h.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.notify_receiver import free_port
 
 BINARY = "prometheus-alertmanager"
 GROUP_WAIT = "1s"
@@ -81,10 +82,9 @@ class WebhookReceiver:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    # Below the ephemeral range (tests/notify_receiver.py says why): a test restarts it on
+    # its port.
+    return free_port()
 
 
 class _NotOurs(AssertionError):
