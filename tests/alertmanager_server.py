@@ -1,9 +1,10 @@
 """A real Alertmanager (Debian's prometheus-alertmanager) for tests, and the webhook it calls.
 
-The Alertmanager listens on a free loopback port in 9330-9339 with a temporary storage path and
-no clustering; its one receiver is a webhook to a loopback HTTP server the test owns, so a test
-sees what Alertmanager itself delivers after grouping. Timings are short and named:
-group_wait 1s, group_interval 1s, repeat_interval 1h.
+The Alertmanager listens on a free loopback port (a random free one below the ephemeral
+range: a fixed range collides with other test runs on the same machine) with a temporary
+storage path and no clustering; its one receiver is a webhook to a loopback HTTP server the
+test owns, so a test sees what Alertmanager itself delivers after grouping. Timings are short
+and named: group_wait 1s, group_interval 1s, repeat_interval 1h.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,8 +24,9 @@ from typing import Any
 
 import httpx
 
+from tests.notify_receiver import free_port
+
 BINARY = "prometheus-alertmanager"
-PORTS = range(9330, 9340)
 GROUP_WAIT = "1s"
 GROUP_INTERVAL = "1s"
 REPEAT_INTERVAL = "1h"
@@ -80,13 +81,14 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+def _free_port() -> int:
+    # Below the ephemeral range (tests/notify_receiver.py says why): a test restarts it on
+    # its port.
+    return free_port()
+
+
+class _NotOurs(AssertionError):
+    """Another Alertmanager answers on the port we picked."""
 
 
 class Alertmanager:
@@ -107,17 +109,41 @@ class Alertmanager:
             "receivers": [{"name": "hook", "webhook_configs": [
                 {"url": webhook_url, "send_resolved": True}]}],
         }), encoding="utf-8")
-        port = next((p for p in PORTS if _port_free(p)), None)
-        assert port is not None, "no free port in 9330-9339 for Alertmanager"
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.webhook_url = webhook_url
+        self._set_port(_free_port())
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "alertmanager.log"
         #: Alertmanager's clock minus ours: a Go binary's clock is not moved by faketime
         #: (scripts/test's year-ahead pass), so tests post on Alertmanager's clock.
         self.offset = timedelta(0)
 
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
     def start(self) -> None:
+        """Start it and wait until it answers; a restart keeps the port (and the URL)."""
+        first = self.proc is None
+        for _ in range(5):
+            if first:
+                self.log.write_bytes(b"")  # so a bind error read below is this attempt's
+            self._launch()
+            try:
+                until(self._ready, f"Alertmanager ready on {self.url} (log: {self.log})")
+                return
+            except BaseException as exc:
+                self.stop()
+                # Another process took the free port between our pick and its bind: a new
+                # pick, unless a test restarts it where its clients expect it.
+                taken = isinstance(exc, _NotOurs) or \
+                    "address already in use" in self.log.read_text(errors="replace")
+                if first and taken:
+                    self._set_port(_free_port())
+                    continue
+                raise
+        raise AssertionError(f"Alertmanager found no free port (log: {self.log})")
+
+    def _launch(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -126,11 +152,6 @@ class Alertmanager:
                  f"--web.listen-address=127.0.0.1:{self.port}",
                  "--cluster.listen-address=", "--log.level=warn"],
                 stdout=out, stderr=subprocess.STDOUT)
-        try:
-            until(self._ready, f"Alertmanager ready on {self.url} (log: {self.log})")
-        except BaseException:
-            self.stop()
-            raise
 
     def _ready(self) -> bool:
         assert self.proc is not None
@@ -138,6 +159,10 @@ class Alertmanager:
         response = httpx.get(f"{self.url}/-/ready", timeout=2)
         if response.status_code != 200:
             return False
+        # Ours, not another run's on the same port: its configuration names our webhook.
+        status = httpx.get(f"{self.url}/api/v2/status", timeout=2).json()
+        if self.webhook_url not in status["config"]["original"]:
+            raise _NotOurs(f"another Alertmanager answers on {self.url}")
         theirs = parsedate_to_datetime(response.headers["date"])
         offset = theirs - datetime.now(timezone.utc)
         # The Date header has whole seconds: only a real difference counts.

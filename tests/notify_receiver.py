@@ -8,6 +8,7 @@ so a test can take a channel down and bring it back); every POST is recorded as
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -16,10 +17,19 @@ from typing import Any
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port below the kernel's ephemeral range (32768 and up on Linux): a
+    server a test stops and starts again on its port must find it free, and the source port
+    of any client connection made meanwhile (by this run or another) comes from that range."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free loopback port in 20000-32767")
 
 
 class Receiver:

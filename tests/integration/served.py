@@ -11,6 +11,7 @@ the generated api_token file: clients find both the way they do by default.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -54,10 +55,19 @@ class Server:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port below the kernel's ephemeral range (32768 and up on Linux): a
+    server a test stops and starts again on its port must find it free, and the source port
+    of any client connection made meanwhile (by this run or another) comes from that range."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free loopback port in 20000-32767")
 
 
 def until(check: Any, what: str, timeout: float = 30) -> Any:

@@ -95,7 +95,7 @@ async def test_without_create_time_nothing_is_signalled(
     (0, "greater than 1"),
     (os.getpid(), "is watchkeeper itself"),
     (os.getppid(), "is an ancestor of watchkeeper"),
-])
+], ids=["pid-1", "pid-0", "itself", "its-parent"])  # the same ids in every xdist worker
 async def test_protected_pids_are_refused(pid: int, problem: str) -> None:
     create_time = psutil.Process(pid).create_time() if pid > 1 else 1.0
     result = await get_action("stop_process").execute(

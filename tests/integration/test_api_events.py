@@ -145,13 +145,19 @@ async def test_stream_needs_a_token_off_loopback_and_checks_its_query(tmp_path: 
 
 
 async def test_open_streams_do_not_keep_the_server_from_stopping(tmp_path: Path) -> None:
-    async with serve_api(api_settings(tmp_path)) as api:
-        client = httpx.AsyncClient(base_url=api.url, timeout=30)
-        stream = await client.send(client.build_request("GET", "/api/events"), stream=True)
-        assert stream.status_code == 200
-    # serve_api's exit waited for uvicorn with a 10 s limit: it got here, so it stopped.
-    await stream.aclose()
-    await client.aclose()
+    # The client is closed after the server stopped, and also when the test fails half-way
+    # (an open one would fail a later test with an unraisable ResourceWarning).
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with serve_api(api_settings(tmp_path)) as api:
+            stream = await client.send(client.build_request("GET", api.url + "/api/events"),
+                                       stream=True)
+            try:
+                assert stream.status_code == 200
+            except BaseException:
+                await stream.aclose()
+                raise
+        # serve_api's exit waited for uvicorn with a 10 s limit: it got here, so it stopped.
+        await stream.aclose()
 
 
 async def test_activity_is_the_recent_history_of_the_stream(tmp_path: Path) -> None:

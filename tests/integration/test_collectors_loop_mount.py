@@ -15,11 +15,15 @@ from tests.unit.test_analysis_streams import Stream, analyzer, only
 from watchkeeper.collectors import SnapshotCollector
 from watchkeeper.config import SensorConfig
 
-# CI runs as root with e2fsprogs (scripts/test installs it): there it never skips, so a
-# missing tool fails loudly instead of hiding the test.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI") and (os.geteuid() != 0 or shutil.which("mkfs.ext4") is None),
-    reason="mounting a loop device needs root and mkfs.ext4 (CI runs as root)")
+# exclusive: the full filesystem is mounted for the whole machine; the real sensor of a test
+# beside it would alert on it. CI runs as root with e2fsprogs (scripts/test installs it):
+# there it never skips, so a missing tool fails loudly instead of hiding the test.
+pytestmark = [
+    pytest.mark.exclusive,
+    pytest.mark.skipif(
+        not os.environ.get("CI") and (os.geteuid() != 0 or shutil.which("mkfs.ext4") is None),
+        reason="mounting a loop device needs root and mkfs.ext4 (CI runs as root)"),
+]
 
 
 def _image(path: Path) -> Path:

@@ -27,6 +27,9 @@ def collector() -> Iterator[SnapshotCollector]:
 
 
 @pytest.mark.slow
+# exclusive: its burner must be among the top CPU users and its holder among the top memory
+# users of the whole machine (scripts/test runs it alone).
+@pytest.mark.exclusive
 def test_two_real_snapshots_are_sane_and_redacted(
     collector: SnapshotCollector, children: list[subprocess.Popen[bytes]]
 ) -> None:

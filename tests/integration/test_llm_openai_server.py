@@ -61,10 +61,12 @@ def test_records_every_byte_and_follows_the_script() -> None:
 def test_chunked_request_bodies_are_recorded() -> None:
     with OpenAIServer(default=completion("ok")) as srv:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
-        conn.request("POST", "/v1/chat/completions", body=iter([b'{"a":', b"1}"]),
-                      encode_chunked=True)
-        assert conn.getresponse().status == 200
-        conn.close()
+        try:
+            conn.request("POST", "/v1/chat/completions", body=iter([b'{"a":', b"1}"]),
+                         encode_chunked=True)
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
         assert srv.chat_requests[0].json() == {"a": 1}
 
 

@@ -11,10 +11,16 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from watchkeeper.collectors.common import MissingLog
 from watchkeeper.collectors.processes import read_processes
 from watchkeeper.collectors.procfs import ProcScanner
+
+# exclusive: it compares two reads of the whole process table and wants its busy child among
+# the machine's top CPU users; a test beside it churns processes and CPU (scripts/test runs
+# it alone).
+pytestmark = pytest.mark.exclusive
 
 BUSY = [sys.executable, "-c", "while True: pass"]
 

@@ -23,8 +23,11 @@ import pytest
 
 from .test_cli import wk_env
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="simulate runs on Linux only")
+# exclusive: its runs spin a core, hold memory and start processes that the real sensor of
+# a test beside it would see (scripts/test runs it alone).
+pytestmark = [pytest.mark.exclusive,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="simulate runs on Linux only")]
 
 
 def _dead_url() -> str:

@@ -26,8 +26,11 @@ from .served import free_port as _free_port
 from .served import until as _until
 from .test_cli import wk_env
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="simulate runs on Linux only")
+# exclusive: its simulations spin cores and crash services that the server must name
+# as its own; another test's wk-sim-cpu beside it would be named instead.
+pytestmark = [pytest.mark.exclusive,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="simulate runs on Linux only")]
 
 
 @pytest.fixture(scope="module")
