@@ -165,11 +165,23 @@ def linux_thread_total(path: str = "/proc/loadavg") -> int | None:
 
 @dataclass
 class _Pass:
-    """One pass over every process: its rows and counts (None-able at the end)."""
+    """One pass over every process: the counts, and rows for at least every process that
+    can make a top list (all of them from psutil; from the /proc scan only the top few, so
+    the rest never become rows). Counts are None-able at the end."""
 
     rows: list[_Row]
     threads: int = 0
     complete: bool = True
+    total: int = 0
+    running: int = 0
+    zombies: int = 0
+
+
+def _counted(found: _Pass) -> _Pass:
+    found.total = len(found.rows)
+    found.running = sum(1 for r in found.rows if r.status == "running")
+    found.zombies = sum(1 for r in found.rows if r.status == "zombie")
+    return found
 
 
 def _psutil_pass(ps: PsutilLike, log: MissingLog, with_threads: bool) -> _Pass:
@@ -194,16 +206,25 @@ def _psutil_pass(ps: PsutilLike, log: MissingLog, with_threads: bool) -> _Pass:
         log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
     if unknown_threads:
         log.note("processes.threads", f"partial: unreadable for {unknown_threads} processes")
-    return found
+    return _counted(found)
 
 
-def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat]]) -> _Pass:
+def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat]],
+               top_n: int) -> _Pass:
     try:
         stats = scan()
     except OSError as exc:  # /proc itself unreadable (a process that exits is just absent)
         log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
         return _Pass([], complete=False)
-    return _Pass([_from_stat(st) for st in stats], sum(st.num_threads for st in stats))
+    # The same order as _top's, on the scan's tuples: rows only for the few that can win.
+    by_cpu = heapq.nlargest(top_n, (st for st in stats if st.pid != 0),
+                            key=lambda st: (st.cpu_percent, st.rss, -st.pid))
+    by_mem = heapq.nlargest(top_n, stats, key=lambda st: (st.rss, st.cpu_percent, -st.pid))
+    few = {st.pid: st for st in (*by_cpu, *by_mem)}
+    statuses = [st.status for st in stats]
+    return _Pass([_from_stat(st) for st in few.values()],
+                 sum(st.num_threads for st in stats), total=len(stats),
+                 running=statuses.count("running"), zombies=statuses.count("zombie"))
 
 
 def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
@@ -218,15 +239,15 @@ def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
     threads_from_host = thread_total() if thread_total is not None else None
     vm = log.attempt("processes.memory_percent", ps.virtual_memory)
     total_memory = None if vm is None else int(vm.total)
-    found = (_proc_pass(ps, log, scan) if scan is not None
+    found = (_proc_pass(ps, log, scan, top_n) if scan is not None
              else _psutil_pass(ps, log, with_threads=threads_from_host is None))
     rows, complete = found.rows, found.complete
     threads = found.threads if threads_from_host is None else threads_from_host
     details = _Details(ps, log)
     return ProcessSummary(
-        total=len(rows) if complete else None,
-        running=sum(1 for r in rows if r.status == "running") if complete else None,
-        zombies=sum(1 for r in rows if r.status == "zombie") if complete else None,
+        total=found.total if complete else None,
+        running=found.running if complete else None,
+        zombies=found.zombies if complete else None,
         threads=threads if complete else None,
         top_cpu=tuple(_info(r, details, total_memory, now) for r in _top(rows, top_n, True)),
         top_memory=tuple(

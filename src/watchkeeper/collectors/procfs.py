@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The one-letter states of /proc/<pid>/stat, as psutil names them.
 STATES: dict[str, str] = {
@@ -27,9 +27,9 @@ _STATES = {k.encode(): v for k, v in STATES.items()}
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
-    """What one scan read of one process."""
+class ProcStat(NamedTuple):
+    """What one scan read of one process (a tuple: made once per process per tick, and a
+    frozen dataclass costs several times as much to build)."""
 
     pid: int
     name: str
@@ -93,39 +93,44 @@ class ProcScanner:
         scale = 0.0 if not elapsed or elapsed <= 0 else 100.0 / (self._ticks * elapsed)
         seen: dict[tuple[int, int], int] = {}
         out: list[ProcStat] = []
-        root = self._root
+        # The loop below runs once per process per tick: names are bound locally and the
+        # parsing is inline (a call per process is a noticeable share of the scan).
+        root, prev, ticks, page, boot = self._root, self._prev, self._ticks, self._page, self._boot
+        append, states, read = out.append, _STATES, _read
         for entry in os.listdir(root):
             if not entry.isdigit():
                 continue
-            data = _read(f"{root}/{entry}/stat")
-            statm = _read(f"{root}/{entry}/statm")
+            data = read(f"{root}/{entry}/stat")
+            statm = read(f"{root}/{entry}/statm")
             if data is None or statm is None:
                 continue  # gone since the listing, or not ours to read
-            row = self._parse(int(entry), data, statm, seen, scale)
-            if row is not None:
-                out.append(row)
+            # "pid (comm) S ppid ...": comm may hold spaces and parentheses; it ends at the
+            # last ")".
+            close = data.rfind(b")")
+            if close < 0:
+                continue
+            # Fields counted from 1 in proc(5): rest[0] is field 3 (state); up to starttime
+            # (22).
+            rest = data[close + 2:].split(None, 20)
+            pages = statm.split(None, 2)
+            if len(rest) < 20 or len(pages) < 2:
+                continue
+            try:
+                used = int(rest[11]) + int(rest[12])  # utime + stime, in clock ticks
+                start = int(rest[19])
+                rss = int(pages[1]) * page
+                threads = int(rest[17])
+            except ValueError:
+                continue
+            pid = int(entry)
+            key = (pid, start)
+            seen[key] = used
+            before = prev.get(key)
+            append(ProcStat(
+                pid, data[data.find(b"(") + 1:close].decode("utf-8", "surrogateescape"),
+                states.get(rest[0]) or rest[0].decode("ascii", "replace"),
+                boot + start / ticks,
+                0.0 if before is None else round(max(0, used - before) * scale, 1),
+                rss, threads))
         self._prev, self._prev_at = seen, now
         return out
-
-    def _parse(self, pid: int, data: bytes, statm: bytes, seen: dict[tuple[int, int], int],
-               scale: float) -> ProcStat | None:
-        # "pid (comm) S ppid ...": comm may hold spaces and parentheses; it ends at the last.
-        close = data.rfind(b")")
-        if close < 0:
-            return None
-        # Fields counted from 1 in proc(5): rest[0] is field 3 (state); up to starttime (22).
-        rest = data[close + 2:].split(None, 20)
-        pages = statm.split(None, 2)
-        if len(rest) < 20 or len(pages) < 2:
-            return None
-        used = int(rest[11]) + int(rest[12])  # utime + stime, in clock ticks
-        start = int(rest[19])
-        key = (pid, start)
-        seen[key] = used
-        before = self._prev.get(key)
-        state = _STATES.get(rest[0]) or rest[0].decode("ascii", "replace")
-        return ProcStat(
-            pid, data[data.find(b"(") + 1:close].decode("utf-8", "surrogateescape"), state,
-            self._boot + start / self._ticks,
-            0.0 if before is None else round(max(0, used - before) * scale, 1),
-            int(pages[1]) * self._page, int(rest[17]))
