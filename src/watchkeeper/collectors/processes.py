@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import heapq
 import os
+
+try:
+    import pwd
+except ImportError:  # not on Windows; the /proc path that uses it is Linux-only anyway
+    pwd = None  # type: ignore[assignment]
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
-from watchkeeper.collectors.procfs import ProcStat
+from watchkeeper.collectors.procfs import ProcDetails, ProcessGone, ProcStat
 from watchkeeper.events import ProcessInfo, ProcessSummary
 from watchkeeper.redact import redact_cmdline
 from watchkeeper.safetext import MAX_NAME, printable
@@ -74,13 +79,28 @@ def _top(rows: Sequence[_Row], n: int, by_cpu: bool) -> list[_Row]:
     return heapq.nlargest(n, rows, key=lambda r: (r.rss or 0, r.cpu or 0.0, -r.pid))
 
 
+#: Reads a top-list row's uid and command line from /proc (``ProcScanner.details``).
+DetailReader = Callable[[int, "float | None"], ProcDetails]
+
+
+def _user_name(uid: int) -> str:
+    """The user's name as psutil gives it: the passwd entry, or the number without one."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 class _Details:
     """User, redacted command line and whole name, read once per process per tick."""
 
-    def __init__(self, ps: PsutilLike, log: MissingLog) -> None:
+    def __init__(self, ps: PsutilLike, log: MissingLog,
+                 reader: DetailReader | None = None) -> None:
         self._ps = ps
         self._log = log
+        self._reader = reader if pwd is not None else None
         self._cache: dict[int, tuple[str | None, str, str]] = {}
+        self._users: dict[int, str] = {}
 
     def get(self, row: _Row) -> tuple[str | None, str, str]:
         if row.pid not in self._cache:
@@ -97,7 +117,38 @@ class _Details:
             raise self._ps.NoSuchProcess(row.pid)
         return proc
 
+    def _from_proc(self, row: _Row, reader: DetailReader) -> tuple[str | None, str, str]:
+        """The /proc path (Linux): the same fields and notes as through psutil below."""
+        try:
+            found = reader(row.pid, row.create_time)
+        except ProcessGone:
+            self._log.note(f"process:{row.pid}", "process vanished")
+            return None, "", row.name
+        for attr, exc in found.errors:
+            self._log.note(f"process:{row.pid}.{attr}",
+                           "access denied" if isinstance(exc, PermissionError)
+                           else describe_error(self._ps, exc))
+        user = None
+        if found.uid is not None:
+            if found.uid not in self._users:
+                self._users[found.uid] = printable(_user_name(found.uid), MAX_NAME)
+            user = self._users[found.uid]
+        return user, *self._command(row, found.cmdline or ())
+
+    @staticmethod
+    def _command(row: _Row, value: Sequence[str]) -> tuple[str, str]:
+        """The redacted command line, and the whole name where the kernel cut it."""
+        name = row.name
+        if row.proc is None and len(name) >= _COMM_MAX and value:
+            # The kernel cut the name; the whole one, as psutil's name() finds it.
+            whole = os.path.basename(str(value[0]))
+            if whole.startswith(name):
+                name = whole
+        return (redact_cmdline(value) if value else ""), name
+
     def _read(self, row: _Row) -> tuple[str | None, str, str]:
+        if row.proc is None and self._reader is not None:
+            return self._from_proc(row, self._reader)
         user: str | None = None
         cmdline = ""
         name = row.name
@@ -124,12 +175,7 @@ class _Details:
             if attr == "username":
                 user = printable(str(value), MAX_NAME)
             else:
-                cmdline = redact_cmdline(value) if value else ""
-                if row.proc is None and len(name) >= _COMM_MAX and value:
-                    # The kernel cut the name; the whole one, as psutil's name() finds it.
-                    whole = os.path.basename(str(value[0]))
-                    if whole.startswith(name):
-                        name = whole
+                cmdline, name = self._command(row, value or ())
         return user, cmdline, name
 
 
@@ -229,12 +275,14 @@ def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat
 
 def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
                    thread_total: Callable[[], int | None] | None = None,
-                   scan: Callable[[], list[ProcStat]] | None = None) -> ProcessSummary:
+                   scan: Callable[[], list[ProcStat]] | None = None,
+                   details: DetailReader | None = None) -> ProcessSummary:
     """Counts of all processes plus the ``top_n`` by CPU % and by resident memory.
 
     cpu_percent is psutil's per-process figure (100 = one full core), 0.0 on first sight.
     ``thread_total``, when given and answering, replaces the per-process thread count.
-    ``scan`` (Linux: ``ProcScanner.scan``) replaces psutil.process_iter() for the pass.
+    ``scan`` (Linux: ``ProcScanner.scan``) replaces psutil.process_iter() for the pass, and
+    ``details`` (``ProcScanner.details``) psutil's username() and cmdline() for its rows.
     """
     threads_from_host = thread_total() if thread_total is not None else None
     vm = log.attempt("processes.memory_percent", ps.virtual_memory)
@@ -243,14 +291,14 @@ def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
              else _psutil_pass(ps, log, with_threads=threads_from_host is None))
     rows, complete = found.rows, found.complete
     threads = found.threads if threads_from_host is None else threads_from_host
-    details = _Details(ps, log)
+    found_details = _Details(ps, log, details)
     return ProcessSummary(
         total=found.total if complete else None,
         running=found.running if complete else None,
         zombies=found.zombies if complete else None,
         threads=threads if complete else None,
-        top_cpu=tuple(_info(r, details, total_memory, now) for r in _top(rows, top_n, True)),
-        top_memory=tuple(
-            _info(r, details, total_memory, now) for r in _top(rows, top_n, False)
-        ),
+        top_cpu=tuple(_info(r, found_details, total_memory, now)
+                      for r in _top(rows, top_n, True)),
+        top_memory=tuple(_info(r, found_details, total_memory, now)
+                         for r in _top(rows, top_n, False)),
     )

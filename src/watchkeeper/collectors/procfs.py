@@ -54,6 +54,51 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
+class ProcessGone(LookupError):
+    """The process is not there any more (or its pid now belongs to another one)."""
+
+
+class ProcDetails(NamedTuple):
+    """What a top-list row needs beyond the scan: the real uid and the command line (None
+    where it could not be read, with the error in ``errors`` by attribute)."""
+
+    uid: int | None
+    cmdline: tuple[str, ...] | None
+    errors: tuple[tuple[str, OSError], ...] = ()
+
+
+def _slurp(path: str) -> bytes:
+    """A whole /proc file, however long (a command line can be); OSError as the kernel says."""
+    fd = os.open(path, _FLAGS)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _gone(exc: OSError) -> bool:
+    # ENOENT: the directory is gone; ESRCH: the process exited while its file was read.
+    return isinstance(exc, (FileNotFoundError, ProcessLookupError))
+
+
+def parse_cmdline(data: bytes) -> tuple[str, ...]:
+    """/proc/<pid>/cmdline as psutil splits it: NUL-separated, or by spaces when a process
+    rewrote its title that way (setproctitle); empty for kernel threads and zombies."""
+    text = data.decode("utf-8", "surrogateescape")
+    if not text:
+        return ()
+    sep = "\x00" if text.endswith("\x00") else " "
+    if text.endswith(sep):
+        text = text[:-1]
+    args = text.split(sep)
+    if sep == "\x00" and len(args) == 1 and " " in text:
+        args = text.split(" ")
+    return tuple(args)
+
+
 def _boot_time(root: str) -> float:
     with open(os.path.join(root, "stat"), "rb") as handle:
         for line in handle:
@@ -84,6 +129,44 @@ class ProcScanner:
                 _boot_time(root) > 0
         except (OSError, ValueError, IndexError):
             return False
+
+    def details(self, pid: int, create_time: float | None) -> ProcDetails:
+        """The real uid and the command line of ``pid``, for a top-list row: three small
+        reads instead of a psutil Process. ProcessGone if ``pid`` is gone or is no longer
+        the process that started at ``create_time``."""
+        base = f"{self._root}/{pid}"
+        try:
+            data = _slurp(f"{base}/stat")
+        except OSError as exc:
+            raise ProcessGone(pid) from exc
+        close = data.rfind(b")")
+        rest = data[close + 2:].split(None, 20) if close >= 0 else []
+        if len(rest) < 20:
+            raise ProcessGone(pid)
+        started = self._boot + int(rest[19]) / self._ticks
+        if create_time is not None and abs(started - create_time) > 0.05:
+            raise ProcessGone(pid)  # the pid was reused
+        errors: list[tuple[str, OSError]] = []
+        uid: int | None = None
+        try:
+            status = _slurp(f"{base}/status")
+            # "Uid:\treal\teffective\tsaved\tfs": the real one, as psutil's username().
+            at = status.index(b"\nUid:") + 5
+            uid = int(status[at:status.index(b"\n", at)].split()[0])
+        except OSError as exc:
+            if _gone(exc):
+                raise ProcessGone(pid) from exc
+            errors.append(("username", exc))
+        except ValueError:
+            errors.append(("username", OSError("no Uid line")))
+        cmdline: tuple[str, ...] | None = None
+        try:
+            cmdline = parse_cmdline(_slurp(f"{base}/cmdline"))
+        except OSError as exc:
+            if _gone(exc):
+                raise ProcessGone(pid) from exc
+            errors.append(("cmdline", exc))
+        return ProcDetails(uid, cmdline, tuple(errors))
 
     def scan(self) -> list[ProcStat]:
         """Every process readable now; one that exits mid-scan is simply not in the list.
