@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import heapq
 import os
+import threading
+from collections import OrderedDict
 
 try:
     import pwd
@@ -25,7 +27,7 @@ from typing import Any
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
 from watchkeeper.collectors.procfs import ProcDetails, ProcessGone, ProcStat
 from watchkeeper.events import ProcessInfo, ProcessSummary
-from watchkeeper.redact import redact_cmdline
+from watchkeeper.redact import REDACTION_RULES, redact_cmdline
 from watchkeeper.safetext import MAX_NAME, printable
 
 #: Attributes read for every process: all cheap (no cmdline, no username).
@@ -77,6 +79,44 @@ def _top(rows: Sequence[_Row], n: int, by_cpu: bool) -> list[_Row]:
         candidates = [r for r in rows if r.pid != 0]
         return heapq.nlargest(n, candidates, key=lambda r: (r.cpu or 0.0, r.rss or 0, -r.pid))
     return heapq.nlargest(n, rows, key=lambda r: (r.rss or 0, r.cpu or 0.0, -r.pid))
+
+
+class _Redacted:
+    """Redacted command lines by their raw argv, kept across ticks: the same processes top
+    the lists tick after tick, and redaction (dozens of patterns) costs up to a few hundred
+    µs for a long line. Bounded in entries and in the length of a line it keeps; emptied
+    when the redaction rules change."""
+
+    def __init__(self, size: int = 64, longest: int = 4096) -> None:
+        self._size = size
+        self._longest = longest
+        self._rules: tuple[Any, ...] = ()
+        self._lines: OrderedDict[tuple[str, ...], str] = OrderedDict()
+        self._lock = threading.Lock()  # one per process; collectors may run side by side
+
+    def __call__(self, argv: Sequence[str]) -> str:
+        key = tuple(argv)
+        if sum(map(len, key)) > self._longest:
+            return redact_cmdline(key)
+        with self._lock:
+            return self._cached(key)
+
+    def _cached(self, key: tuple[str, ...]) -> str:
+        rules = tuple(REDACTION_RULES)
+        if rules != self._rules:
+            self._lines.clear()
+            self._rules = rules
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = redact_cmdline(key)
+            if len(self._lines) > self._size:
+                self._lines.popitem(last=False)
+        else:
+            self._lines.move_to_end(key)
+        return line
+
+
+_redacted = _Redacted()
 
 
 #: Reads a top-list row's uid and command line from /proc (``ProcScanner.details``).
@@ -144,7 +184,7 @@ class _Details:
             whole = os.path.basename(str(value[0]))
             if whole.startswith(name):
                 name = whole
-        return (redact_cmdline(value) if value else ""), name
+        return (_redacted(value) if value else ""), name
 
     def _read(self, row: _Row) -> tuple[str | None, str, str]:
         if row.proc is None and self._reader is not None:
