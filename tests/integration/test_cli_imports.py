@@ -48,10 +48,10 @@ cli(args, obj={})
 """
 
 
-#: What `run` with default settings has no use for: the web server and API, the client
-#: commands and the terminal UI, simulate and replay, and the optional integrations that
-#: are imported when configured (Alertmanager routes, supervisord services, an LLM,
-#: notification URLs).
+#: What `run` with default settings (and no config file) has no use for: the web server and
+#: API, the client commands and the terminal UI, simulate and replay, and what is imported
+#: only when configured or needed (Alertmanager routes, supervisord services, an LLM and its
+#: investigator, notification URLs, a YAML file to read).
 NOT_IN_RUN = (
     "fastapi", "starlette", "uvicorn", "prometheus_client", "watchkeeper.api",
     "textual", "rich", "pygments", "watchkeeper.cli.client", "watchkeeper.cli.tables",
@@ -59,7 +59,7 @@ NOT_IN_RUN = (
     "watchkeeper.replay", "watchkeeper.simulate.runner", "watchkeeper.simulate.scenarios",
     "httpx", "watchkeeper.agents.alertmanager", "watchkeeper.notify.alertmanager",
     "xmlrpc", "watchkeeper.remediation.services.supervisord",
-    "openai", "watchkeeper.analysis.llm.openai_client", "apprise",
+    "openai", "watchkeeper.analysis.llm", "apprise", "yaml",
 )
 
 
