@@ -22,11 +22,13 @@ class Clock:
 
 
 def write(root: Path, pid: int, comm: str, *, state: str = "S", utime: int = 0,
-          stime: int = 0, start: int = 500, rss_pages: int = 10, threads: int = 1) -> None:
+          stime: int = 0, start: int = 500, rss_pages: int = 10, threads: int = 1,
+          flags: int = 0) -> None:
     # Fields 3.. of proc(5): state ppid pgrp session tty tpgid flags minflt cminflt majflt
     # cmajflt utime stime cutime cstime priority nice num_threads itrealvalue starttime
     # vsize rss ...
-    rest = [state, "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime),
+    rest = [state, "1", "1", "1", "0", "-1", str(flags), "0", "0", "0", "0", str(utime),
+            str(stime),
             "0", "0", "20", "0", str(threads), "0", str(start), "1000",
             str(rss_pages + 1), "0"]  # stat's rss: the kernel's estimate, not what is read
     d = root / str(pid)
@@ -153,3 +155,11 @@ def test_an_unreadable_detail_is_reported_and_the_other_kept(proc: Path) -> None
     found = ProcScanner(str(proc)).details(14, None)
     assert found.uid == 7 and found.cmdline is None
     assert [attr for attr, _exc in found.errors] == ["cmdline"]
+
+
+def test_a_kernel_thread_has_no_memory_and_its_statm_is_not_read(proc: Path) -> None:
+    write(proc, 2, "kthreadd", flags=0x00208040)  # PF_KTHREAD among other flags
+    (proc / "2" / "statm").unlink()  # not read: a kernel thread's statm is all zeros
+    write(proc, 3, "user", flags=0x00400100, rss_pages=4)
+    rows = {r.pid: r for r in ProcScanner(str(proc)).scan()}
+    assert (rows[2].rss, rows[3].rss) == (0, 4 * PAGE)

@@ -25,6 +25,8 @@ STATES: dict[str, str] = {
 }
 _STATES = {k.encode(): v for k, v in STATES.items()}
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+#: The "flags" field's bit for a kernel thread (include/linux/sched.h).
+_PF_KTHREAD = 0x00200000
 
 
 class ProcStat(NamedTuple):
@@ -184,8 +186,7 @@ class ProcScanner:
             if not entry.isdigit():
                 continue
             data = read(f"{root}/{entry}/stat")
-            statm = read(f"{root}/{entry}/statm")
-            if data is None or statm is None:
+            if data is None:
                 continue  # gone since the listing, or not ours to read
             # "pid (comm) S ppid ...": comm may hold spaces and parentheses; it ends at the
             # last ")".
@@ -195,16 +196,22 @@ class ProcScanner:
             # Fields counted from 1 in proc(5): rest[0] is field 3 (state); up to starttime
             # (22).
             rest = data[close + 2:].split(None, 20)
-            pages = statm.split(None, 2)
-            if len(rest) < 20 or len(pages) < 2:
+            if len(rest) < 20:
                 continue
             try:
                 used = int(rest[11]) + int(rest[12])  # utime + stime, in clock ticks
                 start = int(rest[19])
-                rss = int(pages[1]) * page
                 threads = int(rest[17])
+                # A kernel thread has no memory of its own (statm says 0): not read.
+                rss = 0 if int(rest[6]) & _PF_KTHREAD else -1
             except ValueError:
                 continue
+            if rss < 0:
+                statm = read(f"{root}/{entry}/statm")
+                pages = None if statm is None else statm.split(None, 2)
+                if pages is None or len(pages) < 2 or not pages[1].isdigit():
+                    continue
+                rss = int(pages[1]) * page
             pid = int(entry)
             key = (pid, start)
             seen[key] = used
