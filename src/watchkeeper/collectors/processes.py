@@ -12,6 +12,7 @@ process_iter(attrs=["cpu_percent"]) in this process would shorten our window.
 from __future__ import annotations
 
 import heapq
+import operator
 import os
 import threading
 from collections import OrderedDict
@@ -302,15 +303,24 @@ def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat
     except OSError as exc:  # /proc itself unreadable (a process that exits is just absent)
         log.note("processes.list", f"incomplete: {describe_error(ps, exc)}")
         return _Pass([], complete=False)
-    # The same order as _top's, on the scan's tuples: rows only for the few that can win.
-    by_cpu = heapq.nlargest(top_n, (st for st in stats if st.pid != 0),
-                            key=lambda st: (st.cpu_percent, st.rss, -st.pid))
-    by_mem = heapq.nlargest(top_n, stats, key=lambda st: (st.rss, st.cpu_percent, -st.pid))
+    # The same order as _top's, on the scan's tuples, with C-level keys: sorted by pid
+    # first, the lower pid wins a tie as _top's -pid makes it (nlargest keeps the order of
+    # equal keys). Rows are made only for the few that can win.
+    stats.sort()  # by pid: they are unique
+    candidates = stats[1:] if stats and stats[0].pid == 0 else stats  # pid 0: see _top
+    by_cpu = heapq.nlargest(top_n, candidates, key=_BY_CPU)
+    by_mem = heapq.nlargest(top_n, stats, key=_BY_MEMORY)
     few = {st.pid: st for st in (*by_cpu, *by_mem)}
-    statuses = [st.status for st in stats]
-    return _Pass([_from_stat(st) for st in few.values()],
-                 sum(st.num_threads for st in stats), total=len(stats),
-                 running=statuses.count("running"), zombies=statuses.count("zombie"))
+    statuses = list(map(_STATUS, stats))
+    return _Pass([_from_stat(st) for st in few.values()], sum(map(_THREADS, stats)),
+                 total=len(stats), running=statuses.count("running"),
+                 zombies=statuses.count("zombie"))
+
+
+_BY_CPU = operator.attrgetter("cpu_percent", "rss")
+_BY_MEMORY = operator.attrgetter("rss", "cpu_percent")
+_STATUS = operator.attrgetter("status")
+_THREADS = operator.attrgetter("num_threads")
 
 
 def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
