@@ -3,10 +3,11 @@
 Cost matters on hosts with thousands of processes: one pass reads only cheap attributes, and
 the expensive ones (command line, user name) are read only for the few processes that make a
 top list. On Linux the pass is ``procfs.ProcScanner`` (one /proc/<pid>/stat read per
-process); elsewhere, and as the reference, psutil.process_iter(), which keeps its Process
-objects between calls, which is what lets cpu_percent compare against the previous tick;
-that cache is module-global in psutil, so another caller of
-process_iter(attrs=["cpu_percent"]) in this process would shorten our window.
+process, and its ``details`` for the top rows); elsewhere, and as the reference,
+psutil.process_iter(), which keeps its Process objects between calls, which is what lets
+cpu_percent compare against the previous tick; that cache is module-global in psutil, so
+another caller of process_iter(attrs=["cpu_percent"]) in this process would shorten our
+window.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ import operator
 import os
 import threading
 from collections import OrderedDict
-
-try:
-    import pwd
-except ImportError:  # not on Windows; the /proc path that uses it is Linux-only anyway
-    pwd = None  # type: ignore[assignment]
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +26,11 @@ from watchkeeper.collectors.procfs import ProcDetails, ProcessGone, ProcStat
 from watchkeeper.events import ProcessInfo, ProcessSummary
 from watchkeeper.redact import REDACTION_RULES, redact_cmdline
 from watchkeeper.safetext import MAX_NAME, printable
+
+try:
+    import pwd
+except ImportError:  # not on Windows; the /proc path that uses it is Linux-only anyway
+    pwd = None  # type: ignore[assignment]
 
 #: Attributes read for every process: all cheap (no cmdline, no username).
 CHEAP_ATTRS: tuple[str, ...] = (

@@ -2,9 +2,10 @@
 
 psutil stays the portable path and the reference the tests hold this one to (same pids, same
 resident memory, CPU % within a tolerance). Through psutil a process costs about 50 µs per
-tick (a Process object, three files, a dict of attributes); here it is two small files,
-parsed by hand. The resident size comes from statm, as psutil's: the one in stat is the
-kernel's per-CPU estimate (on 6.x it was seen 10 % below). The CPU % is the same figure
+tick (a Process object, three files, a dict of attributes); here it is two small files
+(one for a kernel thread), parsed by hand, and three more for each process in a top list.
+The resident size comes from statm, as psutil's: the one in stat is the kernel's per-CPU
+estimate (on 6.x it was seen 10 % below). The CPU % is the same figure
 psutil's ``cpu_percent()`` gives: user + system
 time since the previous scan over the time between the two scans, 100 = one full core, 0.0
 on first sight. A process is known by (pid, start time), so a reused pid starts afresh.
