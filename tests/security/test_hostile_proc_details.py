@@ -161,3 +161,27 @@ def test_a_process_gone_before_its_details_keeps_what_the_scan_saw(root: Path) -
     row, gaps = _row(root)
     assert row.name == "short-lived" and row.cmdline == ""
     assert gaps["process:42"] == "process vanished"
+
+
+def test_a_garbled_stat_at_detail_time_costs_only_that_row(root: Path) -> None:
+    """The stat file read again for the details no longer parses (a start time that is not
+    a number): the row is reported vanished, the tick goes on."""
+    _proc(root, 42, status=UID_LINE)
+    now = [100.0]
+    scanner = ProcScanner(str(root), monotonic=lambda: now[0], boot_time=BOOT)
+    scanner.scan()
+    now[0] += 1.0
+    _busier(root, 42, TCK)
+    real_scan = scanner.scan
+
+    def scan_then_garble() -> list:  # type: ignore[type-arg]
+        rows = real_scan()
+        stat = root / "42" / "stat"
+        stat.write_bytes(stat.read_bytes().replace(b" 100 1000 ", b" x 1000 "))
+        return rows
+
+    log = MissingLog(psutil)
+    summary = read_processes(psutil, log, 1, time.time(), None, scan_then_garble,
+                             scanner.details)
+    assert summary.total == 1 and summary.top_cpu[0].pid == 42
+    assert {m.key: m.reason for m in log.entries}["process:42"] == "process vanished"

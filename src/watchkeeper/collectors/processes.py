@@ -166,10 +166,13 @@ class _Details:
         except ProcessGone:
             self._log.note(f"process:{row.pid}", "process vanished")
             return None, "", row.name
-        for attr, exc in found.errors:
+        except Exception as exc:  # whatever else: this row's details, never the tick
+            self._log.note(f"process:{row.pid}", describe_error(self._ps, exc))
+            return None, "", row.name
+        for attr, error in found.errors:
             self._log.note(f"process:{row.pid}.{attr}",
-                           "access denied" if isinstance(exc, PermissionError)
-                           else describe_error(self._ps, exc))
+                           "access denied" if isinstance(error, PermissionError)
+                           else describe_error(self._ps, error))
         user = None
         if found.uid is not None:
             if found.uid not in self._users:

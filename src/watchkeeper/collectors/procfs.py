@@ -144,7 +144,7 @@ class ProcScanner:
             raise ProcessGone(pid) from exc
         close = data.rfind(b")")
         rest = data[close + 2:].split(None, 20) if close >= 0 else []
-        if len(rest) < 20:
+        if len(rest) < 20 or not rest[19].isdigit():
             raise ProcessGone(pid)
         started = self._boot + int(rest[19]) / self._ticks
         if create_time is not None and abs(started - create_time) > 0.05:
