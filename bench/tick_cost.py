@@ -1,9 +1,13 @@
 """Tick cost of SnapshotCollector.collect() with real psutil on a host with many processes.
 
-Starts N idle children (coreutils ``sleep``), times collect() over a number of ticks, prints
-mean / p95 / max, and kills every child it started (and only those). The process family is
-timed twice per tick in the same run: the /proc scan the sensor uses on Linux, and the
-psutil pass (the portable path, and the reference); their ratio is the saving.
+Starts N idle children (coreutils ``sleep``), times collect() over a number of ticks, and
+kills every child it started (and only those). The process family is timed twice per tick
+in the same run: the /proc scan the sensor uses on Linux (with its top rows' users and
+command lines from /proc), and the psutil pass (the portable path, and the reference);
+their ratio is the saving. Each is timed as wall time and as CPU time (all threads of this
+process, so collect()'s worker threads count): on a machine shared with other work the wall
+time includes waiting for a core, the CPU time much less so, and the minimum over the ticks
+is the least disturbed figure. The load average is printed before and after.
 
     python bench/tick_cost.py [--children 300] [--ticks 20] [--interval 0.5]
 """
@@ -11,11 +15,15 @@ psutil pass (the portable path, and the reference); their ratio is the saving.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import psutil
 
@@ -25,15 +33,32 @@ from watchkeeper.collectors.processes import linux_thread_total, read_processes
 from watchkeeper.collectors.procfs import ProcScanner
 from watchkeeper.config import SensorConfig
 
+T = TypeVar("T")
+
 
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def _row(name: str, values: list[float]) -> str:
-    return (f"{name:<22} mean {statistics.mean(values):7.2f} ms   p95 {_p95(values):7.2f} ms"
-            f"   max {max(values):7.2f} ms")
+def _row(name: str, wall: list[float], cpu: list[float]) -> str:
+    return (f"| {name} | {statistics.mean(wall):.2f} | {_p95(wall):.2f} | {min(wall):.2f} | "
+            f"{statistics.mean(cpu):.2f} | {statistics.median(cpu):.2f} | {min(cpu):.2f} |")
+
+
+class _Timer:
+    """Wall and CPU milliseconds of each timed call, kept in two lists."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        self.cpu.append((time.process_time() - cpu) * 1000.0)
+        self.wall.append((time.perf_counter() - wall) * 1000.0)
+        return result
 
 
 def main() -> int:
@@ -52,9 +77,8 @@ def main() -> int:
             children.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
         time.sleep(0.5)
         collector.collect(0, args.interval)  # warm-up: psutil's process cache, our rates
-        totals: list[float] = []
-        procs: list[float] = []
-        via_psutil: list[float] = []
+        load_before = os.getloadavg()
+        totals, procs, via_psutil = _Timer(), _Timer(), _Timer()
         scanner = ProcScanner() if ProcScanner.available() else None
         thread_total = linux_thread_total if psutil.LINUX else None
         if scanner is not None:
@@ -63,33 +87,33 @@ def main() -> int:
         snap = None
         for seq in range(1, args.ticks + 1):
             time.sleep(args.interval)
-            started = time.perf_counter()
-            snap = collector.collect(seq, args.interval)
-            totals.append((time.perf_counter() - started) * 1000.0)
+            snap = totals(partial(collector.collect, seq, args.interval))
             # The process family alone, sequentially (the one that scales with the host).
             if scanner is not None:
-                started = time.perf_counter()
-                read_processes(psutil, MissingLog(psutil), 5, time.time(), thread_total,
-                               scanner.scan)
-                procs.append((time.perf_counter() - started) * 1000.0)
-            started = time.perf_counter()
-            read_processes(psutil, MissingLog(psutil), 5, time.time(), thread_total)
-            via_psutil.append((time.perf_counter() - started) * 1000.0)
+                procs(partial(read_processes, psutil, MissingLog(psutil), 5, time.time(),
+                              thread_total, scanner.scan, scanner.details))
+            via_psutil(lambda: read_processes(psutil, MissingLog(psutil), 5, time.time(),
+                                              thread_total))
         assert snap is not None
+        load_after = os.getloadavg()
         print(f"host: {psutil.cpu_count()} logical CPUs, python {sys.version.split()[0]}, "
-              f"psutil {psutil.__version__}")
+              f"psutil {psutil.__version__}; load average before "
+              f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
+              f"{' '.join(f'{x:.2f}' for x in load_after)}")
         print(f"processes seen: {snap.processes.total} ({args.children} idle children), "
               f"threads: {snap.processes.threads}, mounts: {len(snap.disks)}, "
               f"missing: {[m.key for m in snap.missing]}")
-        print(f"ticks: {args.ticks}, {args.interval:g}s apart")
-        print(_row("collect()", totals))
-        if procs:
-            print(_row("processes, /proc scan", procs))
-        print(_row("processes, psutil", via_psutil))
-        if procs:
-            fast, slow = statistics.mean(procs), statistics.mean(via_psutil)
+        print(f"ticks: {args.ticks}, {args.interval:g}s apart; milliseconds\n")
+        print("| measured | wall mean | wall p95 | wall min | CPU mean | CPU median | CPU min |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(_row("collect()", totals.wall, totals.cpu))
+        if procs.wall:
+            print(_row("processes, /proc scan", procs.wall, procs.cpu))
+        print(_row("processes, psutil", via_psutil.wall, via_psutil.cpu))
+        if procs.wall:
             n = snap.processes.total or 1
-            print(f"/proc scan / psutil: {fast / slow:.2f}   per process: "
+            fast, slow = statistics.median(procs.cpu), statistics.median(via_psutil.cpu)
+            print(f"\n/proc / psutil, CPU median: {fast / slow:.2f}; per process "
                   f"{fast * 1000 / n:.1f} µs vs {slow * 1000 / n:.1f} µs")
     finally:
         collector.close()

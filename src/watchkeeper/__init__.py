@@ -1,8 +1,5 @@
 """watchkeeper: host monitoring and self-healing with cooperating agents on a message bus."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("watchkeeper")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+# A literal, read by setuptools for the package metadata (pyproject's dynamic version): no
+# importlib.metadata lookup at every start.
+__version__ = "0.1.0"

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -222,6 +221,11 @@ RULE_METRICS: tuple[str, ...] = (
     "disk.percent", "disk.inodes_percent", "net.errors_in", "net.errors_out", "net.drops_in",
     "net.drops_out", "processes.zombies",
 )
+
+
+def llm_enabled(llm: LlmConfig) -> bool:
+    """Whether the LLM is on: enabled, and an API key or a base_url (a local server) is set."""
+    return llm.enabled and (llm.api_key is not None or bool(llm.base_url))
 
 
 class RuleOverride(Section):
@@ -1072,6 +1076,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigProblem(
             str(path), f"not a UTF-8 text file (byte {exc.start}); a YAML file is expected")]
         ) from exc
+    # Imported here: a host configured by environment only never loads PyYAML (~0.9 MB).
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except RecursionError:  # PyYAML composes nested nodes recursively

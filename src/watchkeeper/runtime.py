@@ -9,7 +9,6 @@ import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
-from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_routes
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.agents.commands import RUNTIME, CommandDesk
@@ -22,6 +21,7 @@ from watchkeeper.bus.factory import make_bus, spooled, start_bus
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
 from watchkeeper.host_commands import runtime_verbs
+from watchkeeper.notify.match import alertmanager_routes
 from watchkeeper.notify.outbox import Outbox
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
@@ -258,6 +258,10 @@ def _notifier(rt: Runtime) -> BaseAgent:
 
 @register_agent("alertmanager", when=lambda s: bool(alertmanager_routes(s)))
 def _alertmanager(rt: Runtime) -> BaseAgent:
+    # Imported only when a route wants it: httpx (and its CLI's rich and pygments) is about
+    # 5 MB that a host without an Alertmanager route never needs.
+    from watchkeeper.agents.alertmanager import AlertmanagerAgent
+
     return AlertmanagerAgent(store=rt.store, **rt.agent_kwargs())
 
 

@@ -16,6 +16,8 @@ import pytest
 from watchkeeper.collectors.common import MissingLog
 from watchkeeper.collectors.processes import read_processes
 from watchkeeper.collectors.procfs import ProcScanner
+from watchkeeper.redact import redact_cmdline
+from watchkeeper.safetext import MAX_NAME, printable
 
 # exclusive: it compares two reads of the whole process table and wants its busy child among
 # the machine's top CPU users; a test beside it churns processes and CPU (scripts/test runs
@@ -58,6 +60,8 @@ def test_the_scan_sees_what_psutil_sees(children: list[subprocess.Popen[bytes]])
         if pid in mine:
             assert row.status == status == "sleeping"
             assert row.rss == p.memory_info().rss  # idle: its memory does not move
+        if pid == 2 or p.ppid() == 2:  # kernel threads (kthreadd's), when the host shows them
+            assert row.rss == p.memory_info().rss == 0, pid
     assert compared >= len(mine)
 
 
@@ -80,8 +84,10 @@ def test_cpu_percent_agrees_with_psutil_over_the_same_window(
     assert rows[idle.pid].cpu_percent == theirs_idle == 0.0
 
 
+@pytest.mark.parametrize("from_proc", [True, False], ids=["details-from-proc",
+                                                         "details-from-psutil"])
 def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_command_line(
-        children: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+        children: list[subprocess.Popen[bytes]], tmp_path: Path, from_proc: bool) -> None:
     long_name = "watchkeeper-test-long-named-sleeper"
     link = tmp_path / long_name
     link.symlink_to(shutil.which("sleep") or "/bin/sleep")
@@ -94,8 +100,25 @@ def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_comman
     scanner.scan()
     time.sleep(1.0)
     log = MissingLog(psutil)
-    summary = read_processes(psutil, log, 400, time.time(), scan=scanner.scan)
+    summary = read_processes(psutil, log, 400, time.time(), scan=scanner.scan,
+                             details=scanner.details if from_proc else None)
     by_pid = {p.pid: p for p in summary.top_memory}
+    # Every row's user and command line as psutil reads them (the reference), where the
+    # process is still the same one.
+    compared = 0
+    for row in by_pid.values():
+        try:
+            proc = psutil.Process(row.pid)
+            with proc.oneshot():
+                same = abs(proc.create_time() - row.create_time) <= 0.01
+                user, cmdline = proc.username(), proc.cmdline()
+        except psutil.Error:
+            continue
+        if same:
+            compared += 1
+            assert row.user == printable(user, MAX_NAME), row
+            assert row.cmdline == (redact_cmdline(cmdline) if cmdline else ""), row
+    assert compared >= 3
     assert by_pid[pid].name == psutil.Process(pid).name() == long_name
     assert by_pid[pid].cmdline == f"{link} 600"
     assert by_pid[pid].user == psutil.Process(pid).username()

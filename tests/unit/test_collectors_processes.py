@@ -114,3 +114,27 @@ def test_windows_idle_process_never_tops_cpu(fake: FakePsutil) -> None:
     fake.processes.append(FakeProcess(0, "System Idle Process", cpu_percent=180.0))
     summary, _ = _read(fake, top_n=1)
     assert summary.top_cpu[0].pid == 200
+
+
+def test_a_command_line_is_redacted_on_every_tick_and_by_the_current_rules(
+        fake: FakePsutil) -> None:
+    """Redacted lines are reused from tick to tick; a secret never shows on a later tick,
+    and a redaction rule added at run time applies from the next tick on."""
+    import re
+
+    from watchkeeper.redact import REDACTION_RULES, RedactionRule
+
+    first, _ = _read(fake)
+    again, _ = _read(fake)
+    line = {p.pid: p.cmdline for p in first.top_cpu}[200]
+    assert "hunter2" not in line and {p.pid: p.cmdline for p in again.top_cpu}[200] == line
+    assert "/var/lib/pg" in line
+    rule = RedactionRule("test-data-dir", re.compile(r"/var/lib/pg"), "***")
+    REDACTION_RULES.append(rule)
+    try:
+        later, _ = _read(fake)
+    finally:
+        REDACTION_RULES.remove(rule)
+    assert "/var/lib/pg" not in {p.pid: p.cmdline for p in later.top_cpu}[200]
+    back, _ = _read(fake)
+    assert {p.pid: p.cmdline for p in back.top_cpu}[200] == line

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from watchkeeper.collectors.procfs import ProcScanner
+from watchkeeper.collectors.procfs import ProcessGone, ProcScanner, parse_cmdline
 
 TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -22,11 +22,13 @@ class Clock:
 
 
 def write(root: Path, pid: int, comm: str, *, state: str = "S", utime: int = 0,
-          stime: int = 0, start: int = 500, rss_pages: int = 10, threads: int = 1) -> None:
+          stime: int = 0, start: int = 500, rss_pages: int = 10, threads: int = 1,
+          flags: int = 0) -> None:
     # Fields 3.. of proc(5): state ppid pgrp session tty tpgid flags minflt cminflt majflt
     # cmajflt utime stime cutime cstime priority nice num_threads itrealvalue starttime
     # vsize rss ...
-    rest = [state, "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime),
+    rest = [state, "1", "1", "1", "0", "-1", str(flags), "0", "0", "0", "0", str(utime),
+            str(stime),
             "0", "0", "20", "0", str(threads), "0", str(start), "1000",
             str(rss_pages + 1), "0"]  # stat's rss: the kernel's estimate, not what is read
     d = root / str(pid)
@@ -97,6 +99,9 @@ def test_what_cannot_be_read_or_parsed_is_left_out(proc: Path) -> None:
     (proc / "4" / "statm").write_text("1 1 1 1 0 1 0")
     write(proc, 5, "no statm")
     (proc / "5" / "statm").unlink()
+    write(proc, 6, "garbled")
+    (proc / "6" / "stat").write_bytes(b"6 (garbled) S 1 1 1 0 -1 0 0 0 0 0 x 0 0 0 20 0 1 0 5 "
+                                      b"1000 2 0")
     (proc / "net").mkdir()
     assert [r.pid for r in ProcScanner(str(proc)).scan()] == [1]
 
@@ -105,3 +110,56 @@ def test_available_only_on_a_procfs(proc: Path, tmp_path_factory: pytest.TempPat
                                     ) -> None:
     assert ProcScanner.available(str(proc))
     assert not ProcScanner.available(str(tmp_path_factory.mktemp("empty")))
+
+
+def _details_files(root: Path, pid: int, *, uid: int = 1000, cmdline: bytes = b"") -> None:
+    (root / str(pid) / "status").write_text(
+        f"Name:\tx\nState:\tS (sleeping)\nUid:\t{uid}\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
+    (root / str(pid) / "cmdline").write_bytes(cmdline)
+
+
+def test_details_give_the_real_uid_and_the_command_line(proc: Path) -> None:
+    write(proc, 9, "web", start=4 * TCK)
+    _details_files(proc, 9, uid=33, cmdline=b"/usr/bin/web\x00--port\x008080\x00")
+    found = ProcScanner(str(proc)).details(9, 1_700_000_000 + 4)
+    assert (found.uid, found.cmdline, found.errors) == (33, ("/usr/bin/web", "--port", "8080"),
+                                                        ())
+
+
+@pytest.mark.parametrize(("raw", "args"), [
+    (b"a\x00b c\x00", ("a", "b c")),  # an argument with a space stays whole
+    (b"nginx: worker process\x00", ("nginx:", "worker", "process")),  # setproctitle
+    (b"chrome --type=renderer", ("chrome", "--type=renderer")),  # no NUL at all
+    (b"", ()),  # kernel thread or zombie
+    (b"\xff\x00", ("\udcff",)),  # not UTF-8: kept, as psutil keeps it
+], ids=["nul-separated", "title-with-spaces", "space-separated", "empty", "not-utf8"])
+def test_command_lines_split_as_psutil_splits_them(raw: bytes, args: tuple[str, ...]) -> None:
+    assert parse_cmdline(raw) == args
+
+
+def test_details_of_a_gone_or_reused_pid_are_refused(proc: Path) -> None:
+    scanner = ProcScanner(str(proc))
+    with pytest.raises(ProcessGone):
+        scanner.details(404, None)  # no such directory
+    write(proc, 12, "new", start=900)
+    _details_files(proc, 12)
+    with pytest.raises(ProcessGone):
+        scanner.details(12, 1_700_000_000 + 500 / TCK)  # another process has the pid now
+
+
+def test_an_unreadable_detail_is_reported_and_the_other_kept(proc: Path) -> None:
+    write(proc, 14, "odd")
+    _details_files(proc, 14, uid=7)
+    (proc / "14" / "cmdline").unlink()
+    (proc / "14" / "cmdline").mkdir()  # reading it fails, but not as a vanished process
+    found = ProcScanner(str(proc)).details(14, None)
+    assert found.uid == 7 and found.cmdline is None
+    assert [attr for attr, _exc in found.errors] == ["cmdline"]
+
+
+def test_a_kernel_thread_has_no_memory_and_its_statm_is_not_read(proc: Path) -> None:
+    write(proc, 2, "kthreadd", flags=0x00208040)  # PF_KTHREAD among other flags
+    (proc / "2" / "statm").unlink()  # not read: a kernel thread's statm is all zeros
+    write(proc, 3, "user", flags=0x00400100, rss_pages=4)
+    rows = {r.pid: r for r in ProcScanner(str(proc)).scan()}
+    assert (rows[2].rss, rows[3].rss) == (0, 4 * PAGE)

@@ -17,7 +17,7 @@ import httpx
 
 from watchkeeper.agents.base import BaseAgent
 from watchkeeper.bus import Subscription
-from watchkeeper.config import RouteConfig, Settings
+from watchkeeper.config import Settings
 from watchkeeper.events import Alert
 from watchkeeper.notify.alertmanager import (
     MAX_ALERTS,
@@ -25,14 +25,10 @@ from watchkeeper.notify.alertmanager import (
     AlertmanagerRoute,
     dashboard_url,
 )
+from watchkeeper.notify.match import alertmanager_routes
 from watchkeeper.store.base import Store
 
 log = logging.getLogger(__name__)
-
-
-def alertmanager_routes(settings: Settings) -> tuple[RouteConfig, ...]:
-    """The routes that go to an Alertmanager."""
-    return tuple(r for r in settings.notify.routes if r.alertmanager is not None)
 
 
 class AlertmanagerAgent(BaseAgent):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
@@ -24,12 +24,14 @@ from watchkeeper.agents.commands import Args, CommandError, Name, NoArgs, Text, 
 from watchkeeper.analysis.alerts import Silence
 from watchkeeper.analysis.engine import Analyzer
 from watchkeeper.analysis.fleet import FleetAnalyzer, HostState
-from watchkeeper.analysis.llm import Investigator, Toolbox
 from watchkeeper.bus import BusClosedError, Subscription, metrics_topic, system_topic
-from watchkeeper.config import Settings
+from watchkeeper.config import Settings, llm_enabled
 from watchkeeper.events import Alert, AnalyzerNotice, Command, MetricSnapshot, ServiceReport
 from watchkeeper.status import write_atomic
 from watchkeeper.store.base import Store
+
+if TYPE_CHECKING:
+    from watchkeeper.analysis.llm import Investigator
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,8 @@ class AnalyzerAgent(BaseAgent):
         self.engine: Analyzer | FleetAnalyzer = engine or (
             FleetAnalyzer(lambda: self.config.current, cleanup_roots=roots) if fleet
             else Analyzer(lambda: self.config.current, host=self.host, cleanup_roots=roots))
-        self.investigator = investigator or Investigator(
-            lambda: self.config.current,
-            tools=Toolbox(psutil=psutil_module, history=store.series,
-                          recent_alerts=self._recent_alerts),
-            local_host=self.host if fleet else None)
+        self._investigator = investigator
+        self._psutil = psutil_module
         self._sub: Subscription | None = None
         self._latest: MetricSnapshot | None = None
         #: A fleet's latest snapshot per host (what an investigation of its alert reads).
@@ -101,6 +100,27 @@ class AnalyzerAgent(BaseAgent):
         self._restored = False
         self._services_sub: Subscription | None = None
         self._services_task: asyncio.Task[None] | None = None
+
+    @property
+    def investigator(self) -> Investigator:
+        """The LLM investigator, made on first use: its package (prompts, tools, schema,
+        privacy; about 0.5 MB) is not loaded while no alert needs it or no LLM is set."""
+        if self._investigator is None:
+            from watchkeeper.analysis.llm import Investigator, Toolbox
+
+            self._investigator = Investigator(
+                lambda: self.config.current,
+                tools=Toolbox(psutil=self._psutil, history=self.store.series,
+                              recent_alerts=self._recent_alerts),
+                local_host=self.host if self.fleet else None)
+        return self._investigator
+
+    def _llm_on(self) -> bool:
+        """Whether an investigation may call an LLM, without loading the LLM package for a
+        host that has none configured (an injected investigator decides for itself)."""
+        if self._investigator is not None:
+            return self._investigator.enabled()
+        return llm_enabled(self.config.current.llm) and self.investigator.enabled()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,7 +149,8 @@ class AnalyzerAgent(BaseAgent):
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
         self._save_state()
-        await self.investigator.aclose()
+        if self._investigator is not None:
+            await self._investigator.aclose()
 
     def _state_path(self) -> Path:
         return self.config.current.storage.path / STATE_FILE
@@ -262,7 +283,7 @@ class AnalyzerAgent(BaseAgent):
 
     def _worth_investigating(self, alert: Alert) -> bool:
         # Only when an incident opens or gets worse: never on every tick of a healthy host.
-        if alert.state != "firing" or alert.silenced or not self.investigator.enabled():
+        if alert.state != "firing" or alert.silenced or not self._llm_on():
             return False
         if alert.labels.get("change", "new") not in ("new", "escalated", "updated"):
             return False  # flapping, silence changes: nothing new to reason about

@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -87,7 +87,26 @@ def _lock_data_dir(settings: Settings) -> InstanceLock:
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose ``lazy`` commands are imported when named (or listed in --help), so
+    ``run`` and ``serve`` never load them (their memory is benchmarked)."""
+
+    #: Command name -> "module:attribute".
+    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="watchkeeper")
 @_config_option
 @click.pass_context
@@ -1091,12 +1110,6 @@ def tui(ctx: click.Context, plain: bool, url: str | None, token: str | None) -> 
     finally:
         app.stop_local()  # however it ended: the agents started here flush and let go
     sys.exit(code or 0)
-
-
-# Registered last: cli/simulate.py builds on the remote options and client above.
-from watchkeeper.cli.simulate import simulate as _simulate  # noqa: E402
-
-cli.add_command(_simulate)
 
 
 def main() -> None:

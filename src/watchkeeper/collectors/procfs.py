@@ -2,9 +2,10 @@
 
 psutil stays the portable path and the reference the tests hold this one to (same pids, same
 resident memory, CPU % within a tolerance). Through psutil a process costs about 50 µs per
-tick (a Process object, three files, a dict of attributes); here it is two small files,
-parsed by hand. The resident size comes from statm, as psutil's: the one in stat is the
-kernel's per-CPU estimate (on 6.x it was seen 10 % below). The CPU % is the same figure
+tick (a Process object, three files, a dict of attributes); here it is two small files
+(one for a kernel thread), parsed by hand, and three more for each process in a top list.
+The resident size comes from statm, as psutil's: the one in stat is the kernel's per-CPU
+estimate (on 6.x it was seen 10 % below). The CPU % is the same figure
 psutil's ``cpu_percent()`` gives: user + system
 time since the previous scan over the time between the two scans, 100 = one full core, 0.0
 on first sight. A process is known by (pid, start time), so a reused pid starts afresh.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The one-letter states of /proc/<pid>/stat, as psutil names them.
 STATES: dict[str, str] = {
@@ -25,11 +26,13 @@ STATES: dict[str, str] = {
 }
 _STATES = {k.encode(): v for k, v in STATES.items()}
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+#: The "flags" field's bit for a kernel thread (include/linux/sched.h).
+_PF_KTHREAD = 0x00200000
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
-    """What one scan read of one process."""
+class ProcStat(NamedTuple):
+    """What one scan read of one process (a tuple: made once per process per tick, and a
+    frozen dataclass costs several times as much to build)."""
 
     pid: int
     name: str
@@ -52,6 +55,51 @@ def _read(path: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+class ProcessGone(LookupError):
+    """The process is not there any more (or its pid now belongs to another one)."""
+
+
+class ProcDetails(NamedTuple):
+    """What a top-list row needs beyond the scan: the real uid and the command line (None
+    where it could not be read, with the error in ``errors`` by attribute)."""
+
+    uid: int | None
+    cmdline: tuple[str, ...] | None
+    errors: tuple[tuple[str, OSError], ...] = ()
+
+
+def _slurp(path: str) -> bytes:
+    """A whole /proc file, however long (a command line can be); OSError as the kernel says."""
+    fd = os.open(path, _FLAGS)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _gone(exc: OSError) -> bool:
+    # ENOENT: the directory is gone; ESRCH: the process exited while its file was read.
+    return isinstance(exc, (FileNotFoundError, ProcessLookupError))
+
+
+def parse_cmdline(data: bytes) -> tuple[str, ...]:
+    """/proc/<pid>/cmdline as psutil splits it: NUL-separated, or by spaces when a process
+    rewrote its title that way (setproctitle); empty for kernel threads and zombies."""
+    text = data.decode("utf-8", "surrogateescape")
+    if not text:
+        return ()
+    sep = "\x00" if text.endswith("\x00") else " "
+    if text.endswith(sep):
+        text = text[:-1]
+    args = text.split(sep)
+    if sep == "\x00" and len(args) == 1 and " " in text:
+        args = text.split(" ")
+    return tuple(args)
 
 
 def _boot_time(root: str) -> float:
@@ -85,6 +133,44 @@ class ProcScanner:
         except (OSError, ValueError, IndexError):
             return False
 
+    def details(self, pid: int, create_time: float | None) -> ProcDetails:
+        """The real uid and the command line of ``pid``, for a top-list row: three small
+        reads instead of a psutil Process. ProcessGone if ``pid`` is gone or is no longer
+        the process that started at ``create_time``."""
+        base = f"{self._root}/{pid}"
+        try:
+            data = _slurp(f"{base}/stat")
+        except OSError as exc:
+            raise ProcessGone(pid) from exc
+        close = data.rfind(b")")
+        rest = data[close + 2:].split(None, 20) if close >= 0 else []
+        if len(rest) < 20 or not rest[19].isdigit():
+            raise ProcessGone(pid)
+        started = self._boot + int(rest[19]) / self._ticks
+        if create_time is not None and abs(started - create_time) > 0.05:
+            raise ProcessGone(pid)  # the pid was reused
+        errors: list[tuple[str, OSError]] = []
+        uid: int | None = None
+        try:
+            status = _slurp(f"{base}/status")
+            # "Uid:\treal\teffective\tsaved\tfs": the real one, as psutil's username().
+            at = status.index(b"\nUid:") + 5
+            uid = int(status[at:status.index(b"\n", at)].split()[0])
+        except OSError as exc:
+            if _gone(exc):
+                raise ProcessGone(pid) from exc
+            errors.append(("username", exc))
+        except ValueError:
+            errors.append(("username", OSError("no Uid line")))
+        cmdline: tuple[str, ...] | None = None
+        try:
+            cmdline = parse_cmdline(_slurp(f"{base}/cmdline"))
+        except OSError as exc:
+            if _gone(exc):
+                raise ProcessGone(pid) from exc
+            errors.append(("cmdline", exc))
+        return ProcDetails(uid, cmdline, tuple(errors))
+
     def scan(self) -> list[ProcStat]:
         """Every process readable now; one that exits mid-scan is simply not in the list.
         OSError only if ``root`` itself cannot be listed."""
@@ -93,39 +179,49 @@ class ProcScanner:
         scale = 0.0 if not elapsed or elapsed <= 0 else 100.0 / (self._ticks * elapsed)
         seen: dict[tuple[int, int], int] = {}
         out: list[ProcStat] = []
-        root = self._root
+        # The loop below runs once per process per tick: names are bound locally and the
+        # parsing is inline (a call per process is a noticeable share of the scan).
+        root, prev, ticks, page, boot = self._root, self._prev, self._ticks, self._page, self._boot
+        append, states, read = out.append, _STATES, _read
         for entry in os.listdir(root):
             if not entry.isdigit():
                 continue
-            data = _read(f"{root}/{entry}/stat")
-            statm = _read(f"{root}/{entry}/statm")
-            if data is None or statm is None:
+            data = read(f"{root}/{entry}/stat")
+            if data is None:
                 continue  # gone since the listing, or not ours to read
-            row = self._parse(int(entry), data, statm, seen, scale)
-            if row is not None:
-                out.append(row)
+            # "pid (comm) S ppid ...": comm may hold spaces and parentheses; it ends at the
+            # last ")".
+            close = data.rfind(b")")
+            if close < 0:
+                continue
+            # Fields counted from 1 in proc(5): rest[0] is field 3 (state); up to starttime
+            # (22).
+            rest = data[close + 2:].split(None, 20)
+            if len(rest) < 20:
+                continue
+            try:
+                used = int(rest[11]) + int(rest[12])  # utime + stime, in clock ticks
+                start = int(rest[19])
+                threads = int(rest[17])
+                # A kernel thread has no memory of its own (statm says 0): not read.
+                rss = 0 if int(rest[6]) & _PF_KTHREAD else -1
+            except ValueError:
+                continue
+            if rss < 0:
+                statm = read(f"{root}/{entry}/statm")
+                pages = None if statm is None else statm.split(None, 2)
+                if pages is None or len(pages) < 2 or not pages[1].isdigit():
+                    continue
+                rss = int(pages[1]) * page
+            pid = int(entry)
+            key = (pid, start)
+            seen[key] = used
+            before = prev.get(key)
+            append(ProcStat(
+                pid, data[data.find(b"(") + 1:close].decode("utf-8", "surrogateescape"),
+                states.get(rest[0]) or rest[0].decode("ascii", "replace"),
+                boot + start / ticks,
+                0.0 if before is None else round(max(0, used - before) * scale, 1),
+                rss, threads))
         self._prev, self._prev_at = seen, now
         return out
-
-    def _parse(self, pid: int, data: bytes, statm: bytes, seen: dict[tuple[int, int], int],
-               scale: float) -> ProcStat | None:
-        # "pid (comm) S ppid ...": comm may hold spaces and parentheses; it ends at the last.
-        close = data.rfind(b")")
-        if close < 0:
-            return None
-        # Fields counted from 1 in proc(5): rest[0] is field 3 (state); up to starttime (22).
-        rest = data[close + 2:].split(None, 20)
-        pages = statm.split(None, 2)
-        if len(rest) < 20 or len(pages) < 2:
-            return None
-        used = int(rest[11]) + int(rest[12])  # utime + stime, in clock ticks
-        start = int(rest[19])
-        key = (pid, start)
-        seen[key] = used
-        before = self._prev.get(key)
-        state = _STATES.get(rest[0]) or rest[0].decode("ascii", "replace")
-        return ProcStat(
-            pid, data[data.find(b"(") + 1:close].decode("utf-8", "surrogateescape"), state,
-            self._boot + start / self._ticks,
-            0.0 if before is None else round(max(0, used - before) * scale, 1),
-            int(pages[1]) * self._page, int(rest[17]))

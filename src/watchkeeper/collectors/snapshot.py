@@ -31,7 +31,7 @@ from watchkeeper.collectors.disks import DiskCollector, StatVfs, default_statvfs
 from watchkeeper.collectors.host import read_identity, uptime
 from watchkeeper.collectors.memory import read_memory
 from watchkeeper.collectors.network import NetReading, net_rates, read_net
-from watchkeeper.collectors.processes import linux_thread_total, read_processes
+from watchkeeper.collectors.processes import DetailReader, linux_thread_total, read_processes
 from watchkeeper.collectors.procfs import ProcScanner, ProcStat
 from watchkeeper.config import SensorConfig
 from watchkeeper.events import (
@@ -79,7 +79,13 @@ class SnapshotCollector:
         if proc_scan is _DEFAULT_STATVFS:
             # Real psutil on Linux: the process pass reads /proc/<pid>/stat itself, a
             # fraction of psutil's cost per process (psutil: elsewhere, and fakes in tests).
-            proc_scan = ProcScanner().scan if linux and ProcScanner.available() else None
+            # Its rows' users and command lines come from /proc too.
+            scanner = ProcScanner() if linux and ProcScanner.available() else None
+            proc_scan = None if scanner is None else scanner.scan
+            self._proc_details: DetailReader | None = None if scanner is None \
+                else scanner.details
+        else:
+            self._proc_details = None
         self._proc_scan: Callable[[], list[ProcStat]] | None = proc_scan
         # The injected clocks timestamp readings; deadlines use the real time.monotonic,
         # because they wait on real threads.
@@ -136,7 +142,8 @@ class SnapshotCollector:
             "net": lambda: read_net(ps, self._monotonic, cfg.ignore_interfaces),
             "processes": lambda: self._with_log(
                 lambda log: read_processes(ps, log, cfg.top_processes, self._wall_clock(),
-                                           self._thread_total, self._proc_scan)
+                                           self._thread_total, self._proc_scan,
+                                           self._proc_details)
             ),
         }
         if self._identity is None:

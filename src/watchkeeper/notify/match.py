@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from watchkeeper.config import RouteConfig
+from watchkeeper.config import RouteConfig, Settings
 from watchkeeper.events import Alert, Severity
 
 SEVERITY_RANK: dict[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -25,3 +25,8 @@ def route_takes(route: RouteConfig, alert: Alert) -> bool:
             and _any(m.rules, alert.rule)
             and all(fnmatchcase(alert.labels.get(k, ""), g) if k in alert.labels else False
                     for k, g in m.labels.items()))
+
+
+def alertmanager_routes(settings: Settings) -> tuple[RouteConfig, ...]:
+    """The routes that go to an Alertmanager."""
+    return tuple(r for r in settings.notify.routes if r.alertmanager is not None)

@@ -7,6 +7,8 @@ the read-only tools; ``Privacy`` is the gate everything passes before it leaves 
 
 from typing import Any
 
+from watchkeeper.config import llm_enabled
+
 from .client import (
     ChatReply,
     CircuitBreaker,
@@ -16,7 +18,7 @@ from .client import (
     ToolCall,
     Usage,
 )
-from .investigator import Investigator, llm_enabled, rule_based
+from .investigator import Investigator, rule_based
 from .privacy import Privacy, PrivacyError
 from .schema import LlmAnswer
 from .tools import Toolbox

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from watchkeeper.aio import wait_for
-from watchkeeper.config import LlmConfig, Settings
+from watchkeeper.config import LlmConfig, Settings, llm_enabled
 from watchkeeper.events import (
     Alert,
     AnalyzerNotice,
@@ -61,11 +61,6 @@ log = logging.getLogger(__name__)
 MAX_DEADLINE_S = 300.0
 
 IncidentKey = tuple[str, str, str]
-
-
-def llm_enabled(llm: LlmConfig) -> bool:
-    """Whether the LLM is on: enabled, and an API key or a base_url (a local server) is set."""
-    return llm.enabled and (llm.api_key is not None or bool(llm.base_url))
 
 
 def rule_based(alert: Alert, why: str) -> Assessment:

@@ -5,6 +5,8 @@ name; ``Services.on_exit`` / ``Services.exits()`` report a managed process's exi
 it happens.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .base import (
     CheckResult,
     CommandResult,
@@ -23,9 +25,21 @@ from .base import (
 from .checks import CheckContext, check_command, check_http, check_process, check_tcp, run_checks
 from .process import ProcessManager
 from .registry import BackendContext, BackendFactory, Services, ServicesChange
-from .supervisord import SupervisordManager
 from .systemd import SystemdManager
 from .windows import WindowsServiceManager
+
+if TYPE_CHECKING:
+    from .supervisord import SupervisordManager
+
+
+def __getattr__(name: str) -> Any:
+    # SupervisordManager on first use only (xmlrpc, about 1 MB; see registry._supervisord).
+    if name == "SupervisordManager":
+        from .supervisord import SupervisordManager
+
+        return SupervisordManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BackendContext",

@@ -33,7 +33,6 @@ from .base import (
     UnknownService,
 )
 from .process import ProcessManager
-from .supervisord import SupervisordManager
 from .systemd import SystemdManager
 from .windows import WindowsServiceManager
 
@@ -93,6 +92,10 @@ def _windows(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManag
 
 
 def _supervisord(name: str, cfg: ServiceConfig, ctx: BackendContext) -> ServiceManager:
+    # Imported when a service names supervisord: xmlrpc and its XML parser (about 1 MB)
+    # are not loaded by every host that never uses it.
+    from .supervisord import SupervisordManager
+
     return SupervisordManager({name: cfg}, runner=ctx.runner, ps=ctx.ps)
 
 
