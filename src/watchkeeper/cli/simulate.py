@@ -57,11 +57,13 @@ def _log_files(client: Any | None, ctx: click.Context) -> list[str]:
 @click.option("--rate", default=None, help="leak: growth (default 4M/s); disk: write rate "
                                             "(default 1M/s).")
 @click.option("--path", default=None, help="disk: directory to fill (default $TMPDIR); "
-                                            "logflood: one of the server's "
-                                            "remediation.log_files to append to.")
+                                            "logflood: a directory to write a log of its "
+                                            "own in (e.g. /var/log, watched by default), or "
+                                            "one of the server's remediation.log_files to "
+                                            "append to.")
 @click.option("--procs", type=int, default=None, help="forkstorm: processes (default 50).")
 @click.option("--lines-per-s", "lines_per_s", type=int, default=None,
-              help="logflood: lines a second (default 1000).")
+              help="logflood: lines a second (default 2000).")
 @click.option("--settle", type=click.FloatRange(0, 600), default=60.0, show_default=True,
               help="Seconds to wait after the run for the alert to resolve.")
 @click.option("--json", "as_json", is_flag=True,
