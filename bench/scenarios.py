@@ -518,10 +518,12 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
         else:
             res.false.append(text.strip())
         if about.get(fp) and res.detect_s is None:
-            res.detect_s = (at - start).total_seconds()
+            # Clocks read at different moments: an alert stamped just before the kill
+            # (the server crashes its demo and stamps both) counts as at once.
+            res.detect_s = max(0.0, (at - start).total_seconds())
             res.detect_by = f"{ev.get('rule')} {ev.get('dimension') or ev.get('metric')}"
         if named.get(fp) and res.culprit_s is None:
-            res.culprit_s = (at - start).total_seconds()
+            res.culprit_s = max(0.0, (at - start).total_seconds())
     mine = [fp for fp in fired if about.get(fp)]
     if mine and all(fp in resolved for fp in mine):
         res.recover_s = max(0.0, (max(resolved[fp] for fp in mine) - end).total_seconds())
@@ -573,7 +575,8 @@ def scenario_args(name: str, runaway_s: float, mount: Path | None) -> tuple[list
     if name == "service":
         return ["service", "--duration", "60s", "--settle", "60"], 60
     if name == "logflood":
-        return ["logflood", "--duration", "90s", "--settle", "60"], 90
+        # Into /var/log (sensor.log_paths by default), in a directory of the run's own.
+        return ["logflood", "--path", "/var/log", "--duration", "90s", "--settle", "60"], 90
     return [name, "--duration", "60s", "--settle", "30"], 60
 
 

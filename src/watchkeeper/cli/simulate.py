@@ -133,8 +133,10 @@ def _simulate(ctx: click.Context, client: Any | None, note: str, scenario: str, 
         from watchkeeper.cli.client import ClientError
 
         mount = _mountpoint(str(checked.write_under)) if scenario == "disk" else None
+        flooded = outcome.append_to or (outcome.files[0] if scenario == "logflood"
+                                        and outcome.files else None)
         culprit = report.Culprit(frozenset(outcome.pids), tuple(outcome.names), mount,
-                                 outcome.append_to)
+                                 flooded)
         try:
             resp = report.wait_response(lambda p, q: client.get(p, q).data, client.url,
                                         outcome, culprit, settle)

@@ -197,7 +197,9 @@ def plan(req: Request, host: Host) -> Plan:
         raise Refused(f"--size {fmt_size(size)} is more than the log flood cap of "
                       f"{fmt_size(limits.MAX_LOG_BYTES)}")
     params = {**base, "lines_per_s": lines, "size": size}
-    if req.path is not None and _is_dir(req.path):
+    configured = {os.path.normpath(os.path.abspath(c)) for c in req.log_files}
+    if req.path is not None and _is_dir(req.path) and \
+            os.path.normpath(os.path.abspath(req.path)) not in configured:
         # A directory (a watched log directory such as /var/log): a file of the run's own
         # in a directory the run makes there, as for disk.
         where = _real_dir(req.path)
@@ -225,11 +227,8 @@ def plan(req: Request, host: Host) -> Plan:
 
 
 def _is_dir(raw: str) -> bool:
-    """Whether ``raw`` is a directory itself (a symlink to one is not)."""
-    try:
-        return "\x00" not in raw and stat.S_ISDIR(os.lstat(raw).st_mode)
-    except OSError:
-        return False
+    """Whether ``raw`` leads to a directory (_real_dir then refuses a symlink on the way)."""
+    return "\x00" not in raw and os.path.isdir(raw)
 
 
 def _log_file(raw: str, configured: Sequence[str]) -> Path:
