@@ -70,6 +70,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -93,6 +94,8 @@ LLM_ANSWER = {"summary": "scripted assessment (bench)", "likely_cause": "the sce
 FAMILIES = {"cpu": ("cpu.",), "memory": ("memory.",), "leak": ("memory.",),
             "forkstorm": ("processes.",), "disk": (), "logflood": (), "service": (),
             "crashloop": ()}
+#: How long the other tools' copies of the demo are waited for once the cause is gone.
+WAIT_BACK_S = 60.0
 ORDER = ("service", "crashloop", "cpu", "memory", "leak", "disk", "forkstorm", "logflood")
 
 
@@ -371,7 +374,7 @@ class DemoCopies:
 
     def crash(self, loop_s: float) -> dict[str, float | str]:
         """Kill both copies now (with the crash flag for ``loop_s`` seconds); seconds until
-        each answers again (or why not), polled for up to 150 s."""
+        each answers again (or why not), polled until WAIT_BACK_S after the cause ended."""
         self.ready()
         if loop_s:
             self.flag.touch()
@@ -385,7 +388,7 @@ class DemoCopies:
                  if on}
         result: dict[str, float | str] = {}
         healed = False
-        while ports and time.monotonic() - killed_at < 150 + loop_s:
+        while ports and time.monotonic() - killed_at < WAIT_BACK_S + loop_s:
             if loop_s and not healed and time.monotonic() - killed_at >= loop_s:
                 self.flag.unlink(missing_ok=True)
                 healed = True
@@ -396,7 +399,8 @@ class DemoCopies:
             time.sleep(0.25)
         self.flag.unlink(missing_ok=True)
         for name in ports:
-            result[name] = "not back within 150 s"
+            result[name] = (f"not back {WAIT_BACK_S:.0f} s after the cause ended"
+                            if loop_s else f"not back within {WAIT_BACK_S:.0f} s")
         return result
 
     def close(self) -> None:
@@ -488,6 +492,8 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
     about: dict[str, bool] = {}
     named: dict[str, bool] = {}
     resolved: dict[str, datetime] = {}
+    #: Resolved only because the demo service was removed: not a recovery.
+    gone: dict[str, bool] = {}
     events = srv.activity()
     slack = timedelta(seconds=1)
     for at, kind, ev in events:
@@ -508,6 +514,7 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
                 metric.startswith(f) for f in families)
             if ev.get("state") == "resolved":
                 resolved[fp] = at
+                gone[fp] = "no longer declared" in str(ev.get("summary", ""))
     fired = {fp: v for fp, v in first.items() if v[1]}
     for fp, (at, ev) in sorted(fired.items(), key=lambda kv: kv[1][0]):
         text = f"{ev.get('severity')} {ev.get('rule')} {ev.get('metric')} {ev.get('dimension')}"
@@ -526,15 +533,23 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
             res.culprit_s = max(0.0, (at - start).total_seconds())
     mine = [fp for fp in fired if about.get(fp)]
     if mine and all(fp in resolved for fp in mine):
-        res.recover_s = max(0.0, (max(resolved[fp] for fp in mine) - end).total_seconds())
+        if any(gone.get(fp) for fp in mine):
+            res.note = "not recovered: the alert closed when the demo service was removed"
+        else:
+            res.recover_s = max(0.0, (max(resolved[fp] for fp in mine) - end).total_seconds())
+    steps: Counter[str] = Counter()
     for at, kind, ev in events:
         target = str(ev.get("target", ""))
         if kind == "remediation" and at >= start - slack and (
                 ev.get("fingerprint") in mine or any(n in target for n in names)
                 or any(target.endswith(f":{p}") for p in culprit.pids)) and (
-                ev.get("phase") in ("decided", "finished") or ev.get("outcome")):
-                res.actions.append(f"{ev.get('phase')} {ev.get('action')}: "
-                                   f"{ev.get('verdict') or ''} {ev.get('outcome') or ''}".strip())
+                ev.get("phase") in ("decided", "finished", "escalated") or ev.get("outcome")):
+            why = str(ev.get("why") or ev.get("message") or "")
+            refused = why.split(":", 1)[0] if ev.get("verdict") == "refused" else ""
+            steps[f"{ev.get('phase')} {ev.get('action')} {ev.get('verdict') or ''}"
+                  f"{' (' + refused + ')' if refused else ''}"
+                  f"{' -> ' + str(ev.get('outcome')) if ev.get('outcome') else ''}"] += 1
+    res.actions = [f"{n}x {k}" if n > 1 else k for k, n in steps.items()]
     return res
 
 
@@ -645,8 +660,6 @@ def main() -> None:
                 res.how = " ".join(sim)
                 res.llm_calls = len(llm.chat_requests) - calls0
                 if name in ("service", "crashloop"):
-                    back = [a for a in res.actions if "restart_service" in a and " ok" in a]
-                    res.note = f"restarts ok: {len(back)}"
                     for tool, value in others.items():
                         res.others[tool] = (f"back after {value:.1f} s"
                                             if isinstance(value, float) else value)
@@ -730,15 +743,16 @@ def print_table(results: list[Result], quiet: Result | None, started: datetime,
             continue
         alerts = "; ".join(r.alerts) or "none"
         false = "; ".join(r.false)
-        acts = "; ".join(sorted(set(r.actions))) or "none"
+        acts = "; ".join(r.actions) or "none"
         others = "; ".join(f"{k}: {v}" for k, v in r.others.items()) or "-"
         false_s = f"{len(r.false)}{': ' + false if false else ''}"
         load = (f"; host CPU/load alerts from other work: {'; '.join(r.load)}" if r.load
                 else "")
+        recover = fmt_s(r.recover_s) if r.recover_s is not None or not r.note else r.note
         print(f"| {r.scenario} | {fmt_s(r.detect_s)} {r.detect_by} | {fmt_s(r.culprit_s)} | "
-              f"{fmt_s(r.recover_s)} | {len(r.alerts)} ({false_s}) "
+              f"{recover} | {len(r.alerts)} ({false_s}) "
               f"{alerts if r.alerts else ''}{load} (load avg {r.loadavg:.1f}) | "
-              f"{acts}{' (' + r.note + ')' if r.note else ''} | {r.llm_calls} | {others} |")
+              f"{acts} | {r.llm_calls} | {others} |")
 
 
 if __name__ == "__main__":

@@ -191,15 +191,21 @@ def test_a_1mb_per_s_fill_is_forecast_before_it_crosses_the_warning_threshold(
 
     assert not s.feed(an, flat_minutes * 12, disks=mounts(0))
     first: dict[str, int] = {}
+    fired: list[Alert] = []
     for i in range(120):  # 10 minutes at 5 s
         for a in an.observe(s.snap(disks=mounts(float(i * 5 * (1 << 20))))):
             if a.dimension == "/data" and a.state == "firing":
                 first.setdefault(a.rule, i * 5)
+                fired.append(a)
     crossed = next(i * 5 for i in range(120) if 100 * (1 - (free0 - i * 5 * (1 << 20)) / total)
                    >= 85)
     assert DISK_RULE in first and "threshold" in first, first
     assert first[DISK_RULE] < crossed <= first["threshold"], (first, crossed)
     assert first[DISK_RULE] <= 150
+    forecast = next(a for a in fired if a.rule == DISK_RULE)
+    assert forecast.severity == "critical"  # full within the hour at this rate
+    assert "a fast fill" in forecast.summary
+    assert forecast.assessment is not None and forecast.assessment.confidence >= 0.5
 
 
 def test_a_short_burst_of_writes_is_not_forecast_as_a_fast_fill() -> None:

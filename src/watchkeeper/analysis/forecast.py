@@ -299,7 +299,7 @@ class DiskForecaster:
         recent = tr.recent
         if recent and free - recent[-1][1] > _CLEANUP_FRACTION * tr.total:
             recent.clear()  # a clean-up: the fall before it says nothing any more
-        if not recent or t - recent[-1][0] >= FAST_STEP_S:
+        if not recent or t - recent[-1][0] >= 0.9 * FAST_STEP_S:  # ticks jitter
             recent.append((t, free))
         while recent and recent[0][0] < t - FAST_WINDOW_S:
             recent.popleft()
@@ -370,9 +370,11 @@ class DiskForecaster:
             return math.inf
         return max(fit.at(t), 0.0) / -fit.slope / 3600.0
 
-    def confidence(self, fit: Fit) -> float:
-        """R² scaled down while the fit covers less than half the window."""
-        return round(fit.r2 * min(1.0, fit.span_s / (0.5 * self._window_s)), 2)
+    def confidence(self, fit: Fit, fast: bool = False) -> float:
+        """R² scaled down while the fit covers less than half its window (the trend's, or
+        FAST_WINDOW_S for a fast fill)."""
+        window = FAST_WINDOW_S if fast else self._window_s
+        return round(fit.r2 * min(1.0, fit.span_s / (0.5 * window)), 2)
 
     def finding(self, cond: Condition, tick: TickContext) -> Finding:
         """Put a disk forecast into words."""
@@ -407,7 +409,7 @@ class DiskForecaster:
         confidence = 0.5
         if fit is not None:
             rate = -fit.slope * 3600
-            confidence = self.confidence(fit)
+            confidence = self.confidence(fit, tr.fast)
             summary += (f": free space falls by {amount(rate)}/h, {amount(tr.free)} left; "
                         f"fit over {fmt_duration(fit.span_s)} ({fit.n} points"
                         f"{', a fast fill' if tr.fast else ''}), "
