@@ -563,7 +563,9 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
                 or any(target.endswith(f":{p}") for p in culprit.pids)) and (
                 ev.get("phase") in ("decided", "finished", "escalated") or ev.get("outcome")):
             why = str(ev.get("why") or ev.get("message") or "")
-            refused = why.split(":", 1)[0] if ev.get("verdict") == "refused" else ""
+            # "refused: backoff: next try …" -> "backoff"
+            refused = (why.removeprefix("refused:").strip().split(":", 1)[0]
+                       if ev.get("verdict") == "refused" else "")
             if ev.get("phase") == "finished" and ev.get("outcome") == "ok" and \
                     ev.get("action") == "restart_service" and res.restart_s is None:
                 res.restart_s = max(0.0, (at - start).total_seconds())
