@@ -561,7 +561,8 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
         if kind == "remediation" and at >= start - slack and (
                 ev.get("fingerprint") in mine or any(n in target for n in names)
                 or any(target.endswith(f":{p}") for p in culprit.pids)) and (
-                ev.get("phase") in ("decided", "finished", "escalated") or ev.get("outcome")):
+                ev.get("phase") in ("decided", "pending", "finished", "escalated")
+                or ev.get("outcome")):
             why = str(ev.get("why") or ev.get("message") or "")
             # "refused: backoff: next try …" -> "backoff"
             refused = (why.removeprefix("refused:").strip().split(":", 1)[0]

@@ -38,3 +38,13 @@ def test_a_spinner_is_in_demand_all_the_time_and_a_sleeper_is_not() -> None:
             p.wait()
     # Gone: left as it was, not invented.
     assert meter.annotate(procs, time.monotonic())[0].cpu_demand_percent is None
+
+
+def test_a_young_process_is_judged_over_its_life_at_its_first_reading() -> None:
+    # Its first tick already says how pinned it is: one tick sooner to a runaway verdict.
+    young = ProcessInfo(pid=1, create_time=1.0, name="spin", cpu_percent=None, age_s=4.0)
+    old = ProcessInfo(pid=2, create_time=1.0, name="old", cpu_percent=50.0, age_s=3600.0)
+    meter = DemandMeter(read=lambda pid: 4_000_000_000 if pid == 1 else 10**12)
+    spun, aged = meter.annotate([young, old], 100.0)
+    assert spun.cpu_demand_percent == 100.0
+    assert aged.cpu_demand_percent is None  # an old process needs two readings

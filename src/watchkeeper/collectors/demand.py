@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from watchkeeper.events import ProcessInfo
 
 Key = tuple[int, float]
+#: A process first seen at most this old is judged over its whole life at once.
+YOUNG_S = 60.0
 
 
 def read_schedstat(pid: int) -> int | None:
@@ -47,8 +49,14 @@ class DemandMeter:
                 continue
             seen[key] = (now, ns)
             prev = self._prev.get(key)
+            demand: float | None = None
             if prev is not None and now > prev[0] and ns >= prev[1]:
                 demand = (ns - prev[1]) / 1e9 / (now - prev[0]) * 100.0
+            elif prev is None and p.age_s is not None and 0 < p.age_s <= YOUNG_S:
+                # First seen and young: its whole life is the interval (a tick sooner).
+                # One thread cannot want more than one core; more is age rounding.
+                demand = min(ns / 1e9 / p.age_s * 100.0, 100.0)
+            if demand is not None:
                 p = p.model_copy(update={"cpu_demand_percent": round(demand, 1)})
             out.append(p)
         self._prev = seen
