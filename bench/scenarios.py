@@ -505,25 +505,37 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
     RAW.append({"scenario": scenario, "events": [(str(a), k, e) for a, k, e in events
                                                   if a >= start - timedelta(seconds=1)]})
     slack = timedelta(seconds=1)
+    # One alert (fingerprint) may open, resolve and open again: each opening is counted.
+    # The activity lists some events twice (same time, same content): once is enough.
+    live: dict[str, str | None] = {}
+    seen_ev: set[str] = set()
     for at, kind, ev in events:
         if kind != "alert":
             continue
+        ident = json.dumps([str(at), ev], sort_keys=True, default=str)
+        if ident in seen_ev:
+            continue
+        seen_ev.add(ident)
         fp = str(ev.get("fingerprint"))
-        if ev.get("state") == "firing" and fp not in first:
+        if ev.get("state") == "firing" and live.get(fp) is None:
+            key = live[fp] = f"{fp}#{sum(k.startswith(fp + '#') for k in first)}"
             opened = parse_at(ev.get("since")) or at
-            if not (start - slack <= opened <= window_end):
-                first[fp] = (at, {})  # open before the window: not this scenario's
-                continue
-            first[fp] = (at, ev)
-        if fp in first and first[fp][1]:
+            # Open before the window: not this scenario's.
+            first[key] = (at, ev if start - slack <= opened <= window_end else {})
+        key = live.get(fp)
+        if key is None:
+            continue
+        if first[key][1]:
             rank = culprit.rank(ev)
             metric = str(ev.get("metric", ""))
-            named[fp] = named.get(fp, False) or rank is not None
-            about[fp] = about.get(fp, False) or rank is not None or any(
+            named[key] = named.get(key, False) or rank is not None
+            about[key] = about.get(key, False) or rank is not None or any(
                 metric.startswith(f) for f in families)
-            if ev.get("state") == "resolved":
-                resolved[fp] = at
-                gone[fp] = "no longer declared" in str(ev.get("summary", ""))
+        if ev.get("state") == "resolved":
+            live[fp] = None
+            if first[key][1]:
+                resolved[key] = at
+                gone[key] = "no longer declared" in str(ev.get("summary", ""))
     fired = {fp: v for fp, v in first.items() if v[1]}
     for fp, (at, ev) in sorted(fired.items(), key=lambda kv: kv[1][0]):
         text = f"{ev.get('severity')} {ev.get('rule')} {ev.get('metric')} {ev.get('dimension')}"
@@ -559,7 +571,8 @@ def measure(srv: Served, scenario: str, report: dict[str, Any], start: datetime,
     for at, kind, ev in events:
         target = str(ev.get("target", ""))
         if kind == "remediation" and at >= start - slack and (
-                ev.get("fingerprint") in mine or any(n in target for n in names)
+                ev.get("fingerprint") in {k.split("#")[0] for k in mine}
+                or any(n in target for n in names)
                 or any(target.endswith(f":{p}") for p in culprit.pids)) and (
                 ev.get("phase") in ("decided", "pending", "finished", "escalated")
                 or ev.get("outcome")):
