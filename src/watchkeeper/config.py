@@ -309,6 +309,9 @@ class AnalyzerConfig(Section):
     runaway_cpu_percent: float = Field(90.0, gt=0)
     log_flood_mb_per_min: float = Field(
         5.0, gt=0, description="a watched log growing this fast for for_s is a flood")
+    host_down_after_s: float = Field(
+        60.0, gt=0, le=86400,
+        description="a fleet's host that sends nothing this long is down (central only)")
     escalate_after_s: float = Field(900.0, gt=0, description="a warning this old becomes critical")
     flap_window_s: float = Field(600.0, gt=0)
     flap_max_transitions: int = Field(4, ge=2, description="more changes than this = flapping")
@@ -387,6 +390,9 @@ class ApiConfig(Section):
     request_timeout_s: float = Field(
         10.0, gt=0, le=300, description="seconds a client has to send a whole request "
         "(head and body) before its connection is closed")
+    command_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="seconds the API waits for an agent to answer an "
+        "operator action (ack, approve, config ...) before it answers 503")
 
     @field_validator("token")
     @classmethod

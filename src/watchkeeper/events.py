@@ -7,10 +7,11 @@ without loss, so a network bus (NATS) can carry them unchanged.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -252,23 +253,71 @@ class AgentGaveUp(Event):
 
 CommandName = Literal["health_check", "pause", "resume", "restart"]
 
+#: What a refused command's reply says went wrong; the API turns each into one HTTP status
+#: (invalid and unknown_command 422, forbidden 403, not_found 404, conflict 409,
+#: unavailable and timeout 503, error 500).
+ReplyCode = Literal["ok", "unknown_command", "invalid", "forbidden", "not_found", "conflict",
+                    "unavailable", "timeout", "error"]
+
+#: Who may ask: an operator changes things; a viewer (the read token) only asks questions.
+CommandRole = Literal["operator", "viewer"]
+
+
+def new_request_id() -> str:
+    """A fresh id that pairs a command with its reply (and with its audit record)."""
+    return uuid.uuid4().hex
+
 
 class Command(Event):
-    """A request sent to one agent (or to ``all``) over request/reply."""
+    """A request to one agent (or to ``all``) on ``command.<host>.<agent>``, answered by a
+    CommandReply: every operator action travels this way, so a remote host is acted on
+    exactly as the local one. ``command`` is the verb and ``args`` its JSON arguments; the
+    receiving agent checks both (a verb it does not take, a wrong type, an oversize string
+    is refused, changing nothing). ``actor`` and ``role`` say who asked, for the agent's
+    audit; authorization itself is decided where the request entered (the API's tokens)."""
 
     kind: Literal["command"] = "command"
-    command: CommandName
-    target: str = "all"
-    args: dict[str, Any] = Field(default_factory=dict)
+    command: str = Field(min_length=1, max_length=64)
+    target: str = Field("all", min_length=1, max_length=64)
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    actor: str = Field("system", pattern=r"^[^\x00-\x1f\x7f]{1,200}$")
+    role: CommandRole = "operator"
+    request_id: str = Field(default_factory=new_request_id, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class CommandReply(Event):
+    """An agent's answer to one Command: ``ok``, or a ``code`` and a message saying why
+    not; ``result`` holds what the verb returns (JSON)."""
+
     kind: Literal["command_reply"] = "command_reply"
     agent: str
     command: str
     ok: bool
     message: str
     health: AgentHealth | None = None
+    code: ReplyCode = "ok"
+    request_id: str = ""
+    result: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="after")
+    def _code_says_why(self) -> CommandReply:
+        if not self.ok and self.code == "ok":  # a refusal always names a reason
+            object.__setattr__(self, "code", "error")
+        return self
+
+
+class CommandRefused(Event):
+    """An agent refused a command: what was asked, by whom, and why (its audit record,
+    published on ``system.<host>`` so the history keeps it)."""
+
+    kind: Literal["command_refused"] = "command_refused"
+    agent: str
+    command: str
+    actor: str
+    role: str
+    request_id: str
+    code: ReplyCode
+    message: str
 
 
 class ConfigChanged(Event):
@@ -411,6 +460,7 @@ AnyEvent = Annotated[
     | AgentGaveUp
     | Command
     | CommandReply
+    | CommandRefused
     | ConfigChanged
     | Alert
     | AnalyzerNotice

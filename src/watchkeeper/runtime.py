@@ -7,18 +7,20 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from watchkeeper.agents.alertmanager import AlertmanagerAgent, alertmanager_routes
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import RUNTIME, CommandDesk
 from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.agents.sensor import SensorAgent
-from watchkeeper.bus import Bus, MemoryBus, system_topic
+from watchkeeper.bus import Bus, MemoryBus, command_topic, system_topic
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
 from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.host_commands import runtime_verbs
 from watchkeeper.notify.outbox import Outbox
 from watchkeeper.remediation.audit import AuditLog
 from watchkeeper.remediation.policy import Policy, PolicyState, state_path
@@ -56,6 +58,18 @@ def register_agent(name: str, *, when: Callable[[Settings], bool] | None = None
     return deco
 
 
+#: What one process is: everything for one host (``run``, ``serve``), a fleet's host agent
+#: (``watchkeeper agent``: it senses and heals its host, under its own local policy), or a
+#: fleet's central (``serve --fleet``: analysis, notifications, history and the dashboard for
+#: every host).
+Role = Literal["single", "agent", "central"]
+ROLE_AGENTS: dict[Role, tuple[str, ...] | None] = {
+    "single": None,  # every registered agent (those whose ``when`` holds)
+    "agent": ("communicator", "remediator", "sensor"),
+    "central": ("communicator", "notifier", "alertmanager", "analyzer"),
+}
+
+
 def host_name(settings: Settings) -> str:
     """The name this host reports; dots would split NATS subjects, so they become '-'."""
     name = settings.host_name or socket.gethostname() or "localhost"
@@ -67,7 +81,9 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  store: SqliteStore | None = None, agents: list[str] | None = None,
-                 psutil_module: Any = None, audit: AuditLog | None = None) -> None:
+                 psutil_module: Any = None, audit: AuditLog | None = None,
+                 role: Role = "single") -> None:
+        self.role: Role = role
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or MemoryBus()
@@ -81,8 +97,9 @@ class Runtime:
         self.audit = audit or AuditLog.open(settings.storage)
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
-        names = [n for n in AGENTS if n not in AGENT_WHEN or AGENT_WHEN[n](settings)] \
-            if agents is None else agents
+        wanted = ROLE_AGENTS[role]
+        names = [n for n in AGENTS if (n not in AGENT_WHEN or AGENT_WHEN[n](settings))
+                 and (wanted is None or n in wanted)] if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
             raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
@@ -94,6 +111,10 @@ class Runtime:
         self.demos = Demos(self)
         self._audit_watch: asyncio.Task[None] | None = None
         self.config.subscribe(self._on_config_changed)
+        #: The host's own commands (configuration, simulations) on command.<host>.runtime.
+        self.desk = CommandDesk(bus=self.bus, host=self.host, name=RUNTIME,
+                                verbs=lambda: runtime_verbs(self), state=lambda: "running")
+        self._unserve: Callable[[], None] | None = None
 
     def supervisor_health(self) -> list[Any]:
         return self.supervisor.health()
@@ -153,6 +174,7 @@ class Runtime:
         await asyncio.to_thread(self.audit.chain_status)
         self._audit_watch = asyncio.get_running_loop().create_task(self._watch_audit())
         await self._start_managed_services()
+        self._unserve = self.bus.serve(command_topic(self.host, RUNTIME), self.desk.handle)
         await self.supervisor.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
@@ -182,6 +204,9 @@ class Runtime:
         if self._audit_watch is not None:
             self._audit_watch.cancel()
             await asyncio.gather(self._audit_watch, return_exceptions=True)
+        if self._unserve is not None:
+            self._unserve()
+            self._unserve = None
         await self.demos.aclose()
         await self.supervisor.stop()
         if self._tasks:  # e.g. services being reconfigured: let that finish first
@@ -211,8 +236,11 @@ class Runtime:
 # the supervisor stops them in reverse.
 @register_agent("communicator")
 def _communicator(rt: Runtime) -> BaseAgent:
+    own = (f"*.{rt.host}", f"*.{rt.host}.>")  # a fleet agent keeps its own host's only
     return CommunicatorAgent(store=rt.store, health=rt.supervisor_health,
-                             bus_stats=rt.bus.stats, **rt.agent_kwargs())
+                             bus_stats=rt.bus.stats,
+                             patterns=own if rt.role == "agent" else (">",),
+                             **rt.agent_kwargs())
 
 
 @register_agent("notifier")
@@ -238,7 +266,7 @@ def _analyzer(rt: Runtime) -> BaseAgent:
     import psutil
 
     return AnalyzerAgent(store=rt.store, psutil_module=rt.psutil_module or psutil,
-                         **rt.agent_kwargs())
+                         fleet=rt.role == "central", **rt.agent_kwargs())
 
 
 @register_agent("sensor")

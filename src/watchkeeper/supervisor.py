@@ -21,6 +21,7 @@ from watchkeeper.events import (
     Command,
     CommandReply,
     Event,
+    ReplyCode,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Supervisor:
         self._monotonic = monotonic
         self._sleep = sleep
         self._slots = {a.name: _Slot(a) for a in agents}
+        for slot in self._slots.values():
+            slot.agent.restarter = self._restarter(slot)
         self._unserve: list[Callable[[], None]] = []
         self._stopping = False
 
@@ -185,23 +188,22 @@ class Supervisor:
 
     def _command_handler(self, slot: _Slot) -> Callable[[Event], Awaitable[Event]]:
         async def handle(event: Event) -> Event:
-            agent = slot.agent
-            if not isinstance(event, Command):
-                return CommandReply(host=self.host, agent=agent.name, command="?", ok=False,
-                                    message=f"expected a command, got {type(event).__name__}")
-            if event.command == "restart":
-                if slot.gave_up and slot.watcher is not None and slot.watcher.done():
-                    slot.gave_up = False
-                    slot.attempt = 0
-                    slot.watcher = asyncio.create_task(self._watch(slot),
-                                                       name=f"watch-{agent.name}")
-                else:
-                    await self.restart(agent.name)
-                return CommandReply(host=self.host, agent=agent.name, command="restart",
-                                    ok=True, message="restarting", health=agent.health())
-            return await agent.handle_command(event)
+            # The agent's desk checks every command (its restart verb is ours, below).
+            return await slot.agent.handle_command(event)
 
         return handle
+
+    def _restarter(self, slot: _Slot) -> Callable[[], Awaitable[None]]:
+        async def restart() -> None:
+            if slot.gave_up and slot.watcher is not None and slot.watcher.done():
+                slot.gave_up = False
+                slot.attempt = 0
+                slot.watcher = asyncio.create_task(self._watch(slot),
+                                                   name=f"watch-{slot.agent.name}")
+            else:
+                await self.restart(slot.agent.name)
+
+        return restart
 
 
 async def send_command(bus: Bus, host: str, agents: list[str], command: Command,
@@ -212,19 +214,21 @@ async def send_command(bus: Bus, host: str, agents: list[str], command: Command,
     for name in targets:
         if name not in agents:
             replies.append(CommandReply(host=host, agent=name, command=command.command, ok=False,
-                                        message=f"unknown agent {name!r}"))
+                                        code="not_found", message=f"unknown agent {name!r}",
+                                        request_id=command.request_id))
             continue
+        code: ReplyCode = "unavailable"
         try:
             reply = await bus.request(command_topic(host, name), command, timeout=timeout)
         except asyncio.TimeoutError:
-            message = f"no reply within {timeout:g}s"
+            message, code = f"no reply within {timeout:g}s", "timeout"
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
         else:
             if isinstance(reply, CommandReply):
                 replies.append(reply)
                 continue
-            message = f"unexpected reply {type(reply).__name__}"
+            message, code = f"unexpected reply {type(reply).__name__}", "error"
         replies.append(CommandReply(host=host, agent=name, command=command.command, ok=False,
-                                    message=message))
+                                    message=message, code=code, request_id=command.request_id))
     return replies

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -178,3 +180,26 @@ async def test_health_and_system_tell_the_truth_about_open_alerts(tmp_path: Path
         r = await api.client.get("/api/health")
         assert (r.status_code, r.json()["status"]) == (503, "degraded")
         assert "agent sensor is paused" in r.json()["reasons"]
+
+
+async def test_hosts_lists_this_host_with_its_health_and_alerts_filter_by_host(
+        tmp_path: Path) -> None:
+    async with serve_api(api_settings(tmp_path)) as api:
+        r = await until(lambda: _ok_when(api, "/api/hosts",
+                                         lambda b: b["hosts"][0]["health"] != "unknown"))
+        body = r.json()
+        assert body["fleet"] is False
+        (me,) = body["hosts"]
+        assert me["host"] == api.runtime.host and me["health"] in ("ok", "warning", "critical")
+        assert me["last_seen"] and me["open_alerts"] >= 0
+        none = (await api.client.get("/api/hosts", params={"health": "down"})).json()
+        assert none == {"fleet": False, "hosts": []}
+        bad = await api.client.get("/api/hosts", params={"health": "sideways"})
+        assert bad.status_code == 422
+        other = await api.client.get("/api/alerts", params={"host": "not-this-one"})
+        assert other.status_code == 200 and other.json() == {"alerts": []}
+
+
+async def _ok_when(api: Api, path: str, good: Callable[[Any], bool]) -> httpx.Response | None:
+    r = await api.client.get(path)
+    return r if r.status_code == 200 and good(r.json()) else None

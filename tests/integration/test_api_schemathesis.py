@@ -90,7 +90,7 @@ def _serve_and_fuzz(tmp_path: Path, serve_args: tuple[str, ...], selected: int,
 @pytest.mark.timeout(300)
 def test_schemathesis_every_route_but_config_updates(tmp_path: Path) -> None:
     # The live stream never ends by itself; tests/integration/test_api_events.py covers it.
-    _serve_and_fuzz(tmp_path, (), 22, "--exclude-operation-id",
+    _serve_and_fuzz(tmp_path, (), 23, "--exclude-operation-id",
                     "update_config_api_config_patch", "--exclude-path", "/api/events")
 
 

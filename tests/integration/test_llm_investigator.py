@@ -829,3 +829,41 @@ async def test_api_key_is_sent_and_settings_changes_apply(
         assert result.model == "other-model"
         assert other.chat_requests[0].json()["model"] == "other-model"
     assert len(server.chat_requests) == 1
+
+
+async def test_a_centrals_investigation_reads_only_the_alerts_own_host(
+        tmp_path: Path, server: OpenAIServer, make_investigator: Any) -> None:
+    """On a fleet's central, an alert of web-01 must not be explained with the central's own
+    processes, logs, history or other hosts' alerts."""
+    log_file = tmp_path / "central.log"
+    log_file.write_text("CENTRAL-ONLY log line\n")
+    live = FakePs({4242: {"pid": 4242, "name": "central-process", "username": "root",
+                          "cmdline": ["central-process"]}})
+    asked: list[str | None] = []
+
+    def host_history(metric: str, start: datetime, end: datetime, *, dimension: str = "",
+                     host: str | None = None) -> list[SeriesPoint]:
+        asked.append(host)
+        return history(metric, start, end, dimension=dimension)
+
+    others = [make_alert(id="a9", host="db-02", summary="DB-02-ONLY incident"),
+              make_alert(id="a8", summary="web-01 earlier incident")]
+    server.script(
+        tool_calls(("get_process", {"pid": 4242}), ("get_metric_history",
+                                                     {"metric": "cpu.percent"}),
+                   ("get_recent_alerts", {"limit": 5}), ("tail_log", {"file": 0})),
+        completion(answer()),
+    )
+    settings = llm_settings(tmp_path, server, log_files=[str(log_file)])
+    inv = make_investigator(settings, local_host="central",
+                            tools=Toolbox(psutil=live, history=host_history,
+                                          recent_alerts=lambda n: others))
+    result, _ = await inv.assess(make_alert(), make_snapshot(RUNAWAY))
+    assert result.source == "llm", result.note
+    offered = [t["function"]["name"] for t in server.chat_requests[0].json()["tools"]]
+    assert "tail_log" not in offered  # the central's log files are not web-01's
+    sent = "\n".join(m.get("content") or "" for m in server.chat_requests[1].messages)
+    assert "worker.py" in sent  # web-01's snapshot of pid 4242
+    assert "central-process" not in sent and "CENTRAL-ONLY" not in sent
+    assert "DB-02-ONLY" not in sent and "web-01 earlier incident" in sent
+    assert asked == ["web-01"]

@@ -267,6 +267,32 @@ async def test_reconfigure_touches_only_what_changed() -> None:
     assert not await services.reconfigure({})  # closed: nothing more happens
 
 
+async def test_a_changed_service_stays_known_while_its_old_backend_closes() -> None:
+    """Stopping the old process of a changed service takes up to the grace period; all that
+    time its name must resolve (the API lists it, a restart is answered), never 'unknown'."""
+    built, factories = _fake_factories()
+    services = Services({"web": ServiceConfig(start=("x",))},
+                        factories=factories)  # type: ignore[arg-type]
+    old = built["web"]
+    closing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_close() -> None:
+        closing.set()
+        await release.wait()
+        old.closed = True
+
+    old.aclose = slow_close  # type: ignore[method-assign]
+    task = asyncio.create_task(services.reconfigure({"web": ServiceConfig(start=("x2",))}))
+    await closing.wait()
+    assert "web" in services and services.names == ("web",)
+    assert (await services.status("web", checks=False)).name == "web"
+    release.set()
+    assert (await task).changed == ("web",)
+    assert services.backend("web") is built["web"] is not old and old.closed
+    assert services.config("web").start == ("x2",)
+    await services.aclose()
+
+
 async def test_reconfigure_starts_what_it_set_up_before_it_ends() -> None:
     """A changed service is down between its old process and its new one; that window is
     inside the reconfigure (``reconfiguring``), so a supervisor does not take it for an

@@ -15,14 +15,19 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, Field
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import Args, CommandError, Name, NoArgs, Text, Verb
+from watchkeeper.analysis.alerts import Silence
 from watchkeeper.analysis.engine import Analyzer
+from watchkeeper.analysis.fleet import FleetAnalyzer, HostState
 from watchkeeper.analysis.llm import Investigator, Toolbox
 from watchkeeper.bus import BusClosedError, Subscription, metrics_topic, system_topic
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, AnalyzerNotice, MetricSnapshot, ServiceReport
+from watchkeeper.events import Alert, AnalyzerNotice, Command, MetricSnapshot, ServiceReport
 from watchkeeper.status import write_atomic
 from watchkeeper.store.base import Store
 
@@ -39,28 +44,57 @@ def alerts_topic(host: str) -> str:
     return f"alerts.{host}"
 
 
+class AckArgs(Args):
+    fingerprint: Name
+
+
+class SilenceArgs(Args):
+    matchers: Annotated[dict[Text, Text], Field(min_length=1, max_length=20)]
+    until: AwareDatetime
+    comment: Text = ""
+
+
+class UnsilenceArgs(Args):
+    silence_id: Name
+
+
+def silence_json(silence: Silence) -> dict[str, Any]:
+    """A silence as a command result carries it."""
+    return {"id": silence.id, "matchers": dict(silence.matchers),
+            "until": silence.until.isoformat(), "by": silence.by, "comment": silence.comment}
+
+
 class AnalyzerAgent(BaseAgent):
     """Turns snapshots into alerts with context, assessments and suggested actions."""
 
     name = "analyzer"
 
-    def __init__(self, *, store: Store, engine: Analyzer | None = None,
+    def __init__(self, *, store: Store, engine: Analyzer | FleetAnalyzer | None = None,
                  investigator: Investigator | None = None,
                  cleanup_roots: Callable[[], Sequence[str]] | None = None,
-                 psutil_module: Any = None, **kwargs: Any) -> None:
+                 psutil_module: Any = None, fleet: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
+        #: A central's analyzer: every host's snapshots (``metrics.*``), one engine each,
+        #: and host-down for those that stop reporting. Otherwise this host's only.
+        self.fleet = fleet
         # clean_disk is suggested only for a mount that holds a configured cleanup root.
         roots = cleanup_roots or (lambda: [str(r.path) for r in
                                            self.config.current.remediation.cleanup_roots])
-        self.engine = engine or Analyzer(lambda: self.config.current, host=self.host,
-                                         cleanup_roots=roots)
+        self.engine: Analyzer | FleetAnalyzer = engine or (
+            FleetAnalyzer(lambda: self.config.current, cleanup_roots=roots) if fleet
+            else Analyzer(lambda: self.config.current, host=self.host, cleanup_roots=roots))
         self.investigator = investigator or Investigator(
             lambda: self.config.current,
             tools=Toolbox(psutil=psutil_module, history=store.series,
-                          recent_alerts=self._recent_alerts))
+                          recent_alerts=self._recent_alerts),
+            local_host=self.host if fleet else None)
         self._sub: Subscription | None = None
         self._latest: MetricSnapshot | None = None
+        #: A fleet's latest snapshot per host (what an investigation of its alert reads).
+        self._latest_by: dict[str, MetricSnapshot] = {}
+        #: Events whose host is not the one their topic names (a host speaking for another).
+        self.spoofed = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_INVESTIGATIONS)
         self._next_save = self._monotonic() + SAVE_EVERY_S
@@ -77,8 +111,9 @@ class AnalyzerAgent(BaseAgent):
 
     async def setup(self) -> None:
         if self._sub is None:
-            self._sub = self.bus.subscribe(metrics_topic(self.host), name=self.name,
-                                           maxsize=100)
+            self._sub = self.bus.subscribe(metrics_topic("*" if self.fleet else self.host),
+                                           name=self.name,
+                                           maxsize=10_000 if self.fleet else 100)
         if not self._restored:
             self._restored = True
             self._restore()
@@ -104,7 +139,8 @@ class AnalyzerAgent(BaseAgent):
         try:
             latest: dict[str, Alert] = {}
             for stored in self.store.events(kinds=["alert"], limit=10_000):
-                if isinstance(stored.event, Alert) and stored.event.host == self.host:
+                if isinstance(stored.event, Alert) and (self.fleet
+                                                        or stored.event.host == self.host):
                     latest[stored.event.fingerprint] = stored.event
             open_alerts = [a for a in latest.values() if a.state != "resolved"]
             if open_alerts:
@@ -152,16 +188,35 @@ class AnalyzerAgent(BaseAgent):
             return
         # Wait for a snapshot (woken at once by one, by a command or a config change), then
         # take everything queued: an alert never waits for a poll interval.
-        for _topic, event in await self.next_batch(sub):
-            if isinstance(event, MetricSnapshot):
+        for topic, event in await self.next_batch(sub):
+            if isinstance(event, MetricSnapshot) and self._own_topic(topic, event.host):
                 await self._analyse(event)
+        if isinstance(self.engine, FleetAnalyzer):
+            for alert in self.engine.check_silent(self._wall().timestamp()):
+                await self.publish_alert(alert)
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
             self._save_state()
 
+    def _own_topic(self, topic: str, host: str) -> bool:
+        """Whether an event came on its own host's topic; a host that publishes as another
+        (``metrics.a`` carrying host b) is refused and counted, never analysed."""
+        if topic.rsplit(".", 1)[-1] == host:
+            return True
+        self.spoofed += 1
+        if self.spoofed in (1, 10, 100) or self.spoofed % 1000 == 0:
+            log.warning("analyzer: refused an event of host %r on topic %r (%d so far)",
+                        host[:64], topic[:128], self.spoofed)
+        return False
+
     async def _analyse(self, snap: MetricSnapshot) -> None:
-        self._latest = snap
-        for alert in self.engine.observe(snap):
+        if isinstance(self.engine, FleetAnalyzer):
+            self._latest_by[snap.host] = snap
+            changes = self.engine.observe(snap, received=self._wall().timestamp())
+        else:
+            self._latest = snap
+            changes = self.engine.observe(snap)
+        for alert in changes:
             await self.publish_alert(alert)
             if self._worth_investigating(alert):
                 self._investigate(alert, snap)
@@ -172,7 +227,8 @@ class AnalyzerAgent(BaseAgent):
         """Service reports are acted on the moment they arrive (a crash fires its alert
         at once), not at the next snapshot: a task of their own."""
         if self._services_sub is None:
-            self._services_sub = self.bus.subscribe(f"services.{self.host}",
+            self._services_sub = self.bus.subscribe(
+                f"services.{'*' if self.fleet else self.host}",
                                                     name=f"{self.name}.services", maxsize=1000)
         if self._services_task is None or self._services_task.done():
             self._services_task = asyncio.create_task(
@@ -181,10 +237,10 @@ class AnalyzerAgent(BaseAgent):
     async def _services_loop(self, sub: Subscription) -> None:
         while True:
             try:
-                _topic, event = await sub.get()
+                topic, event = await sub.get()
             except BusClosedError:
                 return
-            if not isinstance(event, ServiceReport):
+            if not isinstance(event, ServiceReport) or not self._own_topic(topic, event.host):
                 continue
             try:
                 changes = self.engine.observe_service(event)
@@ -195,9 +251,10 @@ class AnalyzerAgent(BaseAgent):
                 await self.publish_alert(alert)
                 # Each remediation step updates a service alert: reasoning about it is
                 # worth the LLM's budget when it opens or gets worse, not at every step.
+                latest = self.latest(event.host)
                 if alert.labels.get("change") != "updated" \
-                        and self._worth_investigating(alert) and self._latest is not None:
-                    self._investigate(alert, self._latest)
+                        and self._worth_investigating(alert) and latest is not None:
+                    self._investigate(alert, latest)
 
     async def publish_alert(self, alert: Alert) -> None:
         """Publish one alert change on ``alerts.<host>``."""
@@ -244,7 +301,45 @@ class AnalyzerAgent(BaseAgent):
         alerts = sorted(self.engine.active_alerts(), key=lambda a: a.at, reverse=True)
         return alerts[:limit]
 
-    # ------------------------------------------------------------------ for API / CLI
+    # ------------------------------------------------------------------ commands
+
+    def verbs(self) -> dict[str, Verb]:
+        """ack, silence, unsilence; the open alerts and silences (reads)."""
+        return {**super().verbs(),
+                "ack": Verb(self._ack_verb, AckArgs),
+                "silence": Verb(self._silence_verb, SilenceArgs),
+                "unsilence": Verb(self._unsilence_verb, UnsilenceArgs),
+                "alerts": Verb(self._alerts_verb, mutating=False, any_state=True),
+                "silences": Verb(self._silences_verb, mutating=False, any_state=True)}
+
+    async def _ack_verb(self, args: AckArgs, command: Command) -> dict[str, Any]:
+        alert = await self.ack(args.fingerprint, command.actor)
+        if alert is None:
+            raise CommandError("not_found", f"no open alert with fingerprint "
+                                            f"{args.fingerprint!r}")
+        return {"alert": alert.model_dump(mode="json")}
+
+    async def _silence_verb(self, args: SilenceArgs, command: Command) -> dict[str, Any]:
+        if args.until <= self._wall():
+            raise CommandError("invalid", "until must be in the future")
+        sid = await self.silence(dict(args.matchers), args.until, by=command.actor,
+                                 comment=args.comment)
+        found = next(s for s in self.engine.silences if s.id == sid)
+        return {"silence": silence_json(found)}
+
+    async def _unsilence_verb(self, args: UnsilenceArgs, _command: Command) -> dict[str, Any]:
+        if not any(s.id == args.silence_id for s in self.engine.silences):
+            raise CommandError("not_found", f"no silence {args.silence_id!r}")
+        await self.unsilence(args.silence_id)
+        return {"message": f"silence {args.silence_id} removed"}
+
+    async def _alerts_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        return {"alerts": [a.model_dump(mode="json") for a in self.engine.active_alerts()]}
+
+    async def _silences_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        return {"silences": [silence_json(s) for s in self.engine.silences]}
+
+    # ------------------------------------------------------------------ the verbs' work
 
     async def ack(self, fingerprint: str, by: str) -> Alert | None:
         """Acknowledge an open alert; the change is published (and so stored)."""
@@ -280,5 +375,28 @@ class AnalyzerAgent(BaseAgent):
         """LLM investigations in flight."""
         return sum(1 for t in self._tasks.values() if not t.done())
 
-    def latest(self) -> MetricSnapshot | None:
+    def host_states(self) -> list[HostState]:
+        """The hosts this analyzer follows (a fleet's, or just this one) and their state."""
+        if isinstance(self.engine, FleetAnalyzer):
+            return self.engine.host_states()
+        alerts = self.engine.active_alerts()
+        rank = {"info": 0, "warning": 1, "critical": 2}
+        latest = self._latest
+        return [HostState(
+            host=self.host, last_seen=None if latest is None else latest.at.timestamp(),
+            last_snapshot_at=None if latest is None else latest.at, down=False,
+            open_alerts=len(alerts),
+            worst=max((a.severity for a in alerts), key=lambda v: rank.get(v, 0),
+                      default=None))]
+
+    def latest_all(self) -> list[MetricSnapshot]:
+        """Every followed host's latest snapshot (this host's only, unless a fleet's)."""
+        if self.fleet:
+            return list(self._latest_by.values())
+        return [] if self._latest is None else [self._latest]
+
+    def latest(self, host: str | None = None) -> MetricSnapshot | None:
+        """The latest snapshot analysed (of ``host``, for a fleet's analyzer)."""
+        if self.fleet:
+            return self._latest_by.get(host or self.host)
         return self._latest

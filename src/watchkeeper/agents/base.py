@@ -11,10 +11,12 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from watchkeeper.agents.commands import CommandDesk, NoArgs, Verb
+from watchkeeper.aio import wait_for
 from watchkeeper.bus import Bus, Subscription, errors_topic, health_topic
 from watchkeeper.config import ConfigStore, Settings
 from watchkeeper.events import (
@@ -65,6 +67,11 @@ class BaseAgent(ABC):
         self._last_check_ms: float | None = None
         self._last_heartbeat = float("-inf")
         self.restarts = 0
+        #: Set by the supervisor, which owns restarts: what the restart command runs.
+        self.restarter: Callable[[], Awaitable[None]] | None = None
+        #: Every command this agent receives is checked and run here (agents/commands.py).
+        self.desk = CommandDesk(bus=bus, host=host, name=self.name, verbs=self.verbs,
+                                state=lambda: self._state)
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -139,23 +146,37 @@ class BaseAgent(ABC):
             self._state = "running"
         self._wake.set()
 
-    async def handle_command(self, command: Command) -> CommandReply:
-        """health_check, pause and resume; restart is handled by the supervisor."""
-        if command.command == "pause":
-            self.pause()
-            message = "paused"
-        elif command.command == "resume":
-            self.resume()
-            message = "resumed"
-        elif command.command == "health_check":
-            message = f"{self._state}, {self._checks} checks, {self._error_count} errors"
-        else:
-            return self._reply(command, False, f"unsupported command {command.command!r}")
-        return self._reply(command, True, message)
+    def verbs(self) -> dict[str, Verb]:
+        """The commands this agent takes; subclasses add their own to these."""
+        verbs = {
+            "pause": Verb(self._pause_verb, any_state=True),
+            "resume": Verb(self._resume_verb, any_state=True),
+            "health_check": Verb(self._health_verb, mutating=False, any_state=True),
+        }
+        if self.restarter is not None:
+            verbs["restart"] = Verb(self._restart_verb, any_state=True)
+        return verbs
 
-    def _reply(self, command: Command, ok: bool, message: str) -> CommandReply:
-        return CommandReply(host=self.host, agent=self.name, command=command.command, ok=ok,
-                            message=message, health=self.health())
+    async def _pause_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        self.pause()
+        return {"message": "paused"}
+
+    async def _resume_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        self.resume()
+        return {"message": "resumed"}
+
+    async def _health_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        return {"message": f"{self._state}, {self._checks} checks, {self._error_count} errors"}
+
+    async def _restart_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        assert self.restarter is not None
+        await self.restarter()
+        return {"message": "restarting"}
+
+    async def handle_command(self, command: Event) -> CommandReply:
+        """Check one command and run it (agents/commands.py); the reply carries health."""
+        reply = await self.desk.handle(command)
+        return reply.model_copy(update={"health": self.health()})
 
     # ------------------------------------------------------------------ the loop
 
@@ -206,7 +227,7 @@ class BaseAgent(ABC):
         if self._stopping:
             return True
         try:
-            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
+            await wait_for(self._wake.wait(), max(seconds, 0.0))
         except asyncio.TimeoutError:
             return False
         return True
@@ -263,7 +284,7 @@ class BaseAgent(ABC):
         error: BaseException | None = None
         timed_out = False
         try:
-            await asyncio.wait_for(self._perform_check(), limit)
+            await wait_for(self._perform_check(), limit)
         except asyncio.TimeoutError as exc:
             error, timed_out = exc, True
         except asyncio.CancelledError:

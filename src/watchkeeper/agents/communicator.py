@@ -43,12 +43,16 @@ class CommunicatorAgent(BaseAgent):
     name = "communicator"
 
     def __init__(self, *, store: Store, health: Callable[[], list[AgentHealth]],
-                 bus_stats: Callable[[], list[Any]] | None = None, **kwargs: Any) -> None:
+                 bus_stats: Callable[[], list[Any]] | None = None,
+                 patterns: tuple[str, ...] = (">",), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
+        #: What it keeps: everything on one host or a central; a fleet agent only its own
+        #: host's topics (its broker lets it read no other host's).
+        self.patterns = patterns
         self._health = health
         self._bus_stats = bus_stats
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._latest: MetricSnapshot | None = None
         self._started: datetime = self._wall()
         self._next_retention = float("-inf")  # once at start: catches up after downtime
@@ -58,9 +62,10 @@ class CommunicatorAgent(BaseAgent):
         return settings.storage.flush_interval
 
     async def setup(self) -> None:
-        if self._sub is None:
-            # Large queue: snapshots are droppable, everything else must be stored.
-            self._sub = self.bus.subscribe(">", name=self.name, maxsize=10_000)
+        if not self._subs:
+            # Large queues: snapshots are droppable, everything else must be stored.
+            self._subs = [self.bus.subscribe(p, name=self.name, maxsize=10_000)
+                          for p in self.patterns]
 
     async def teardown(self) -> None:
         self._drain()
@@ -68,17 +73,15 @@ class CommunicatorAgent(BaseAgent):
         self._write_status(self.config.current)
 
     def _drain(self) -> int:
-        sub = self._sub
-        if sub is None:
-            return 0
         count = 0
-        while True:
-            item = sub.get_nowait()
-            if item is None:
-                break
-            topic, event = item
-            count += 1
-            self._handle(topic, event)
+        for sub in self._subs:
+            while True:
+                item = sub.get_nowait()
+                if item is None:
+                    break
+                topic, event = item
+                count += 1
+                self._handle(topic, event)
         return count
 
     @property

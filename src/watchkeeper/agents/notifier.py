@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.aio import wait_for
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
 from watchkeeper.events import Alert, RemediationEvent
@@ -122,7 +123,7 @@ class NotifierAgent(BaseAgent):
         if task is not None:
             self.delivery.stop()
             try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
+                await wait_for(asyncio.shield(task), STOP_WAIT_S)
             except asyncio.TimeoutError:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -25,17 +25,21 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, JsonValue
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import Args, CommandError, Name, NoArgs, Text, Verb
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, MetricSnapshot, RemediationEvent
+from watchkeeper.events import Alert, Command, MetricSnapshot, RemediationEvent
 from watchkeeper.personality import mark
 from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext, Refused
+from watchkeeper.remediation.actions.stop_process import pin
 from watchkeeper.remediation.actions.stop_process import refusal as stop_process_refusal
-from watchkeeper.remediation.audit import Approval, AuditLog
+from watchkeeper.remediation.audit import Approval, ApprovalError, AuditLog
 from watchkeeper.remediation.learning import success_of
 from watchkeeper.remediation.policy import (
     ActionRequest,
@@ -46,6 +50,7 @@ from watchkeeper.remediation.policy import (
     plain_secs,
 )
 from watchkeeper.remediation.registry import (
+    REGISTRY,
     ActionRefused,
     Params,
     StopProcessParams,
@@ -68,6 +73,34 @@ def services_topic(host: str) -> str:
 
 class UnknownTarget(LookupError):
     """A reset named a target that is neither declared nor known to the policy."""
+
+
+#: Ids stored in SQLite are signed 64-bit integers; anything larger cannot exist.
+MAX_ID = 2**63 - 1
+
+ApprovalId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class ApprovalArgs(Args):
+    approval_id: ApprovalId
+
+
+class RejectArgs(Args):
+    approval_id: ApprovalId
+    reason: Text = ""
+
+
+class ResetArgs(Args):
+    #: kind:name, e.g. service:web
+    target: Annotated[Text, Field(min_length=3,
+                                  pattern=r"^(service|pid|root|log|script|host|action):.+$")]
+
+
+class RemediateArgs(Args):
+    action: Name
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    dry_run: bool = False
+    reason: Text = ""
 
 
 class RemediatorAgent(BaseAgent):
@@ -502,6 +535,107 @@ class RemediatorAgent(BaseAgent):
             why=decision.why, source="supervisor" if req.supervised else req.source,
             decision_id=decision.id,
             fingerprint=req.fingerprint, **fields))
+
+    # ------------------------------------------------------------------ commands
+
+    def verbs(self) -> dict[str, Verb]:
+        """approve, reject, reset, remediate; the declared services (a read)."""
+        return {**super().verbs(),
+                "approve": Verb(self._approve_verb, ApprovalArgs),
+                "reject": Verb(self._reject_verb, RejectArgs),
+                "reset": Verb(self._reset_verb, ResetArgs),
+                "remediate": Verb(self._remediate_verb, RemediateArgs),
+                "services": Verb(self._services_verb, mutating=False, any_state=True)}
+
+    def _pending_approval(self, approval_id: int) -> None:
+        approval = self.audit.approval(approval_id)
+        if approval is None:
+            raise CommandError("not_found", f"no approval #{approval_id}")
+        if approval.state in ("approved", "rejected"):  # expired: the audit log says when
+            raise CommandError("conflict", f"approval #{approval_id} was {approval.state} "
+                                           "already")
+
+    async def _approve_verb(self, args: ApprovalArgs, command: Command) -> dict[str, Any]:
+        self._pending_approval(args.approval_id)
+        try:
+            decision = await self.approve(args.approval_id, command.actor)
+        except ApprovalError as exc:  # decided by someone else in the meantime
+            raise CommandError("conflict", str(exc)) from None
+        return {"approval_id": args.approval_id, "verdict": decision.verdict,
+                "why": decision.why}
+
+    async def _reject_verb(self, args: RejectArgs, command: Command) -> dict[str, Any]:
+        self._pending_approval(args.approval_id)
+        try:
+            approval = await self.reject(args.approval_id, command.actor, args.reason)
+        except ApprovalError as exc:
+            raise CommandError("conflict", str(exc)) from None
+        return {"approval": approval.model_dump(mode="json")}
+
+    async def _reset_verb(self, args: ResetArgs, command: Command) -> dict[str, Any]:
+        kind, _, name = args.target.partition(":")
+        try:
+            target = self.target_of(kind, name)
+        except UnknownTarget as exc:
+            raise CommandError("not_found", str(exc)) from None
+        cleared = await self.reset(target, command.actor)
+        detail = (f"{target.key} reset: automatic tries allowed again" if cleared else
+                  f"{target.key} was not held back (no failing mark, failure streak or "
+                  "backoff); nothing to clear")
+        return {"target": target.key, "cleared": cleared, "detail": detail}
+
+    async def _remediate_verb(self, args: RemediateArgs, command: Command) -> dict[str, Any]:
+        """One action asked for by a person, decided by the policy like any other."""
+        if args.action not in REGISTRY:
+            raise CommandError("invalid", f"unknown action {args.action!r}; known: "
+                                          f"{', '.join(sorted(REGISTRY))}")
+        params: dict[str, Any] = dict(args.params)
+        try:
+            parsed = parse_params(args.action, params)
+            if isinstance(parsed, StopProcessParams):
+                # Checked when asked, not after an approval: the live process, by its start
+                # time, and everything the process guard holds it against (a thread,
+                # protected, another user's, not allowed), so that no approval is asked for
+                # what can never run.
+                pinned = await asyncio.to_thread(pin, self.action_context(), parsed)
+                params = {**params, "create_time": pinned.create_time}
+        except ActionRefused as exc:  # the caller's mistake, not the policy's verdict
+            raise CommandError("invalid", str(exc)) from None
+        decision = await self.submit(ActionRequest(
+            action=args.action, params=params, host=self.host, source="operator",
+            reasoning=f"{command.actor}: {args.reason or 'asked for through the API'}",
+            dry_run=args.dry_run))
+        approval = next((a.id for a in self.audit.pending() if a.decision.id == decision.id),
+                        None)
+        return {"decision_id": decision.id, "action": args.action,
+                "target": str(decision.target) if decision.target else None,
+                "verdict": decision.verdict, "check": decision.check, "why": decision.why,
+                "preview": decision.preview, "approval_id": approval}
+
+    async def _services_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        """Every declared service: its live state (no checks run here: those are the
+        sensor's) with what remediation did and does, in configured order."""
+        out: list[dict[str, Any]] = []
+        now = self._wall().timestamp()
+        for report in self.book.reports():
+            if report.service not in self.services:
+                continue  # removed by a reload (or a simulation's end): no longer declared
+            status = await self.services.status(report.service, checks=False)
+            uptime = None
+            if status.state == "running" and status.create_time is not None:
+                uptime = round(max(0.0, now - status.create_time), 1)
+            checked_at, checked_ok, checked = self.book.checked(report.service)
+            body = report.model_dump(mode="json", include={
+                "manager", "condition", "healthy", "detail", "since", "restarts",
+                "last_action", "last_action_at", "last_outcome", "last_message", "refused",
+                "next_try_at", "remediation"})
+            out.append({**body, "name": report.service,
+                        "state": status.state if status.state != "unknown" else report.state,
+                        "pid": status.pid if status.pid is not None else report.pid,
+                        "uptime_s": uptime,
+                        "last_check_at": checked_at.isoformat() if checked_at else None,
+                        "last_check_ok": checked_ok, "last_check": checked})
+        return {"services": out}
 
     # ------------------------------------------------------------------ humans
 

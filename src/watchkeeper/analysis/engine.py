@@ -24,6 +24,8 @@ from watchkeeper.analysis.baseline import BASELINE_METRICS, BaselineBook
 from watchkeeper.analysis.baseline import RULE as ANOMALY_RULE
 from watchkeeper.analysis.context import CompiledJob, TickContext, compile_jobs
 from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, DiskForecaster, LeakDetector
+from watchkeeper.analysis.hosts import RULE as HOST_DOWN_RULE
+from watchkeeper.analysis.hosts import HostDownDetector
 from watchkeeper.analysis.logflood import LOG_FLOOD_RULE, LogFloodDetector
 from watchkeeper.analysis.rules import RULE as THRESHOLD_RULE
 from watchkeeper.analysis.rules import RULES, Condition, RuleBook
@@ -128,6 +130,7 @@ class Analyzer:
         self._runaway = RunawayDetector()
         self._floods = LogFloodDetector()
         self._services = ServiceDetector()
+        self._host_down = HostDownDetector(host)
         self._manager = AlertManager(host)
         self._jobs: tuple[CompiledJob, ...] = ()
         self._runaway_s = 600.0
@@ -181,6 +184,12 @@ class Analyzer:
             return []
         self._last_t = t
         self._refresh()
+        back = self._host_down.reporting(t)
+        if back is not None:  # a host that was down reports again (fleet)
+            return [*self._manager.update(t, [back]), *self._observe(snap, t)]
+        return self._observe(snap, t)
+
+    def _observe(self, snap: MetricSnapshot, t: float) -> list[Alert]:
         samples = extract(snap)
         changed: list[Condition] = []
         self._rules.observe(samples, t, changed)
@@ -243,6 +252,22 @@ class Analyzer:
         # Reports come between snapshots; never move the manager's clock backwards.
         return self._manager.update(max(t, self._last_t or t), [finding])
 
+    # ----------------------------------------------------------------- host down
+
+    def silent(self, now: float, last_seen: float) -> list[Alert]:
+        """The host has sent nothing since ``last_seen`` (epoch s on the caller's clock, a
+        central that follows it): its host-down alert fires, once; returns the changes."""
+        finding = self._host_down.silent(last_seen, now - last_seen)
+        if finding is None:
+            return []
+        # The manager's clock never goes back; the snapshots' clock (_last_t) is the host's.
+        return self._manager.update(max(now, self._last_t or now), [finding])
+
+    @property
+    def down(self) -> bool:
+        """Whether the host-down alert is open."""
+        return self._host_down.down_since is not None
+
     # ----------------------------------------------------------------- user actions
 
     def ack(self, fingerprint: str, by: str) -> Alert | None:
@@ -297,6 +322,10 @@ class Analyzer:
         for a in opened:
             if self._services.seed(a):
                 kept.append(a)  # resolves at the remediator's next report of the service
+                continue
+            if a.rule == HOST_DOWN_RULE:
+                self._host_down.seed(_epoch(a.since))
+                kept.append(a)  # resolves with the host's next snapshot
                 continue
             cond = self._seed(a)
             if cond is None:

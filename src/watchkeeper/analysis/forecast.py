@@ -34,9 +34,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from watchkeeper.analysis.alerts import (
     Description,
@@ -153,13 +155,52 @@ def _median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+class Points(Sequence[tuple[float, float]]):
+    """(t, y) points in two arrays of doubles: 16 bytes a point, where a deque of tuples of
+    floats takes about 100. A central follows thousands of hosts with hundreds of series
+    each; pairs are made only when a fit reads them."""
+
+    __slots__ = ("_t", "_y")
+
+    def __init__(self) -> None:
+        self._t = array("d")
+        self._y = array("d")
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[float, float]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[float, float]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[float, float] | Sequence[tuple[float, float]]:
+        if isinstance(i, slice):
+            return list(zip(self._t[i], self._y[i], strict=True))
+        return self._t[i], self._y[i]
+
+    def __iter__(self) -> Iterator[tuple[float, float]]:
+        return zip(self._t, self._y, strict=True)
+
+    def append(self, point: tuple[float, float]) -> None:
+        self._t.append(point[0])
+        self._y.append(point[1])
+
+    def popleft(self) -> None:
+        del self._t[0], self._y[0]
+
+    def clear(self) -> None:
+        del self._t[:], self._y[:]
+
+
 class Bucketed:
     """Bucket means of (t, y) over a sliding window."""
 
     __slots__ = ("acc_n", "acc_t", "acc_y", "points", "start")
 
     def __init__(self) -> None:
-        self.points: deque[tuple[float, float]] = deque()
+        self.points = Points()
         self.acc_t = 0.0
         self.acc_y = 0.0
         self.acc_n = 0

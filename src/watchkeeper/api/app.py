@@ -264,6 +264,7 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
         dashboard,
         events,
         history,
+        hosts,
         metrics,
         services,
         system,
@@ -293,7 +294,7 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
     for module in (system, metrics, alerts, actions, services, config, events, history,
-                   dashboard):
+                   hosts, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
     # Added last, so it runs first: a request for another server's name reaches nothing.

@@ -26,6 +26,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
+from watchkeeper.aio import wait_for
 from watchkeeper.bus import Bus, BusClosedError, Subscription
 from watchkeeper.events import Command, CommandReply, Event
 
@@ -166,7 +167,7 @@ class EventJournal:
         if self._last > cursor or self.closed:
             return True
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await wait_for(self._changed.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         return True

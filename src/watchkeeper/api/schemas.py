@@ -113,6 +113,21 @@ class AlertsBody(Model):
     alerts: list[Alert]
 
 
+class HostBody(Model):
+    host: str
+    health: Literal["ok", "warning", "critical", "down", "unknown"] = Field(
+        description="down: no snapshot for analyzer.host_down_after_s; unknown: none yet")
+    last_seen: datetime | None = Field(description="when its last snapshot arrived")
+    last_snapshot_at: datetime | None = Field(description="that snapshot's time (the host's "
+                                                          "clock)")
+    open_alerts: int
+
+
+class HostsBody(Model):
+    fleet: bool = Field(description="whether this server follows a fleet (serve --fleet)")
+    hosts: list[HostBody]
+
+
 class SilenceRequest(Model):
     matchers: dict[Text, Text] = Field(min_length=1, max_length=20,
                                        description="globs on rule, metric, dimension, host, "

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from watchkeeper.aio import wait_for
 from watchkeeper.bus.base import (
     BusClosedError,
     BusOverflowError,
@@ -113,7 +114,7 @@ class MemorySubscription:
                 )
             self._writable.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._writable.wait(), remaining)
+                await wait_for(self._writable.wait(), remaining)
 
     # -- consumer side
     async def get(self) -> tuple[str, Event]:
@@ -225,7 +226,7 @@ class MemoryBus:
             raise NoResponderError(f"no responder on {topic!r}")
         counter = self._counter(topic)
         counter.published += 1
-        reply = await asyncio.wait_for(handler(event), timeout)
+        reply = await wait_for(handler(event), timeout)
         counter.delivered += 1
         return reply
 

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from watchkeeper import __version__
+from watchkeeper.aio import wait_for
 from watchkeeper.config import ConfigError, Settings, load_settings, with_patch
 from watchkeeper.instance_lock import InstanceLock, InstanceLockError
 from watchkeeper.safetext import json_text
@@ -280,7 +281,7 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None) -
             while not await self.on_tick(ticks):  # its once-a-second work: ticks % 10 == 0
                 ticks = (ticks + 10) % 864_000
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.exit_requested.wait(), 1.0)
+                    await wait_for(self.exit_requested.wait(), 1.0)
 
     app = create_app(runtime, bind_host=host)
     api = runtime.config.current.api

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import httpx
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import RouteConfig, Settings
 from watchkeeper.events import Alert, utcnow
 from watchkeeper.notify.match import route_takes
@@ -379,7 +380,7 @@ async def _request(client: httpx.AsyncClient, method: str, url: str, *,
             return response.status_code, bytes(data[:MAX_ANSWER])
 
     try:
-        return await asyncio.wait_for(go(), timeout)
+        return await wait_for(go(), timeout)
     except asyncio.TimeoutError:
         raise PostError("timed out") from None
     except httpx.HTTPError as exc:
@@ -469,7 +470,7 @@ class AlertmanagerRoute:
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await wait_for(self._wake.wait(), delay)
                 continue
             await self.send_once()
 

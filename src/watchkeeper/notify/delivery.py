@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import Settings
 from watchkeeper.notify.outbox import Outbox, Pending
 from watchkeeper.notify.sender import AppriseSender, Sender
@@ -113,4 +114,4 @@ class Delivery:
                 return
             wait = IDLE_S if delay is None else min(delay, IDLE_S)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await wait_for(self._wake.wait(), wait)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import LlmConfig, Settings
 from watchkeeper.events import (
     Alert,
@@ -188,8 +189,13 @@ class Investigator:
         retry_policy: RetryPolicy | None = None,
         repair_attempts: int = 1,
         cache_size: int = 1024,
+        local_host: str | None = None,
     ) -> None:
         self._settings = settings_provider
+        #: The host this process runs on; an alert of another host (a fleet's central)
+        #: gets no live process lookups and no local log files: they would describe the
+        #: central, not that host. None: every alert is local (one host).
+        self._local_host = local_host
         self._injected = client
         self._factory = client_factory
         self._built: LlmClient | None = None
@@ -304,7 +310,7 @@ class Investigator:
         try:
             client = await self._client_for(llm)
             deadline = asyncio.get_running_loop().time() + deadline_s
-            outcome = await asyncio.wait_for(
+            outcome = await wait_for(
                 self._investigate(alert, snapshot, llm, client, deadline, notices), deadline_s)
         except asyncio.TimeoutError:
             outcome = _Outcome(why=f"the LLM took longer than the {deadline_s:g} s deadline",
@@ -371,16 +377,19 @@ class Investigator:
             hosts.append(snapshot.host)
             if snapshot.identity is not None:
                 hosts.append(snapshot.identity.hostname)
-        context = build_context(alert, snapshot, llm.log_files)
+        local = self._local_host is None or alert.host == self._local_host
+        log_files = tuple(llm.log_files) if local else ()
+        context = build_context(alert, snapshot, log_files)
         privacy.learn(hosts=hosts, users=[p.user for p in context.processes.values()])
         shown = EvidenceIndex(processes=dict(context.processes))
         first = user_message(privacy.clean_data(context.data))
         shown.add(privacy.clean(e) for e in context.evidence)
         messages: list[Message] = [{"role": "system", "content": system_prompt()},
                                    {"role": "user", "content": first}]
-        specs = self._tools.specs(llm.log_files) if llm.max_tool_calls > 0 else []
-        tool_ctx = ToolContext(snapshot=snapshot, log_files=tuple(llm.log_files),
-                               now=self._wall_clock())
+        specs = self._tools.specs(log_files, local=local) if llm.max_tool_calls > 0 else []
+        tool_ctx = ToolContext(snapshot=snapshot, log_files=log_files, now=self._wall_clock(),
+                               host=None if self._local_host is None else alert.host,
+                               local=local)
         used = 0
         repairs = 0
         step_limited = False

@@ -12,6 +12,7 @@ from typing import Any, cast
 import openai
 from openai.types.chat import ChatCompletion
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import LlmConfig
 
 from .client import (
@@ -80,7 +81,7 @@ class OpenAiClient:
         try:
             # The httpx timeout is per read, so a server that trickles bytes could outlast
             # it; the outer bound makes the timeout a real limit on the whole request.
-            completion = await asyncio.wait_for(
+            completion = await wait_for(
                 self._client.chat.completions.create(
                     model=self.model,
                     messages=cast(Any, list(messages)),

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from watchkeeper.aio import wait_for
 from watchkeeper.events import Alert, MetricSnapshot, ProcessInfo, utcnow
 from watchkeeper.redact import redact_cmdline, redact_text
 from watchkeeper.remediation.actions import safepath
@@ -42,8 +43,8 @@ PsutilLike = Any
 class HistoryFn(Protocol):
     """A metric's history, like ``Store.series`` (so ``store.series`` can be passed as is)."""
 
-    def __call__(self, metric: str, start: datetime, end: datetime, *, dimension: str = ""
-                 ) -> Sequence[SeriesPoint]: ...
+    def __call__(self, metric: str, start: datetime, end: datetime, *, dimension: str = "",
+                 host: str | None = None) -> Sequence[SeriesPoint]: ...
 
 
 #: The most recent alerts, newest first, at most ``limit`` of them.
@@ -68,6 +69,10 @@ class ToolContext:
     snapshot: MetricSnapshot | None
     log_files: tuple[Path, ...] = ()
     now: datetime = field(default_factory=utcnow)
+    #: The incident's host, for a store that holds a fleet's history (None: the only one).
+    host: str | None = None
+    #: Whether that host is the one this process runs on (live psutil reads it).
+    local: bool = True
 
 
 class ToolError(Exception):
@@ -124,11 +129,12 @@ class Toolbox:
 
     # ------------------------------------------------------------------ declarations
 
-    def specs(self, log_files: Sequence[Path] = ()) -> list[ToolSpec]:
+    def specs(self, log_files: Sequence[Path] = (), *, local: bool = True) -> list[ToolSpec]:
         """OpenAI tool declarations for the tools that have a source."""
         specs = [_spec(
             "get_process",
-            "Details of one process by pid (from the latest snapshot, and live if possible).",
+            "Details of one process by pid (from the latest snapshot, and live if possible)."
+            if local else "Details of one process by pid, from the host's latest snapshot.",
             {"pid": {"type": "integer", "minimum": 0}}, ["pid"],
         )]
         if self._history is not None:
@@ -170,7 +176,7 @@ class Toolbox:
             if name == "get_metric_history" and self._history is not None:
                 return await self._get_history(args, ctx)
             if name == "get_recent_alerts" and self._alerts is not None:
-                return await self._get_alerts(_int(args, "limit", 1, 20, default=5))
+                return await self._get_alerts(_int(args, "limit", 1, 20, default=5), ctx)
             if name == "tail_log" and ctx.log_files:
                 return await self._tail_log(args, ctx)
             raise ToolError(f"unknown tool {name!r}")
@@ -188,7 +194,7 @@ class Toolbox:
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         # The worker thread cannot be cancelled; on timeout it is abandoned, not awaited.
-        return await asyncio.wait_for(asyncio.to_thread(fn), self._timeout)
+        return await wait_for(asyncio.to_thread(fn), self._timeout)
 
     # ------------------------------------------------------------------ tools
 
@@ -197,7 +203,7 @@ class Toolbox:
         data: dict[str, Any] = {"pid": pid, "id": proc_id(pid)}
         if known is not None:
             data["snapshot"] = process_entry(known)
-        if self._ps is not None:
+        if self._ps is not None and ctx.local:
             data["live"] = await self._in_thread(lambda: self._read_live(pid))
             live_ct = data["live"].get("create_time")
             if known is not None and live_ct and known.create_time \
@@ -237,8 +243,10 @@ class Toolbox:
         end = ctx.now
         start = end - timedelta(minutes=minutes)
         history = self._history
+        host = ctx.host
         points = await self._in_thread(
-            lambda: list(history(metric, start, end, dimension=dimension)))
+            lambda: list(history(metric, start, end, dimension=dimension)) if host is None
+            else list(history(metric, start, end, dimension=dimension, host=host)))
         if len(points) > self._max_points:
             # Evenly spaced, always keeping the newest point.
             step = len(points) / self._max_points
@@ -250,10 +258,14 @@ class Toolbox:
         data = {"metric": metric, "dimension": dimension, "minutes": minutes, "points": rows}
         return ToolResult(data, tuple(ids))
 
-    async def _get_alerts(self, limit: int) -> ToolResult:
+    async def _get_alerts(self, limit: int, ctx: ToolContext) -> ToolResult:
         assert self._alerts is not None
         fetch = self._alerts
-        alerts = list(await self._in_thread(lambda: list(fetch(limit))))[:limit]
+        if ctx.host is None:
+            alerts = list(await self._in_thread(lambda: list(fetch(limit))))[:limit]
+        else:  # a fleet's: this host's only, never another host's incidents
+            alerts = [a for a in await self._in_thread(lambda: list(fetch(500)))
+                      if a.host == ctx.host][:limit]
         ids = [event_id(a.id) for a in alerts]
         rows = [{
             "id": event_id(a.id), "rule": a.rule, "metric": a.metric, "dimension": a.dimension,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,14 +15,13 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from watchkeeper.agents.commands import RUNTIME
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import RuntimeDep
+from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, ask_agent
 from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
 from watchkeeper.config import (
     START_ONLY,
-    ConfigError,
     Settings,
-    json_type_problems,
     read_yaml,
 )
 from watchkeeper.runtime import Runtime
@@ -192,6 +192,22 @@ async def _patch_body(request: Request) -> dict[str, Any]:
     return patch
 
 
+def _non_finite(patch: dict[str, Any]) -> list[str]:
+    """A problem line for each inf or nan in ``patch``, worded as the settings word it."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str]] = [(patch, "")]
+    while stack:
+        node, where = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{path}: Input should be a finite number (got {value})")
+            elif isinstance(value, (dict, list)):
+                stack.append((value, path))
+    return sorted(problems)
+
+
 #: The configuration is at most a few levels deep; a patch deeper than this is no patch.
 MAX_PATCH_DEPTH = 16
 
@@ -219,30 +235,17 @@ def _depth(value: Any) -> int:
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": PATCH_SCHEMA_REF,
                                        "example": {"thresholds": {"cpu_warning": 80}}}}}})
-def update_config(runtime: RuntimeDep,
-                  patch: Annotated[dict[str, Any], Depends(_patch_body)]) -> ConfigUpdated:
+async def update_config(runtime: RuntimeDep, by: ActorDep,
+                        patch: Annotated[dict[str, Any], Depends(_patch_body)]
+                        ) -> ConfigUpdated:
     """Validate and apply a partial configuration live; it is kept for the next start."""
-    fixed = [f"{k}: changes only in the config file, with a restart"
-             for k in patch if k in START_ONLY]
-    fixed += [f"{k}: decides what runs, what may be deleted or what leaves the host, so it "
-              f"changes only in the config file on the host (then SIGHUP)"
-              for k in host_only_keys(patch)]
-    if fixed:
-        raise HTTPException(422, fixed)
-    wrong_types = json_type_problems(patch)
-    if wrong_types:
-        raise HTTPException(422, [str(p) for p in wrong_types])
-    try:
-        changed = runtime.update_config(patch, source="api")
-    except ConfigError as err:
-        raise HTTPException(422, [str(p) for p in err.problems]) from None
-    if changed:
-        try:
-            save_overrides(runtime.config.current, patch)
-        except (OSError, ConfigError) as exc:
-            # Applied but not kept: say so in the log; the live change still stands.
-            log.error("config update applied but not saved to %s: %s",
-                      overrides_path(runtime.config.current), exc)
-        log.info("config updated through the API: %s", ", ".join(changed))
-    return ConfigUpdated(version=runtime.config.version, changed=list(changed),
+    # The host's runtime checks the patch against its own rules (restart-only and host-only
+    # settings, JSON types, validation) and applies it: asked over the bus.
+    # JSON has no inf or nan (Python's decoder reads them, and 1e400 as inf): refused here
+    # as the settings would refuse them, since a command's arguments are plain JSON.
+    non_finite = _non_finite(patch)
+    if non_finite:
+        raise HTTPException(422, non_finite)
+    done = await ask_agent(runtime, RUNTIME, "config_patch", {"patch": patch}, actor=by)
+    return ConfigUpdated(version=done["version"], changed=list(done["changed"]),
                          config=_body(runtime))

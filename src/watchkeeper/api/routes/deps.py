@@ -1,18 +1,17 @@
-"""Shared dependencies: the runtime and the agents routes talk to."""
+"""Shared dependencies: the runtime, who acts, and the one way to ask an agent."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
-from watchkeeper.agents.base import BaseAgent
-from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.agents.commands import CommandFailed, ask
 from watchkeeper.config import ACTOR_PATTERN
+from watchkeeper.events import CommandRole, ReplyCode
 from watchkeeper.runtime import Runtime
-
-A = TypeVar("A", bound=BaseAgent)
 
 #: Who the audit log and the alert history record as having acted when a request names no one.
 DEFAULT_ACTOR = "api"
@@ -27,26 +26,36 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _agent(runtime: Runtime, kind: type[A], name: str) -> A:
-    for agent in runtime.agents:
-        if isinstance(agent, kind):
-            return agent
-    raise HTTPException(503, f"the {name} agent is not running in this process")
-
-
 def get_analyzer(request: Request) -> AnalyzerAgent:
-    """The analyzer agent (503 when this process runs without one)."""
-    return _agent(get_runtime(request), AnalyzerAgent, "analyzer")
+    """The analyzer agent of this process, for the reads that still look at it directly
+    (503 when this process runs without one). Never for a change: those go by ask_agent."""
+    for agent in get_runtime(request).agents:
+        if isinstance(agent, AnalyzerAgent):
+            return agent
+    raise HTTPException(503, "the analyzer agent is not running in this process")
 
 
-def remediator_of(runtime: Runtime) -> RemediatorAgent:
-    """The runtime's remediator agent (503 when this process runs without one)."""
-    return _agent(runtime, RemediatorAgent, "remediator")
+#: The HTTP status each refusal code of a command's reply is answered with.
+STATUS: dict[ReplyCode, int] = {
+    "invalid": 422, "unknown_command": 422, "forbidden": 403, "not_found": 404,
+    "conflict": 409, "unavailable": 503, "timeout": 503, "error": 500}
 
 
-def get_remediator(request: Request) -> RemediatorAgent:
-    """The remediator agent, as a route dependency."""
-    return remediator_of(get_runtime(request))
+async def ask_agent(runtime: Runtime, agent: str, verb: str,
+                    args: Mapping[str, Any] | None = None, *, actor: str,
+                    role: CommandRole = "operator", extra_timeout: float = 0.0,
+                    host: str | None = None) -> dict[str, Any]:
+    """Ask ``agent`` of ``host`` (default: this one) over the bus (command.<host>.<agent>)
+    and return its result; a refusal or no answer within api.command_timeout_s is the HTTP
+    error its code maps to (STATUS), with the agent's message or problems as the detail."""
+    timeout = runtime.config.current.api.command_timeout_s + extra_timeout
+    try:
+        return await ask(runtime.bus, host or runtime.host, agent, verb, args, actor=actor,
+                         role=role, timeout=timeout,
+                         local=host is None or host == runtime.host)
+    except CommandFailed as exc:
+        raise HTTPException(STATUS.get(exc.code, 500),
+                            exc.detail if exc.detail is not None else exc.message) from None
 
 
 def get_actor(request: Request, x_watchkeeper_user: Annotated[str | None, Header(
@@ -84,5 +93,5 @@ def _loose(name: str) -> str:
 
 ActorDep = Annotated[str, Depends(get_actor)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+#: A direct read of the analyzer (e.g. the hosts it follows); changes go over the bus.
 AnalyzerDep = Annotated[AnalyzerAgent, Depends(get_analyzer)]
-RemediatorDep = Annotated[RemediatorAgent, Depends(get_remediator)]

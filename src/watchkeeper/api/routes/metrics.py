@@ -29,19 +29,37 @@ _STATES: tuple[AgentState, ...] = ("starting", "running", "paused", "degraded", 
                                    "crashed")
 
 
-def _latest(runtime: Runtime) -> MetricSnapshot | None:
+def _latest(runtime: Runtime, host: str | None = None) -> MetricSnapshot | None:
     # The analyzer holds the newest tick; the store only what has been flushed.
     for agent in runtime.agents:
-        if isinstance(agent, AnalyzerAgent) and agent.latest() is not None:
-            return agent.latest()
-    return runtime.store.latest_snapshot(runtime.host)
+        if isinstance(agent, AnalyzerAgent) and agent.latest(host) is not None:
+            return agent.latest(host)
+    return runtime.store.latest_snapshot(host or runtime.host)
+
+
+HostQuery = Annotated[Text | None, Query(
+    max_length=253, description="which host (a fleet's central follows many); default: this "
+                                "one")]
+
+
+def _host(runtime: Runtime, host: str | None) -> str | None:
+    """The host asked for, if this server follows it (404 otherwise)."""
+    if host is None or host == runtime.host:
+        return host
+    for agent in runtime.agents:
+        if isinstance(agent, AnalyzerAgent) and agent.fleet \
+                and any(h.host == host for h in agent.host_states()):
+            return host
+    raise HTTPException(404, f"no host {host!r} reports to this server; GET /api/hosts "
+                             "lists those that do")
 
 
 @router.get("/api/metrics", response_model=MetricSnapshot, dependencies=[Depends(require_read)],
-            responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"}})
-def current(request: Request, runtime: RuntimeDep) -> Response:
-    """The latest metric snapshot of this host."""
-    snap = _latest(runtime)
+            responses={503: {"model": ErrorBody, "description": "no snapshot collected yet"},
+                       404: {"model": ErrorBody, "description": "no such host reports here"}})
+def current(request: Request, runtime: RuntimeDep, host: HostQuery = None) -> Response:
+    """The latest metric snapshot of this host (or of ``host``, on a fleet's central)."""
+    snap = _latest(runtime, _host(runtime, host))
     if snap is None:
         raise HTTPException(503, "no metrics collected yet; try again in a few seconds")
     # Encoded once per tick, not once per request: a snapshot with hundreds of processes
@@ -63,7 +81,8 @@ def _utc(at: datetime) -> datetime:
 
 
 @router.get("/api/metrics/history", response_model=HistoryBody,
-            dependencies=[Depends(require_read)])
+            dependencies=[Depends(require_read)],
+            responses={404: {"model": ErrorBody, "description": "no such host reports here"}})
 def history(
     runtime: RuntimeDep,
     metric: Annotated[Text, Query(description="a name from series.METRICS, e.g. cpu.percent",
@@ -72,6 +91,7 @@ def history(
     end: Annotated[datetime | None, Query(description="default: now")] = None,
     step: Annotated[int | None, Query(ge=1, le=86_400, description="bucket seconds")] = None,
     dimension: Annotated[Text, Query(description="mount point, interface, device")] = "",
+    host: HostQuery = None,
 ) -> HistoryBody:
     """History of one metric between start and end, optionally bucketed by step seconds."""
     if metric not in METRICS:
@@ -82,7 +102,7 @@ def history(
         raise HTTPException(422, "start must not be after end")
     try:
         points = runtime.store.series(metric, start_at, end_at, dimension=dimension,
-                                      step_s=step, host=runtime.host)
+                                      step_s=step, host=_host(runtime, host) or runtime.host)
     except (OverflowError, ValueError) as exc:  # a date outside what a float timestamp holds
         raise HTTPException(422, f"invalid range: {exc}") from None
     if len(points) > MAX_HISTORY_POINTS:
@@ -124,9 +144,16 @@ class RuntimeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Host metrics, agent health, open alerts by severity, action outcomes."""
         rt = self.runtime
-        snap = _latest(rt)
-        if snap is not None:
-            families: dict[str, GaugeMetricFamily] = {}
+        analyzer = next((a for a in rt.agents if isinstance(a, AnalyzerAgent)), None)
+        if analyzer is not None and analyzer.fleet:
+            # A central: every host's latest snapshot, labelled with its host.
+            snaps = analyzer.latest_all()
+        else:
+            one = _latest(rt)
+            snaps = [] if one is None else [one]
+        families: dict[str, GaugeMetricFamily] = {}
+        for snap in snaps:
+            host = rt.host if not (analyzer is not None and analyzer.fleet) else snap.host
             for sample in flatten(snap):
                 name = prometheus_name(sample.metric)
                 family = families.get(name)
@@ -134,8 +161,16 @@ class RuntimeCollector(Collector):
                     family = families[name] = GaugeMetricFamily(
                         name, f"{sample.metric} from the latest snapshot",
                         labels=["host", "dimension"])
-                family.add_metric([rt.host, sample.dimension], sample.value)
-            yield from families.values()
+                family.add_metric([host, sample.dimension], sample.value)
+        yield from families.values()
+        if analyzer is not None and analyzer.fleet:
+            up = GaugeMetricFamily("watchkeeper_host_up",
+                                   "1 while the host reports, 0 once it is down "
+                                   "(analyzer.host_down_after_s without a snapshot)",
+                                   labels=["host"])
+            for hs in analyzer.host_states():
+                up.add_metric([hs.host], 0.0 if hs.down else 1.0)
+            yield up
         health = GaugeMetricFamily("watchkeeper_agent_up", "1 when the agent is running",
                                    labels=["host", "agent"])
         state = GaugeMetricFamily("watchkeeper_agent_state", "1 for the agent's current state",
@@ -152,12 +187,15 @@ class RuntimeCollector(Collector):
         yield from (health, state, restarts)
         alerts = GaugeMetricFamily("watchkeeper_alerts_open", "open alerts by severity",
                                    labels=["host", "severity"])
-        by_severity: Counter[str] = Counter()
-        for agent in rt.agents:
-            if isinstance(agent, AnalyzerAgent):
-                by_severity.update(a.severity for a in agent.engine.active_alerts())
-        for severity in ("info", "warning", "critical"):
-            alerts.add_metric([rt.host, severity], float(by_severity[severity]))
+        by_severity: Counter[tuple[str, str]] = Counter()
+        hosts = [rt.host]
+        if analyzer is not None:
+            by_severity.update((a.host, a.severity) for a in analyzer.engine.active_alerts())
+            if analyzer.fleet:
+                hosts = [hs.host for hs in analyzer.host_states()]
+        for host in hosts:
+            for severity in ("info", "warning", "critical"):
+                alerts.add_metric([host, severity], float(by_severity[host, severity]))
         yield alerts
         outcomes = GaugeMetricFamily(
             "watchkeeper_action_outcomes", "remediation outcomes in the audit log (last 10000)",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -11,8 +9,9 @@ from fastapi.responses import JSONResponse
 
 from watchkeeper import __version__
 from watchkeeper.agents.analyzer import AnalyzerAgent
+from watchkeeper.agents.commands import RUNTIME
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, remediator_of
+from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, ask_agent
 from watchkeeper.api.schemas import (
     AgentsBody,
     AgentStatus,
@@ -31,14 +30,6 @@ from watchkeeper.api.schemas import (
 )
 from watchkeeper.events import AgentHealth, Command
 from watchkeeper.overall import Overall, overall
-from watchkeeper.remediation.actions.stop_process import pin
-from watchkeeper.remediation.policy import ActionRequest
-from watchkeeper.remediation.registry import (
-    REGISTRY,
-    ActionRefused,
-    StopProcessParams,
-    parse_params,
-)
 from watchkeeper.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["system"])
@@ -124,45 +115,23 @@ async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep) -> Co
     if body.target != "all" and body.target not in names:
         raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
     replies = await runtime.command(Command(host=runtime.host, command=body.command,
-                                            target=body.target))
+                                            target=body.target, actor=by))
     return CommandBody(replies=replies)
 
 
 async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> DecisionBody:
-    if body.action not in REGISTRY:
-        raise HTTPException(422, f"unknown action {body.action!r}; known: "
-                                 f"{', '.join(sorted(REGISTRY))}")
-    params = body.params
-    remediator = remediator_of(runtime)
-    try:
-        parsed = parse_params(body.action, params)
-        if isinstance(parsed, StopProcessParams):
-            # Checked when asked, not after an approval: the live process, by its start time,
-            # and everything the process guard holds it against (a thread, protected, another
-            # user's, not allowed), so that no approval is asked for what can never run.
-            pinned = await asyncio.to_thread(pin, remediator.action_context(), parsed)
-            params = {**params, "create_time": pinned.create_time}
-    except ActionRefused as exc:  # the caller's mistake, not the policy's verdict
-        raise HTTPException(422, str(exc)) from None
-    decision = await remediator.submit(ActionRequest(
-        action=body.action, params=params, host=runtime.host, source="operator",
-        reasoning=f"{by}: {body.reason or 'asked for through the API'}", dry_run=body.dry_run))
-    approval = next((a.id for a in runtime.audit.pending() if a.decision.id == decision.id),
-                    None)
-    return DecisionBody(decision_id=decision.id, action=body.action,
-                        target=str(decision.target) if decision.target else None,
-                        verdict=decision.verdict, check=decision.check, why=decision.why,
-                        preview=decision.preview, approval_id=approval)
+    # The remediator checks the action and its parameters, and its policy decides.
+    done = await ask_agent(runtime, "remediator", "remediate", {
+        "action": body.action, "params": body.params, "dry_run": body.dry_run,
+        "reason": body.reason}, actor=by)
+    return DecisionBody.model_validate(done)
 
 
 async def _simulate(body: SimulateRequest, runtime: Runtime, by: str) -> SimulationBody:
-    from watchkeeper.simulate.demo import DemoError
+    from watchkeeper.simulate.demo import READY_TIMEOUT_S
 
-    logging.getLogger(__name__).info("simulate %s asked by %s", body.scenario, by)
-    try:
-        run = await runtime.demos.start(body.scenario, body.duration_s)
-    except DemoError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return SimulationBody(scenario=run.scenario, service=run.service, port=run.port,
-                          pid=run.pid, started_at=run.started_at, crashed_at=run.crashed_at,
-                          heals_at=run.heals_at, until=run.until)
+    # The demo service must come up healthy before it is crashed: that may take a while.
+    done = await ask_agent(runtime, RUNTIME, "simulate", {
+        "scenario": body.scenario, "duration_s": body.duration_s}, actor=by,
+        extra_timeout=READY_TIMEOUT_S)
+    return SimulationBody.model_validate(done)

@@ -327,7 +327,9 @@
   function renderAlerts() {
     const list = $("alerts");
     clear(list);
-    const open = [...alerts.values()].sort((x, y) => (x.at < y.at ? 1 : -1));
+    const open = [...alerts.values()]
+      .filter((a) => !fleet.selected || a.host === fleet.selected)
+      .sort((x, y) => (x.at < y.at ? 1 : -1));
     setText("alerts-count", open.length ? `(${open.length})` : "");
     if (!open.length) {
       list.append(el("li", { class: "empty", text: "nothing open" }));
@@ -337,6 +339,7 @@
       list.append(el("li", { "data-fingerprint": a.fingerprint, "data-state": a.state },
         el("div", { class: "line" },
           el("span", { class: "sev", "data-severity": a.severity, text: a.severity }),
+          fleet.on ? el("span", { class: "muted", "data-host": a.host, text: a.host }) : null,
           el("strong", { class: "grow", text: a.summary }),
           a.state === "acknowledged" ? el("span", { class: "muted", text: "acknowledged" +
             ((a.labels || {}).acked_by ? ` by ${a.labels.acked_by}` : "") })
@@ -367,6 +370,67 @@
     if (a.state === "resolved") alerts.delete(a.fingerprint);
     else alerts.set(a.fingerprint, a);
     renderAlerts();
+  }
+
+  // ------------------------------------------------------------------ a fleet's hosts
+
+  // On a central (serve --fleet): the hosts, and the one the charts and alerts show
+  // ("" = every host's alerts, the first host's charts).
+  const fleet = { known: false, on: false, hosts: [], selected: "" };
+
+  function chartHost() {
+    return fleet.on ? (fleet.selected || (fleet.hosts[0] && fleet.hosts[0].host) || "") : "";
+  }
+
+  function renderHosts() {
+    const list = $("hosts");
+    clear(list);
+    $("hosts-section").hidden = !fleet.on;
+    if (!fleet.on) return;
+    const down = fleet.hosts.filter((h) => h.health === "down").length;
+    setText("hosts-count", `(${fleet.hosts.length}${down ? `, ${down} down` : ""})`);
+    if (!fleet.hosts.length) {
+      list.append(el("li", { class: "empty", text: "no host has reported yet" }));
+      return;
+    }
+    for (const h of fleet.hosts) {
+      list.append(el("li", { "data-host": h.host, "data-health": h.health,
+                             "aria-current": h.host === fleet.selected ? "true" : "false",
+                             onclick: () => selectHost(h.host) },
+        el("div", { class: "line" },
+          el("span", { class: "sev", "data-severity": h.health, text: h.health }),
+          el("strong", { class: "grow", text: h.host }),
+          el("span", { class: "muted", text: h.open_alerts ? `${h.open_alerts} open` : "" }),
+          el("span", { class: "muted", text: h.last_seen ? `seen ${when(h.last_seen)}` : "" }))));
+    }
+  }
+
+  async function loadHosts() {
+    const body = await api("GET", "/api/hosts");
+    const chartsBefore = chartHost();
+    const wasOn = fleet.on;
+    fleet.known = true;
+    fleet.on = Boolean(body.fleet);
+    fleet.hosts = body.hosts || [];
+    if (fleet.selected && !fleet.hosts.some((h) => h.host === fleet.selected)) {
+      fleet.selected = "";
+    }
+    renderHosts();
+    if (fleet.on && !wasOn) {  // a central: alerts say whose, the header which host
+      setText("host", fleet.selected || "all hosts");
+      renderAlerts();
+    }
+    if (chartHost() !== chartsBefore) reloadHistory();
+  }
+
+  function selectHost(host) {
+    if (fleet.selected === host) return;
+    const chartsBefore = chartHost();
+    fleet.selected = host;
+    renderHosts();
+    renderAlerts();
+    if (fleet.on) setText("host", host || "all hosts");
+    if (chartHost() !== chartsBefore) reloadHistory();
   }
 
   async function loadAlerts() {
@@ -444,6 +508,11 @@
   }
 
   async function loadServices() {
+    if (!fleet.known) await loadHosts();
+    // A central heals nothing itself: each host's services are its agent's (watchkeeper
+    // agent on that host).
+    $("services-section").hidden = fleet.on;
+    if (fleet.on) return;
     const body = await api("GET", "/api/services");
     services.clear();
     for (const s of body.services) services.set(s.name, s);
@@ -702,6 +771,7 @@
   async function fetchHistory(metric, dimension, start, end) {
     const q = new URLSearchParams({ metric, start: start.toISOString(), end: end.toISOString(),
                                     step: String(stepS), dimension });
+    if (chartHost()) q.set("host", chartHost());
     const body = await api("GET", `/api/metrics/history?${q}`);
     return body.points || [];
   }
@@ -710,8 +780,11 @@
     if (!havePlotly()) return;
     stepS = Math.max(1, Math.ceil(rangeS / HISTORY_POINTS));
     let snapshot = null;
+    if (!fleet.known) await loadHosts();
     try {
-      snapshot = await api("GET", "/api/metrics");
+      const host = chartHost();
+      snapshot = await api("GET", host ? `/api/metrics?host=${encodeURIComponent(host)}`
+                                       : "/api/metrics");
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 503)) throw err;
     }
@@ -806,10 +879,11 @@
   }
 
   function onMetrics(m) {
+    if (fleet.on && m.host !== chartHost()) return;  // another host of the fleet
     const seq = $("seq");
     seq.textContent = String(m.seq);
     seq.dataset.seq = String(m.seq);
-    if (m.host) setText("host", m.host);
+    if (m.host && !fleet.on) setText("host", m.host);
     const values = m.values || [];
     showNow(values);
     appendLive(values, m.at);
@@ -1120,7 +1194,11 @@
     if (text) addFeed(kind, text, e.at, e);
     if (kind === "service_report") { loadServices().catch(() => {}); return; }
     if (kind === "alert" || kind === "remediation") refreshHealthHistory();
-    if (kind === "alert") { upsertAlert(e); refreshStatus(); }
+    if (kind === "alert") {
+      upsertAlert(e);
+      refreshStatus();
+      if (fleet.on) loadHosts().catch(() => {});
+    }
     else if (kind === "remediation") loadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
     else if (kind.startsWith("agent_")) {
@@ -1131,7 +1209,7 @@
 
   async function refreshAll() {
     const jobs = [loadSystem(), loadAgents(), loadServices(), loadAlerts(), loadActions(),
-                  loadConfig(), loadHealthHistory()];
+                  loadConfig(), loadHealthHistory(), loadHosts()];
     const results = await Promise.allSettled(jobs);
     for (const r of results) {
       if (r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 401)) {
@@ -1253,6 +1331,9 @@
       showTokenState();
     });
     $("health-check").addEventListener("click", () => command("health_check", "all"));
+    $("hosts-all").addEventListener("click", () => selectHost(""));
+    // A host's "seen" time and its health move without events: read them again now and then.
+    setInterval(() => { if (fleet.on) loadHosts().catch(() => {}); }, 10_000);
     for (const scenario of ["service", "crashloop"]) {
       $(`simulate-${scenario}`).addEventListener("click",
         (ev) => simulate(scenario, ev.currentTarget));

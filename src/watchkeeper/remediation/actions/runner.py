@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from watchkeeper.aio import wait_for
 from watchkeeper.redact import redact_text
 from watchkeeper.remediation.argv import (
     FIXED_PATH,
@@ -169,7 +170,7 @@ class SubprocessRunner:
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(proc.wait(), timeout_s)
+                await wait_for(proc.wait(), timeout_s)
             except asyncio.TimeoutError:
                 timed_out = True
                 logger.warning("%s timed out after %.1f s; killing its process group",
@@ -177,7 +178,7 @@ class SubprocessRunner:
                 _kill_group(proc.pid)
                 await proc.wait()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(closed), DRAIN_AFTER_EXIT_S)
+                await wait_for(asyncio.shield(closed), DRAIN_AFTER_EXIT_S)
         finally:
             if proc.returncode is None:  # cancelled: leave nothing running
                 _kill_group(proc.pid)

@@ -25,6 +25,7 @@ from typing import IO, Literal, Protocol
 
 from pydantic import Field
 
+from watchkeeper.aio import wait_for
 from watchkeeper.events import Frozen, utcnow
 from watchkeeper.redact import redact_text
 from watchkeeper.remediation.argv import FIXED_PATH as FIXED_PATH
@@ -245,7 +246,7 @@ class SubprocessRunner:
                                      duration_s=time.monotonic() - started)
             timed_out = False
             try:
-                await asyncio.wait_for(proc.wait(), timeout_s)
+                await wait_for(proc.wait(), timeout_s)
             except asyncio.TimeoutError:
                 timed_out = True
                 logger.warning("%s timed out after %.1f s; killing its process group",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import HealthCheck
 
 from .base import (
@@ -67,7 +68,7 @@ def _why(exc: BaseException) -> str:
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_GRACE_S)
+        await wait_for(writer.wait_closed(), _CLOSE_GRACE_S)
 
 
 async def check_tcp(target: str, timeout_s: float) -> CheckResult:
@@ -79,7 +80,7 @@ async def check_tcp(target: str, timeout_s: float) -> CheckResult:
         return CheckResult(kind="tcp", target=target, ok=False, duration_ms=_ms(started),
                            message=f"invalid port {port_text!r}")
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        _, writer = await wait_for(asyncio.open_connection(host, port), timeout_s)
     except asyncio.TimeoutError:
         return CheckResult(kind="tcp", target=target, ok=False, duration_ms=_ms(started),
                            message=f"no connection within {timeout_s:g} s")
@@ -131,7 +132,7 @@ async def check_http(url: str, timeout_s: float) -> CheckResult:
     started = time.perf_counter()
     shown = public_url(url)
     try:
-        status = await asyncio.wait_for(_http_status(url), timeout_s)
+        status = await wait_for(_http_status(url), timeout_s)
     except asyncio.TimeoutError:
         return CheckResult(kind="http", target=shown, ok=False, duration_ms=_ms(started),
                            message=f"no answer within {timeout_s:g} s")

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import psutil
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import ServiceConfig
 from watchkeeper.remediation.process_guard import (
     GuardRules,
@@ -413,7 +414,7 @@ class ProcessManager:
 
     async def _wait_exit(self, proc: _Proc, timeout: float) -> bool:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.exited.wait(), timeout)
+            await wait_for(proc.exited.wait(), timeout)
         return proc.exited.is_set()
 
     def _signal(self, proc: _Proc, sig: int) -> bool:

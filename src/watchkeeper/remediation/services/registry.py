@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import ServiceConfig, Settings
 from watchkeeper.remediation.process_guard import GuardRules
 
@@ -256,13 +257,13 @@ class Services:
                                    f"{'; '.join(failing) or 'not healthy'} after "
                                    f"{timeout_s:g} s", time.monotonic() - started)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(gone.wait(), interval_s)
+                    await wait_for(gone.wait(), interval_s)
             up_since = time.monotonic()
             pid = current.pid
             hold_until = up_since + stable_s
             while (left := hold_until - time.monotonic()) > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(gone.wait(), min(hold_interval_s, left))
+                    await wait_for(gone.wait(), min(hold_interval_s, left))
                 if died:
                     return exited(up_since)
                 if time.monotonic() < hold_until:
@@ -323,19 +324,17 @@ class Services:
             removed = tuple(n for n in self._configs if n not in new)
             added = tuple(n for n in new if n not in self._configs)
             changed = tuple(n for n in new if n in self._configs and new[n] != self._configs[n])
+            # A changed service keeps its old backend, and so its name, while that closes:
+            # status and the API show it stopping rather than unknown for a moment.
             for name in removed + changed:
-                backend = self._backends.pop(name)
-                del self._configs[name]
                 try:
-                    await backend.aclose()
+                    await self._backends[name].aclose()
                 except Exception:
                     logger.exception("%s: closing its backend failed", name)
-            for name in added + changed:
-                self._backends[name] = self._build(name, new[name])
-                self._configs[name] = new[name]
-            # The configured order, as a freshly started watchkeeper would have it.
-            self._backends = {n: self._backends[n] for n in new}
-            self._configs = {n: self._configs[n] for n in new}
+            fresh = {n: self._build(n, new[n]) for n in added + changed}
+            # One swap, in the configured order, as a freshly started watchkeeper would have.
+            self._backends = {n: fresh[n] if n in fresh else self._backends[n] for n in new}
+            self._configs = new
             change = ServicesChange(added=added, changed=changed, removed=removed)
             if change:
                 logger.info("services reconfigured: added %s, changed %s, removed %s",

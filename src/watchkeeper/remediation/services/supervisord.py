@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from watchkeeper.aio import wait_for
 from watchkeeper.config import ServiceConfig
 
 from .base import (
@@ -139,7 +140,7 @@ class SupervisordManager:
     async def _call(self, name: str, timeout: float, method: str, *args: Any) -> Any:
         url = self._config(name).supervisord_url
         # The socket timeout bounds each read; the outer one bounds a trickling answer.
-        return await asyncio.wait_for(
+        return await wait_for(
             asyncio.to_thread(self._call_sync, url, timeout, method, *args), timeout * 2 + 1)
 
     def _explain(self, name: str, exc: BaseException) -> str:
