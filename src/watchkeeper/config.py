@@ -176,6 +176,9 @@ class SensorConfig(Section):
     )
     ignore_mounts: tuple[str, ...] = Field((), description="mount points to skip")
     ignore_interfaces: tuple[str, ...] = Field(("lo",), description="network interfaces to skip")
+    log_paths: tuple[GivenPath, ...] = Field(
+        (Path("/var/log"),), description="log files, or directories whose files (and their "
+        "subdirectories' files) are watched for floods")
 
 
 class LlmConfig(Section):
@@ -308,6 +311,8 @@ class AnalyzerConfig(Section):
     known_jobs: tuple[KnownJob, ...] = ()
     runaway_minutes: float = Field(10.0, gt=0, description="one process pinned this long")
     runaway_cpu_percent: float = Field(90.0, gt=0)
+    log_flood_mb_per_min: float = Field(
+        5.0, gt=0, description="a watched log growing this fast for for_s is a flood")
     host_down_after_s: float = Field(
         60.0, gt=0, le=86400,
         description="a fleet's host that sends nothing this long is down (central only)")

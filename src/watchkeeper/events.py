@@ -115,6 +115,17 @@ class ProcessInfo(Frozen):
     age_s: float | None = None
     status: str | None = None
     cmdline: str = ""
+    #: Running or waiting for a CPU, % of one core (Linux, top-CPU list only): what it would
+    #: take on an idle host.
+    cpu_demand_percent: float | None = None
+
+
+class LogGrowth(Frozen):
+    """A watched log file that grew since the previous tick (``sensor.log_paths``)."""
+
+    path: str
+    size: int
+    bytes_per_s: float
 
 
 class ProcessSummary(Frozen):
@@ -165,6 +176,8 @@ class MetricSnapshot(Event):
     services: tuple[ServiceInfo, ...] = ()
     missing: tuple[Missing, ...] = ()
     collect_ms: float | None = None
+    #: The fastest-growing watched log files this tick (at most sensor.top_processes).
+    logs: tuple[LogGrowth, ...] = ()
 
     @model_validator(mode="before")
     @classmethod

@@ -170,3 +170,54 @@ def test_no_early_verdict_for_what_would_not_exhaust_memory_or_is_not_steady(
 
     assert only(s.feed(an, 20 * 12, top_memory=top, available=available),
                 rule=LEAK_RULE) == [], what
+
+
+@pytest.mark.parametrize("flat_minutes", [0, 60], ids=["fresh", "after-an-hour-flat"])
+def test_a_1mb_per_s_fill_is_forecast_before_it_crosses_the_warning_threshold(
+        flat_minutes: int) -> None:
+    # Default settings. A 10 GiB filesystem 240 MB under its 85 % warning line, filling at
+    # 1 MiB/s (synced each second; statvfs counts 4 KiB blocks): it crosses 85 % after
+    # about 4 minutes. With an hour of flat history the window's fit alone would wait until
+    # the fall held half its buckets.
+    an = analyzer()
+    s = Stream()
+    total = 10 * (1 << 30)
+    free0 = 0.15 * total + 240e6
+
+    def mounts(filled: float) -> list:  # type: ignore[type-arg]
+        free = (int(free0 - filled) // 4096) * 4096
+        return [disk("/", 40), disk("/data", 100 * (1 - free / total), free=free,
+                                    total=total)]
+
+    assert not s.feed(an, flat_minutes * 12, disks=mounts(0))
+    first: dict[str, int] = {}
+    fired: list[Alert] = []
+    for i in range(120):  # 10 minutes at 5 s
+        for a in an.observe(s.snap(disks=mounts(float(i * 5 * (1 << 20))))):
+            if a.dimension == "/data" and a.state == "firing":
+                first.setdefault(a.rule, i * 5)
+                fired.append(a)
+    crossed = next(i * 5 for i in range(120) if 100 * (1 - (free0 - i * 5 * (1 << 20)) / total)
+                   >= 85)
+    assert DISK_RULE in first and "threshold" in first, first
+    assert first[DISK_RULE] < crossed <= first["threshold"], (first, crossed)
+    assert first[DISK_RULE] <= 150
+    forecast = next(a for a in fired if a.rule == DISK_RULE)
+    assert forecast.severity == "critical"  # full within the hour at this rate
+    assert "a fast fill" in forecast.summary
+    assert forecast.assessment is not None and forecast.assessment.confidence >= 0.5
+
+
+def test_a_short_burst_of_writes_is_not_forecast_as_a_fast_fill() -> None:
+    # 20 s of writing 50 MB/s on a disk with 5 GB free (full in 100 s at that rate), then
+    # nothing: a file copied in, not a fill.
+    an = analyzer()
+    s = Stream()
+    total = 100 * GB
+
+    def mounts(i: int) -> list:  # type: ignore[type-arg]
+        free = 5 * GB - 50e6 * 5 * min(max(i - 24, 0), 4)
+        return [disk("/data", 100 * (1 - free / total), free=free, total=total)]
+
+    alerts = [a for i in range(24 + 60) for a in an.observe(s.snap(disks=mounts(i)))]
+    assert only(alerts, rule=DISK_RULE) == []

@@ -90,3 +90,20 @@ def test_a_runaway_alert_is_restored_after_a_restart_and_resolves_when_its_proce
     assert [a.fingerprint for a in again.restore([fired])] == [fired.fingerprint]
     (resolved,) = runaways(s.feed(again, 1, cpu=2.0, top_cpu=[proc(900, "sshd", cpu=1.0)]))
     assert resolved.state == "resolved" and resolved.fingerprint == fired.fingerprint
+
+
+def test_on_a_saturated_host_a_spinner_getting_half_a_core_is_named_by_its_demand() -> None:
+    # Default settings on a 2-core host at 100 %: the spinner gets 45 % of a core but runs
+    # or waits for a CPU 97 % of the time (its schedstat demand): a runaway all the same.
+    s, an = Stream(cores=2), analyzer(settings())
+    spin = ProcessInfo(pid=4242, create_time=1234.5, name="spin", cpu_percent=45.0,
+                       cpu_demand_percent=97.0)
+    fired = [(i, a) for i in range(12 * 12) for a in runaways(
+        an.observe(s.snap(cpu=100.0, top_cpu=[spin])))]
+    assert [a.labels["change"] for _, a in fired] == ["new"]
+    assert 600 <= fired[0][0] * 5 <= 605
+    assert "(now 45%, 97% running or waiting for a CPU)" in fired[0][1].summary
+    # A busy process that does not wait for a CPU (demand 50 %) is no runaway.
+    quiet = ProcessInfo(pid=77, create_time=1.0, name="busy", cpu_percent=45.0,
+                        cpu_demand_percent=50.0)
+    assert not runaways(Stream(cores=2).feed(analyzer(settings()), 150, top_cpu=[quiet]))

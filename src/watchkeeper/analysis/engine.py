@@ -26,6 +26,7 @@ from watchkeeper.analysis.context import CompiledJob, TickContext, compile_jobs
 from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, DiskForecaster, LeakDetector
 from watchkeeper.analysis.hosts import RULE as HOST_DOWN_RULE
 from watchkeeper.analysis.hosts import HostDownDetector
+from watchkeeper.analysis.logflood import LOG_FLOOD_RULE, LogFloodDetector
 from watchkeeper.analysis.rules import RULE as THRESHOLD_RULE
 from watchkeeper.analysis.rules import RULES, Condition, RuleBook
 from watchkeeper.analysis.runaway import RUNAWAY_RULE, RunawayDetector
@@ -45,6 +46,7 @@ ProblemKey = tuple[str, str, str]
 _FAMILY_MISSING = {
     "cpu": ("cpu",), "memory": ("memory",), "disk": ("disks",), "net": ("net",),
     "processes": ("processes", "processes.list"), "process": ("processes", "processes.list"),
+    "log": ("logs",),
 }
 
 
@@ -126,6 +128,7 @@ class Analyzer:
         self._disks = DiskForecaster()
         self._leaks = LeakDetector()
         self._runaway = RunawayDetector()
+        self._floods = LogFloodDetector()
         self._services = ServiceDetector()
         self._host_down = HostDownDetector(host)
         self._manager = AlertManager(host)
@@ -145,9 +148,12 @@ class Analyzer:
         if s is old:
             return s
         self._settings = s
-        if old is not None and s.analyzer == old.analyzer and s.thresholds == old.thresholds:
+        if old is not None and s.analyzer == old.analyzer and s.thresholds == old.thresholds \
+                and s.remediation.log_files == old.remediation.log_files:
             return s
         a = s.analyzer
+        self._floods.configure(a.log_flood_mb_per_min, a.for_s,
+                               [str(r.path) for r in s.remediation.log_files])
         self._rules.configure(s.thresholds, a)
         self._baselines.configure(a.baseline, a.for_s)
         self._disks.configure(a.forecast)
@@ -193,6 +199,8 @@ class Analyzer:
             j.matches(p) and j.active_at(t) for j in self._jobs))
         self._disks.observe(snap.disks, t, changed)
         self._leaks.observe(procs.top_memory, t, changed, snap.memory.available)
+        self._floods.observe(snap.logs, t, changed,
+                             not any(m.key == "logs" for m in snap.missing))
 
         active = self._active
         cleared: list[Condition] = []
@@ -351,6 +359,8 @@ class Analyzer:
                 return None
             return self._runaway.seed(pid, create_time, a.labels.get("process", "?"), since,
                                       seen)
+        elif a.rule == LOG_FLOOD_RULE:
+            return self._floods.seed(a.dimension, since, seen)
         elif a.rule == LEAK_RULE:
             try:
                 pid = int(a.labels["pid"])

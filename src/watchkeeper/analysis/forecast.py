@@ -13,6 +13,14 @@ least half as fast, and the fall must not sit in one or two intervals, so a one-
 than 1% of the disk, which restarts the trend), clears the forecast. A cheap least-squares
 pre-check skips the robust fit for disks that are far from full.
 
+A fast fill is judged by its time to full, not by the window's age: the samples of the last
+``FAST_WINDOW_S`` (one every ``FAST_STEP_S``) are fitted as well, and a fall that spans at
+least ``FAST_MIN_SPAN_S``, fits a line with R² >= 0.95, is no step, still falls in its last
+third and would fill the disk within ``critical_hours`` is forecast at once. Without it a
+disk with an hour of flat history that starts filling at 1 MB/s is forecast only once the
+fall holds half the window's buckets: a filesystem 200 MB under its warning threshold
+crosses it first.
+
 Memory leaks: per process, tracked by (pid, create_time) across the snapshots' top-memory
 lists, a least-squares line through RSS. A leak is growth of at least
 ``leak_min_mb_per_hour`` sustained over at least ``leak_min_minutes`` with R² >= 0.8
@@ -27,6 +35,7 @@ import itertools
 import logging
 import math
 from array import array
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -63,6 +72,12 @@ _FAST_POINTS = 4
 _LEAK_R2_FAST = 0.95
 #: A rise of free space by more than this fraction of the disk is a clean-up.
 _CLEANUP_FRACTION = 0.01
+#: The fast-fill verdict: the last FAST_WINDOW_S of samples, one kept every FAST_STEP_S; a
+#: fall over at least FAST_MIN_SPAN_S with R² >= _FAST_R2 that fills within critical_hours.
+FAST_WINDOW_S = 300.0
+FAST_STEP_S = 5.0
+FAST_MIN_SPAN_S = 120.0
+_FAST_R2 = 0.95
 
 
 # --------------------------------------------------------------------------- fits
@@ -229,13 +244,20 @@ def _is_step(points: Sequence[tuple[float, float]]) -> bool:
 class DiskTrend:
     """Free space history and forecast state of one mount."""
 
-    __slots__ = ("cond", "eta_h", "fit", "free", "percent_units", "series", "total")
+    __slots__ = ("cond", "eta_h", "fast", "fit", "free", "percent_units", "recent", "series",
+                 "total", "window_eta", "window_fit")
 
     def __init__(self, cond: Condition) -> None:
         self.cond = cond
         self.series = Bucketed()
         self.fit: Fit | None = None
         self.eta_h = math.inf
+        #: The window's verdict (hours; inf: not filling) and its fit, kept between buckets.
+        self.window_eta = math.inf
+        self.window_fit: Fit | None = None
+        #: Raw (t, free) samples of the last FAST_WINDOW_S, and whether they decide the ETA.
+        self.recent: deque[tuple[float, float]] = deque()
+        self.fast = False
         self.free = 0.0
         self.total = 0.0
         #: True when only disk.percent is known: free and total are then percentage points.
@@ -294,12 +316,66 @@ class DiskForecaster:
             if percent_units != tr.percent_units:
                 tr.percent_units = percent_units
                 tr.series = Bucketed()  # units changed: start over
+                tr.recent.clear()
+            stepped = False
             if tr.series.add(t, free, bucket_s, window_s):
                 eta = self._eta(tr, t)
                 if eta is not None:
-                    tr.eta_h = eta
-                    if tr.cond.step(-eta, t):
-                        changed.append(tr.cond)
+                    tr.window_eta, tr.window_fit = eta, tr.fit
+                    stepped = True
+            fast = self._fast_eta(tr, t, free)
+            if fast is not None or tr.fast:
+                stepped = True
+            if stepped:
+                tr.fast = fast is not None and fast[0] < tr.window_eta
+                eta, tr.fit = (fast if fast is not None and tr.fast
+                               else (tr.window_eta, tr.window_fit))
+                tr.eta_h = eta
+                if tr.cond.step(-eta, t):
+                    changed.append(tr.cond)
+
+    def _fast_eta(self, tr: DiskTrend, t: float, free: float) -> tuple[float, Fit] | None:
+        """Hours until full judged on the last few minutes alone, when that is within
+        ``critical_hours`` and the fall is steady; else None."""
+        recent = tr.recent
+        if recent and free - recent[-1][1] > _CLEANUP_FRACTION * tr.total:
+            recent.clear()  # a clean-up: the fall before it says nothing any more
+        if not recent or t - recent[-1][0] >= 0.9 * FAST_STEP_S:  # ticks jitter
+            recent.append((t, free))
+        while recent and recent[0][0] < t - FAST_WINDOW_S:
+            recent.popleft()
+        if len(recent) < 3 or t - recent[0][0] < FAST_MIN_SPAN_S:
+            return None
+        points = list(recent)
+        # The whole window, else its last FAST_MIN_SPAN_S: a fill that began after a flat
+        # stretch is a line only from where it began.
+        short = next(i for i in range(len(points) - 1, -1, -1)
+                     if t - points[i][0] >= FAST_MIN_SPAN_S)
+        for part in (points, points[short:]) if short else (points,):
+            found = self._fast_fit(part, t, free)
+            if found is not None:
+                return found
+        return None
+
+    def _fast_fit(self, points: list[tuple[float, float]], t: float, free: float
+                  ) -> tuple[float, Fit] | None:
+        """The fast verdict on ``points`` (see _fast_eta)."""
+        if len(points) < 3:
+            return None
+        # Cheap pre-check: the plain fall since the oldest sample must fill the disk soon.
+        t0, y0 = points[0]
+        fall = (y0 - free) / (t - t0)
+        limit_s = self._cfg.critical_hours * 3600.0
+        if fall <= 0 or free / fall > limit_s:
+            return None
+        fit = least_squares(points)
+        if fit is None or fit.slope >= 0 or fit.r2 < _FAST_R2 or _is_step(points):
+            return None
+        tail = least_squares(points[-max(3, len(points) // 3):])
+        if tail is None or tail.slope > 0.5 * fit.slope:
+            return None  # it stopped falling
+        eta_s = max(fit.at(t), 0.0) / -fit.slope
+        return (eta_s / 3600.0, fit) if eta_s <= limit_s else None
 
     def _eta(self, tr: DiskTrend, t: float) -> float | None:
         """Hours until full (inf: not filling), or None when there is too little to say."""
@@ -335,9 +411,11 @@ class DiskForecaster:
             return math.inf
         return max(fit.at(t), 0.0) / -fit.slope / 3600.0
 
-    def confidence(self, fit: Fit) -> float:
-        """R² scaled down while the fit covers less than half the window."""
-        return round(fit.r2 * min(1.0, fit.span_s / (0.5 * self._window_s)), 2)
+    def confidence(self, fit: Fit, fast: bool = False) -> float:
+        """R² scaled down while the fit covers less than half its window (the trend's, or
+        FAST_WINDOW_S for a fast fill)."""
+        window = FAST_WINDOW_S if fast else self._window_s
+        return round(fit.r2 * min(1.0, fit.span_s / (0.5 * window)), 2)
 
     def finding(self, cond: Condition, tick: TickContext) -> Finding:
         """Put a disk forecast into words."""
@@ -372,9 +450,10 @@ class DiskForecaster:
         confidence = 0.5
         if fit is not None:
             rate = -fit.slope * 3600
-            confidence = self.confidence(fit)
+            confidence = self.confidence(fit, tr.fast)
             summary += (f": free space falls by {amount(rate)}/h, {amount(tr.free)} left; "
-                        f"fit over {fmt_duration(fit.span_s)} ({fit.n} points), "
+                        f"fit over {fmt_duration(fit.span_s)} ({fit.n} points"
+                        f"{', a fast fill' if tr.fast else ''}), "
                         f"R² {fit.r2:.2f}, confidence {confidence:.2f}")
             evidence = (f"disk.free[{mount}] fell {amount(rate)}/h over "
                         f"{fmt_duration(fit.span_s)}; Theil-Sen fit, R² {fit.r2:.2f}",)

@@ -1,13 +1,16 @@
 """Runaway processes: one process pinned at or above ``analyzer.runaway_cpu_percent`` for
 ``analyzer.runaway_minutes`` is an alert of its own, whatever the host's total CPU.
 
-One pinned core on a 2-core host is 50 % of the CPU, below every CPU threshold: judged by the
-host's total alone, a process spinning for hours raises nothing. Here each process in the
-top-CPU list is followed by (pid, start time). It is pinned while every snapshot lists it at
-or above the percentage; it fires once pinned for ``runaway_minutes`` and resolves when it
-drops below the percentage minus ``RELEASE_MARGIN`` points, leaves the list, or exits. A
-process of a known job inside its window is expected to be busy and never a runaway. The CPU
-threshold alerts read the same state to name a runaway as the cause of a busy host.
+One pinned core on a 2-core host is 50 % of the CPU, below every CPU threshold: judged by
+the host's total alone, a process spinning for hours raises nothing. On a saturated host a
+spinning process gets only its share of a core; where the sensor measured its demand
+(running or waiting for a CPU, Linux) the larger of that and its CPU % counts. Here each
+process in the top-CPU list is followed by (pid, start time). It is pinned while every
+snapshot lists it at or above the percentage; it fires once pinned for ``runaway_minutes``
+and resolves when it drops below the percentage minus ``RELEASE_MARGIN`` points, leaves the
+list, or exits. A process of a known job inside its window is expected to be busy and never
+a runaway. The CPU threshold alerts read the same state to name a runaway as the cause of a
+busy host.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ class _Track:
     def __init__(self, cond: Condition, proc: ProcessInfo) -> None:
         self.cond = cond
         self.proc = proc
+
+
+def busy(p: ProcessInfo) -> float | None:
+    """How pinned a process is: its CPU %, or its demand (running or waiting for a CPU)
+    when that is higher: on a saturated host a spinning loop gets only its share."""
+    if p.cpu_demand_percent is None:
+        return p.cpu_percent
+    return max(p.cpu_percent or 0.0, p.cpu_demand_percent)
 
 
 def runaway_dimension(p: ProcessInfo) -> str:
@@ -76,7 +87,7 @@ class RunawayDetector:
             return  # no process list this tick (missing): neither start nor reset
         seen: set[ProcKey] = set()
         for p in top_cpu:
-            cpu = p.cpu_percent
+            cpu = busy(p)
             if cpu is None:
                 continue
             key = (p.pid, p.create_time)
@@ -124,7 +135,7 @@ class RunawayDetector:
         p = tr.proc
         return Finding(
             rule=RUNAWAY_RULE, metric=RUNAWAY_METRIC, dimension=cond.dimension,
-            severity="warning" if cond.level else None, value=p.cpu_percent,
+            severity="warning" if cond.level else None, value=busy(p),
             since=cond.since, threshold=self._percent,
             cause=f"runaway:{p.pid}:{p.create_time!r}",
             describe=lambda since: self._describe(cond, tr, tick, since))
@@ -145,9 +156,12 @@ class RunawayDetector:
         host = tick.snap.cpu.percent
         share = (f"; the host's CPU is at {host:.0f}% ({n} cores)" if host is not None and n
                  else "")
+        demand = (f", {p.cpu_demand_percent:.0f}% running or waiting for a CPU"
+                  if p.cpu_demand_percent is not None
+                  and p.cpu_demand_percent > (p.cpu_percent or 0) + 10 else "")
         summary = (f"Process {who} is a runaway: pinned at {self._percent:g}% of a core or "
                    f"more for {fmt_duration(tick.t - since)} (now "
-                   f"{p.cpu_percent or 0:.0f}%){share}")
+                   f"{p.cpu_percent or 0:.0f}%{demand}){share}")
         return Description(
             summary=summary, labels=labels, confidence=0.8,
             context=(f"{who} has used at least {self._percent:g}% of a core in every "

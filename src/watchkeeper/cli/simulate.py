@@ -57,11 +57,13 @@ def _log_files(client: Any | None, ctx: click.Context) -> list[str]:
 @click.option("--rate", default=None, help="leak: growth (default 4M/s); disk: write rate "
                                             "(default 1M/s).")
 @click.option("--path", default=None, help="disk: directory to fill (default $TMPDIR); "
-                                            "logflood: one of the server's "
-                                            "remediation.log_files to append to.")
+                                            "logflood: a directory to write a log of its "
+                                            "own in (e.g. /var/log, watched by default), or "
+                                            "one of the server's remediation.log_files to "
+                                            "append to.")
 @click.option("--procs", type=int, default=None, help="forkstorm: processes (default 50).")
 @click.option("--lines-per-s", "lines_per_s", type=int, default=None,
-              help="logflood: lines a second (default 1000).")
+              help="logflood: lines a second (default 2000).")
 @click.option("--settle", type=click.FloatRange(0, 600), default=60.0, show_default=True,
               help="Seconds to wait after the run for the alert to resolve.")
 @click.option("--json", "as_json", is_flag=True,
@@ -131,8 +133,10 @@ def _simulate(ctx: click.Context, client: Any | None, note: str, scenario: str, 
         from watchkeeper.cli.client import ClientError
 
         mount = _mountpoint(str(checked.write_under)) if scenario == "disk" else None
+        flooded = outcome.append_to or (outcome.files[0] if scenario == "logflood"
+                                        and outcome.files else None)
         culprit = report.Culprit(frozenset(outcome.pids), tuple(outcome.names), mount,
-                                 outcome.append_to)
+                                 flooded)
         try:
             resp = report.wait_response(lambda p, q: client.get(p, q).data, client.url,
                                         outcome, culprit, settle)

@@ -7,6 +7,7 @@ call anywhere costs that family's values (marked in ``missing``) and never the t
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +27,11 @@ from watchkeeper.collectors.common import (
     describe_error,
 )
 from watchkeeper.collectors.cpu import CpuReading, cpu_stats, read_cpu
+from watchkeeper.collectors.demand import DemandMeter
 from watchkeeper.collectors.diskio import CounterReading, disk_io_rates, read_disk_io
 from watchkeeper.collectors.disks import DiskCollector, StatVfs, default_statvfs
 from watchkeeper.collectors.host import read_identity, uptime
+from watchkeeper.collectors.logs import LogWatcher
 from watchkeeper.collectors.memory import read_memory
 from watchkeeper.collectors.network import NetReading, net_rates, read_net
 from watchkeeper.collectors.processes import DetailReader, linux_thread_total, read_processes
@@ -69,6 +72,7 @@ class SnapshotCollector:
         statvfs: StatVfs | None = _DEFAULT_STATVFS,
         thread_total: Callable[[], int | None] | Any | None = _DEFAULT_STATVFS,
         proc_scan: Callable[[], list[ProcStat]] | Any | None = _DEFAULT_STATVFS,
+        log_watcher: LogWatcher | Any | None = _DEFAULT_STATVFS,
     ) -> None:
         self._ps = psutil_module
         linux = psutil_module is psutil and psutil.LINUX
@@ -87,6 +91,12 @@ class SnapshotCollector:
         else:
             self._proc_details = None
         self._proc_scan: Callable[[], list[ProcStat]] | None = proc_scan
+        if log_watcher is _DEFAULT_STATVFS:
+            # The real host's files go with the real psutil; a fake host has no logs.
+            log_watcher = LogWatcher() if psutil_module is psutil else None
+        self._logs: LogWatcher | None = log_watcher
+        self._demand: DemandMeter | None = (
+            DemandMeter() if linux and os.path.exists("/proc/self/schedstat") else None)
         # The injected clocks timestamp readings; deadlines use the real time.monotonic,
         # because they wait on real threads.
         self._monotonic = monotonic
@@ -146,6 +156,10 @@ class SnapshotCollector:
                                            self._proc_details)
             ),
         }
+        logs = self._logs
+        if logs is not None and cfg.log_paths:
+            families["logs"] = lambda: logs.collect(cfg.log_paths, self._monotonic(),
+                                                    cfg.top_processes)
         if self._identity is None:
             families["host"] = lambda: self._with_log(lambda log: read_identity(ps, log))
         return families
@@ -197,6 +211,9 @@ class SnapshotCollector:
         processes: ProcessSummary = self._unpack(
             results.get("processes"), missing, ProcessSummary()
         )
+        if self._demand is not None and processes.top_cpu:
+            processes = processes.model_copy(update={"top_cpu": self._demand.annotate(
+                processes.top_cpu, time.monotonic())})
         disk_io_reading: CounterReading | None = results.get("disk_io")
         disk_io: tuple[DiskIO, ...] = ()
         if disk_io_reading is not None:
@@ -232,6 +249,7 @@ class SnapshotCollector:
             identity=identity,
             missing=tuple(missing),
             collect_ms=(time.perf_counter() - started) * 1000.0,
+            logs=results.get("logs") or (),
         )
 
     @staticmethod

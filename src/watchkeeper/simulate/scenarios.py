@@ -26,7 +26,7 @@ DEFAULT_MEMORY = "256M"
 DEFAULT_LEAK_RATE = "4M/s"
 DEFAULT_DISK_RATE = "1M/s"
 DEFAULT_PROCS = 50
-DEFAULT_LINES_PER_S = 1000
+DEFAULT_LINES_PER_S = 2000
 
 
 class Host(Protocol):
@@ -197,6 +197,17 @@ def plan(req: Request, host: Host) -> Plan:
         raise Refused(f"--size {fmt_size(size)} is more than the log flood cap of "
                       f"{fmt_size(limits.MAX_LOG_BYTES)}")
     params = {**base, "lines_per_s": lines, "size": size}
+    configured = {os.path.normpath(os.path.abspath(c)) for c in req.log_files}
+    if req.path is not None and _is_dir(req.path) and \
+            os.path.normpath(os.path.abspath(req.path)) not in configured:
+        # A directory (a watched log directory such as /var/log): a file of the run's own
+        # in a directory the run makes there, as for disk.
+        where = _real_dir(req.path)
+        limits.check_disk(size, host.disk_room(str(where)), str(where))
+        return Plan(s, duration, (Worker("logflood", params, file="flood.log"),),
+                    f"one process (wk-sim-logflood) writing {lines} lines/s, at most "
+                    f"{fmt_size(size)}, to a log of its own under {where} for {duration:g} s",
+                    write_under=where)
     if req.path is not None:
         target = _log_file(req.path, req.log_files)
         limits.check_disk(size, host.disk_room(str(target.parent)), str(target))
@@ -213,6 +224,11 @@ def plan(req: Request, host: Host) -> Plan:
                 f"one process (wk-sim-logflood) writing {lines} lines/s, at most "
                 f"{fmt_size(size)}, to a log of its own under {where} for {duration:g} s",
                 write_under=where)
+
+
+def _is_dir(raw: str) -> bool:
+    """Whether ``raw`` leads to a directory (_real_dir then refuses a symlink on the way)."""
+    return "\x00" not in raw and os.path.isdir(raw)
 
 
 def _log_file(raw: str, configured: Sequence[str]) -> Path:
