@@ -217,7 +217,8 @@
 
   async function loadSystem() {
     const s = await api("GET", "/api/system");
-    setText("host", s.host);
+    // On a central the header names the host picked in the Hosts card, not the central.
+    if (!fleet.on) setText("host", s.host);
     document.title = `watchkeeper · ${s.host}`;
     const status = $("status");
     status.textContent = s.status;
