@@ -6,6 +6,7 @@ Now: stores every snapshot and event (batched, see store/), rewrites
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -54,6 +55,13 @@ class CommunicatorAgent(BaseAgent):
         self._bus_stats = bus_stats
         self._subs: list[Subscription] = []
         self._latest: MetricSnapshot | None = None
+        #: Each host's last few snapshots (seq, time): a copy delivered twice (sent again
+        #: from a fleet agent's spool after its first send was stored but not acknowledged,
+        #: past the broker's de-duplication) is not stored twice. The copy follows its
+        #: original closely (the spool holds everything newer back), so a few suffice; the
+        #: clock is not compared, so a wall clock stepped back loses nothing.
+        self._recent: dict[str, collections.deque[tuple[int, datetime]]] = {}
+        self.duplicates = 0
         self._started: datetime = self._wall()
         self._next_retention = float("-inf")  # once at start: catches up after downtime
 
@@ -94,6 +102,14 @@ class CommunicatorAgent(BaseAgent):
 
     def _handle(self, topic: str, event: Event) -> None:
         if isinstance(event, MetricSnapshot):
+            recent = self._recent.get(event.host)
+            if recent is None:
+                recent = self._recent[event.host] = collections.deque(maxlen=8)
+            key = (event.seq, event.at)
+            if key in recent:
+                self.duplicates += 1
+                return
+            recent.append(key)
             self._latest = event
             self.store.add_snapshot(event)
             return
