@@ -11,9 +11,7 @@ the generated api_token file: clients find both the way they do by default.
 from __future__ import annotations
 
 import json
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.notify_receiver import free_port as free_port  # one picker, below the ephemeral range
 
 from .test_cli import wk_env
 
@@ -53,21 +53,6 @@ class Server:
         assert isinstance(approval_id, int), r.text
         return approval_id
 
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768 and up on Linux): a
-    server a test stops and starts again on its port must find it free, and the source port
-    of any client connection made meanwhile (by this run or another) comes from that range."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free loopback port in 20000-32767")
 
 
 def until(check: Any, what: str, timeout: float = 30) -> Any:
