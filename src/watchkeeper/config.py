@@ -313,6 +313,11 @@ class AnalyzerConfig(Section):
     runaway_cpu_percent: float = Field(90.0, gt=0)
     log_flood_mb_per_min: float = Field(
         5.0, gt=0, description="a watched log growing this fast for for_s is a flood")
+    fork_storm_processes: int = Field(
+        100, ge=1, le=1_000_000,
+        description="this many more processes than within fork_storm_window_s, for for_s, "
+                    "is a fork storm")
+    fork_storm_window_s: float = Field(60.0, gt=0, le=3600)
     host_down_after_s: float = Field(
         60.0, gt=0, le=86400,
         description="a fleet's host that sends nothing this long is down (central only)")

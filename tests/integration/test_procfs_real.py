@@ -126,3 +126,21 @@ def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_comman
     assert summary.total is not None and summary.total >= len(by_pid)
     assert summary.threads == sum(1 for _ in os.scandir("/proc/self/task")) or \
         summary.threads > 0
+
+
+@pytest.mark.parametrize("path", ["procfs", "psutil"])
+def test_the_largest_groups_by_name_count_real_processes(
+        children: list[subprocess.Popen[bytes]], tmp_path: Path, path: str) -> None:
+    # A fork storm's culprit is named by its group: 40 processes of one executable of ours
+    # (the kernel names a process after its executable's file).
+    exe = tmp_path / "wkforkcount"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    for _ in range(40):
+        children.append(subprocess.Popen([str(exe), "600"]))
+    time.sleep(0.2)
+    scan = ProcScanner().scan if path == "procfs" else None
+    summary = read_processes(psutil, MissingLog(psutil), 5, time.time(), scan=scan)
+    groups = {g.name: g.count for g in summary.top_names}
+    assert groups.get("wkforkcount") == 40
+    assert [g.count for g in summary.top_names] == sorted(groups.values(), reverse=True)
+    assert summary.total is not None and summary.total >= 40
