@@ -84,6 +84,16 @@ def test_cpu_percent_agrees_with_psutil_over_the_same_window(
     assert rows[idle.pid].cpu_percent == theirs_idle == 0.0
 
 
+def test_a_process_that_spins_from_its_start_is_busy_at_its_first_reading(
+        children: list[subprocess.Popen[bytes]]) -> None:
+    scanner = ProcScanner()
+    scanner.scan()
+    children.append(subprocess.Popen(BUSY))
+    time.sleep(1.5)
+    rows = {r.pid: r for r in scanner.scan()}
+    assert rows[children[-1].pid].cpu_percent > 20.0  # it runs, whatever the machine's load
+
+
 @pytest.mark.parametrize("from_proc", [True, False], ids=["details-from-proc",
                                                          "details-from-psutil"])
 def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_command_line(
