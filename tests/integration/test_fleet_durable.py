@@ -11,10 +11,10 @@ incident: the restarted central does not fire again what its predecessor had fir
 Settings changed from the defaults, and why: a subject prefix of the test's own (one broker
 serves the session); ticks every 0.5 s instead of 5 s and a memory warning at 0.1 % with no
 ``for_s`` (an alert on every host's first snapshot, at once); no CPU alerts (this busy
-machine's noise); no start-up grace on the agents (their notify_only actions run at once); the central flushes its history every 3 s
-instead of 1 s (a window wide enough that the kill lands while an alert is in the broker
-and not yet stored); bus.ack_wait_s 2 instead of 60 (what the killed central held comes
-again within seconds instead of a minute)."""
+machine's noise); no start-up grace on the agents (their notify_only actions run at once);
+the central flushes its history every 3 s instead of 1 s (a window wide enough that the
+kill lands while an alert is in the broker and not yet stored); bus.ack_wait_s 2 instead
+of 60 (what the killed central held comes again within seconds instead of a minute)."""
 
 from __future__ import annotations
 

@@ -194,6 +194,12 @@ class AnalyzerAgent(BaseAgent):
             if open_alerts:
                 self.engine.restore(open_alerts)
                 log.info("analyzer: %d open alert(s) restored", len(open_alerts))
+            if isinstance(self.engine, FleetAnalyzer):
+                # Hosts in the raw history that never report again are down after
+                # host_down_after_s from now: a restart forgets no host.
+                now = self._wall()
+                keep = timedelta(hours=self.config.current.storage.raw_retention_hours)
+                self.engine.known(self.store.hosts(now - keep), now.timestamp())
         except Exception as exc:  # a damaged history must not stop analysis
             log.warning("analyzer: could not restore open alerts: %s", exc)
         path = self._state_path()

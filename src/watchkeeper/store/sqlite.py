@@ -489,6 +489,13 @@ class SqliteStore:
             row = conn.execute(sql + " ORDER BY at DESC LIMIT 1", args).fetchone()
         return None if row is None else self._snapshot(row[0])
 
+    def hosts(self, start: datetime) -> list[str]:
+        """Hosts with a stored snapshot taken at or after ``start``, by name."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT DISTINCT host FROM snapshots WHERE at >= ? "
+                                "ORDER BY host", (epoch(start),)).fetchall()
+        return [r[0] for r in rows]
+
     def snapshots(self, start: datetime, end: datetime, limit: int = 1000, *,
                   host: str | None = None) -> list[MetricSnapshot]:
         """Snapshots with start <= at <= end, oldest first; the newest ``limit`` if more."""
