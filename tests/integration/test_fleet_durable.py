@@ -27,13 +27,26 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from tests.nats_server import NatsServer
-from watchkeeper.bus import command_topic
+from watchkeeper.bus import codec, command_topic
 from watchkeeper.bus.nats import NatsBus
-from watchkeeper.events import Alert, Command, CommandReply, Event, RemediationEvent, decode
+from watchkeeper.bus.spool import Entry, Spool
+from watchkeeper.bus.subjects import stream_name
+from watchkeeper.events import (
+    Alert,
+    Command,
+    CommandReply,
+    CpuStats,
+    Event,
+    MemoryStats,
+    MetricSnapshot,
+    RemediationEvent,
+    decode,
+)
 
 from ..conftest import make_settings
 from .test_cli import wk_env
@@ -227,4 +240,105 @@ async def test_a_central_killed_mid_stream_stores_every_alert_and_action_once(
     finally:
         fleet.stop()
         await watcher.close()
+        await bus.close()
+
+
+def spool_rows(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def central_listens(bus: NatsBus) -> None:
+    """Until the central's durable consumers exist (what the broker takes from then on
+    is kept for it, whatever its pace)."""
+    assert bus._js is not None
+    stream = stream_name(bus.prefix, "metrics")
+
+    async def consumers() -> int:
+        try:
+            return len(await bus._js.consumers_info(stream))
+        except Exception:  # the stream is made by the first client to connect
+            return 0
+
+    deadline = time.monotonic() + 30
+    while await consumers() < 2:  # the communicator's and the analyzer's
+        assert time.monotonic() < deadline, "the central made no consumers"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_agent_killed_during_its_spool_flush_loses_nothing_and_sends_nothing_twice(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    """An agent comes back with a full spool (an outage's worth, written to its spool file
+    before it starts), is killed -9 half-way through sending it, and started again: the
+    broker and the central's history have every event once, in order."""
+    fleet = Fleet(tmp_path, nats_server)
+    cfg = make_settings(tmp_path / "watcher", bus={
+        "backend": "nats", "url": nats_server.url, "subject_prefix": fleet.prefix}).bus
+    bus = await NatsBus.open(cfg, client="watcher")
+    host, count = "web-9", 4000
+    start = datetime.now(timezone.utc) - timedelta(minutes=30)
+    events: list[tuple[str, Event]] = []
+    for i in range(count):
+        at = start + timedelta(seconds=0.25 * i)
+        if i % 100 == 50:  # now and then an action among the snapshots
+            events.append((f"actions.{host}", RemediationEvent(
+                host=host, at=at, phase="notice", action="notify_only", message=f"n{i}")))
+        else:
+            events.append((f"metrics.{host}", MetricSnapshot(
+                host=host, at=at, seq=1_000_000 + i, interval_s=0.25,
+                cpu=CpuStats(percent=10.0), memory=MemoryStats(percent=30.0))))
+    spool = Spool.open(tmp_path / host / "data")
+    await spool.append([Entry(topic=t, msg_id=codec.message_id(t, codec.encode(e)),
+                              at=e.at.timestamp(), droppable=type(e).droppable,
+                              payload=codec.encode(e)) for t, e in events],
+                       now=datetime.now(timezone.utc).timestamp())
+    await spool.close()
+    try:
+        fleet.start_central()
+        await central_listens(bus)
+        agent = fleet.start_agent(host)
+        # Killed once the flush is under way and far from done.
+        rows = await until(lambda: (n := spool_rows(spool.path)) < count * 0.8 and n,
+                           "the agent to be sending its spool", timeout=60)
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(timeout=10)
+        left = spool_rows(spool.path)
+        assert 0 < left <= rows, "killed too late: the flush was over"
+        fleet.start_agent(host)
+        await until(lambda: spool_rows(spool.path) == 0, "the rest of the spool sent",
+                    timeout=60)
+
+        # The broker's streams: every event once, in order.
+        on_broker = await bus.stored(f"*.{host}", since=start - timedelta(seconds=1),
+                                     limit=100_000, timeout=30)
+        sent = [e for _t, e in on_broker if e.at < start + timedelta(seconds=0.25 * count)
+                and (isinstance(e, RemediationEvent) or (
+                    isinstance(e, MetricSnapshot) and e.seq >= 1_000_000))]
+        snaps = [e.seq for e in sent if isinstance(e, MetricSnapshot)]
+        assert snaps == sorted(snaps) and len(snaps) == len(set(snaps)), "twice or unordered"
+        assert sorted(sent, key=lambda e: e.at) == [e for _t, e in events]
+
+        # The central's history: the same, once.
+        def history() -> tuple[list[int], list[Event]]:
+            conn = sqlite3.connect(f"file:{fleet.history}?mode=ro", uri=True, timeout=10)
+            try:
+                seqs = [r[0] for r in conn.execute(
+                    "SELECT seq FROM snapshots WHERE host = ? AND seq >= 1000000 ORDER BY at",
+                    (host,))]
+            finally:
+                conn.close()
+            return seqs, [e for e in stored(fleet.history) if e.host == host
+                          and isinstance(e, RemediationEvent) and e.phase == "notice"]
+
+        wanted = [e.seq for _t, e in events if isinstance(e, MetricSnapshot)]
+        notices = [e for _t, e in events if isinstance(e, RemediationEvent)]
+        await until(lambda: history()[0] == wanted, "every snapshot in the central's history",
+                    timeout=60, detail=lambda: len(history()[0]))
+        await until(lambda: sorted(history()[1], key=lambda e: e.at) == notices,
+                    "every action in the central's history", detail=lambda: len(history()[1]))
+    finally:
+        fleet.stop()
         await bus.close()
