@@ -84,18 +84,20 @@ class Fleet:
                      WATCHKEEPER_STORAGE__FLUSH_INTERVAL="3", **self.common)
         return self._start(root, env, "serve", "--fleet", "--port", "0")
 
-    def start_agent(self, host: str) -> subprocess.Popen[bytes]:
+    def start_agent(self, host: str, url: str | None = None, **extra: str
+                    ) -> subprocess.Popen[bytes]:
         root = self.root / host
         root.mkdir(exist_ok=True)
         env = wk_env(root, WATCHKEEPER_HOST_NAME=host,
-                     WATCHKEEPER_REMEDIATION__STARTUP_GRACE_S="0", **self.common)
-        return self._start(root, env, "agent")
+                     WATCHKEEPER_REMEDIATION__STARTUP_GRACE_S="0", **{**self.common, **extra})
+        return self._start(root, env, "agent", url=url)
 
-    def _start(self, root: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    def _start(self, root: Path, env: dict[str, str], *args: str, url: str | None = None
+               ) -> subprocess.Popen[bytes]:
         with (root / "stderr.log").open("ab") as err:
             proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", *args, "--server",
-                                     self.server.url, "--no-console-log"], cwd=root, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=err)
+                                     url or self.server.url, "--no-console-log"], cwd=root,
+                                    env=env, stdout=subprocess.DEVNULL, stderr=err)
         self.procs.append(proc)
         return proc
 
@@ -113,12 +115,17 @@ class Fleet:
 
 def stored(history: Path) -> list[Event]:
     """Every alert and remediation step in the central's history, as stored."""
+    return stored_events(history, "alert", "remediation")
+
+
+def stored_events(history: Path, *kinds: str) -> list[Event]:
+    """The central's stored events of these kinds, in the order stored."""
     if not history.exists():
         return []
     conn = sqlite3.connect(f"file:{history}?mode=ro", uri=True, timeout=10)
     try:
-        rows = conn.execute("SELECT topic, payload FROM events WHERE kind IN "
-                            "('alert', 'remediation') ORDER BY id").fetchall()
+        rows = conn.execute(f"SELECT topic, payload FROM events WHERE kind IN "
+                            f"({', '.join('?' * len(kinds))}) ORDER BY id", kinds).fetchall()
     except sqlite3.OperationalError:  # not made yet
         return []
     finally:
