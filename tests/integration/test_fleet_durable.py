@@ -4,9 +4,10 @@ serve --fleet` as the central, three `watchkeeper agent` hosts).
 
 Alerts and actions happen before the kill, in flight at the kill (an alert already in the
 broker, not yet in the central's store), while the central is down (an action), and after
-the restart. A watcher on the broker records every alert and action published; the test then
-reads the central's SQLite history and finds each exactly once, and one alert (one id) per
-incident: the restarted central does not fire again what its predecessor had fired.
+the restart (a new host's alert, an approval request). A watcher on the broker records
+every alert and action published; the test then reads the central's SQLite history and
+finds each exactly once, and one alert (one id) per incident: the restarted central does
+not fire again what its predecessor had fired.
 
 Settings changed from the defaults, and why: a subject prefix of the test's own (one broker
 serves the session); ticks every 0.5 s instead of 5 s and a memory warning at 0.1 % with no
@@ -196,7 +197,9 @@ async def test_a_central_killed_mid_stream_stores_every_alert_and_action_once(
                                 for e in stored(fleet.history)),
                     "web-1's action in the central's history")
         # In flight: web-2's alert is in the broker; the central dies before storing it.
-        fleet.start_agent("web-2")
+        # web-2's policy asks a human for notify_only: its action after the restart is an
+        # approval request.
+        fleet.start_agent("web-2", WATCHKEEPER_REMEDIATION__ACTIONS__NOTIFY_ONLY="approve")
         await until(lambda: watcher.alerts("web-2"), "web-2's alert on the broker")
         os.kill(central.pid, signal.SIGKILL)
         central.wait(timeout=10)
@@ -244,6 +247,8 @@ async def test_a_central_killed_mid_stream_stores_every_alert_and_action_once(
         assert any("while the central is down" in m for m in messages), messages
         assert any("after the restart" in m for m in messages), messages
         assert {e.host for e in have if isinstance(e, RemediationEvent)} >= {"web-1", "web-2"}
+        assert [e.phase for e in have if isinstance(e, RemediationEvent) and e.host == "web-2"
+                and e.phase == "pending"] == ["pending"]  # the approval request, once
     finally:
         fleet.stop()
         await watcher.close()
