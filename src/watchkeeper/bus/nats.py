@@ -322,6 +322,7 @@ class NatsSubscription:
         the next is asked for (they would hold a large window of the broker's for little).
         """
         self._commit_mode = True
+        self._ack_handed()  # the last one handed out is done with too
         held, self._held = self._held, []
         for msg in held:
             self._acknowledge(msg)
