@@ -140,6 +140,8 @@ class Watcher:
     def __init__(self, bus: NatsBus) -> None:
         self.bus = bus
         self.seen: list[Event] = []
+        #: (host, pid): kill -9 that process the moment the host's first alert is seen.
+        self.kill_on: tuple[str, int] | None = None
         self._subs = [bus.subscribe(p, lossy=True, maxsize=100_000)
                       for p in ("alerts.*", "actions.*")]
         self._tasks = [asyncio.create_task(self._read(s)) for s in self._subs]
@@ -147,6 +149,10 @@ class Watcher:
     async def _read(self, sub: Any) -> None:
         async for _topic, event in sub:
             self.seen.append(event)
+            if self.kill_on is not None and isinstance(event, Alert) \
+                    and event.host == self.kill_on[0]:
+                os.kill(self.kill_on[1], signal.SIGKILL)  # the test's own process
+                self.kill_on = None
 
     def alerts(self, host: str) -> list[Alert]:
         return [e for e in self.seen if isinstance(e, Alert) and e.host == host]
@@ -199,9 +205,9 @@ async def test_a_central_killed_mid_stream_stores_every_alert_and_action_once(
         # In flight: web-2's alert is in the broker; the central dies before storing it.
         # web-2's policy asks a human for notify_only: its action after the restart is an
         # approval request.
+        watcher.kill_on = ("web-2", central.pid)  # killed within milliseconds of it
         fleet.start_agent("web-2", WATCHKEEPER_REMEDIATION__ACTIONS__NOTIFY_ONLY="approve")
         await until(lambda: watcher.alerts("web-2"), "web-2's alert on the broker")
-        os.kill(central.pid, signal.SIGKILL)
         central.wait(timeout=10)
         in_flight = watcher.alerts("web-2")[0]
         assert in_flight not in stored(fleet.history), "the kill came after the store"

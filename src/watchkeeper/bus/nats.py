@@ -844,8 +844,10 @@ class NatsBus:
                 deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=since,
                 ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
             psub = await js.pull_subscribe(filter_subject, stream=stream, config=config)
+            consumer = ""
             try:
                 info = await psub.consumer_info()
+                consumer = info.name
                 left = info.num_pending or 0
                 while left > 0 and len(out) < limit and loop.time() < deadline:
                     try:
@@ -860,8 +862,9 @@ class NatsBus:
                             out.append((topic, event))
                     left = msgs[-1].metadata.num_pending or 0 if msgs else 0
             finally:
-                with contextlib.suppress(Exception):
-                    await js.delete_consumer(stream, info.name)
+                if consumer:  # else the broker drops it after inactive_threshold
+                    with contextlib.suppress(Exception):
+                        await js.delete_consumer(stream, consumer)
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()
         return out[:limit]
