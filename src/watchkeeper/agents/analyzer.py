@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "analyzer_state.json"
 #: Seconds between saves of the learned baselines (and once at shutdown).
 SAVE_EVERY_S = 300.0
+#: How far back a restarted central reads its alerts from the broker (at least).
+UNSTORED_LOOKBACK_S = 3600.0
 #: LLM investigations running at once; more incidents wait their turn.
 MAX_INVESTIGATIONS = 2
 
@@ -136,7 +138,7 @@ class AnalyzerAgent(BaseAgent):
                                            maxsize=10_000 if self.fleet else 100)
         if not self._restored:
             self._restored = True
-            self._restore()
+            self._restore(await self._unstored_alerts())
         self._follow_services()
 
     async def teardown(self) -> None:
@@ -155,18 +157,49 @@ class AnalyzerAgent(BaseAgent):
     def _state_path(self) -> Path:
         return self.config.current.storage.path / STATE_FILE
 
-    def _restore(self) -> None:
-        """Open alerts from the stored history and learned baselines survive a restart."""
+    async def _unstored_alerts(self) -> list[Alert]:
+        """A central's alerts still in the broker, published before a restart and perhaps
+        not stored yet (its communicator was killed first): without them the new process
+        would fire again, as a new alert, what its predecessor fired."""
+        stored = getattr(self.bus, "stored", None)  # a NATS bus; in-process there is none
+        if not self.fleet or stored is None:
+            return []
+        try:
+            newest = self.store.events(kinds=["alert"], limit=1)
+            # What a killed central published and did not store is newer than what it
+            # stored less its flush interval: ten minutes spare it clock skew and slowness.
+            since = self._wall() - timedelta(seconds=UNSTORED_LOOKBACK_S)
+            if newest:
+                since = min(since, newest[-1].at - timedelta(seconds=600))
+            found = await stored("alerts.*", since=since, limit=10_000)
+        except Exception as exc:  # the broker away: the stored history alone, as before
+            log.warning("analyzer: could not read back alerts from the broker: %s", exc)
+            return []
+        return [e for _topic, e in found if isinstance(e, Alert)]
+
+    def _restore(self, unstored: Sequence[Alert] = ()) -> None:
+        """Open alerts from the stored history (and the broker's, for what a killed central
+        did not store) and learned baselines survive a restart."""
         try:
             latest: dict[str, Alert] = {}
             for stored in self.store.events(kinds=["alert"], limit=10_000):
                 if isinstance(stored.event, Alert) and (self.fleet
                                                         or stored.event.host == self.host):
                     latest[stored.event.fingerprint] = stored.event
+            for alert in unstored:
+                known = latest.get(alert.fingerprint)
+                if known is None or alert.at >= known.at:
+                    latest[alert.fingerprint] = alert
             open_alerts = [a for a in latest.values() if a.state != "resolved"]
             if open_alerts:
                 self.engine.restore(open_alerts)
                 log.info("analyzer: %d open alert(s) restored", len(open_alerts))
+            if isinstance(self.engine, FleetAnalyzer):
+                # Hosts in the raw history that never report again are down after
+                # host_down_after_s from now: a restart forgets no host.
+                now = self._wall()
+                keep = timedelta(hours=self.config.current.storage.raw_retention_hours)
+                self.engine.known(self.store.hosts(now - keep), now.timestamp())
         except Exception as exc:  # a damaged history must not stop analysis
             log.warning("analyzer: could not restore open alerts: %s", exc)
         path = self._state_path()

@@ -13,7 +13,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   missed, in order, once. Stored events are never dropped for a slow subscriber: they wait in
   the stream (``max_ack_pending`` keeps at most ``maxsize`` in the process). An event handed
   out is acknowledged when the subscriber asks for the next one or closes, so the one being
-  worked on when a process dies comes again (after ``ack_wait_s``).
+  worked on when a process dies comes again (after ``ack_wait_s``, after newer ones); a
+  subscriber that stores what it gets (the communicator) calls ``commit()`` once it is
+  durable, and only then are its events acknowledged.
 - Topics that are not stored (health heartbeats) and ``lossy`` observers use core NATS
   subscriptions with the in-memory bus's overflow policy.
 - Request/reply for ``command.*`` over core NATS (never stored): no responder raises
@@ -33,6 +35,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -133,8 +136,17 @@ class NatsSubscription:
         #: them again when the broker lost a stream (a memory stream across its restart).
         self._consumers: list[tuple[str, str, int, Any]] = []
         self._pending: dict[str, int] = {}  # consumer -> messages still in the stream
-        self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
+        #: (consumer, stream sequence) of every event queued or handed here and not yet
+        #: acknowledged: a delivery again of one of these (after ack_wait) is skipped. Not
+        #: "at or below the last sequence seen": after a restart, what the killed process
+        #: held comes again after newer events, and must not be taken for a copy.
+        self._unacked: set[tuple[str, int]] = set()
         self._handed: Msg | None = None
+        self._handed_droppable = False
+        #: After commit() was first called: events handed out are acknowledged only at the
+        #: next commit() (once the subscriber made them durable), not at the next get().
+        self._commit_mode = False
+        self._held: list[Msg] = []
         self._setup: asyncio.Task[None] | None = None
 
     # -- set-up (a task the bus awaits before its next publish or request)
@@ -204,7 +216,7 @@ class NatsSubscription:
                 self._js.remove(psub)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
-            self._last_seq.clear()
+            self._unacked = {key for key in self._unacked if key[0] != psub._consumer}
             await self._consume(js, stream, filter_subject, max_ack)
 
     # -- arrivals
@@ -256,14 +268,15 @@ class NatsSubscription:
         meta = msg.metadata
         consumer = meta.consumer or ""
         seq = meta.sequence.stream if meta.sequence is not None else 0
-        if seq <= self._last_seq.get(consumer, 0):
+        if (consumer, seq) in self._unacked:
             self.redelivered += 1
             return  # still queued here (its acknowledgement covers this delivery too)
-        self._last_seq[consumer] = seq
+        self._unacked.add((consumer, seq))
         self._pending[consumer] = meta.num_pending or 0
         topic = bus._topic(msg.subject)
         event = bus._decode(topic, msg.data) if topic is not None else None
         if topic is None or event is None:
+            self._forget(msg)
             with contextlib.suppress(Exception):
                 await msg.term()  # never deliver it again
             return
@@ -278,13 +291,41 @@ class NatsSubscription:
         counter.delivered += 1
         counter.depth -= 1
         self._handed = item.msg
+        self._handed_droppable = type(item.event).droppable
         return item.topic, item.event
 
     def _ack_handed(self) -> None:
         # The subscriber asks for the next event (or closes): the one before is handled.
         if self._handed is not None:
-            self.bus._spawn(_ack(self._handed))
+            if self._commit_mode and not self._handed_droppable:
+                self._held.append(self._handed)
+            else:
+                self._acknowledge(self._handed)
             self._handed = None
+
+    def _acknowledge(self, msg: Msg) -> None:
+        self._forget(msg)
+        self.bus._spawn(_ack(msg))
+
+    def _forget(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            meta = msg.metadata
+            seq = meta.sequence.stream if meta.sequence is not None else 0
+            self._unacked.discard((meta.consumer or "", seq))
+
+    def commit(self) -> None:
+        """Acknowledge every event handed out so far: the subscriber has made them durable.
+
+        From the first call on, events are acknowledged only here, never when the next one
+        is asked for: a process killed before its commit gets them again after a restart
+        (after ``ack_wait_s``). Droppable events (snapshots) are still acknowledged when
+        the next is asked for (they would hold a large window of the broker's for little).
+        """
+        self._commit_mode = True
+        self._ack_handed()  # the last one handed out is done with too
+        held, self._held = self._held, []
+        for msg in held:
+            self._acknowledge(msg)
 
     async def get(self) -> tuple[str, Event]:
         self._ack_handed()
@@ -324,7 +365,10 @@ class NatsSubscription:
             return
         self._closed = True
         self._ack_handed()
-        naks = [item.msg for item in self._items if item.msg is not None]
+        # Handed out but never committed (the subscriber did not make them durable) and
+        # queued but never handed out: back to the consumer at once, for the next subscriber.
+        naks = self._held + [item.msg for item in self._items if item.msg is not None]
+        self._held = []
         for item in self._items:
             self.bus._counter(item.topic).depth -= 1
         self._items.clear()
@@ -784,6 +828,46 @@ class NatsBus:
         except codec.WireError as exc:
             self._reject(topic, exc)
             raise
+
+    async def stored(self, pattern: str, *, since: datetime, limit: int = 10_000,
+                     timeout: float = 10.0) -> list[tuple[str, Event]]:
+        """What the broker's streams hold on ``pattern`` from ``since`` on, oldest first (up
+        to ``limit``): a restarted central reads back what it published and may not have
+        stored before it died. Read through a throw-away consumer; decoded and checked as
+        any delivery."""
+        _nc, js = await self._ready()
+        out: list[tuple[str, Event]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for stream, filter_subject in _overlaps(self, self._subject(pattern)):
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=since,
+                ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
+            psub = await js.pull_subscribe(filter_subject, stream=stream, config=config)
+            consumer = ""
+            try:
+                info = await psub.consumer_info()
+                consumer = info.name
+                left = info.num_pending or 0
+                while left > 0 and len(out) < limit and loop.time() < deadline:
+                    try:
+                        msgs = await psub.fetch(min(256, left), timeout=max(
+                            0.1, deadline - loop.time()))
+                    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                        break
+                    for msg in msgs:
+                        topic = self._topic(msg.subject)
+                        event = self._decode(topic, msg.data) if topic is not None else None
+                        if topic is not None and event is not None:
+                            out.append((topic, event))
+                    left = msgs[-1].metadata.num_pending or 0 if msgs else 0
+            finally:
+                if consumer:  # else the broker drops it after inactive_threshold
+                    with contextlib.suppress(Exception):
+                        await js.delete_consumer(stream, consumer)
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+        return out[:limit]
 
     def responders(self) -> list[str]:
         return sorted(self._handlers)
