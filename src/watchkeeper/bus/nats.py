@@ -45,6 +45,7 @@ from nats.js import JetStreamContext, api
 
 from watchkeeper.aio import wait_for
 from watchkeeper.bus import codec
+from watchkeeper.bus.auth import credential_problems, identity_secret
 from watchkeeper.bus.base import (
     BusClosedError,
     BusError,
@@ -58,6 +59,8 @@ from watchkeeper.bus.subjects import (
     REQUEST_FAMILIES,
     STREAM_FAMILIES,
     durable_name,
+    ephemeral_name,
+    inbox_prefix,
     intersect,
     stream_name,
     stream_subjects,
@@ -172,24 +175,36 @@ class NatsSubscription:
     async def _consume(self, js: JetStreamContext, stream: str, filter_subject: str,
                        max_ack: int) -> None:
         bus = self.bus
-        consumer = durable_name(bus.client, self.name, filter_subject) if self.durable else None
+        if self.durable:
+            consumer = durable_name(bus.client, self.name, filter_subject, bus._secret)
+        else:
+            consumer = ephemeral_name(bus.client)
         config = api.ConsumerConfig(
-            durable_name=consumer,
+            # Named, so that nats-py creates it on $JS.API.CONSUMER.CREATE.<stream>.<name>.
+            # <filter>: a broker can allow a host consumers on its own subjects only.
+            name=consumer,
+            durable_name=consumer if self.durable else None,
+            # In this client's inbox, the same one again after a restart.
+            deliver_subject=f"{bus.inbox}.{consumer}",
+            filter_subject=filter_subject,
             # A new consumer starts at the events published from now on; an existing durable
             # one resumes where its subscriber left off.
             deliver_policy=api.DeliverPolicy.NEW,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=bus.config.ack_wait_s,
             max_ack_pending=max_ack,
-            inactive_threshold=bus.config.consumer_inactive_s if consumer else 60.0,
+            inactive_threshold=bus.config.consumer_inactive_s if self.durable else 60.0,
         )
-        cb = self._on_stored
-        psub = await js.subscribe(filter_subject, durable=consumer, stream=stream, cb=cb,
-                                  manual_ack=True, config=config)
+        # Created (or brought back to this configuration) and then bound, never looked up
+        # first: a host's broker permissions let it create consumers on its own subjects,
+        # not read the settings of anyone else's.
+        info = await js._jsm.add_consumer(stream, config=config)
+        psub = await js.subscribe_bind(stream, config=info.config, consumer=info.name,
+                                       cb=self._on_stored, manual_ack=True)
         self._js.append(psub)
         self._consumers.append((stream, filter_subject, max_ack, psub))
-        if consumer is None:
-            self._ephemeral.append((stream, psub._consumer))
+        if not self.durable:
+            self._ephemeral.append((stream, consumer))
 
     async def _reconsume(self, streams: set[str]) -> None:
         """The broker lost these streams (and so their consumers): make ours again. Their
@@ -346,7 +361,9 @@ class NatsSubscription:
             with contextlib.suppress(Exception):
                 await self._core.unsubscribe()
         js = self.bus._js
-        for stream, consumer in self._ephemeral:
+        # A host may not delete consumers (its broker permissions): the broker removes an
+        # ephemeral one after a minute without its subscriber.
+        for stream, consumer in self._ephemeral if self.bus.manage_streams else ():
             if js is not None:
                 with contextlib.suppress(Exception):
                     await js._jsm.delete_consumer(stream, consumer)
@@ -389,10 +406,20 @@ class NatsBus:
     """The Bus protocol over NATS JetStream (``bus.backend: nats``)."""
 
     def __init__(self, config: BusConfig | None = None, *, client: str = "watchkeeper",
-                 default_maxsize: int = DEFAULT_MAXSIZE) -> None:
+                 default_maxsize: int = DEFAULT_MAXSIZE, manage_streams: bool = True) -> None:
         self.config = config or BusConfig(backend="nats")
         #: This process's name on the broker and in its durable consumers' names (the host).
         self.client = client
+        #: Where replies and deliveries reach this client (a broker lets it read only there).
+        self.inbox = inbox_prefix(client)
+        #: Whether this client creates and repairs the streams (a central); a fleet host
+        #: with its own credentials may not, and leaves them to the central.
+        self.manage_streams = manage_streams
+        #: Keys this client's durable consumer names (bus/auth.py), set at connect.
+        self._secret = b""
+        #: What the broker refused this client (permissions violations), and the last one.
+        self.denied = 0
+        self.last_denied = ""
         self.prefix = self.config.subject_prefix
         self.default_maxsize = default_maxsize
         self._nc: NatsClient | None = None
@@ -436,6 +463,9 @@ class NatsBus:
     async def connect(self) -> None:
         """Connect and create or update the streams (subscriptions made before wait)."""
         cfg = self.config
+        problems = credential_problems(cfg)
+        if problems:
+            raise BusError("; ".join(problems))
         options: dict[str, Any] = {
             "servers": [cfg.url],
             "name": f"watchkeeper:{self.client}",
@@ -448,6 +478,7 @@ class NatsBus:
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            "inbox_prefix": self.inbox,
         }
         tls = self._tls_context()
         if tls is not None:
@@ -456,6 +487,10 @@ class NatsBus:
             options["nkeys_seed"] = str(cfg.nkey_seed_file.expanduser())
         if cfg.creds_file is not None:
             options["user_credentials"] = str(cfg.creds_file.expanduser())
+        try:
+            self._secret = identity_secret(cfg)
+        except OSError as exc:
+            raise BusError(f"cannot read this host's NATS credentials: {exc}") from exc
         try:
             nc = await nats.connect(**options)
         except Exception as exc:
@@ -466,7 +501,7 @@ class NatsBus:
         self._nc = nc
         self._js = nc.jetstream(timeout=cfg.publish_timeout_s)
         try:
-            for stream in STREAM_FAMILIES:
+            for stream in STREAM_FAMILIES if self.manage_streams else ():
                 await self._ensure_stream(stream, getattr(cfg.streams, stream))
         except BaseException:
             await nc.close()
@@ -526,7 +561,18 @@ class NatsBus:
         return self._nc, self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats client error: %s", exc)
+        text = str(exc)
+        if "permissions violation" not in text.lower():
+            log.debug("nats client error: %s", exc)
+            return
+        # The broker refused a publication or subscription this client's credentials do not
+        # allow: a misconfigured host (or a wrong bus.subject_prefix), or an attempt at
+        # another host's subjects. The first at error, then one in a thousand.
+        self.denied += 1
+        self.last_denied = text[:300]
+        level = logging.ERROR if self.denied == 1 or self.denied % 1000 == 0 else logging.DEBUG
+        log.log(level, "the NATS server refused this client (%d so far): %s (the broker "
+                "permissions of %r do not allow it)", self.denied, text[:300], self.client)
 
     async def _on_disconnected(self) -> None:
         if not self._closed and not self._offline_logged:
@@ -546,7 +592,7 @@ class NatsBus:
         restart) is set up again, with the consumers of it, so publishing and subscribers
         carry on instead of failing or going quiet for good."""
         js = self._js
-        if js is None:
+        if js is None or not self.manage_streams:
             return
         lost: set[str] = set()
         for stream in STREAM_FAMILIES:
@@ -682,6 +728,10 @@ class NatsBus:
             ack = await js.publish(subject, data, timeout=self.config.publish_timeout_s,
                                    headers={MSG_ID_HEADER: msg_id})
         except asyncio.TimeoutError:
+            if f'"{subject.lower()}"' in self.last_denied.lower():
+                raise BusError(f"the NATS server refused {kind} on {topic!r}: the broker "
+                               f"permissions of {self.client!r} do not allow publishing to "
+                               f"{subject!r}") from None
             raise BusError(f"the NATS server did not confirm storing {kind} on {topic!r} "
                            f"within {self.config.publish_timeout_s:g}s") from None
         except nats.js.errors.NoStreamResponseError:
