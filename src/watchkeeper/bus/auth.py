@@ -77,9 +77,10 @@ def host_permissions(host: str, prefix: str) -> dict[str, Any]:
         for stream, families in STREAM_FAMILIES.items() for family in families
         for tail in ("", ".>")
     ]
+    inbox = f"{inbox_prefix(host)}.>"  # published to as well: the bus's own barrier
     return {
-        "publish": {"allow": own + consumers},
-        "subscribe": {"allow": [*own, f"{inbox_prefix(host)}.>"]},
+        "publish": {"allow": [*own, inbox, *consumers]},
+        "subscribe": {"allow": [*own, inbox]},
         "allow_responses": {"max": 1, "expires": RESPONSE_WINDOW},
     }
 
@@ -94,9 +95,10 @@ def central_permissions(central: str, prefix: str) -> dict[str, Any]:
                 f"$JS.API.STREAM.INFO.{name}", f"$JS.API.CONSUMER.CREATE.{name}",
                 f"$JS.API.CONSUMER.CREATE.{name}.>", f"$JS.API.CONSUMER.INFO.{name}.*",
                 f"$JS.API.CONSUMER.DELETE.{name}.*"]
+    inbox = f"{inbox_prefix(central)}.>"
     return {
-        "publish": {"allow": [f"{prefix}.>", *api]},
-        "subscribe": {"allow": [f"{prefix}.>", f"{inbox_prefix(central)}.>"]},
+        "publish": {"allow": [f"{prefix}.>", inbox, *api]},
+        "subscribe": {"allow": [f"{prefix}.>", inbox]},
         "allow_responses": {"max": 1, "expires": RESPONSE_WINDOW},
     }
 

@@ -444,9 +444,11 @@ class NatsBus:
 
     @classmethod
     async def open(cls, config: BusConfig, *, client: str,
-                   default_maxsize: int = DEFAULT_MAXSIZE) -> NatsBus:
+                   default_maxsize: int = DEFAULT_MAXSIZE, manage_streams: bool = True
+                   ) -> NatsBus:
         """Connect to the broker and set up the streams; BusError if it cannot."""
-        bus = cls(config, client=client, default_maxsize=default_maxsize)
+        bus = cls(config, client=client, default_maxsize=default_maxsize,
+                  manage_streams=manage_streams)
         await bus.connect()
         return bus
 

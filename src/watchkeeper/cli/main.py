@@ -92,7 +92,8 @@ class _LazyGroup(click.Group):
     ``run`` and ``serve`` never load them (their memory is benchmarked)."""
 
     #: Command name -> "module:attribute".
-    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate"}
+    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate",
+                                      "fleet": "watchkeeper.cli.fleet:fleet"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
