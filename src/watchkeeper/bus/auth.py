@@ -23,12 +23,10 @@ import re
 import ssl
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from watchkeeper.bus.subjects import STREAM_FAMILIES, inbox_prefix, stream_name
-
-if TYPE_CHECKING:
-    from watchkeeper.config import BusConfig
+from watchkeeper.config import BusConfig, ConfigProblem
 
 #: A fleet member's name: one NATS subject token (what ``watchkeeper agent`` reports as its
 #: host, ``host_name``; dots would split subjects), safe in permissions and file names.
@@ -37,6 +35,10 @@ Role = Literal["host", "central"]
 #: How long an answer to a received message (a command reply, a JetStream acknowledgement)
 #: stays allowed: longer than any handler holds an event before acknowledging it.
 RESPONSE_WINDOW = "1h"
+#: Answers allowed per received message. The broker counts every delivery of a request to
+#: one of the client's matching subscriptions against it (an agent's communicator follows
+#: its own host's subjects, commands included, beside the responder), so one is too few.
+RESPONSE_MAX = 8
 SEED_SUFFIX = ".nk"
 IDENTITY_SUFFIX = ".identity.json"
 
@@ -81,7 +83,7 @@ def host_permissions(host: str, prefix: str) -> dict[str, Any]:
     return {
         "publish": {"allow": [*own, inbox, *consumers]},
         "subscribe": {"allow": [*own, inbox]},
-        "allow_responses": {"max": 1, "expires": RESPONSE_WINDOW},
+        "allow_responses": {"max": RESPONSE_MAX, "expires": RESPONSE_WINDOW},
     }
 
 
@@ -99,7 +101,7 @@ def central_permissions(central: str, prefix: str) -> dict[str, Any]:
     return {
         "publish": {"allow": [f"{prefix}.>", inbox, *api]},
         "subscribe": {"allow": [f"{prefix}.>", inbox]},
-        "allow_responses": {"max": 1, "expires": RESPONSE_WINDOW},
+        "allow_responses": {"max": RESPONSE_MAX, "expires": RESPONSE_WINDOW},
     }
 
 
@@ -163,9 +165,9 @@ def read_identities(directory: Path) -> list[tuple[Role, str, str]]:
 
 # -- the client side: checks at start, and the secret that keys consumer names
 
-def credential_problems(config: BusConfig) -> list[str]:
+def credential_problems(config: BusConfig) -> list[ConfigProblem]:
     """What is wrong with the credential and TLS files ``bus.*`` names (empty if nothing)."""
-    problems: list[str] = []
+    problems: list[ConfigProblem] = []
     for key in ("nkey_seed_file", "creds_file"):
         path: Path | None = getattr(config, key)
         if path is None:
@@ -175,32 +177,35 @@ def credential_problems(config: BusConfig) -> list[str]:
             data = path.read_text().strip()
             mode = path.stat().st_mode
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"bus.{key}: cannot read {path}: "
-                            f"{getattr(exc, 'strerror', None) or exc}")
+            problems.append(ConfigProblem(f"bus.{key}", f"cannot read {path}: "
+                                          f"{getattr(exc, 'strerror', None) or exc}"))
             continue
         if os.name == "posix" and mode & 0o077:
-            problems.append(f"bus.{key}: {path} can be read by other users (mode "
-                            f"{stat.S_IMODE(mode):04o}); it holds this host's secret key: "
-                            f"chmod 600 {path}")
+            problems.append(ConfigProblem(f"bus.{key}", f"{path} can be read by other users "
+                                          f"(mode {stat.S_IMODE(mode):04o}); it holds this "
+                                          f"host's secret key: chmod 600 {path}"))
         if key == "nkey_seed_file" and not _is_user_seed(data):
-            problems.append(f"bus.{key}: {path} is not an nkey user seed (one line starting "
-                            "with SU, as `watchkeeper fleet add-host` writes)")
+            problems.append(ConfigProblem(f"bus.{key}", f"{path} is not an nkey user seed (one "
+                                          "line starting with SU, as `watchkeeper fleet "
+                                          "add-host` writes)"))
         if key == "creds_file" and "-----BEGIN USER NKEY SEED-----" not in data:
-            problems.append(f"bus.{key}: {path} is not a NATS .creds file (a JWT and a seed)")
+            problems.append(ConfigProblem(f"bus.{key}",
+                                          f"{path} is not a NATS .creds file (JWT and seed)"))
     ca = config.tls_ca_file.expanduser() if config.tls_ca_file else None
     if ca is not None:
         try:
             ssl.create_default_context().load_verify_locations(cafile=str(ca))
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"bus.tls_ca_file: cannot load {ca} as PEM certificates: "
-                            f"{getattr(exc, 'strerror', None) or exc}")
+            problems.append(ConfigProblem("bus.tls_ca_file", f"cannot load {ca} as PEM "
+                                          f"certificates: {getattr(exc, 'strerror', None) or exc}"))
     if config.tls_cert_file is not None and config.tls_key_file is not None:
         cert, key_file = config.tls_cert_file.expanduser(), config.tls_key_file.expanduser()
         try:
             ssl.create_default_context().load_cert_chain(str(cert), str(key_file))
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"bus.tls_cert_file/tls_key_file: cannot load {cert} with "
-                            f"{key_file}: {getattr(exc, 'strerror', None) or exc}")
+            problems.append(ConfigProblem("bus.tls_cert_file", f"cannot load {cert} with "
+                                          f"bus.tls_key_file {key_file}: "
+                                          f"{getattr(exc, 'strerror', None) or exc}"))
     return problems
 
 

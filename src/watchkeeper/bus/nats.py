@@ -420,6 +420,8 @@ class NatsBus:
         #: What the broker refused this client (permissions violations), and the last one.
         self.denied = 0
         self.last_denied = ""
+        self._first_error: Exception | None = None
+        self._tls_failed = asyncio.Event()
         self.prefix = self.config.subject_prefix
         self.default_maxsize = default_maxsize
         self._nc: NatsClient | None = None
@@ -467,7 +469,7 @@ class NatsBus:
         cfg = self.config
         problems = credential_problems(cfg)
         if problems:
-            raise BusError("; ".join(problems))
+            raise BusError("; ".join(str(p) for p in problems))
         options: dict[str, Any] = {
             "servers": [cfg.url],
             "name": f"watchkeeper:{self.client}",
@@ -493,11 +495,17 @@ class NatsBus:
             self._secret = identity_secret(cfg)
         except OSError as exc:
             raise BusError(f"cannot read this host's NATS credentials: {exc}") from exc
+        nc = NatsClient()
         try:
-            nc = await nats.connect(**options)
+            # nats-py retries a failed TLS handshake (a certificate it does not trust)
+            # without end while reconnecting is allowed: the first such error ends it.
+            await self._connect_or_tls_error(nc, options)
         except Exception as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            cause = self._first_error or exc
             raise BusError(f"cannot connect to the NATS server at {_safe_url(cfg.url)}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(cause).__name__}: {cause}") from exc
         # Once connected, a broker restart or a network cut is waited out for good.
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
@@ -509,6 +517,21 @@ class NatsBus:
             await nc.close()
             raise
         self._connected.set()
+
+    async def _connect_or_tls_error(self, nc: NatsClient, options: dict[str, Any]) -> None:
+        self._tls_failed = asyncio.Event()
+        connecting = asyncio.ensure_future(nc.connect(**options))
+        failed = asyncio.ensure_future(self._tls_failed.wait())
+        try:
+            await asyncio.wait({connecting, failed}, timeout=2 * self.config.connect_timeout_s
+                               + 5, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            raise asyncio.TimeoutError("no connection")
+        connecting.result()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -563,6 +586,10 @@ class NatsBus:
         return self._nc, self._js
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._first_error is None and not self._connected.is_set():
+            self._first_error = exc  # why connect() fails, if it does
+        if isinstance(exc, ssl.SSLError) and not self._connected.is_set():
+            self._tls_failed.set()
         text = str(exc)
         if "permissions violation" not in text.lower():
             log.debug("nats client error: %s", exc)

@@ -132,6 +132,14 @@ def _with_server(settings: Settings, server: str | None, role: str) -> Settings:
                    "nats://HOST:4222 (or set bus.backend: nats and bus.url in the "
                    "configuration)", err=True)
         sys.exit(EXIT_CONFIG)
+    if settings.bus.backend == "nats":
+        # A seed or certificate file that is missing, unreadable, world-readable or not
+        # what it should be: said now, naming the key, not as a connection error later.
+        from watchkeeper.bus.auth import credential_problems
+
+        problems = credential_problems(settings.bus)
+        if problems:
+            _fail_config(ConfigError(problems))
     return settings
 
 
