@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -313,3 +316,54 @@ async def test_even_the_central_cannot_destroy_history(
     await central.settled()
     assert central.refused("publish", subject), central.errors
     assert await stream_counts(central) == before
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("web.1", id="dot-splits-subjects"),
+    pytest.param("*", id="single-token-wildcard"),
+    pytest.param(">", id="full-wildcard"),
+    pytest.param("web-1.>", id="wildcard-tail"),
+    pytest.param("web 1", id="space"),
+    pytest.param("web-1\n", id="newline"),
+    pytest.param("web\x1b[2J", id="terminal-escape"),
+    pytest.param("../../etc/cron.d/x", id="path-traversal"),
+    pytest.param("web/1", id="slash"),
+    pytest.param('web"} , {nkey: "UX', id="config-injection-quote"),
+    pytest.param("web#1", id="config-comment"),
+    pytest.param("_INBOX", id="inbox-name"),
+    pytest.param("$SYS", id="system-account-name"),
+    pytest.param("-web", id="leading-dash-option-like"),
+    pytest.param("", id="empty"),
+    pytest.param("w" * 64, id="too-long"),
+    pytest.param("wéb", id="non-ascii"),
+])
+def test_a_hostile_fleet_name_is_refused_and_nothing_is_written(tmp_path: Path,
+                                                                name: str) -> None:
+    for command in ("add-host", "add-central"):
+        out = subprocess.run([sys.executable, "-m", "watchkeeper", "fleet", command, "--dir",
+                              "keys", "--", name], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items()
+                                  if not k.startswith("WATCHKEEPER_")})
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "invalid fleet name" in out.stderr
+        assert "1-63 letters, digits, '-' and '_'" in out.stderr
+        assert out.stdout == ""
+        assert not (tmp_path / "keys").exists()
+
+
+def test_a_name_that_has_a_key_already_is_refused_and_the_key_kept(tmp_path: Path) -> None:
+    def add(command: str, name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "watchkeeper", "fleet", command,
+                               "--dir", "keys", name], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+
+    assert add("add-host", "web-1").returncode == 0
+    seed = (tmp_path / "keys/web-1.nk").read_bytes()
+    for command in ("add-host", "add-central"):
+        out = add(command, "web-1")
+        assert out.returncode == 2 and "web-1 has an identity" in out.stderr
+    assert (tmp_path / "keys/web-1.nk").read_bytes() == seed
+    assert add("add-central", "central").returncode == 0
+    out = add("add-central", "central-2")
+    assert out.returncode == 2 and "has a central already" in out.stderr

@@ -51,13 +51,13 @@ def check_name(name: str) -> str:
     """The name as given, or IdentityError saying what a valid one looks like."""
     if NAME_PATTERN.fullmatch(name):
         return name
-    shown = name[:80].encode("unicode_escape").decode("ascii")
+    shown = name[:80].encode("unicode_escape").decode("ascii")  # no raw control characters
     hint = ""
     suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:63]
     if suggestion and NAME_PATTERN.fullmatch(suggestion):
-        hint = (f" (a host named {shown!r} reports as {suggestion!r} only if its host_name "
-                f"says so: set host_name: {suggestion} on it and use that name here)")
-    raise IdentityError(f"invalid fleet name {shown!r}: 1-63 letters, digits, '-' and '_', "
+        hint = (f" (for that host, set host_name: {suggestion} in its configuration and use "
+                f"that name here)")
+    raise IdentityError(f"invalid fleet name '{shown}': 1-63 letters, digits, '-' and '_', "
                         f"starting with a letter or digit{hint}")
 
 

@@ -18,6 +18,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   subscriptions with the in-memory bus's overflow policy.
 - Request/reply for ``command.*`` over core NATS (never stored): no responder raises
   NoResponderError, no reply in time asyncio.TimeoutError, a failing handler BusError.
+- Replies and push deliveries come to this client's own inbox, ``_INBOX.<client>``; consumers
+  are named (keyed by the client's seed) and created on the filtered API subject, never
+  looked up: a fleet host's broker permissions (:mod:`watchkeeper.bus.auth`) allow no more.
 - Every message from the wire is decoded by :mod:`watchkeeper.bus.codec`; one that does not
   decode, or does not belong on its subject, is refused, counted in ``rejected`` and logged,
   and the subscriber carries on.
