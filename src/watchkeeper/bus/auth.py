@@ -132,12 +132,15 @@ def write_identity(directory: Path, role: Role, name: str) -> tuple[Path, str]:
     seed_path = directory / f"{name}{SEED_SUFFIX}"
     meta_path = directory / f"{name}{IDENTITY_SUFFIX}"
     for path in (seed_path, meta_path):
-        if path.exists():
+        if os.path.lexists(path):  # a dangling link too
             raise IdentityError(f"{path} exists: {name} has an identity already (delete "
                                 f"{seed_path} and {meta_path} first to make a new key)")
     seed, public = new_seed()
     # O_EXCL: never through a file or link someone put there meanwhile.
-    fd = os.open(seed_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(seed_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise IdentityError(f"{seed_path} exists: {name} has an identity already") from None
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)  # whatever the umask
