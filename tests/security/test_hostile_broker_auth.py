@@ -26,11 +26,11 @@ import pytest
 from nats.aio.client import Client
 
 from tests.fleet_auth import CENTRAL, Client_, Fleet, connect_as, make_fleet
-from watchkeeper.bus import BusError
+from watchkeeper.bus import BusError, codec
 from watchkeeper.bus.auth import new_seed
 from watchkeeper.bus.nats import NatsBus
 from watchkeeper.bus.subjects import STREAM_FAMILIES, durable_name, stream_name
-from watchkeeper.events import Command, CommandReply, Event, MetricSnapshot
+from watchkeeper.events import Alert, Command, CommandReply, Event, MetricSnapshot
 
 T0 = datetime(2030, 3, 1, 12, 0, tzinfo=timezone.utc)
 STREAMS = [stream_name("wk", s) for s in STREAM_FAMILIES]
@@ -367,3 +367,35 @@ def test_a_name_that_has_a_key_already_is_refused_and_the_key_kept(tmp_path: Pat
     assert add("add-central", "central").returncode == 0
     out = add("add-central", "central-2")
     assert out.returncode == 2 and "has a central already" in out.stderr
+
+
+async def test_a_consumer_delivering_into_another_hosts_subject_speaks_only_as_its_host(
+        fleet: Fleet, members: Callable[[str], Awaitable[Client_]]) -> None:
+    """A host may create consumers on its own subjects, and the deliver subject is the
+    request body's, which no permission can confine: it can have its own stored messages
+    pushed onto another host's subject. They arrive under their own subject (web-1's), so
+    a receiver never takes them for db-1's, and no stream stores them as db-1's."""
+    central_bus = await NatsBus.open(fleet.config(CENTRAL), client=CENTRAL)
+    try:
+        alerts = central_bus.subscribe("alerts.*", name="communicator")
+        await central_bus.settle()
+        central = await members(CENTRAL)
+        literal = await central.nc.subscribe("wk.alerts.db-1")  # interest makes it deliver
+        await central.settled()
+        attacker = await members("web-1")
+        forged = Alert(host="db-1", id="x", fingerprint="x", rule="cpu", metric="cpu",
+                       severity="critical", since=T0, at=T0, summary="forged")
+        await attacker.nc.jetstream().publish("wk.system.web-1", codec.encode(forged))
+        request = {"stream_name": "WK_EVENTS", "config": {
+            "name": "relay", "filter_subject": "wk.system.web-1", "deliver_policy": "all",
+            "deliver_subject": "wk.alerts.db-1", "ack_policy": "none"}}
+        await attacker.nc.request("$JS.API.CONSUMER.CREATE.WK_EVENTS.relay.wk.system.web-1",
+                                  json.dumps(request).encode(), timeout=10)
+        relayed = await literal.next_msg(timeout=10)
+        assert relayed.subject.startswith("wk.system.web-1")  # its own subject, not db-1's
+        real = Alert(host="db-1", id="r", fingerprint="r", rule="cpu", metric="cpu",
+                     severity="warning", since=T0, at=T0, summary="real")
+        await central_bus.publish("alerts.db-1", real)
+        assert await asyncio.wait_for(alerts.get(), 10) == ("alerts.db-1", real)
+    finally:
+        await central_bus.close()

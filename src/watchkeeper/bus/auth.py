@@ -147,7 +147,9 @@ def write_identity(directory: Path, role: Role, name: str) -> tuple[Path, str]:
         os.write(fd, (seed + "\n").encode())
     finally:
         os.close(fd)
-    meta_path.write_text(json.dumps({"role": role, "name": name, "nkey": public}) + "\n")
+    fd = os.open(meta_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as meta:
+        meta.write(json.dumps({"role": role, "name": name, "nkey": public}) + "\n")
     return seed_path, public
 
 
