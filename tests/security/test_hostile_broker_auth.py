@@ -22,6 +22,7 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
@@ -399,3 +400,23 @@ async def test_a_consumer_delivering_into_another_hosts_subject_speaks_only_as_i
         assert await asyncio.wait_for(alerts.get(), 10) == ("alerts.db-1", real)
     finally:
         await central_bus.close()
+
+
+@pytest.mark.parametrize("headers", [
+    pytest.param({"Nats-Rollup": "all"}, id="rollup-purges-the-whole-stream"),
+    pytest.param({"Nats-Rollup": "sub"}, id="rollup-purges-its-subject"),
+    pytest.param({"Nats-TTL": "1s"}, id="message-ttl"),
+    pytest.param({"Nats-Schedule": "@at 2030-01-01T00:00:00Z",
+                  "Nats-Schedule-Target": "wk.alerts.db-1"}, id="scheduled-message-as-another"),
+])
+async def test_a_host_cannot_purge_or_schedule_through_headers_on_its_own_subject(
+        members: Callable[[str], Awaitable[Client_]], headers: dict[str, str]) -> None:
+    """The streams allow no roll-ups, per-message TTLs or schedules (off by default), so
+    headers on a host's own subject cannot remove others' history or publish as another."""
+    central = await members(CENTRAL)
+    await central.nc.jetstream().publish("wk.alerts.db-1", b"{}")
+    before = await stream_counts(central)
+    attacker = await members("web-1")
+    with pytest.raises(nats.js.errors.Error):
+        await attacker.nc.jetstream().publish("wk.alerts.web-1", b"{}", headers=headers)
+    assert await stream_counts(central) == before
