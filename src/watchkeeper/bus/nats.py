@@ -87,6 +87,9 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 #: Where requesters receive replies (nats-py's default inbox prefix).
 INBOX_PREFIX = "_INBOX."
 _TOPIC = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+#: A fleet host waits this many times this long for the central to make a lost stream again.
+RECOVER_TRIES = 150
+RECOVER_WAIT_S = 2.0
 # nats-server's error code for "stream name already in use with a different configuration".
 _STREAM_EXISTS = 10058
 
@@ -142,6 +145,7 @@ class NatsSubscription:
         self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
         self._handed: Msg | None = None
         self._setup: asyncio.Task[None] | None = None
+        self._created: dict[str, Any] = {}  # consumer -> when the broker made it
 
     # -- set-up (a task the bus awaits before its next publish or request)
     async def _start(self) -> None:
@@ -182,7 +186,22 @@ class NatsSubscription:
             consumer = durable_name(bus.client, self.name, filter_subject, bus._secret)
         else:
             consumer = ephemeral_name(bus.client)
-        config = api.ConsumerConfig(
+        config = self._config(consumer, filter_subject, max_ack)
+        # Created (or brought back to this configuration) and then bound, never looked up
+        # first: a host's broker permissions let it create consumers on its own subjects,
+        # not read the settings of anyone else's.
+        info = await js._jsm.add_consumer(stream, config=config)
+        self._created[consumer] = info.created
+        psub = await js.subscribe_bind(stream, config=info.config, consumer=info.name,
+                                       cb=self._on_stored, manual_ack=True)
+        self._js.append(psub)
+        self._consumers.append((stream, filter_subject, max_ack, psub))
+        if not self.durable:
+            self._ephemeral.append((stream, consumer))
+
+    def _config(self, consumer: str, filter_subject: str, max_ack: int) -> api.ConsumerConfig:
+        bus = self.bus
+        return api.ConsumerConfig(
             # Named, so that nats-py creates it on $JS.API.CONSUMER.CREATE.<stream>.<name>.
             # <filter>: a broker can allow a host consumers on its own subjects only.
             name=consumer,
@@ -198,16 +217,20 @@ class NatsSubscription:
             max_ack_pending=max_ack,
             inactive_threshold=bus.config.consumer_inactive_s if self.durable else 60.0,
         )
-        # Created (or brought back to this configuration) and then bound, never looked up
-        # first: a host's broker permissions let it create consumers on its own subjects,
-        # not read the settings of anyone else's.
-        info = await js._jsm.add_consumer(stream, config=config)
-        psub = await js.subscribe_bind(stream, config=info.config, consumer=info.name,
-                                       cb=self._on_stored, manual_ack=True)
-        self._js.append(psub)
-        self._consumers.append((stream, filter_subject, max_ack, psub))
-        if not self.durable:
-            self._ephemeral.append((stream, consumer))
+
+    async def _lost_streams(self, js: JetStreamContext, streams: set[str]) -> set[str]:
+        """Of ``streams``, those whose consumers of ours the broker no longer had: asked for
+        again (create-or-update changes nothing that exists), one made anew is a stream
+        lost and made again. NotFoundError while a stream is not there (yet)."""
+        lost: set[str] = set()
+        for stream, filter_subject, max_ack, psub in list(self._consumers):
+            if stream in streams and not self._closed:
+                consumer = psub._consumer
+                info = await js._jsm.add_consumer(
+                    stream, config=self._config(consumer, filter_subject, max_ack))
+                if info.created != self._created.get(consumer):
+                    lost.add(stream)
+        return lost
 
     async def _reconsume(self, streams: set[str]) -> None:
         """The broker lost these streams (and so their consumers): make ours again. Their
@@ -624,7 +647,10 @@ class NatsBus:
         restart) is set up again, with the consumers of it, so publishing and subscribers
         carry on instead of failing or going quiet for good."""
         js = self._js
-        if js is None or not self.manage_streams:
+        if js is None:
+            return
+        if not self.manage_streams:
+            await self._recover_consumers(js)
             return
         lost: set[str] = set()
         for stream in STREAM_FAMILIES:
@@ -648,6 +674,33 @@ class NatsBus:
                 await sub._reconsume(lost)
         except Exception as exc:
             log.error("setting up stream(s) %s again failed: %s", ", ".join(sorted(lost)), exc)
+
+    async def _recover_consumers(self, js: JetStreamContext) -> None:
+        """After a reconnect, a client that may not look at the streams (a fleet host) asks
+        for its consumers of memory streams again, until the central has made a lost stream
+        again; a consumer made anew is bound again, as the central does for its own."""
+        memory = {stream_name(self.prefix, s) for s in STREAM_FAMILIES
+                  if getattr(self.config.streams, s).storage == "memory"}
+        for _attempt in range(RECOVER_TRIES):
+            try:
+                for sub in list(self._subs):
+                    lost = await sub._lost_streams(js, memory)
+                    if lost:
+                        log.warning("the NATS server lost stream(s) %s (memory storage "
+                                    "across its restart): reading them again",
+                                    ", ".join(sorted(lost)))
+                        await sub._reconsume(lost)
+                return
+            except nats.js.errors.NotFoundError:
+                pass  # the central has not made the stream again yet
+            except Exception as exc:  # the broker went again: the next reconnect retries
+                log.warning("after reconnecting, consumers could not be checked: %s", exc)
+                return
+            if self._closed:
+                return
+            await asyncio.sleep(RECOVER_WAIT_S)
+        log.error("stream(s) %s still missing after %.0f s: the central sets them up again "
+                  "when it reconnects", ", ".join(sorted(memory)), RECOVER_TRIES * RECOVER_WAIT_S)
 
     # ------------------------------------------------------------------ helpers
 
