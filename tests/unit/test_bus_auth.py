@@ -96,3 +96,10 @@ def test_credential_and_tls_files_are_checked_before_connecting(
     bus = validate({"bus": {k: v.format(tmp=tmp_path) for k, v in fields.items()}}).bus
     problems = [str(p) for p in credential_problems(bus)]
     assert any(p.startswith(wanted) for p in problems), problems
+
+
+def test_each_client_has_an_inbox_of_its_own_that_is_one_subject_token() -> None:
+    from watchkeeper.bus.subjects import inbox_prefix
+
+    assert inbox_prefix("web-1") == "_INBOX.web-1"
+    assert inbox_prefix("web 1.example*>") == "_INBOX.web-1-example--"

@@ -111,7 +111,7 @@ def permissions(role: Role, name: str, prefix: str) -> dict[str, Any]:
 
 def user_entry(role: Role, name: str, public_key: str, prefix: str) -> str:
     """One ``users`` entry of nats-server's ``authorization`` block (JSON is valid there)."""
-    perms = json.dumps(permissions(role, name, prefix), indent=None)
+    perms = json.dumps(permissions(role, name, prefix), indent=2).replace("\n", "\n    ")
     return (f"    # {role} {name} (watchkeeper fleet add-{role})\n"
             f"    {{nkey: {json.dumps(public_key)}, permissions: {perms}}}")
 

@@ -627,7 +627,9 @@ class NatsBus:
         self.last_denied = text[:300]
         level = logging.ERROR if self.denied == 1 or self.denied % 1000 == 0 else logging.DEBUG
         log.log(level, "the NATS server refused this client (%d so far): %s (the broker "
-                "permissions of %r do not allow it)", self.denied, text[:300], self.client)
+                "permissions of %r do not allow it: is host_name the name its key was made "
+                "for, and bus.subject_prefix the broker block's?)", self.denied, text[:300],
+                self.client)
 
     async def _on_disconnected(self) -> None:
         if not self._closed and not self._offline_logged:
