@@ -292,6 +292,33 @@ async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
         server.kill()
 
 
+async def test_a_key_per_host_over_tls_as_the_readme_sets_it_up(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    fleet = make_fleet(tmp_path, scheme="tls", extra=tls_block(
+        ca, ca.issue("server", "127.0.0.1", server=True), verify_clients=False))
+    fleet.server.start()
+    try:
+        central = await NatsBus.open(fleet.config(CENTRAL, tls_ca_file=str(ca.pem)),
+                                     client=CENTRAL)
+        host = await NatsBus.open(fleet.config("web-1", tls_ca_file=str(ca.pem),
+                                               publish_timeout_s=1.0),
+                                  client="web-1", manage_streams=False)
+        try:
+            sub = central.subscribe("metrics.*", name="analyzer")
+            await central.settle()
+            snap = MetricSnapshot(host="web-1", seq=1, interval_s=5.0, at=T0)
+            await host.publish("metrics.web-1", snap)
+            assert await asyncio.wait_for(sub.get(), 10) == ("metrics.web-1", snap)
+            with pytest.raises(BusError, match="do not allow publishing"):
+                await host.publish("metrics.db-1", MetricSnapshot(
+                    host="db-1", seq=1, interval_s=5.0, at=T0))
+        finally:
+            await host.close()
+            await central.close()
+    finally:
+        fleet.server.kill()
+
+
 @pytest.mark.parametrize(("key", "problem"), [
     pytest.param("tls_ca_file", "missing", id="ca-file-missing"),
     pytest.param("tls_ca_file", "not-pem", id="ca-file-not-a-certificate"),
