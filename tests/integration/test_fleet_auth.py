@@ -341,5 +341,9 @@ def test_a_wrong_credential_or_tls_file_is_a_config_error_at_start(
     assert f"bus.{key}:" in out.stderr and str(path) in out.stderr
     if problem == "world-readable":
         assert "chmod 600" in out.stderr
+    # `config validate` tells it before any start (a warning: the file itself is valid).
+    (tmp_path / "watchkeeper.yaml").write_text("bus: {backend: nats}\n")
+    out = wk(tmp_path, "config", "validate", env=env)
+    assert out.returncode == 0 and f"warning: bus.{key}:" in out.stderr, out.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
     assert os.environ.get("WATCHKEEPER_BUS__NKEY_SEED_FILE") is None

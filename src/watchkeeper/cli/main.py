@@ -461,6 +461,11 @@ def _host_notes(settings: Settings) -> list[str]:
             notes.append(f"{key}: {printable(str(p))} goes through the symlink "
                          f"{printable(link)}; it will be refused when used (file actions "
                          "never follow symlinks): configure the real path")
+    if settings.bus.backend == "nats":  # a fleet role would refuse to start (exit 2)
+        from watchkeeper.bus.auth import credential_problems
+
+        notes += [f"{printable(str(p))} (refused at start)"
+                  for p in credential_problems(settings.bus)]
     return notes
 
 
