@@ -438,11 +438,14 @@ class BusConfig(Section):
     replicas: int = Field(1, ge=1, le=5, description="stream replicas (a clustered broker)")
     streams: StreamsConfig = StreamsConfig()
     spool: SpoolConfig = SpoolConfig()
-    # Credentials and TLS (per-host nkeys and broker permissions come with fleet security).
+    # Credentials and TLS: checked at start (bus/auth.py credential_problems), not here, so
+    # that commands which never connect do not need to read a root-only seed.
     nkey_seed_file: GivenPath | None = Field(
-        None, description="this host's nkey seed file (needs the nkeys package)")
+        None, description="this member's nkey seed (watchkeeper fleet add-host writes it, "
+        "mode 0600)")
     creds_file: GivenPath | None = Field(None, description="a NATS .creds file (JWT + seed)")
-    tls_ca_file: GivenPath | None = Field(None, description="CA that signed the broker's cert")
+    tls_ca_file: GivenPath | None = Field(
+        None, description="CA that signed the broker's cert (default: the system's CAs)")
     tls_cert_file: GivenPath | None = Field(None, description="client certificate (mutual TLS)")
     tls_key_file: GivenPath | None = Field(None, description="client key (mutual TLS)")
 

@@ -92,7 +92,8 @@ class _LazyGroup(click.Group):
     ``run`` and ``serve`` never load them (their memory is benchmarked)."""
 
     #: Command name -> "module:attribute".
-    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate"}
+    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate",
+                                      "fleet": "watchkeeper.cli.fleet:fleet"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -131,6 +132,14 @@ def _with_server(settings: Settings, server: str | None, role: str) -> Settings:
                    "nats://HOST:4222 (or set bus.backend: nats and bus.url in the "
                    "configuration)", err=True)
         sys.exit(EXIT_CONFIG)
+    if settings.bus.backend == "nats":
+        # A seed or certificate file that is missing, unreadable, world-readable or not
+        # what it should be: said now, naming the key, not as a connection error later.
+        from watchkeeper.bus.auth import credential_problems
+
+        problems = credential_problems(settings.bus)
+        if problems:
+            _fail_config(ConfigError(problems))
     return settings
 
 
@@ -452,6 +461,11 @@ def _host_notes(settings: Settings) -> list[str]:
             notes.append(f"{key}: {printable(str(p))} goes through the symlink "
                          f"{printable(link)}; it will be refused when used (file actions "
                          "never follow symlinks): configure the real path")
+    if settings.bus.backend == "nats":  # a fleet role would refuse to start (exit 2)
+        from watchkeeper.bus.auth import credential_problems
+
+        notes += [f"{printable(str(p))} (refused at start)"
+                  for p in credential_problems(settings.bus)]
     return notes
 
 
