@@ -61,7 +61,7 @@ async def ask_agent(runtime: Runtime, agent: str, verb: str,
         return await ask(runtime.bus, host or runtime.host, agent, verb, args, actor=actor,
                          role=role, timeout=timeout, local=local)
     except CommandFailed as exc:
-        if not local and exc.code in ("unavailable", "timeout"):
+        if not local and not exc.answered:
             # A remote host that does not answer: say which, and that nothing was done.
             raise HTTPException(504 if exc.code == "timeout" else 503,
                                 f"host {host} did not answer ({exc.message}); nothing was "
