@@ -225,3 +225,23 @@ async def test_services_across_hosts_and_what_a_dead_or_hung_host_shows(
             assert [p["host"] for p in approvals["unreachable"]] == ["web-2"]
         finally:
             unserve()
+
+
+async def test_a_snapshot_delivered_twice_is_counted_on_metrics_and_hosts(
+        tmp_path: Path) -> None:
+    async with fleet(tmp_path) as (api, _web1, _web2):
+        snap = await until_true(lambda: api.runtime.store.latest_snapshot("web-1"))
+        before = (await api.client.get("/api/hosts")).json()["duplicate_snapshots"]
+        # The same snapshot again (what a spool replay past the broker's window delivers).
+        await api.runtime.bus.publish("metrics.web-1", snap)
+
+        async def counted() -> Any:
+            body = (await api.client.get("/api/hosts")).json()
+            return body if body["duplicate_snapshots"] > before else None
+        body = await until(counted)
+        assert body["duplicate_snapshots"] == before + 1 and body["rejected"] == {}
+        exposition = (await api.client.get("/metrics")).text
+        assert (f'watchkeeper_duplicate_snapshots_total{{host="central"}} '
+                f'{float(before + 1)}') in exposition
+        # The in-process bus refuses nothing: the counter is there, at zero samples.
+        assert "# TYPE watchkeeper_bus_rejected_total counter" in exposition

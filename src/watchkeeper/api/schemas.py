@@ -126,6 +126,11 @@ class HostBody(Model):
 class HostsBody(Model):
     fleet: bool = Field(description="whether this server follows a fleet (serve --fleet)")
     hosts: list[HostBody]
+    rejected: dict[str, int] = Field(
+        default_factory=dict, description="messages this server refused from the bus since "
+        "it started, by reason (e.g. wrong_host: a host publishing as another)")
+    duplicate_snapshots: int = Field(0, description="snapshots delivered twice (a spool "
+                                     "replay) and stored once, since it started")
 
 
 class SilenceRequest(Model):
