@@ -15,6 +15,7 @@ from watchkeeper.api.routes.deps import (
     acting_host,
     ask_agent,
     ask_each_host,
+    from_agent,
     is_central,
     known_hosts,
     target_host,
@@ -143,9 +144,10 @@ async def approve(approval_id: ApprovalId, runtime: RuntimeDep, by: ActorDep,
                   host: HostQuery = None) -> ApproveBody:
     """Approve a pending action; it runs if the policy still allows it now (that host's
     policy: on a central, ``host=`` names whose approval it is, and that host decides)."""
+    remote = acting_host(runtime, host)
     done = await ask_agent(runtime, REMEDIATOR, "approve", {"approval_id": approval_id},
-                           actor=by, host=acting_host(runtime, host))
-    return ApproveBody.model_validate(done)
+                           actor=by, host=remote)
+    return from_agent(ApproveBody, done, remote)
 
 
 @router.post("/{approval_id}/reject", response_model=Approval, responses=_ERRORS,
@@ -156,8 +158,8 @@ async def reject(approval_id: ApprovalId, runtime: RuntimeDep, by: ActorDep,
     """Reject a pending action, with an optional reason (on a central: of ``host=``)."""
     done = await ask_agent(runtime, REMEDIATOR, "reject", {
         "approval_id": approval_id, "reason": body.reason if body else ""}, actor=by,
-        host=acting_host(runtime, host))
-    return Approval.model_validate(done["approval"])
+        host=(remote := acting_host(runtime, host)))
+    return from_agent(Approval, done.get("approval"), remote)
 
 
 @router.post("/reset", response_model=ResetBody, responses=_ERRORS,
@@ -170,7 +172,8 @@ async def reset(body: ResetRequest, runtime: RuntimeDep, by: ActorDep,
     Audited with who, announced on the live stream. An unknown target is a 404 and changes
     nothing. On a central, ``host=`` names the host whose target it is."""
     target = f"service:{body.service}" if body.service is not None else body.target
+    remote = acting_host(runtime, host)
     done = await ask_agent(runtime, REMEDIATOR, "reset", {"target": target}, actor=by,
-                           host=acting_host(runtime, host))
-    return ResetBody(target=done["target"], cleared=done["cleared"], by=by,
-                     detail=done["detail"])
+                           host=remote)
+    return from_agent(ResetBody, {"target": done.get("target"), "cleared": done.get("cleared"),
+                                  "by": by, "detail": done.get("detail")}, remote)

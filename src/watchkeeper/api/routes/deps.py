@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.commands import CommandFailed, ask
@@ -68,6 +68,19 @@ async def ask_agent(runtime: Runtime, agent: str, verb: str,
                                 "changed. GET /api/hosts shows whether it is down") from None
         raise HTTPException(STATUS.get(exc.code, 500),
                             exc.detail if exc.detail is not None else exc.message) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_agent(model: type[M], data: Any, host: str | None) -> M:
+    """An agent's result read as ``model``: a remote host's answer is hostile until checked,
+    so one that does not fit is a 502 naming the host, never a 500."""
+    try:
+        return model.model_validate(data)
+    except (ValidationError, KeyError, TypeError):
+        raise HTTPException(502, f"host {host or 'here'} answered with something that is "
+                                 "not a valid reply") from None
 
 
 #: ``host=`` on the routes that read or act: which host (a central follows many).

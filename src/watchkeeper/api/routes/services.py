@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import ValidationError
 
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.routes.deps import (
@@ -26,6 +27,14 @@ def _rows(found: dict[str, Any], host: str) -> list[ServiceBody]:
     return [ServiceBody.model_validate({**s, "host": host}) for s in found["services"]]
 
 
+def _checked_rows(found: dict[str, Any], host: str) -> list[ServiceBody]:
+    try:
+        return _rows(found, host)
+    except (ValidationError, KeyError, TypeError):
+        raise HTTPException(502, f"host {host} answered with something that is not a valid "
+                                 "reply") from None
+
+
 @router.get("", response_model=ServicesBody, dependencies=[Depends(require_read)],
             responses={404: {"model": ErrorBody, "description": "no such host reports here"},
                        503: {"model": ErrorBody, "description": "its remediator does not "
@@ -42,7 +51,7 @@ async def list_services(runtime: RuntimeDep, host: HostQuery = None) -> Services
     if remote is not None or not is_central(runtime):
         found = await ask_agent(runtime, "remediator", "services", actor="api",
                                 role="viewer", host=remote)
-        return ServicesBody(services=_rows(found, remote or runtime.host))
+        return ServicesBody(services=_checked_rows(found, remote or runtime.host))
 
     async def one(name: str, timeout: float) -> list[ServiceBody]:
         return _rows(await ask_agent(runtime, "remediator", "services", actor="api",

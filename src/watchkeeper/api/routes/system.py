@@ -17,6 +17,7 @@ from watchkeeper.api.routes.deps import (
     RuntimeDep,
     acting_host,
     ask_agent,
+    from_agent,
     target_host,
 )
 from watchkeeper.api.schemas import (
@@ -145,7 +146,7 @@ async def _remediate(body: RemediateRequest, runtime: Runtime, by: str,
     done = await ask_agent(runtime, "remediator", "remediate", {
         "action": body.action, "params": body.params, "dry_run": body.dry_run,
         "reason": body.reason}, actor=by, host=host)
-    return DecisionBody.model_validate(done)
+    return from_agent(DecisionBody, done, host)
 
 
 async def _simulate(body: SimulateRequest, runtime: Runtime, by: str,
