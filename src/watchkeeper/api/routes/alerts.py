@@ -64,6 +64,7 @@ async def list_silences(runtime: RuntimeDep) -> SilencesBody:
 
 
 @router.post("/silences", response_model=SilenceBody, status_code=201,
+             responses={404: {"model": ErrorBody, "description": "no such host reports here"}},
              dependencies=[Depends(require_operator)])
 async def add_silence(body: SilenceRequest, runtime: RuntimeDep, by: ActorDep,
                       host: HostQuery = None) -> SilenceBody:
@@ -89,6 +90,8 @@ async def delete_silence(silence_id: Annotated[Text, Path(max_length=200)],
                          runtime: RuntimeDep, by: ActorDep, host: HostQuery = None) -> Done:
     """End a silence early (with ``host=``, only a silence narrowed to that host)."""
     remote = target_host(runtime, host)
+    if any(ord(c) < 32 or c == "\x7f" for c in silence_id):  # never one of ours
+        raise HTTPException(404, "no such silence")
     done = await ask_agent(runtime, ANALYZER, "unsilence", {
         "silence_id": silence_id, **({"host": remote} if remote else {})}, actor=by)
     return Done(detail=str(done.get("message", f"silence {silence_id} removed")))
