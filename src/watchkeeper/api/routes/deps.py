@@ -135,18 +135,29 @@ FANOUT = 32
 
 
 async def ask_each_host(runtime: Runtime, hosts: list[str],
-                        ask_one: Callable[[str, float], Awaitable[T]]
+                        ask_one: Callable[[str, float], Awaitable[T]], *,
+                        budget_s: float | None = None
                         ) -> tuple[list[tuple[str, T]], list[HostProblem]]:
-    """``ask_one(host, timeout)`` for every host, a few at a time, each bounded by
-    api.fleet_list_timeout_s: the answers by host, and the hosts that did not answer (one
-    dead host costs its timeout, not the whole list)."""
+    """``ask_one(host, timeout)`` for every host, FANOUT at a time, each bounded by
+    FLEET_LIST_TIMEOUT_S and all by ``budget_s`` (FLEET_LIST_BUDGET_S): the answers by host,
+    and the hosts that did not answer (a dead host costs its timeout, not the whole list)."""
     timeout = min(runtime.config.current.api.command_timeout_s, FLEET_LIST_TIMEOUT_S)
     gate = asyncio.Semaphore(FANOUT)
     answers: list[tuple[str, T]] = []
     problems: list[HostProblem] = []
+    loop = asyncio.get_running_loop()
+    # Many silent hosts must not make one list take minutes: past the budget, the hosts not
+    # yet asked are listed as such (ask one alone with host=).
+    budget = FLEET_LIST_BUDGET_S if budget_s is None else budget_s
+    deadline = loop.time() + budget
 
     async def one(host: str) -> None:
         async with gate:
+            if loop.time() >= deadline:
+                problems.append(HostProblem(host=host, status=504, detail=(
+                    f"host {host} was not asked: the list took {budget:g}s "
+                    "already; ask it alone with host=")))
+                return
             try:
                 answers.append((host, await wait_for(ask_one(host, timeout),
                                                      timeout + 0.5)))
@@ -173,6 +184,8 @@ async def ask_each_host(runtime: Runtime, hosts: list[str],
 #: (at most api.command_timeout_s): a host that does not answer in time is listed under
 #: ``unreachable`` instead of holding the list back.
 FLEET_LIST_TIMEOUT_S = 2.0
+#: Seconds one such list may take in all (hosts are asked FANOUT at a time).
+FLEET_LIST_BUDGET_S = 10.0
 
 
 def get_actor(request: Request, x_watchkeeper_user: Annotated[str | None, Header(
