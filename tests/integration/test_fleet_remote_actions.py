@@ -195,6 +195,17 @@ async def test_services_across_hosts_and_what_a_dead_or_hung_host_shows(
                                   headers=api.auth(), params={"host": "web-1"})
         assert r.status_code == 200 and r.json()["target"] == "service:app"
 
+        # Agent commands go to the named host's agents (the host agent's set).
+        r = await api.client.post("/api/command", headers=api.auth(), params={"host": "web-1"},
+                                  json={"command": "health_check", "target": "all"})
+        assert r.status_code == 200, r.text
+        assert sorted((x["host"], x["agent"], x["ok"]) for x in r.json()["replies"]) == [
+            ("web-1", "communicator", True), ("web-1", "remediator", True),
+            ("web-1", "sensor", True)]
+        r = await api.client.post("/api/command", headers=api.auth(), params={"host": "web-1"},
+                                  json={"command": "pause", "target": "analyzer"})
+        assert r.status_code == 404 and "no agent 'analyzer'" in r.text
+
         # web-2 dies: the central still knows it; nobody answers for it.
         await web2.stop()
         GONE.append(web2)
