@@ -256,3 +256,30 @@ async def test_a_snapshot_delivered_twice_is_counted_on_metrics_and_hosts(
                 f'{float(before + 1)}') in exposition
         # The in-process bus refuses nothing: the counter is there, at zero samples.
         assert "# TYPE watchkeeper_bus_rejected_total counter" in exposition
+
+
+async def test_a_hosts_configuration_is_read_and_patched_from_the_central_under_its_rules(
+        tmp_path: Path) -> None:
+    async with fleet(tmp_path) as (api, web1, _web2):
+        central_before = api.runtime.config.current.thresholds.cpu_warning
+        r = await api.client.patch("/api/config", headers=api.auth(), params={"host": "web-1"},
+                                   json={"thresholds": {"cpu_warning": 71}})
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] == ["thresholds.cpu_warning"]
+        assert r.json()["config"]["thresholds"]["cpu_warning"] == 71
+        assert web1.config.current.thresholds.cpu_warning == 71
+        assert api.runtime.config.current.thresholds.cpu_warning == central_before
+        shown = (await api.client.get("/api/config", params={"host": "web-1"})).json()
+        assert shown["config"]["thresholds"]["cpu_warning"] == 71
+        assert shown["config"]["api"]["token"] in (None, "**********")
+        # What the host runs or may do changes only in its own config file: web-1 refuses,
+        # and its refusal is on the central's record.
+        r = await api.client.patch("/api/config", headers=api.auth(), params={"host": "web-1"},
+                                   json={"remediation": {"actions": {"stop_process": "auto"}}})
+        assert r.status_code == 422, r.text
+        assert "local policy changes only in the config file on the host" in r.text
+        assert web1.config.current.remediation.actions["stop_process"] == "approve"
+        refused = await until_true(lambda: [e for e in stored(api.runtime, "command_refused")
+                                            if isinstance(e, CommandRefused)
+                                            and e.command == "config_patch"])
+        assert refused[0].host == "web-1" and refused[0].code == "invalid"

@@ -240,3 +240,34 @@ async def test_a_hostile_hosts_answer_to_a_list_is_checked_and_its_own(
             assert one.status_code == (200 if expect == "tagged-as-its-own" else 502), one.text
     finally:
         HOSTILE_ANSWERS.clear()
+
+
+@pytest.mark.parametrize("patch", [
+    pytest.param({"remediation": {"actions": {"stop_process": "auto"}}},
+                 id="every-kill-automatic"),
+    pytest.param({"remediation": {"dry_run": True}}, id="healing-switched-to-dry-run"),
+    pytest.param({"remediation": {"budget_per_hour": 100000}}, id="budget-lifted"),
+    pytest.param({"remediation": {"startup_grace_s": 0, "flap_max_attempts": 1000}},
+                 id="brakes-off"),
+    pytest.param({"remediation": None}, id="policy-reset-to-defaults"),
+    pytest.param({"remediation": "auto"}, id="policy-replaced-by-a-string"),
+    pytest.param({"services": {"evil": {"start": ["/bin/sh", "-c", "id"]}}},
+                 id="a-service-that-runs-a-command"),
+])
+async def test_a_compromised_central_cannot_patch_a_hosts_local_policy(
+        tmp_path: Path, patch: dict[str, Any]) -> None:
+    """Straight over the bus, as a compromised central would send it (no API in between):
+    the host refuses, changing nothing."""
+    from watchkeeper.agents.commands import CommandFailed, ask
+
+    async with fleet(tmp_path) as (api, web1, bus):
+        before = web1.config.current.model_dump()
+        with pytest.raises(CommandFailed) as refused:
+            await ask(bus, "web-1", "runtime", "config_patch", {"patch": patch},
+                      actor="central", timeout=5, local=False)
+        assert refused.value.code == "invalid", refused.value.message
+        assert web1.config.current.model_dump() == before
+        r = await api.client.patch("/api/config", headers=api.auth(), params={"host": "web-1"},
+                                   json=patch)
+        assert r.status_code == 422, r.text
+        assert web1.config.current.model_dump() == before
