@@ -82,6 +82,11 @@ def test_an_operator_on_the_central_lists_and_acts_on_a_host_with_host(
 
         assert cli("services", "--host", "web-1").returncode == 0
         assert cli("alerts", "--host", "web-1").returncode == 0
+        out = cli("config", "set", "thresholds.cpu_warning", "71", "--host", "web-1")
+        assert out.returncode == 0 and "changed: thresholds.cpu_warning" in out.stdout
+        out = cli("config", "get", "thresholds.cpu_warning", "--host", "web-1")
+        assert out.returncode == 0 and out.stdout.strip() == "71.0"
+        assert cli("config", "get", "thresholds.cpu_warning").stdout.strip() != "71.0"
 
         # web-1 dies: the list still answers (after the 2 s per-host wait: over NATS a dead
         # host's request times out), and names the host that did not.

@@ -114,9 +114,9 @@ class Client:
         """POST ``path`` with a JSON body; raises ClientError as get does."""
         return self._send("POST", path, json=body, params=params)
 
-    def patch(self, path: str, body: Any) -> Reply:
+    def patch(self, path: str, body: Any, params: dict[str, Any] | None = None) -> Reply:
         """PATCH ``path`` with a JSON body; raises ClientError as get does."""
-        return self._send("PATCH", path, json=body)
+        return self._send("PATCH", path, json=body, params=params)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
         try:

@@ -1076,16 +1076,17 @@ def _setting(config: Any, key: str) -> Any:
 
 @config.command("get")
 @click.argument("key")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def config_get(ctx: click.Context, key: str, as_json: bool, url: str | None,
-               token: str | None) -> None:
+def config_get(ctx: click.Context, key: str, on_host: str | None, as_json: bool,
+               url: str | None, token: str | None) -> None:
     """Print one setting (e.g. thresholds.cpu_warning) of the running server, secrets
     masked; a section prints as JSON."""
     from watchkeeper.safetext import printable
 
-    reply = _call(ctx, url, token, lambda c: c.get("/api/config"))
+    reply = _call(ctx, url, token, lambda c: c.get("/api/config", _on(on_host)))
     try:
         value = _setting(reply.data.get("config") if isinstance(reply.data, dict) else None, key)
     except LookupError as exc:
@@ -1100,11 +1101,12 @@ def config_get(ctx: click.Context, key: str, as_json: bool, url: str | None,
 @config.command("set")
 @click.argument("key")
 @click.argument("value")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str | None,
-               token: str | None) -> None:
+def config_set(ctx: click.Context, key: str, value: str, on_host: str | None, as_json: bool,
+               url: str | None, token: str | None) -> None:
     """Change one setting of the running server, validated and kept for its next start.
     VALUE is JSON if it parses (80, true, ["a"]), else a string. Operator token."""
     parts = key.split(".")
@@ -1113,7 +1115,7 @@ def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str
     patch: Any = _json_or_text(value)
     for part in reversed(parts):
         patch = {part: patch}
-    reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch))
+    reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch, _on(on_host)))
     changed = reply.data.get("changed") if isinstance(reply.data, dict) else None
     changed = [str(c) for c in changed] if isinstance(changed, list) else []
     _done(as_json, reply, f"changed: {', '.join(changed)} (version {_said(reply, 'version')})"
