@@ -548,18 +548,22 @@
     renderServices();
   }
 
-  // On a central a service report from any host would read every host's list: at most one
-  // read at a time, and one more if reports came in meanwhile.
-  const servicesLoad = { running: null, again: false };
-  function reloadServices() {
-    if (!fleet.on) return loadServices();
-    if (servicesLoad.running) { servicesLoad.again = true; return servicesLoad.running; }
-    servicesLoad.running = loadServices().finally(() => {
-      servicesLoad.running = null;
-      if (servicesLoad.again) { servicesLoad.again = false; reloadServices().catch(() => {}); }
-    });
-    return servicesLoad.running;
+  // On a central an event from any host would read every host's list again: at most one
+  // read at a time, and one more if events came in meanwhile.
+  function coalesced(load) {
+    const state = { running: null, again: false };
+    const run = () => {
+      if (!fleet.on) return load();
+      if (state.running) { state.again = true; return state.running; }
+      state.running = load().finally(() => {
+        state.running = null;
+        if (state.again) { state.again = false; run().catch(() => {}); }
+      });
+      return state.running;
+    };
+    return run;
   }
+  const reloadServices = coalesced(() => loadServices());
 
   // A failing target gets no automatic tries until a person resets it (audited as them).
   async function resetService(name, host, button) {
@@ -657,6 +661,8 @@
             onclick: (ev) => decide(p.id, "reject", ev.currentTarget, p.host) }, "Reject"))));
     }
   }
+
+  const reloadActions = coalesced(() => loadActions());
 
   async function loadActions() {
     const body = await api("GET", "/api/actions?limit=1");
@@ -1267,7 +1273,7 @@
       refreshStatus();
       if (fleet.on) loadHosts().catch(() => {});
     }
-    else if (kind === "remediation") loadActions().catch(() => {});
+    else if (kind === "remediation") reloadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
     else if (kind.startsWith("agent_")) {
       loadAgents().catch(() => {});
