@@ -50,6 +50,8 @@ def alerts_topic(host: str) -> str:
 
 class AckArgs(Args):
     fingerprint: Name
+    #: Only if the alert is this host's (a central follows many).
+    host: Name | None = None
 
 
 class SilenceArgs(Args):
@@ -60,6 +62,8 @@ class SilenceArgs(Args):
 
 class UnsilenceArgs(Args):
     silence_id: Name
+    #: Only if the silence is narrowed to this host (its ``host`` matcher).
+    host: Name | None = None
 
 
 def silence_json(silence: Silence) -> dict[str, Any]:
@@ -367,6 +371,11 @@ class AnalyzerAgent(BaseAgent):
                 "silences": Verb(self._silences_verb, mutating=False, any_state=True)}
 
     async def _ack_verb(self, args: AckArgs, command: Command) -> dict[str, Any]:
+        if args.host is not None and not any(
+                a.fingerprint == args.fingerprint and a.host == args.host
+                for a in self.engine.active_alerts()):
+            raise CommandError("not_found", f"no open alert with fingerprint "
+                                            f"{args.fingerprint!r} on host {args.host}")
         alert = await self.ack(args.fingerprint, command.actor)
         if alert is None:
             raise CommandError("not_found", f"no open alert with fingerprint "
@@ -382,8 +391,11 @@ class AnalyzerAgent(BaseAgent):
         return {"silence": silence_json(found)}
 
     async def _unsilence_verb(self, args: UnsilenceArgs, _command: Command) -> dict[str, Any]:
-        if not any(s.id == args.silence_id for s in self.engine.silences):
-            raise CommandError("not_found", f"no silence {args.silence_id!r}")
+        if not any(s.id == args.silence_id and (args.host is None
+                                                 or s.matchers.get("host") == args.host)
+                   for s in self.engine.silences):
+            where = "" if args.host is None else f" for host {args.host}"
+            raise CommandError("not_found", f"no silence {args.silence_id!r}{where}")
         await self.unsilence(args.silence_id)
         return {"message": f"silence {args.silence_id} removed"}
 
