@@ -84,6 +84,8 @@ MAX_TOPICS = 50_000
 OTHER_TOPICS = "(other)"
 #: Recently decoded messages kept to hand the same event to each subscriber of this process.
 DECODED_CACHE = 256
+#: Acknowledged events a subscription remembers, to answer one delivered again unhandled.
+ACKED_KEPT = 4096
 #: Header of a reply whose handler failed (the body is empty).
 ERROR_HEADER = "Wk-Error"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -150,6 +152,11 @@ class NatsSubscription:
         #: "at or below the last sequence seen": after a restart, what the killed process
         #: held comes again after newer events, and must not be taken for a copy.
         self._unacked: set[tuple[str, int]] = set()
+        #: The last events acknowledged here. One delivered again was handled, but its
+        #: acknowledgement was lost (the broker restarted in between and no longer lets a
+        #: host answer a delivery made before): the new delivery is acknowledged, not handed
+        #: out twice.
+        self._acked: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._handed: Msg | None = None
         self._handed_droppable = False
         #: After commit() was first called: events handed out are acknowledged only at the
@@ -258,6 +265,9 @@ class NatsSubscription:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
             self._unacked = {key for key in self._unacked if key[0] != psub._consumer}
+            # A stream made again numbers from 1: its sequences name other events now.
+            for key in [k for k in self._acked if k[0] == psub._consumer]:
+                del self._acked[key]
             await self._consume(js, stream, filter_subject, max_ack)
 
     # -- arrivals
@@ -312,6 +322,10 @@ class NatsSubscription:
         if (consumer, seq) in self._unacked:
             self.redelivered += 1
             return  # still queued here (its acknowledgement covers this delivery too)
+        if (consumer, seq) in self._acked:
+            self.redelivered += 1
+            bus._spawn(_ack(msg))  # handled already; this delivery may be answered
+            return
         self._unacked.add((consumer, seq))
         self._pending[consumer] = meta.num_pending or 0
         topic = bus._topic(msg.subject)
@@ -345,14 +359,19 @@ class NatsSubscription:
             self._handed = None
 
     def _acknowledge(self, msg: Msg) -> None:
-        self._forget(msg)
+        self._forget(msg, acked=True)
         self.bus._spawn(_ack(msg))
 
-    def _forget(self, msg: Msg) -> None:
+    def _forget(self, msg: Msg, acked: bool = False) -> None:
         with contextlib.suppress(Exception):
             meta = msg.metadata
             seq = meta.sequence.stream if meta.sequence is not None else 0
-            self._unacked.discard((meta.consumer or "", seq))
+            key = (meta.consumer or "", seq)
+            self._unacked.discard(key)
+            if acked:
+                self._acked[key] = None
+                if len(self._acked) > ACKED_KEPT:
+                    self._acked.popitem(last=False)
 
     def commit(self) -> None:
         """Acknowledge every event handed out so far: the subscriber has made them durable.
