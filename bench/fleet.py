@@ -193,6 +193,45 @@ async def watch_alerts(url: str, stop: asyncio.Event, lags: list[float]) -> None
     await nc.drain()
 
 
+#: Where a sampled stack counts, first match from the top of this list (py-spy's frames
+#: name the file): the split the README's "where the time goes" reports.
+PROFILE_PARTS = (
+    ("decode/validation", ("bus/codec.py", "pydantic", "_decode")),
+    ("store writes", ("store/sqlite.py", "sqlitedb.py", "sqlite3")),
+    ("analysis", ("/analysis/", "agents/analyzer.py")),
+    ("communicator", ("agents/communicator.py",)),
+    ("broker client/ack", ("/nats/", "bus/nats.py")),
+    ("event loop/other", ("",)),
+)
+
+
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) samples the central for the window, every thread."""
+    spy = Path(sys.executable).parent / "py-spy"
+    exe = str(spy) if spy.exists() else shutil.which("py-spy")
+    if exe is None:
+        print("py-spy not found (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "50", "--nonblocking", "--format", "raw", "--threads",
+                             "--output", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def finish_profile(spy: subprocess.Popen[bytes], out: Path) -> dict[str, float]:
+    """Share of the central's busy samples per part (idle samples are not recorded)."""
+    spy.wait(timeout=120)
+    counts: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        part = next(name for name, keys in PROFILE_PARTS if any(k in stack for k in keys))
+        counts[part] = counts.get(part, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return {name: round(100 * counts.get(name, 0) / total, 1) for name, _ in PROFILE_PARTS}
+
+
 def stored_snapshots(data_dir: Path, since: float, until: float) -> int:
     db = data_dir / "watchkeeper.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -201,7 +240,8 @@ def stored_snapshots(data_dir: Path, since: float, until: float) -> int:
     return int(row[0])
 
 
-def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[str, Any]:
+def run_one(hosts: int, seconds: float, warmup: float, interval: float,
+            profile: Path | None = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="wk-fleet-"))
     broker = central = gen = None
     try:
@@ -217,9 +257,11 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[
         loop = asyncio.new_event_loop()
         watcher = loop.create_task(watch_alerts(url, stop, lags))
         c0, b0, t0 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        spy = start_profile(central.pid, seconds, profile) if profile else None
         since = time.time()
         loop.run_until_complete(asyncio.sleep(seconds))
         c1, b1, t1 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        split = finish_profile(spy, profile) if spy is not None and profile else None
         gen.wait(timeout=600)
         loop.run_until_complete(asyncio.sleep(10))  # the central drains what is queued
         stop.set()
@@ -240,6 +282,7 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[
             "expected_in_window": int(expected), "stored_in_window": stored,
             "loss_pct": round(max(0.0, 100 * (1 - stored / expected)), 2) if expected else 0,
             "generator": gen_counts,
+            **({"profile": split} if split else {}),
         }
     finally:
         for proc in (gen, central, broker):
@@ -264,10 +307,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the central over the window; raw stacks to this file")
     args = parser.parse_args()
     results = []
     for n in [int(x) for x in args.hosts.split(",")]:
-        r = run_one(n, args.seconds, args.warmup, args.interval)
+        r = run_one(n, args.seconds, args.warmup, args.interval, args.profile)
         results.append(r)
         print(json.dumps(r), file=sys.stderr, flush=True)
     load = os.getloadavg()

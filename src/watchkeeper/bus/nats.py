@@ -51,6 +51,7 @@ from watchkeeper.bus.base import (
     Handler,
     NoResponderError,
     SubscriptionStats,
+    TopicFilter,
     TopicStats,
 )
 from watchkeeper.bus.subjects import (
@@ -111,9 +112,13 @@ class _Responder:
 class NatsSubscription:
     """One subscriber: JetStream consumers for stored topics, core NATS for the rest."""
 
-    def __init__(self, bus: NatsBus, pattern: str, name: str, maxsize: int, lossy: bool
-                 ) -> None:
+    def __init__(self, bus: NatsBus, pattern: str, name: str, maxsize: int, lossy: bool,
+                 keep: TopicFilter | None = None) -> None:
         self.bus = bus
+        #: Topics this subscriber takes; the others are acknowledged unread (a shard's hosts).
+        self.keep = keep
+        #: Stored events passed over by ``keep`` (not decoded).
+        self.skipped = 0
         self.pattern = pattern
         self.name = name or pattern
         self.durable = bool(name) and not lossy
@@ -212,6 +217,8 @@ class NatsSubscription:
         topic = self.bus._topic(msg.subject)
         if topic is None or self._closed:
             return
+        if self.keep is not None and not self.keep(topic):
+            return
         family = topic.split(".", 1)[0]
         # Stored topics reach a non-lossy subscriber through its consumers; requests are
         # for their responder only.
@@ -262,6 +269,11 @@ class NatsSubscription:
         self._last_seq[consumer] = seq
         self._pending[consumer] = meta.num_pending or 0
         topic = bus._topic(msg.subject)
+        if topic is not None and self.keep is not None and not self.keep(topic):
+            # Another shard's host: done with, unread (the subject names the host).
+            self.skipped += 1
+            bus._ack_soon(msg)
+            return
         event = bus._decode(topic, msg.data) if topic is not None else None
         if topic is None or event is None:
             with contextlib.suppress(Exception):
@@ -283,7 +295,7 @@ class NatsSubscription:
     def _ack_handed(self) -> None:
         # The subscriber asks for the next event (or closes): the one before is handled.
         if self._handed is not None:
-            self.bus._spawn(_ack(self._handed))
+            self.bus._ack_soon(self._handed)
             self._handed = None
 
     async def get(self) -> tuple[str, Event]:
@@ -412,6 +424,9 @@ class NatsBus:
         self.duplicates = 0
         self._closed = False
         self._offline_logged = False
+        #: Acknowledgements waiting for the one task that sends them (not a task each).
+        self._acks: list[Msg] = []
+        self._ack_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -620,6 +635,59 @@ class NatsBus:
         log.log(level, "refused a message on %r (%d so far of this kind): %s",
                 topic[:200], count, exc)
 
+    def _ack_soon(self, msg: Msg) -> None:
+        """Acknowledge ``msg`` from one task that sends every acknowledgement queued so far:
+        at a central's rate a task per message cost more than the acknowledgement itself."""
+        self._acks.append(msg)
+        if self._ack_task is None:
+            self._ack_task = self._spawn(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        try:
+            while self._acks:
+                msgs, self._acks = self._acks, []
+                for msg in msgs:
+                    await _ack(msg)
+        finally:
+            self._ack_task = None
+
+    async def replay(self, pattern: str, *, keep: TopicFilter | None = None,
+                     timeout: float = 5.0) -> list[tuple[str, Event]]:
+        """Every event the streams hold now on ``pattern`` (oldest first), read once
+        through an ordered ephemeral consumer (nothing acknowledged, nothing durable):
+        what a restarted analysis shard rebuilds its open alerts from."""
+        _nc, js = await self._ready()
+        out: list[tuple[str, Event]] = []
+        for stream, filter_subject in _overlaps(self, self._subject(pattern)):
+            state = (await js.stream_info(stream)).state
+            if not state.messages:
+                continue
+            psub = await js.subscribe(filter_subject, stream=stream, ordered_consumer=True,
+                                      deliver_policy=api.DeliverPolicy.ALL)
+            try:
+                # Each delivery says how many more the filter holds (the consumer's own
+                # count may not be ready the moment it is made); the stream's last
+                # sequence ends a filter whose last message is of another subject.
+                left = 1
+                while left > 0:
+                    try:
+                        msg = await psub.next_msg(timeout=timeout)
+                    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                        break  # nothing (more) on this filter
+                    meta = msg.metadata
+                    left = 0 if meta.sequence.stream >= state.last_seq \
+                        else meta.num_pending or 0
+                    topic = self._topic(msg.subject)
+                    if topic is None or (keep is not None and not keep(topic)):
+                        continue
+                    event = self._decode(topic, msg.data)
+                    if event is not None:
+                        out.append((topic, event))
+            finally:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+        return out
+
     def _spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(job)
         self._bg.add(task)
@@ -693,10 +761,11 @@ class NatsBus:
             self.duplicates += 1
 
     def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
-                  lossy: bool = False) -> NatsSubscription:
+                  lossy: bool = False, keep: TopicFilter | None = None) -> NatsSubscription:
         if self._closed:
             raise BusClosedError("bus is closed")
-        sub = NatsSubscription(self, pattern, name, maxsize or self.default_maxsize, lossy)
+        sub = NatsSubscription(self, pattern, name, maxsize or self.default_maxsize, lossy,
+                               keep)
         if sub.durable and any(s.durable and s.name == sub.name for s in self._subs):
             raise ValueError(f"a subscription named {name!r} is already open on this bus: "
                              "two would share (and split) one durable consumer")
