@@ -51,14 +51,15 @@ PREFIX = "fleetbench"
 
 
 
-def start_central(root: Path, url: str) -> tuple[subprocess.Popen[str], str]:
+def start_central(root: Path, url: str, shards: int = 0) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")}
     env.update({"WATCHKEEPER_STORAGE__DATA_DIR": str(root / "data"),
                 "WATCHKEEPER_LOGGING__DIR": str(root / "logs"),
                 "WATCHKEEPER_HOST_NAME": "central",
                 "WATCHKEEPER_BUS__SUBJECT_PREFIX": PREFIX})
     proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--fleet",
-                             "--server", url, "--port", "0", "--no-console-log"],
+                             "--server", url, "--port", "0", "--no-console-log",
+                             *(["--shards", str(shards)] if shards else [])],
                             cwd=root, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -71,6 +72,12 @@ def start_central(root: Path, url: str) -> tuple[subprocess.Popen[str], str]:
 def cpu_seconds(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
+
+
+def shard_pids(central: int) -> list[int]:
+    """The central's analysis shard processes (``--shards``)."""
+    return [c.pid for c in psutil.Process(central).children()
+            if "analyze" in c.cmdline()]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -241,13 +248,13 @@ def stored_snapshots(data_dir: Path, since: float, until: float) -> int:
 
 
 def run_one(hosts: int, seconds: float, warmup: float, interval: float,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, shards: int = 0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="wk-fleet-"))
     broker = central = gen = None
     try:
         broker, url = start_server(root)  # bench/bus_nats.py's: README configuration
-        central, _ = start_central(root, url)
-        time.sleep(3)  # its consumers are made
+        central, _ = start_central(root, url, shards)
+        time.sleep(3 + 2 * shards)  # its consumers (and its shards') are made
         counts = root / "generator.json"
         gen = subprocess.Popen([sys.executable, __file__, "--generate", url, str(hosts),
                                 str(warmup + seconds), str(interval), str(counts)])
@@ -256,11 +263,17 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float,
         stop = asyncio.Event()
         loop = asyncio.new_event_loop()
         watcher = loop.create_task(watch_alerts(url, stop, lags))
+        workers = shard_pids(central.pid)
+        assert len(workers) == shards, f"{len(workers)} shard processes, not {shards}"
         c0, b0, t0 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        w0 = sum(cpu_seconds(w) for w in workers)
         spy = start_profile(central.pid, seconds, profile) if profile else None
         since = time.time()
         loop.run_until_complete(asyncio.sleep(seconds))
         c1, b1, t1 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        w1 = sum(cpu_seconds(w) for w in workers)
+        restarted = sorted(shard_pids(central.pid)) != sorted(workers)
+        worker_rss = [peak_rss_mb(w) for w in workers if psutil.pid_exists(w)]
         split = finish_profile(spy, profile) if spy is not None and profile else None
         gen.wait(timeout=600)
         loop.run_until_complete(asyncio.sleep(10))  # the central drains what is queued
@@ -273,8 +286,12 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float,
         expected = hosts * seconds / interval
         stored = stored_snapshots(root / "data", since, since + seconds)
         return {
-            "hosts": hosts, "seconds": seconds,
+            "hosts": hosts, "seconds": seconds, "shards": shards,
             "central_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
+            "shards_cpu_pct": round(100 * (w1 - w0) / (t1 - t0), 1),
+            "shard_peak_rss_mb": round(max(worker_rss, default=0.0), 1),
+            "shard_restarted": restarted,
+            "load_avg": round(os.getloadavg()[0], 1),
             "central_peak_rss_mb": round(rss, 1),
             "broker_cpu_pct": round(100 * (b1 - b0) / (t1 - t0), 1),
             "alerts": len(lags),
@@ -307,27 +324,35 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shards", default="0",
+                        help="analysis shards of the central, a run each: 0,2 compares "
+                             "in-process analysis with two shard processes")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy the central over the window; raw stacks to this file")
     args = parser.parse_args()
     results = []
     for n in [int(x) for x in args.hosts.split(",")]:
-        r = run_one(n, args.seconds, args.warmup, args.interval, args.profile)
-        results.append(r)
-        print(json.dumps(r), file=sys.stderr, flush=True)
+        for k in [int(x) for x in args.shards.split(",")]:
+            r = run_one(n, args.seconds, args.warmup, args.interval, args.profile, k)
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
     load = os.getloadavg()
     print(f"\n{datetime.now(timezone.utc):%Y-%m-%d}, {platform.machine()}, "
           f"{psutil.cpu_count()} cores, load {load[0]:.1f} at the end\n")
-    print("| hosts | central CPU | central peak RSS | broker CPU | alerts | lag p50 | lag p99 "
-          "| stored / due | loss | generator late |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| hosts | shards | central CPU | shards' CPU (sum) | central peak RSS | shard peak RSS "
+          "| broker CPU | alerts | lag p50 | lag p99 | stored / due | loss | generator late "
+          "| load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         g = r["generator"]
-        print(f"| {r['hosts']:,} | {r['central_cpu_pct']} % | {r['central_peak_rss_mb']} MB "
+        print(f"| {r['hosts']:,} | {r['shards']} | {r['central_cpu_pct']} % "
+              f"| {r['shards_cpu_pct']} % | {r['central_peak_rss_mb']} MB "
+              f"| {r['shard_peak_rss_mb']} MB "
               f"| {r['broker_cpu_pct']} % | {r['alerts']} | {r['lag_p50_s']} s "
               f"| {r['lag_p99_s']} s | {r['stored_in_window']:,} / "
               f"{r['expected_in_window']:,} | {r['loss_pct']} % "
-              f"| {g['late']:,} of {g['due']:,} (worst {g['worst_late_s']:.1f} s) |")
+              f"| {g['late']:,} of {g['due']:,} (worst {g['worst_late_s']:.1f} s) "
+              f"| {r['load_avg']} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -289,9 +289,12 @@ class AnalyzerAgent(BaseAgent):
                 topic, event = item
                 if isinstance(event, Alert) and self._own_topic(topic, event.host):
                     self.engine.apply(event)
-        if isinstance(self.engine, FleetAnalyzer) and self._monotonic() >= self._next_silent:
-            self._next_silent = self._monotonic() + SILENT_EVERY_S
-            for alert in self.engine.check_silent(self._wall().timestamp()):
+        now = self._wall().timestamp()
+        # On the wall clock host-down is judged by; one stepped back looks again at once.
+        if isinstance(self.engine, FleetAnalyzer) and not (
+                now < self._next_silent <= now + SILENT_EVERY_S):
+            self._next_silent = now + SILENT_EVERY_S
+            for alert in self.engine.check_silent(now):
                 await self.publish_alert(alert)
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
