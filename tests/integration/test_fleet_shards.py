@@ -37,7 +37,7 @@ from watchkeeper.events import Command, CommandReply, CpuStats, MemoryStats, Met
 
 from .served import until
 from .test_api_security import start_serve
-from .test_cli import wk_env
+from .test_cli import wk, wk_env
 
 _prefixes = itertools.count()
 T0 = datetime.now(timezone.utc).replace(microsecond=0)
@@ -163,3 +163,15 @@ def test_two_shards_split_the_hosts_and_a_killed_shard_loses_and_doubles_nothing
             central.wait()
         if central.stderr is not None:
             central.stderr.close()
+
+
+def test_bad_shard_options_are_usage_errors(tmp_path: Path) -> None:
+    out = wk(tmp_path, "analyze", "--server", "nats://127.0.0.1:1", "--shard", "2/2")
+    assert out.returncode == 2 and "shard index 2 is not in 0..1" in out.stderr
+    out = wk(tmp_path, "analyze", "--server", "nats://127.0.0.1:1", "--shard", "half")
+    assert out.returncode == 2 and "i/N" in out.stderr
+    out = wk(tmp_path, "serve", "--shards", "2")
+    assert out.returncode == 2 and "give --fleet too" in out.stderr
+    out = wk(tmp_path, "serve", "--fleet", "--server", "nats://127.0.0.1:1", "--shards", "65")
+    assert out.returncode == 2 and "--shards" in out.stderr
+    assert not (tmp_path / "data").exists()  # nothing started, nothing written
