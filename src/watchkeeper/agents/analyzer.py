@@ -172,10 +172,11 @@ class AnalyzerAgent(BaseAgent):
 
     async def setup(self) -> None:
         if not self._restored:
-            self._restored = True
             self._restore()
             if self.shard is not None:
+                # Before any snapshot: a failure here fails the setup, which is tried again.
                 await self._restore_shard()
+            self._restored = True
         if self._sub is None:
             self._sub = self.bus.subscribe(
                 metrics_topic("*" if self.fleet else self.host), name=self.name,
@@ -337,8 +338,8 @@ class AnalyzerAgent(BaseAgent):
         at once), not at the next snapshot: a task of their own."""
         if self._services_sub is None:
             self._services_sub = self.bus.subscribe(
-                f"services.{'*' if self.fleet else self.host}",
-                                                    name=f"{self.name}.services", maxsize=1000)
+                f"services.{'*' if self.fleet else self.host}", name=f"{self.name}.services",
+                maxsize=1000, keep=self.shard.owns_topic if self.shard is not None else None)
         if self._services_task is None or self._services_task.done():
             self._services_task = asyncio.create_task(
                 self._services_loop(self._services_sub), name="analyzer-services")
