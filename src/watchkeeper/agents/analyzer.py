@@ -75,8 +75,9 @@ class SilenceArgs(Args):
     matchers: Annotated[dict[Text, Text], Field(min_length=1, max_length=20)]
     until: AwareDatetime
     comment: Text = ""
-    #: Given by a sharded central, so every shard holds the silence under one id.
-    silence_id: Name | None = None
+    #: Given by a sharded central, so every shard holds the silence under one id (the
+    #: shape the engine gives its own: ``silence-`` and hex digits).
+    silence_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = None
 
 
 class UnsilenceArgs(Args):

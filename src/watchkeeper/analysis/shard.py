@@ -10,10 +10,13 @@ unread (acknowledged before they are decoded, so a skipped snapshot costs almost
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 #: The most shards one central runs (each is a process of its own).
 MAX_SHARDS = 64
+#: ``i/N`` in ASCII digits (``str.isdigit`` takes other scripts' digits too), short.
+_SPEC = re.compile(r"([0-9]{1,3})/([0-9]{1,3})", re.ASCII)
 
 
 def shard_of(host: str, count: int) -> int:
@@ -39,10 +42,11 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         """``"i/N"`` (``"0/4"``: the first of four); ValueError with the expected form."""
-        index, sep, count = text.strip().partition("/")
-        if not sep or not index.isdigit() or not count.isdigit():
-            raise ValueError(f"a shard is given as i/N (0/2 is the first of two), not {text!r}")
-        return cls(int(index), int(count))
+        found = _SPEC.fullmatch(text.strip())
+        if found is None:
+            raise ValueError(f"a shard is given as i/N (0/2 is the first of two), not "
+                             f"{text[:40]!r}")
+        return cls(int(found[1]), int(found[2]))
 
     @property
     def name(self) -> str:
