@@ -127,6 +127,28 @@ def test_two_shards_split_the_hosts_and_a_killed_shard_loses_and_doubles_nothing
         assert [h["host"] for h in hosts_api["hosts"]] == sorted(HOSTS)
         assert {h["health"] for h in hosts_api["hosts"]} == {"critical"}
 
+        # An operator's acknowledgement reaches the shard that owns the host; a silence
+        # reaches both, under one id.
+        token = (tmp_path / "data" / "api_token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        alerts = httpx.get(f"{url}/api/alerts", timeout=5).json()["alerts"]
+        target = next(a for a in alerts if owner[a["host"]] == 1)
+        acked = httpx.post(f"{url}/api/alerts/{target['fingerprint']}/ack", headers=auth,
+                           timeout=10)
+        assert acked.status_code == 200 and acked.json()["state"] == "acknowledged", acked.text
+        assert {a["fingerprint"]: a["state"] for a in ask(1)["alerts"]}[
+            target["fingerprint"]] == "acknowledged"
+        until_at = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+        made = httpx.post(f"{url}/api/alerts/silences", headers=auth, timeout=10,
+                          json={"matchers": {"metric": "disk.*"}, "until": until_at})
+        assert made.status_code == 201, made.text
+        for index in (0, 1):
+            agent = shard_agent_name(index, 2)
+            reply = runner.run(bus.request(command_topic("central", agent), Command(
+                host="central", command="silences", target=agent), timeout=5))
+            assert isinstance(reply, CommandReply) and reply.result is not None
+            assert [s["id"] for s in reply.result["silences"]] == [made.json()["id"]]
+
         # Shard 0 dies mid-stream (SIGKILL); meanwhile its hosts stay hot, then cool down.
         victim = shard_pid(central, 0)
         assert victim is not None

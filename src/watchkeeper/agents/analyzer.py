@@ -9,6 +9,7 @@ analysis, let alone the sensor. Its answer is published as an update of the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -499,10 +500,21 @@ class AnalyzerAgent(BaseAgent):
         """Silence matching alerts until ``until``; returns the silence id (persisted)."""
         silence, changes = self.engine.silence(matchers, until, by=by, comment=comment,
                                                silence_id=silence_id)
-        for index in range(self.shards):  # every shard, under the one id
-            await self._ask_shard(index, "silence", {
-                "matchers": dict(matchers), "until": until.isoformat(), "comment": comment,
-                "silence_id": silence.id}, by)
+        took: list[int] = []
+        try:
+            for index in range(self.shards):  # every shard, under the one id
+                await self._ask_shard(index, "silence", {
+                    "matchers": dict(matchers), "until": until.isoformat(),
+                    "comment": comment, "silence_id": silence.id}, by)
+                took.append(index)
+        except CommandError:
+            # A shard is down: all or nothing, as far as the others answer (the operator
+            # sees the error and tries again).
+            self.engine.unsilence(silence.id)
+            for index in took:
+                with contextlib.suppress(CommandError):
+                    await self._ask_shard(index, "unsilence", {"silence_id": silence.id}, by)
+            raise
         for alert in changes:
             await self.publish_alert(alert)
         self._save_state()

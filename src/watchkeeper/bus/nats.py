@@ -14,6 +14,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   the stream (``max_ack_pending`` keeps at most ``maxsize`` in the process). An event handed
   out is acknowledged when the subscriber asks for the next one or closes, so the one being
   worked on when a process dies comes again (after ``ack_wait_s``).
+- A subscriber with ``keep`` (an analysis shard: its own hosts) has the other topics'
+  stored events acknowledged unread, judged by subject before any decoding; ``replay``
+  reads what a stream holds now, once (a restarted shard's open alerts).
 - Topics that are not stored (health heartbeats) and ``lossy`` observers use core NATS
   subscriptions with the in-memory bus's overflow policy.
 - Request/reply for ``command.*`` over core NATS (never stored): no responder raises
