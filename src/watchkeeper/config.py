@@ -313,6 +313,11 @@ class AnalyzerConfig(Section):
     runaway_cpu_percent: float = Field(90.0, gt=0)
     log_flood_mb_per_min: float = Field(
         5.0, gt=0, description="a watched log growing this fast for for_s is a flood")
+    fork_storm_processes: int = Field(
+        100, ge=1, le=1_000_000,
+        description="this many more processes than within fork_storm_window_s, for for_s, "
+                    "is a fork storm")
+    fork_storm_window_s: float = Field(60.0, gt=0, le=3600)
     host_down_after_s: float = Field(
         60.0, gt=0, le=86400,
         description="a fleet's host that sends nothing this long is down (central only)")
@@ -433,11 +438,14 @@ class BusConfig(Section):
     replicas: int = Field(1, ge=1, le=5, description="stream replicas (a clustered broker)")
     streams: StreamsConfig = StreamsConfig()
     spool: SpoolConfig = SpoolConfig()
-    # Credentials and TLS (per-host nkeys and broker permissions come with fleet security).
+    # Credentials and TLS: checked at start (bus/auth.py credential_problems), not here, so
+    # that commands which never connect do not need to read a root-only seed.
     nkey_seed_file: GivenPath | None = Field(
-        None, description="this host's nkey seed file (needs the nkeys package)")
+        None, description="this member's nkey seed (watchkeeper fleet add-host writes it, "
+        "mode 0600)")
     creds_file: GivenPath | None = Field(None, description="a NATS .creds file (JWT + seed)")
-    tls_ca_file: GivenPath | None = Field(None, description="CA that signed the broker's cert")
+    tls_ca_file: GivenPath | None = Field(
+        None, description="CA that signed the broker's cert (default: the system's CAs)")
     tls_cert_file: GivenPath | None = Field(None, description="client certificate (mutual TLS)")
     tls_key_file: GivenPath | None = Field(None, description="client key (mutual TLS)")
 

@@ -128,6 +128,13 @@ class LogGrowth(Frozen):
     bytes_per_s: float
 
 
+class NameCount(Frozen):
+    """How many processes share one name (the sensor's largest groups)."""
+
+    name: str
+    count: int = Field(ge=0)
+
+
 class ProcessSummary(Frozen):
     total: int | None = None
     running: int | None = None
@@ -135,6 +142,8 @@ class ProcessSummary(Frozen):
     threads: int | None = None
     top_cpu: tuple[ProcessInfo, ...] = ()
     top_memory: tuple[ProcessInfo, ...] = ()
+    #: The largest groups of processes by name (a fork storm's culprit), largest first.
+    top_names: tuple[NameCount, ...] = ()
 
 
 class HostIdentity(Frozen):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, JsonValue
 
-from watchkeeper.agents.commands import Args, CommandError, Verb
+from watchkeeper.agents.commands import Args, CommandError, NoArgs, Verb
 from watchkeeper.config import START_ONLY, ConfigError, json_type_problems
 from watchkeeper.events import Command, ReplyCode
 
@@ -38,7 +38,7 @@ class SimulateArgs(Args):
 
 
 def runtime_verbs(runtime: Runtime) -> dict[str, Verb]:
-    """config_patch and simulate, as the runtime answers them."""
+    """config_patch, config (a read) and simulate, as the runtime answers them."""
 
     async def config_patch(args: ConfigPatchArgs, command: Command) -> dict[str, Any]:
         # The API module holds the host-only rules and the overrides file: imported here,
@@ -60,6 +60,13 @@ def runtime_verbs(runtime: Runtime) -> dict[str, Verb]:
         fixed += [f"{k}: decides what runs, what may be deleted or what leaves the host, so "
                   f"it changes only in the config file on the host (then SIGHUP)"
                   for k in host_only_keys(patch)]
+        if runtime.role == "agent":
+            # A fleet host agent serves no API: a patch reaches it from the central (or
+            # anyone else on the bus). Its remediation policy is its own, so that a central
+            # can never make it do what it does not allow: changed in its config file only.
+            fixed += [f"{k}: a fleet host's local policy changes only in the config file on "
+                      "the host (then SIGHUP), never from the central"
+                      for k in patch if k == "remediation"]
         if fixed:
             raise CommandError("invalid", "; ".join(fixed), fixed)
         wrong_types = [str(p) for p in json_type_problems(patch)]
@@ -79,7 +86,12 @@ def runtime_verbs(runtime: Runtime) -> dict[str, Verb]:
                           overrides_path(runtime.config.current), exc)
             log.info("config updated by %s (%s): %s", command.actor, command.role,
                      ", ".join(changed))
-        return {"version": runtime.config.version, "changed": list(changed)}
+        return {"version": runtime.config.version, "changed": list(changed),
+                "config": runtime.config.current.masked()}
+
+    async def config(_args: NoArgs, _command: Command) -> dict[str, Any]:
+        # Every secret masked, as GET /api/config shows it (a central reads a host's).
+        return {"version": runtime.config.version, "config": runtime.config.current.masked()}
 
     async def simulate(args: SimulateArgs, command: Command) -> dict[str, Any]:
         from watchkeeper.simulate.demo import DemoError
@@ -96,4 +108,5 @@ def runtime_verbs(runtime: Runtime) -> dict[str, Verb]:
                 "until": run.until.isoformat()}
 
     return {"config_patch": Verb(config_patch, ConfigPatchArgs),
+            "config": Verb(config, mutating=False, any_state=True),
             "simulate": Verb(simulate, SimulateArgs)}

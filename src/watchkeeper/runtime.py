@@ -93,7 +93,8 @@ class Runtime:
         self.shards = shards
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
-        self.bus: Bus = bus or make_bus(settings.bus, client=self.host)
+        self.bus: Bus = bus or make_bus(settings.bus, client=self.host,
+                                        host_agent=role == "agent")
         if bus is None and role == "agent":  # an outage of the broker waits on disk
             self.bus = spooled(self.bus, settings.bus, host=self.host,
                                data_dir=settings.storage.path)

@@ -84,6 +84,16 @@ def test_cpu_percent_agrees_with_psutil_over_the_same_window(
     assert rows[idle.pid].cpu_percent == theirs_idle == 0.0
 
 
+def test_a_process_that_spins_from_its_start_is_busy_at_its_first_reading(
+        children: list[subprocess.Popen[bytes]]) -> None:
+    scanner = ProcScanner()
+    scanner.scan()
+    children.append(subprocess.Popen(BUSY))
+    time.sleep(1.5)
+    rows = {r.pid: r for r in scanner.scan()}
+    assert rows[children[-1].pid].cpu_percent > 20.0  # it runs, whatever the machine's load
+
+
 @pytest.mark.parametrize("from_proc", [True, False], ids=["details-from-proc",
                                                          "details-from-psutil"])
 def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_command_line(
@@ -126,3 +136,21 @@ def test_top_lists_from_the_scan_name_the_whole_process_with_its_user_and_comman
     assert summary.total is not None and summary.total >= len(by_pid)
     assert summary.threads == sum(1 for _ in os.scandir("/proc/self/task")) or \
         summary.threads > 0
+
+
+@pytest.mark.parametrize("path", ["procfs", "psutil"])
+def test_the_largest_groups_by_name_count_real_processes(
+        children: list[subprocess.Popen[bytes]], tmp_path: Path, path: str) -> None:
+    # A fork storm's culprit is named by its group: 40 processes of one executable of ours
+    # (the kernel names a process after its executable's file).
+    exe = tmp_path / "wkforkcount"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    for _ in range(40):
+        children.append(subprocess.Popen([str(exe), "600"]))
+    time.sleep(0.2)
+    scan = ProcScanner().scan if path == "procfs" else None
+    summary = read_processes(psutil, MissingLog(psutil), 5, time.time(), scan=scan)
+    groups = {g.name: g.count for g in summary.top_names}
+    assert groups.get("wkforkcount") == 40
+    assert [g.count for g in summary.top_names] == sorted(groups.values(), reverse=True)
+    assert summary.total is not None and summary.total >= 40

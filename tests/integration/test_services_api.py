@@ -221,7 +221,7 @@ async def test_services_route_needs_the_read_token_off_loopback(tmp_path: Path) 
         r = await api.client.get("/api/services")
         assert r.status_code == 401
         r = await api.client.get("/api/services", headers=api.auth())
-        assert r.status_code == 200 and r.json() == {"services": []}
+        assert r.status_code == 200 and r.json()["services"] == []
         assert isinstance(r, httpx.Response)
 
 

@@ -136,6 +136,21 @@ def test_crashloop_is_named_a_crash_loop(server: Server) -> None:
     assert json.loads(out.stdout)["run"]["cleaned"] is True
 
 
+def test_forkstorm_is_named_by_the_default_rule(server: Server) -> None:
+    # The default fork storm rule (+100 processes within 60 s, held for for_s 30 s) against
+    # simulate's default 150 processes: named by the group, resolved when they are gone.
+    out = _simulate(server, "forkstorm", "--duration", "38s", "--settle", "20", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["run"]["names"] == ["wk-sim-forkstor"]
+    seen = report["watchkeeper"]
+    assert seen["alert"]["rule"] == "fork_storm", seen
+    assert "most of them are wk-sim-forkstor (151 now" in seen["alert"]["summary"]
+    assert 30 <= seen["time_to_detect_s"] < 38
+    assert seen["resolved_summary"].startswith("No fork storm any more")
+    assert report["run"]["cleaned"] is True
+
+
 def test_one_simulation_at_a_time(server: Server) -> None:
     first = server.api("POST", "/api/command", {"command": "simulate", "scenario": "service",
                                                 "duration_s": 8})

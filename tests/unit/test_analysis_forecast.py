@@ -152,6 +152,27 @@ def test_a_leak_that_would_exhaust_memory_within_the_horizon_is_named_within_5_m
     assert "still available last about" in a.summary
 
 
+def test_a_leak_resolves_30_s_after_its_process_left_the_list_and_not_for_one_tick() -> None:
+    an = analyzer()
+    s = Stream()
+    fast = leaking(4242, 2000.0, noise_mb=2, seed=1)
+    other = [proc(1, "init", rss=10e6, create_time=1.0)]
+    alerts = only(s.feed(an, 12 * 12, top_memory=lambda i: fast(i) + other), rule=LEAK_RULE)
+    assert [a.labels["change"] for a in alerts] == ["new"]
+    # Out of the list for one tick (at the list's edge): nothing; the list missing for a
+    # minute (an unreadable tick says nothing about who left it): nothing either.
+    assert only(s.feed(an, 1, top_memory=other), rule=LEAK_RULE, change="resolved") == []
+    assert only(s.feed(an, 2, top_memory=lambda i: fast(144 + i) + other), rule=LEAK_RULE,
+                change="resolved") == []
+    assert only(s.feed(an, 12, top_memory=[]), rule=LEAK_RULE, change="resolved") == []
+    # Killed: resolved after 30 s (6 readings at 5 s), not after the 5 minutes of a
+    # dimension that is gone.
+    ticks = [only(s.feed(an, 1, top_memory=other), rule=LEAK_RULE, change="resolved")
+             for _ in range(12)]
+    assert [i for i, got in enumerate(ticks) if got] == [5]  # the sixth reading without it
+    assert "not among the largest processes for 30 s: it exited or shrank" in ticks[5][0].summary
+
+
 @pytest.mark.parametrize(("what", "rss", "available"), [
     ("slow-leak-with-plenty-of-memory", lambda i: 500e6 + 100e6 * i * 5 / 3600, 8 * GB),
     ("fast-growth-with-far-more-memory", lambda i: 500e6 + 2000e6 * i * 5 / 3600, 64 * GB),

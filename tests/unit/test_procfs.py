@@ -163,3 +163,32 @@ def test_a_kernel_thread_has_no_memory_and_its_statm_is_not_read(proc: Path) -> 
     write(proc, 3, "user", flags=0x00400100, rss_pages=4)
     rows = {r.pid: r for r in ProcScanner(str(proc)).scan()}
     assert (rows[2].rss, rows[3].rss) == (0, 4 * PAGE)
+
+
+def test_a_process_started_since_the_previous_scan_gets_its_cpu_over_its_age(
+        proc: Path) -> None:
+    # A fork that spins at once is in the top list at its first reading (CPU time over its
+    # age, as ps shows it); a process that was already there at the first scan is 0.0 at
+    # first sight, as psutil (its whole life's average would mislead).
+    clock, up = Clock(), Clock()
+    scanner = ProcScanner(str(proc), monotonic=clock, uptime=up)
+    write(proc, 10, "old", utime=50 * TCK, start=10 * TCK)
+    assert [r.cpu_percent for r in scanner.scan()] == [0.0]
+    clock.now += 5.0
+    up.now += 5.0  # 105 s since boot
+    write(proc, 11, "spinner", utime=TCK * 3 // 2, stime=TCK // 2, start=101 * TCK)  # 2 s of 4
+    write(proc, 12, "sleeper", start=102 * TCK)
+    write(proc, 13, "pid-reused", utime=TCK, start=99 * TCK)  # before the previous scan
+    write(proc, 14, "just-born", utime=1, start=105 * TCK)  # younger than a clock tick
+    write(proc, 15, "clock-went-wrong", utime=40 * TCK, threads=2, start=104 * TCK)
+    rows = {r.pid: r.cpu_percent for r in scanner.scan()}
+    assert rows == {10: 0.0, 11: 50.0, 12: 0.0, 13: 0.0, 14: 0.0, 15: 200.0}
+
+
+def test_without_a_boot_clock_a_new_process_is_0_at_first_sight(proc: Path) -> None:
+    clock = Clock()
+    scanner = ProcScanner(str(proc), monotonic=clock, uptime=lambda: None)
+    scanner.scan()
+    clock.now += 5.0
+    write(proc, 11, "spinner", utime=2 * TCK, start=101 * TCK)
+    assert [r.cpu_percent for r in scanner.scan()] == [0.0]

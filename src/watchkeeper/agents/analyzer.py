@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "analyzer_state.json"
 #: Seconds between saves of the learned baselines (and once at shutdown).
 SAVE_EVERY_S = 300.0
+#: How far back a restarted central reads its alerts from the broker (at least).
+UNSTORED_LOOKBACK_S = 3600.0
 #: LLM investigations running at once; more incidents wait their turn.
 MAX_INVESTIGATIONS = 2
 #: Seconds between a central's looks for silent hosts (host-down is counted in tens of
@@ -70,6 +72,8 @@ def alerts_topic(host: str) -> str:
 
 class AckArgs(Args):
     fingerprint: Name
+    #: Only if the alert is this host's (a central follows many).
+    host: Name | None = None
 
 
 class SilenceArgs(Args):
@@ -83,6 +87,8 @@ class SilenceArgs(Args):
 
 class UnsilenceArgs(Args):
     silence_id: Name
+    #: Only if the silence is narrowed to this host (its ``host`` matcher).
+    host: Name | None = None
 
 
 def silence_json(silence: Silence) -> dict[str, Any]:
@@ -174,7 +180,7 @@ class AnalyzerAgent(BaseAgent):
 
     async def setup(self) -> None:
         if not self._restored:
-            self._restore()
+            self._restore(await self._unstored_alerts())
             if self.shard is not None:
                 # Before any snapshot: a failure here fails the setup, which is tried again.
                 await self._restore_shard()
@@ -230,18 +236,52 @@ class AnalyzerAgent(BaseAgent):
         name = STATE_FILE if self.shard is None else f"{self.name}_state.json"
         return self.config.current.storage.path / name
 
-    def _restore(self) -> None:
-        """Open alerts from the stored history and learned baselines survive a restart."""
+    async def _unstored_alerts(self) -> list[Alert]:
+        """A central's alerts still in the broker, published before a restart and perhaps
+        not stored yet (its communicator was killed first): without them the new process
+        would fire again, as a new alert, what its predecessor fired."""
+        stored = getattr(self.bus, "stored", None)  # a NATS bus; in-process there is none
+        if not self.fleet or stored is None or self.shard is not None:
+            return []  # a shard reads its own hosts' from the whole stream (_restore_shard)
+        try:
+            newest = self.store.events(kinds=["alert"], limit=1)
+            # What a killed central published and did not store is newer than what it
+            # stored less its flush interval: ten minutes spare it clock skew and slowness.
+            since = self._wall() - timedelta(seconds=UNSTORED_LOOKBACK_S)
+            if newest:
+                since = min(since, newest[-1].at - timedelta(seconds=600))
+            found = await stored("alerts.*", since=since, limit=10_000)
+        except Exception as exc:  # the broker away: the stored history alone, as before
+            log.warning("analyzer: could not read back alerts from the broker: %s", exc)
+            return []
+        return [e for _topic, e in found if isinstance(e, Alert)]
+
+    def _restore(self, unstored: Sequence[Alert] = ()) -> None:
+        """Open alerts from the stored history (and the broker's, for what a killed central
+        did not store) and learned baselines survive a restart."""
         try:
             latest: dict[str, Alert] = {}
             for stored in self.store.events(kinds=["alert"], limit=10_000):
                 if isinstance(stored.event, Alert) and self.shard is None and (
                         self.fleet or stored.event.host == self.host):
                     latest[stored.event.fingerprint] = stored.event
+            for alert in unstored:
+                known = latest.get(alert.fingerprint)
+                if known is None or alert.at >= known.at:
+                    latest[alert.fingerprint] = alert
             open_alerts = [a for a in latest.values() if a.state != "resolved"]
             if open_alerts:
                 self.engine.restore(open_alerts)
                 log.info("analyzer: %d open alert(s) restored", len(open_alerts))
+            if isinstance(self.engine, FleetAnalyzer):
+                # Hosts in the raw history that never report again are down after
+                # host_down_after_s from now: a restart forgets no host.
+                now = self._wall()
+                keep = timedelta(hours=self.config.current.storage.raw_retention_hours)
+                hosts = self.store.hosts(now - keep)
+                if self.shard is not None:  # its own hosts only: others' are not its to judge
+                    hosts = [h for h in hosts if self.shard.owns_host(h)]
+                self.engine.known(hosts, now.timestamp())
         except Exception as exc:  # a damaged history must not stop analysis
             log.warning("analyzer: could not restore open alerts: %s", exc)
         path = self._state_path()
@@ -425,6 +465,11 @@ class AnalyzerAgent(BaseAgent):
                 "silences": Verb(self._silences_verb, mutating=False, any_state=True)}
 
     async def _ack_verb(self, args: AckArgs, command: Command) -> dict[str, Any]:
+        if args.host is not None and not any(
+                a.fingerprint == args.fingerprint and a.host == args.host
+                for a in self.engine.active_alerts()):
+            raise CommandError("not_found", f"no open alert with fingerprint "
+                                            f"{args.fingerprint!r} on host {args.host}")
         alert = await self.ack(args.fingerprint, command.actor)
         if alert is None:
             raise CommandError("not_found", f"no open alert with fingerprint "
@@ -440,8 +485,11 @@ class AnalyzerAgent(BaseAgent):
         return {"silence": silence_json(found)}
 
     async def _unsilence_verb(self, args: UnsilenceArgs, _command: Command) -> dict[str, Any]:
-        if not any(s.id == args.silence_id for s in self.engine.silences):
-            raise CommandError("not_found", f"no silence {args.silence_id!r}")
+        if not any(s.id == args.silence_id and (args.host is None
+                                                 or s.matchers.get("host") == args.host)
+                   for s in self.engine.silences):
+            where = "" if args.host is None else f" for host {args.host}"
+            raise CommandError("not_found", f"no silence {args.silence_id!r}{where}")
         await self.unsilence(args.silence_id)
         return {"message": f"silence {args.silence_id} removed"}
 

@@ -233,13 +233,16 @@ class CommandDesk:
 
 
 class CommandFailed(Exception):
-    """What :func:`ask` raises when the command was refused or went unanswered."""
+    """What :func:`ask` raises when the command was refused or went unanswered
+    (``answered``: whether the agent replied at all)."""
 
-    def __init__(self, code: ReplyCode, message: str, detail: Any = None) -> None:
+    def __init__(self, code: ReplyCode, message: str, detail: Any = None, *,
+                 answered: bool = True) -> None:
         super().__init__(message)
         self.code: ReplyCode = code
         self.message = message
         self.detail = detail
+        self.answered = answered
 
 
 async def ask(bus: Bus, host: str, agent: str, verb: str, args: Mapping[str, Any] | None = None,
@@ -256,10 +259,10 @@ async def ask(bus: Bus, host: str, agent: str, verb: str, args: Mapping[str, Any
     except (NoResponderError, BusClosedError):
         missing = (f"the {agent} agent is not running in this process" if local
                    else f"no {agent} agent of host {host} answers")
-        raise CommandFailed("unavailable", missing) from None
+        raise CommandFailed("unavailable", missing, answered=False) from None
     except asyncio.TimeoutError:
         raise CommandFailed("timeout", f"the {agent} agent did not answer {verb} within "
-                                       f"{timeout:g}s") from None
+                                       f"{timeout:g}s", answered=False) from None
     if not isinstance(reply, CommandReply) or reply.request_id != command.request_id:
         raise CommandFailed("error", f"the {agent} agent answered {verb} with something "
                                      "other than its reply")

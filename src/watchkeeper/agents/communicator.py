@@ -74,14 +74,25 @@ class CommunicatorAgent(BaseAgent):
             # Large queues: snapshots are droppable, everything else must be stored.
             # Each its own name: on NATS a name is a durable consumer of its own.
             for i, pattern in enumerate(self.patterns):
-                self._subs.append(self.bus.subscribe(
+                sub = self.bus.subscribe(
                     pattern, name=self.name if i == 0 else f"{self.name}-{i + 1}",
-                    maxsize=10_000))
+                    maxsize=10_000)
+                # Acknowledged once stored (commit after each flush), not once read: a
+                # central killed -9 between the two gets them again when it restarts (the
+                # store keeps one copy of an event delivered twice).
+                sub.commit()
+                self._subs.append(sub)
 
     async def teardown(self) -> None:
         self._drain()
         await self.store.flush()
+        self._commit()
         self._write_status(self.config.current)
+
+    def _commit(self) -> None:
+        """What was drained is durable now: the bus may forget it."""
+        for sub in self._subs:
+            sub.commit()
 
     def _drain(self) -> int:
         count = 0
@@ -201,6 +212,7 @@ class CommunicatorAgent(BaseAgent):
         drained = self._drain()
         # Returning from flush() means durable: this cadence is the kill -9 loss bound.
         await self.store.flush()
+        self._commit()
         if drained:
             self._write_status(self.config.current)
         now = self._monotonic()

@@ -39,7 +39,7 @@ from watchkeeper.remediation.actions import get_action
 from watchkeeper.remediation.actions.base import ActionContext, Refused
 from watchkeeper.remediation.actions.stop_process import pin
 from watchkeeper.remediation.actions.stop_process import refusal as stop_process_refusal
-from watchkeeper.remediation.audit import Approval, ApprovalError, AuditLog
+from watchkeeper.remediation.audit import Approval, ApprovalError, ApprovalState, AuditLog
 from watchkeeper.remediation.learning import success_of
 from watchkeeper.remediation.policy import (
     ActionRequest,
@@ -94,6 +94,15 @@ class ResetArgs(Args):
     #: kind:name, e.g. service:web
     target: Annotated[Text, Field(min_length=3,
                                   pattern=r"^(service|pid|root|log|script|host|action):.+$")]
+
+
+class ApprovalsArgs(Args):
+    state: ApprovalState | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class ActionsArgs(Args):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 200
 
 
 class RemediateArgs(Args):
@@ -549,7 +558,11 @@ class RemediatorAgent(BaseAgent):
                 "reject": Verb(self._reject_verb, RejectArgs),
                 "reset": Verb(self._reset_verb, ResetArgs),
                 "remediate": Verb(self._remediate_verb, RemediateArgs),
-                "services": Verb(self._services_verb, mutating=False, any_state=True)}
+                "services": Verb(self._services_verb, mutating=False, any_state=True),
+                "approvals": Verb(self._approvals_verb, ApprovalsArgs, mutating=False,
+                                  any_state=True),
+                "actions": Verb(self._actions_verb, ActionsArgs, mutating=False,
+                                any_state=True)}
 
     def _pending_approval(self, approval_id: int) -> None:
         approval = self.audit.approval(approval_id)
@@ -615,6 +628,24 @@ class RemediatorAgent(BaseAgent):
                 "target": str(decision.target) if decision.target else None,
                 "verdict": decision.verdict, "check": decision.check, "why": decision.why,
                 "preview": decision.preview, "approval_id": approval}
+
+    async def _approvals_verb(self, args: ApprovalsArgs, _command: Command
+                              ) -> dict[str, Any]:
+        """This host's approval requests (a central lists every host's this way)."""
+        def read() -> dict[str, Any]:
+            return {"approvals": [a.model_dump(mode="json")
+                                  for a in self.audit.approvals(args.state, args.limit)],
+                    "audit_chain": self.audit.chain_status().model_dump(mode="json")}
+        return await asyncio.to_thread(read)
+
+    async def _actions_verb(self, args: ActionsArgs, _command: Command) -> dict[str, Any]:
+        """This host's newest audit entries and its pending approvals."""
+        def read() -> dict[str, Any]:
+            return {"entries": [e.model_dump(mode="json")
+                                for e in self.audit.entries(limit=args.limit)],
+                    "pending": [a.model_dump(mode="json") for a in self.audit.pending()],
+                    "audit_chain": self.audit.chain_status().model_dump(mode="json")}
+        return await asyncio.to_thread(read)
 
     async def _services_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
         """Every declared service: its live state (no checks run here: those are the

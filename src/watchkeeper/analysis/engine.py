@@ -24,6 +24,7 @@ from watchkeeper.analysis.baseline import BASELINE_METRICS, BaselineBook
 from watchkeeper.analysis.baseline import RULE as ANOMALY_RULE
 from watchkeeper.analysis.context import CompiledJob, TickContext, compile_jobs
 from watchkeeper.analysis.forecast import DISK_RULE, LEAK_RULE, DiskForecaster, LeakDetector
+from watchkeeper.analysis.forkstorm import FORK_STORM_RULE, ForkStormDetector
 from watchkeeper.analysis.hosts import RULE as HOST_DOWN_RULE
 from watchkeeper.analysis.hosts import HostDownDetector
 from watchkeeper.analysis.logflood import LOG_FLOOD_RULE, LogFloodDetector
@@ -129,6 +130,7 @@ class Analyzer:
         self._leaks = LeakDetector()
         self._runaway = RunawayDetector()
         self._floods = LogFloodDetector()
+        self._forks = ForkStormDetector()
         self._services = ServiceDetector()
         self._host_down = HostDownDetector(host)
         self._manager = AlertManager(host)
@@ -154,6 +156,7 @@ class Analyzer:
         a = s.analyzer
         self._floods.configure(a.log_flood_mb_per_min, a.for_s,
                                [str(r.path) for r in s.remediation.log_files])
+        self._forks.configure(a.fork_storm_processes, a.fork_storm_window_s, a.for_s)
         self._rules.configure(s.thresholds, a)
         self._baselines.configure(a.baseline, a.for_s)
         self._disks.configure(a.forecast)
@@ -201,6 +204,7 @@ class Analyzer:
         self._leaks.observe(procs.top_memory, t, changed, snap.memory.available)
         self._floods.observe(snap.logs, t, changed,
                              not any(m.key == "logs" for m in snap.missing))
+        self._forks.observe(procs, t, changed)
 
         active = self._active
         cleared: list[Condition] = []
@@ -361,6 +365,12 @@ class Analyzer:
                                       seen)
         elif a.rule == LOG_FLOOD_RULE:
             return self._floods.seed(a.dimension, since, seen)
+        elif a.rule == FORK_STORM_RULE:
+            try:
+                before = int(a.labels["before"])
+            except (KeyError, ValueError):
+                return None
+            return self._forks.seed(before, since, seen)
         elif a.rule == LEAK_RULE:
             try:
                 pid = int(a.labels["pid"])

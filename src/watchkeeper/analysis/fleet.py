@@ -50,6 +50,9 @@ class FleetAnalyzer:
         self.max_hosts = max_hosts
         self._engines: dict[str, Analyzer] = {}
         self._seen: dict[str, float] = {}
+        #: Hosts known from the history at a restart and not heard from since: silent from
+        #: the restart on (the central's clock), so one that never reports again is down.
+        self._silent_from: dict[str, float] = {}
         self._latest_at: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
         self._refused: set[str] = set()
@@ -88,6 +91,7 @@ class FleetAnalyzer:
             return []
         if received is not None:
             self._seen[snap.host] = received
+            self._silent_from.pop(snap.host, None)
         self._latest_at[snap.host] = snap.at
         return engine.observe(snap)
 
@@ -102,12 +106,21 @@ class FleetAnalyzer:
         for sid in [k for k, v in self._silences.items() if v.until <= expired]:
             del self._silences[sid]  # each engine drops its own copy at its next tick
         changes: list[Alert] = []
-        for host, seen in self._seen.items():
-            if now - seen >= after:
-                engine = self._engines[host]
-                if not engine.down:
-                    changes += engine.silent(now, seen)
+        for silent in (self._seen, self._silent_from):
+            for host, seen in silent.items():
+                if now - seen >= after:
+                    engine = self._engines[host]
+                    if not engine.down:
+                        changes += engine.silent(now, seen)
         return changes
+
+    def known(self, hosts: Iterable[str], since: float) -> None:
+        """Hosts the history knows, at a restart (``since``, the central's clock): each that
+        sends nothing for ``analyzer.host_down_after_s`` from then on is down (once; one
+        already down, its alert restored, is not alerted again)."""
+        for host in hosts:
+            if host not in self._seen and self.engine(host) is not None:
+                self._silent_from.setdefault(host, since)
 
     def host_states(self) -> list[HostState]:
         """Every followed host, by name."""

@@ -479,6 +479,11 @@ def _disk_actions(mount: str, summary: str, tick: TickContext
 # --------------------------------------------------------------------------- leaks
 
 
+#: How long a leaking process may be missing from the largest-memory list before its alert
+#: resolves: several readings, so one at the list's edge does not flap in and out.
+LEFT_S = 30.0
+
+
 class ProcTrack:
     """RSS history and leak state of one process."""
 
@@ -543,12 +548,28 @@ class LeakDetector:
             tr.cond.last_seen = t
             if tr.series.add(t, rss / 1e6, bucket_s, window_s):
                 self._judge(tr, t, changed, available)
+        if top_memory:
+            self._left(t, changed)
+        else:  # a tick without a process list says nothing about who left it: hold
+            for tr in tracks.values():
+                if tr.cond.level:
+                    tr.cond.last_seen = t
         if t >= self._next_sweep:
             self._next_sweep = t + bucket_s
             horizon = t - window_s
             for key in [k for k, tr in tracks.items()
                         if tr.cond.last_seen < horizon and not tr.cond.level]:
                 del tracks[key]
+
+    def _left(self, t: float, changed: list[Condition]) -> None:
+        """Resolve a leak whose process has been out of the largest-memory list for
+        ``LEFT_S``: it exited or shrank, and either way no longer eats the host's memory."""
+        for tr in self._tracks.values():
+            cond = tr.cond
+            if cond.level and t - cond.last_seen >= LEFT_S and cond.force(
+                    0, t, note=f"not among the largest processes for {LEFT_S:g} s: it "
+                               "exited or shrank"):
+                changed.append(cond)
 
     def _judge(self, tr: ProcTrack, t: float, changed: list[Condition],
                available: int | None) -> None:

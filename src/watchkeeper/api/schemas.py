@@ -126,6 +126,11 @@ class HostBody(Model):
 class HostsBody(Model):
     fleet: bool = Field(description="whether this server follows a fleet (serve --fleet)")
     hosts: list[HostBody]
+    rejected: dict[str, int] = Field(
+        default_factory=dict, description="messages this server refused from the bus since "
+        "it started, by reason (e.g. wrong_host: a host publishing as another)")
+    duplicate_snapshots: int = Field(0, description="snapshots delivered twice (a spool "
+                                     "replay) and stored once, since it started")
 
 
 class SilenceRequest(Model):
@@ -153,15 +158,38 @@ _CHAIN = ("whether the audit log's hash chain verifies (every entry carries the 
           "here may have been altered")
 
 
+class HostProblem(Model):
+    """A host a central asked for its part of a list, which did not answer."""
+
+    host: str
+    status: int = Field(description="503: nobody answers for it (its agent is not running or "
+                        "not connected); 504: no answer in time; 502: an answer that is not "
+                        "valid")
+    detail: str
+
+
+class HostApproval(Approval):
+    """An approval request, with the host whose remediator raised it (and decides it)."""
+
+    host: str = Field(description="the host it runs on: approve or reject it there "
+                                  "(host=NAME)")
+
+
 class ActionsBody(Model):
     entries: list[AuditEntry]
-    pending: list[Approval]
+    pending: list[HostApproval]
     audit_chain: ChainStatus = Field(description=_CHAIN)
+    unreachable: list[HostProblem] = Field(
+        default_factory=list, description="on a central: hosts whose pending approvals "
+        "could not be read (they are missing from pending)")
 
 
 class ApprovalsBody(Model):
-    approvals: list[Approval]
+    approvals: list[HostApproval]
     audit_chain: ChainStatus = Field(description=_CHAIN)
+    unreachable: list[HostProblem] = Field(
+        default_factory=list, description="on a central: hosts that did not answer (their "
+        "approvals are missing from the list)")
 
 
 class RejectRequest(Model):
@@ -312,6 +340,8 @@ class ServiceBody(Model):
     """One declared service: its state, its checks, and what remediation did and does."""
 
     name: str
+    host: str | None = Field(None, description="the host it runs on (whose remediator "
+                             "resets it: host=NAME)")
     manager: str
     condition: ServiceCondition = Field(description="ok, starting, down, unhealthy, "
                                         "restarting, crash_looping, failing")
@@ -337,6 +367,9 @@ class ServiceBody(Model):
 
 class ServicesBody(Model):
     services: list[ServiceBody]
+    unreachable: list[HostProblem] = Field(
+        default_factory=list, description="on a central: hosts that did not answer (their "
+        "services are missing from the list)")
 
 
 _TARGET = r"^(service|pid|root|log|script|host|action):.+$"

@@ -102,6 +102,12 @@ class Subscription(Protocol):
 
     def close(self) -> None: ...
 
+    def commit(self) -> None:
+        """Everything handed out so far is durable where the subscriber keeps it: a network
+        bus acknowledges it now (from the first call on, only here), so a subscriber killed
+        before its commit gets it again after a restart. In-process: nothing to do."""
+        ...
+
 
 Handler = Callable[[Event], Awaitable[Event]]
 #: Which topics a subscriber takes (an analysis shard's own hosts).

@@ -9,13 +9,17 @@ from watchkeeper.bus.memory import MemoryBus
 from watchkeeper.config import BusConfig
 
 
-def make_bus(config: BusConfig, *, client: str) -> Bus:
-    """A bus for ``bus.backend`` (a NATS bus is connected later, by :func:`start_bus`)."""
+def make_bus(config: BusConfig, *, client: str, host_agent: bool = False) -> Bus:
+    """A bus for ``bus.backend`` (a NATS bus is connected later, by :func:`start_bus`).
+
+    A fleet's host agent with its own credentials leaves the streams to the central: its
+    broker permissions (bus/auth.py) do not let it create or change them."""
     if config.backend == "memory":
         return MemoryBus()
     from watchkeeper.bus.nats import NatsBus  # nats-py is imported only when it is used
 
-    return NatsBus(config, client=client)
+    own_identity = config.nkey_seed_file is not None or config.creds_file is not None
+    return NatsBus(config, client=client, manage_streams=not (host_agent and own_identity))
 
 
 def spooled(bus: Bus, config: BusConfig, *, host: str, data_dir: Path) -> Bus:

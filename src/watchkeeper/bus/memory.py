@@ -146,6 +146,9 @@ class MemorySubscription:
     def __len__(self) -> int:
         return len(self._items)
 
+    def commit(self) -> None:
+        """Nothing to acknowledge in one process (a crash loses the queue with the process)."""
+
     async def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
         while True:
             try:

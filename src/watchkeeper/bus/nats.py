@@ -13,7 +13,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   missed, in order, once. Stored events are never dropped for a slow subscriber: they wait in
   the stream (``max_ack_pending`` keeps at most ``maxsize`` in the process). An event handed
   out is acknowledged when the subscriber asks for the next one or closes, so the one being
-  worked on when a process dies comes again (after ``ack_wait_s``).
+  worked on when a process dies comes again (after ``ack_wait_s``, after newer ones); a
+  subscriber that stores what it gets (the communicator) calls ``commit()`` once it is
+  durable, and only then are its events acknowledged.
 - A subscriber with ``keep`` (an analysis shard: its own hosts) has the other topics'
   stored events acknowledged unread, judged by subject before any decoding; ``replay``
   reads what a stream holds now, once (a restarted shard's open alerts).
@@ -21,6 +23,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   subscriptions with the in-memory bus's overflow policy.
 - Request/reply for ``command.*`` over core NATS (never stored): no responder raises
   NoResponderError, no reply in time asyncio.TimeoutError, a failing handler BusError.
+- Replies and push deliveries come to this client's own inbox, ``_INBOX.<client>``; consumers
+  are named (keyed by the client's seed) and created on the filtered API subject, never
+  looked up: a fleet host's broker permissions (:mod:`watchkeeper.bus.auth`) allow no more.
 - Every message from the wire is decoded by :mod:`watchkeeper.bus.codec`; one that does not
   decode, or does not belong on its subject, is refused, counted in ``rejected`` and logged,
   and the subscriber carries on.
@@ -36,6 +41,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -48,6 +54,7 @@ from nats.js import JetStreamContext, api
 
 from watchkeeper.aio import wait_for
 from watchkeeper.bus import codec
+from watchkeeper.bus.auth import credential_problems, identity_secret
 from watchkeeper.bus.base import (
     BusClosedError,
     BusError,
@@ -62,6 +69,8 @@ from watchkeeper.bus.subjects import (
     REQUEST_FAMILIES,
     STREAM_FAMILIES,
     durable_name,
+    ephemeral_name,
+    inbox_prefix,
     intersect,
     stream_name,
     stream_subjects,
@@ -85,6 +94,9 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 #: Where requesters receive replies (nats-py's default inbox prefix).
 INBOX_PREFIX = "_INBOX."
 _TOPIC = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+#: A fleet host waits this many times this long for the central to make a lost stream again.
+RECOVER_TRIES = 150
+RECOVER_WAIT_S = 2.0
 # nats-server's error code for "stream name already in use with a different configuration".
 _STREAM_EXISTS = 10058
 
@@ -141,9 +153,19 @@ class NatsSubscription:
         #: them again when the broker lost a stream (a memory stream across its restart).
         self._consumers: list[tuple[str, str, int, Any]] = []
         self._pending: dict[str, int] = {}  # consumer -> messages still in the stream
-        self._last_seq: dict[str, int] = {}  # consumer -> last stream sequence queued
+        #: (consumer, stream sequence) of every event queued or handed here and not yet
+        #: acknowledged: a delivery again of one of these (after ack_wait) is skipped. Not
+        #: "at or below the last sequence seen": after a restart, what the killed process
+        #: held comes again after newer events, and must not be taken for a copy.
+        self._unacked: set[tuple[str, int]] = set()
         self._handed: Msg | None = None
+        self._handed_droppable = False
+        #: After commit() was first called: events handed out are acknowledged only at the
+        #: next commit() (once the subscriber made them durable), not at the next get().
+        self._commit_mode = False
+        self._held: list[Msg] = []
         self._setup: asyncio.Task[None] | None = None
+        self._created: dict[str, Any] = {}  # consumer -> when the broker made it
 
     # -- set-up (a task the bus awaits before its next publish or request)
     async def _start(self) -> None:
@@ -180,24 +202,55 @@ class NatsSubscription:
     async def _consume(self, js: JetStreamContext, stream: str, filter_subject: str,
                        max_ack: int) -> None:
         bus = self.bus
-        consumer = durable_name(bus.client, self.name, filter_subject) if self.durable else None
-        config = api.ConsumerConfig(
-            durable_name=consumer,
+        if self.durable:
+            consumer = durable_name(bus.client, self.name, filter_subject, bus._secret)
+        else:
+            consumer = ephemeral_name(bus.client)
+        config = self._config(consumer, filter_subject, max_ack)
+        # Created (or brought back to this configuration) and then bound, never looked up
+        # first: a host's broker permissions let it create consumers on its own subjects,
+        # not read the settings of anyone else's.
+        info = await js._jsm.add_consumer(stream, config=config)
+        self._created[consumer] = info.created
+        psub = await js.subscribe_bind(stream, config=info.config, consumer=info.name,
+                                       cb=self._on_stored, manual_ack=True)
+        self._js.append(psub)
+        self._consumers.append((stream, filter_subject, max_ack, psub))
+        if not self.durable:
+            self._ephemeral.append((stream, consumer))
+
+    def _config(self, consumer: str, filter_subject: str, max_ack: int) -> api.ConsumerConfig:
+        bus = self.bus
+        return api.ConsumerConfig(
+            # Named, so that nats-py creates it on $JS.API.CONSUMER.CREATE.<stream>.<name>.
+            # <filter>: a broker can allow a host consumers on its own subjects only.
+            name=consumer,
+            durable_name=consumer if self.durable else None,
+            # In this client's inbox, the same one again after a restart.
+            deliver_subject=f"{bus.inbox}.{consumer}",
+            filter_subject=filter_subject,
             # A new consumer starts at the events published from now on; an existing durable
             # one resumes where its subscriber left off.
             deliver_policy=api.DeliverPolicy.NEW,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=bus.config.ack_wait_s,
             max_ack_pending=max_ack,
-            inactive_threshold=bus.config.consumer_inactive_s if consumer else 60.0,
+            inactive_threshold=bus.config.consumer_inactive_s if self.durable else 60.0,
         )
-        cb = self._on_stored
-        psub = await js.subscribe(filter_subject, durable=consumer, stream=stream, cb=cb,
-                                  manual_ack=True, config=config)
-        self._js.append(psub)
-        self._consumers.append((stream, filter_subject, max_ack, psub))
-        if consumer is None:
-            self._ephemeral.append((stream, psub._consumer))
+
+    async def _lost_streams(self, js: JetStreamContext, streams: set[str]) -> set[str]:
+        """Of ``streams``, those whose consumers of ours the broker no longer had: asked for
+        again (create-or-update changes nothing that exists), one made anew is a stream
+        lost and made again. NotFoundError while a stream is not there (yet)."""
+        lost: set[str] = set()
+        for stream, filter_subject, max_ack, psub in list(self._consumers):
+            if stream in streams and not self._closed:
+                consumer = psub._consumer
+                info = await js._jsm.add_consumer(
+                    stream, config=self._config(consumer, filter_subject, max_ack))
+                if info.created != self._created.get(consumer):
+                    lost.add(stream)
+        return lost
 
     async def _reconsume(self, streams: set[str]) -> None:
         """The broker lost these streams (and so their consumers): make ours again. Their
@@ -212,7 +265,7 @@ class NatsSubscription:
                 self._js.remove(psub)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
-            self._last_seq.clear()
+            self._unacked = {key for key in self._unacked if key[0] != psub._consumer}
             await self._consume(js, stream, filter_subject, max_ack)
 
     # -- arrivals
@@ -266,19 +319,20 @@ class NatsSubscription:
         meta = msg.metadata
         consumer = meta.consumer or ""
         seq = meta.sequence.stream if meta.sequence is not None else 0
-        if seq <= self._last_seq.get(consumer, 0):
+        if (consumer, seq) in self._unacked:
             self.redelivered += 1
             return  # still queued here (its acknowledgement covers this delivery too)
-        self._last_seq[consumer] = seq
+        self._unacked.add((consumer, seq))
         self._pending[consumer] = meta.num_pending or 0
         topic = bus._topic(msg.subject)
         if topic is not None and self.keep is not None and not self.keep(topic):
             # Another shard's host: done with, unread (the subject names the host).
             self.skipped += 1
-            bus._ack_soon(msg)
+            self._acknowledge(msg)
             return
         event = bus._decode(topic, msg.data) if topic is not None else None
         if topic is None or event is None:
+            self._forget(msg)
             with contextlib.suppress(Exception):
                 await msg.term()  # never deliver it again
             return
@@ -293,13 +347,41 @@ class NatsSubscription:
         counter.delivered += 1
         counter.depth -= 1
         self._handed = item.msg
+        self._handed_droppable = type(item.event).droppable
         return item.topic, item.event
 
     def _ack_handed(self) -> None:
         # The subscriber asks for the next event (or closes): the one before is handled.
         if self._handed is not None:
-            self.bus._ack_soon(self._handed)
+            if self._commit_mode and not self._handed_droppable:
+                self._held.append(self._handed)
+            else:
+                self._acknowledge(self._handed)
             self._handed = None
+
+    def _acknowledge(self, msg: Msg) -> None:
+        self._forget(msg)
+        self.bus._ack_soon(msg)
+
+    def _forget(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            meta = msg.metadata
+            seq = meta.sequence.stream if meta.sequence is not None else 0
+            self._unacked.discard((meta.consumer or "", seq))
+
+    def commit(self) -> None:
+        """Acknowledge every event handed out so far: the subscriber has made them durable.
+
+        From the first call on, events are acknowledged only here, never when the next one
+        is asked for: a process killed before its commit gets them again after a restart
+        (after ``ack_wait_s``). Droppable events (snapshots) are still acknowledged when
+        the next is asked for (they would hold a large window of the broker's for little).
+        """
+        self._commit_mode = True
+        self._ack_handed()  # the last one handed out is done with too
+        held, self._held = self._held, []
+        for msg in held:
+            self._acknowledge(msg)
 
     async def get(self) -> tuple[str, Event]:
         self._ack_handed()
@@ -339,7 +421,10 @@ class NatsSubscription:
             return
         self._closed = True
         self._ack_handed()
-        naks = [item.msg for item in self._items if item.msg is not None]
+        # Handed out but never committed (the subscriber did not make them durable) and
+        # queued but never handed out: back to the consumer at once, for the next subscriber.
+        naks = self._held + [item.msg for item in self._items if item.msg is not None]
+        self._held = []
         for item in self._items:
             self.bus._counter(item.topic).depth -= 1
         self._items.clear()
@@ -361,7 +446,9 @@ class NatsSubscription:
             with contextlib.suppress(Exception):
                 await self._core.unsubscribe()
         js = self.bus._js
-        for stream, consumer in self._ephemeral:
+        # A host may not delete consumers (its broker permissions): the broker removes an
+        # ephemeral one after a minute without its subscriber.
+        for stream, consumer in self._ephemeral if self.bus.manage_streams else ():
             if js is not None:
                 with contextlib.suppress(Exception):
                     await js._jsm.delete_consumer(stream, consumer)
@@ -404,10 +491,22 @@ class NatsBus:
     """The Bus protocol over NATS JetStream (``bus.backend: nats``)."""
 
     def __init__(self, config: BusConfig | None = None, *, client: str = "watchkeeper",
-                 default_maxsize: int = DEFAULT_MAXSIZE) -> None:
+                 default_maxsize: int = DEFAULT_MAXSIZE, manage_streams: bool = True) -> None:
         self.config = config or BusConfig(backend="nats")
         #: This process's name on the broker and in its durable consumers' names (the host).
         self.client = client
+        #: Where replies and deliveries reach this client (a broker lets it read only there).
+        self.inbox = inbox_prefix(client)
+        #: Whether this client creates and repairs the streams (a central); a fleet host
+        #: with its own credentials may not, and leaves them to the central.
+        self.manage_streams = manage_streams
+        #: Keys this client's durable consumer names (bus/auth.py), set at connect.
+        self._secret = b""
+        #: What the broker refused this client (permissions violations), and the last one.
+        self.denied = 0
+        self.last_denied = ""
+        self._first_error: Exception | None = None
+        self._tls_failed = asyncio.Event()
         self.prefix = self.config.subject_prefix
         self.default_maxsize = default_maxsize
         self._nc: NatsClient | None = None
@@ -435,9 +534,11 @@ class NatsBus:
 
     @classmethod
     async def open(cls, config: BusConfig, *, client: str,
-                   default_maxsize: int = DEFAULT_MAXSIZE) -> NatsBus:
+                   default_maxsize: int = DEFAULT_MAXSIZE, manage_streams: bool = True
+                   ) -> NatsBus:
         """Connect to the broker and set up the streams; BusError if it cannot."""
-        bus = cls(config, client=client, default_maxsize=default_maxsize)
+        bus = cls(config, client=client, default_maxsize=default_maxsize,
+                  manage_streams=manage_streams)
         await bus.connect()
         return bus
 
@@ -454,6 +555,9 @@ class NatsBus:
     async def connect(self) -> None:
         """Connect and create or update the streams (subscriptions made before wait)."""
         cfg = self.config
+        problems = credential_problems(cfg)
+        if problems:
+            raise BusError("; ".join(str(p) for p in problems))
         options: dict[str, Any] = {
             "servers": [cfg.url],
             "name": f"watchkeeper:{self.client}",
@@ -466,6 +570,7 @@ class NatsBus:
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            "inbox_prefix": self.inbox,
         }
         tls = self._tls_context()
         if tls is not None:
@@ -475,21 +580,46 @@ class NatsBus:
         if cfg.creds_file is not None:
             options["user_credentials"] = str(cfg.creds_file.expanduser())
         try:
-            nc = await nats.connect(**options)
+            self._secret = identity_secret(cfg)
+        except OSError as exc:
+            raise BusError(f"cannot read this host's NATS credentials: {exc}") from exc
+        nc = NatsClient()
+        try:
+            # nats-py retries a failed TLS handshake (a certificate it does not trust)
+            # without end while reconnecting is allowed: the first such error ends it.
+            await self._connect_or_tls_error(nc, options)
         except Exception as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            cause = self._first_error or exc
             raise BusError(f"cannot connect to the NATS server at {_safe_url(cfg.url)}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(cause).__name__}: {cause}") from exc
         # Once connected, a broker restart or a network cut is waited out for good.
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream(timeout=cfg.publish_timeout_s)
         try:
-            for stream in STREAM_FAMILIES:
+            for stream in STREAM_FAMILIES if self.manage_streams else ():
                 await self._ensure_stream(stream, getattr(cfg.streams, stream))
         except BaseException:
             await nc.close()
             raise
         self._connected.set()
+
+    async def _connect_or_tls_error(self, nc: NatsClient, options: dict[str, Any]) -> None:
+        self._tls_failed = asyncio.Event()
+        connecting = asyncio.ensure_future(nc.connect(**options))
+        failed = asyncio.ensure_future(self._tls_failed.wait())
+        try:
+            await asyncio.wait({connecting, failed}, timeout=2 * self.config.connect_timeout_s
+                               + 5, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            raise asyncio.TimeoutError("no connection")
+        connecting.result()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -544,7 +674,24 @@ class NatsBus:
         return self._nc, self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats client error: %s", exc)
+        if self._first_error is None and not self._connected.is_set():
+            self._first_error = exc  # why connect() fails, if it does
+        if isinstance(exc, ssl.SSLError) and not self._connected.is_set():
+            self._tls_failed.set()
+        text = str(exc)
+        if "permissions violation" not in text.lower():
+            log.debug("nats client error: %s", exc)
+            return
+        # The broker refused a publication or subscription this client's credentials do not
+        # allow: a misconfigured host (or a wrong bus.subject_prefix), or an attempt at
+        # another host's subjects. The first at error, then one in a thousand.
+        self.denied += 1
+        self.last_denied = text[:300]
+        level = logging.ERROR if self.denied == 1 or self.denied % 1000 == 0 else logging.DEBUG
+        log.log(level, "the NATS server refused this client (%d so far): %s (the broker "
+                "permissions of %r do not allow it: is host_name the name its key was made "
+                "for, and bus.subject_prefix the broker block's?)", self.denied, text[:300],
+                self.client)
 
     async def _on_disconnected(self) -> None:
         if not self._closed and not self._offline_logged:
@@ -565,6 +712,9 @@ class NatsBus:
         carry on instead of failing or going quiet for good."""
         js = self._js
         if js is None:
+            return
+        if not self.manage_streams:
+            await self._recover_consumers(js)
             return
         lost: set[str] = set()
         for stream in STREAM_FAMILIES:
@@ -588,6 +738,33 @@ class NatsBus:
                 await sub._reconsume(lost)
         except Exception as exc:
             log.error("setting up stream(s) %s again failed: %s", ", ".join(sorted(lost)), exc)
+
+    async def _recover_consumers(self, js: JetStreamContext) -> None:
+        """After a reconnect, a client that may not look at the streams (a fleet host) asks
+        for its consumers of memory streams again, until the central has made a lost stream
+        again; a consumer made anew is bound again, as the central does for its own."""
+        memory = {stream_name(self.prefix, s) for s in STREAM_FAMILIES
+                  if getattr(self.config.streams, s).storage == "memory"}
+        for _attempt in range(RECOVER_TRIES):
+            try:
+                for sub in list(self._subs):
+                    lost = await sub._lost_streams(js, memory)
+                    if lost:
+                        log.warning("the NATS server lost stream(s) %s (memory storage "
+                                    "across its restart): reading them again",
+                                    ", ".join(sorted(lost)))
+                        await sub._reconsume(lost)
+                return
+            except nats.js.errors.NotFoundError:
+                pass  # the central has not made the stream again yet
+            except Exception as exc:  # the broker went again: the next reconnect retries
+                log.warning("after reconnecting, consumers could not be checked: %s", exc)
+                return
+            if self._closed:
+                return
+            await asyncio.sleep(RECOVER_WAIT_S)
+        log.error("stream(s) %s still missing after %.0f s: the central sets them up again "
+                  "when it reconnects", ", ".join(sorted(memory)), RECOVER_TRIES * RECOVER_WAIT_S)
 
     # ------------------------------------------------------------------ helpers
 
@@ -753,6 +930,10 @@ class NatsBus:
             ack = await js.publish(subject, data, timeout=self.config.publish_timeout_s,
                                    headers={MSG_ID_HEADER: msg_id})
         except asyncio.TimeoutError:
+            if f'"{subject.lower()}"' in self.last_denied.lower():
+                raise BusError(f"the NATS server refused {kind} on {topic!r}: the broker "
+                               f"permissions of {self.client!r} do not allow publishing to "
+                               f"{subject!r}") from None
             raise BusError(f"the NATS server did not confirm storing {kind} on {topic!r} "
                            f"within {self.config.publish_timeout_s:g}s") from None
         except nats.js.errors.NoStreamResponseError:
@@ -856,6 +1037,46 @@ class NatsBus:
         except codec.WireError as exc:
             self._reject(topic, exc)
             raise
+
+    async def stored(self, pattern: str, *, since: datetime, limit: int = 10_000,
+                     timeout: float = 10.0) -> list[tuple[str, Event]]:
+        """What the broker's streams hold on ``pattern`` from ``since`` on, oldest first (up
+        to ``limit``): a restarted central reads back what it published and may not have
+        stored before it died. Read through a throw-away consumer; decoded and checked as
+        any delivery."""
+        _nc, js = await self._ready()
+        out: list[tuple[str, Event]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for stream, filter_subject in _overlaps(self, self._subject(pattern)):
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=since,
+                ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
+            psub = await js.pull_subscribe(filter_subject, stream=stream, config=config)
+            consumer = ""
+            try:
+                info = await psub.consumer_info()
+                consumer = info.name
+                left = info.num_pending or 0
+                while left > 0 and len(out) < limit and loop.time() < deadline:
+                    try:
+                        msgs = await psub.fetch(min(256, left), timeout=max(
+                            0.1, deadline - loop.time()))
+                    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                        break
+                    for msg in msgs:
+                        topic = self._topic(msg.subject)
+                        event = self._decode(topic, msg.data) if topic is not None else None
+                        if topic is not None and event is not None:
+                            out.append((topic, event))
+                    left = msgs[-1].metadata.num_pending or 0 if msgs else 0
+            finally:
+                if consumer:  # else the broker drops it after inactive_threshold
+                    with contextlib.suppress(Exception):
+                        await js.delete_consumer(stream, consumer)
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+        return out[:limit]
 
     def responders(self) -> list[str]:
         return sorted(self._handlers)

@@ -9,7 +9,9 @@ the row's removal). A row leaves the spool only after the broker acknowledged it
 
 Bounds (``max_events``, ``max_bytes``, ``max_age_s``): past any of them the oldest rows go,
 droppable ones (metric snapshots) before the rest, and what went is kept as one gap (how
-many, from when to when) for the central to show as a gap marker, never a silent hole.
+many, from when to when) for the central to show as a gap marker, never a silent hole. The
+batch being sent (at most 200 rows) is never dropped: the spool may exceed its bounds by it
+for the moment the broker takes it, so a gap counts only what the central never gets.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
+        #: Rows up to this id are being sent: the bounds leave them alone (a row dropped
+        #: while the broker takes it would be counted in a gap it never was in).
+        self._sending = 0
         self._db = SqliteDb(path, what="fleet spool", error=SpoolError,
                             schema_version=SCHEMA_VERSION, migrations=[_v1],
                             thread_name="watchkeeper-spool")
@@ -124,12 +129,14 @@ class Spool:
         return await self._db.on_writer(write)
 
     def _bound(self, conn: sqlite3.Connection, now: float) -> int:
+        # The batch being sent does not count: it is on its way out.
         count, size = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE id > ?",
+            (self._sending,)).fetchone()
         victims: list[tuple[int, float, int]] = []
         # Too old: whatever it is.
-        old = conn.execute("SELECT id, at, size FROM spool WHERE at < ? ORDER BY id",
-                           (now - self.max_age_s,)).fetchall()
+        old = conn.execute("SELECT id, at, size FROM spool WHERE at < ? AND id > ? "
+                           "ORDER BY id", (now - self.max_age_s, self._sending)).fetchall()
         victims += old
         count -= len(old)
         size -= sum(r[2] for r in old)
@@ -139,7 +146,7 @@ class Spool:
             if count <= self.max_events and size <= self.max_bytes:
                 break
             for row in conn.execute("SELECT id, at, size FROM spool WHERE droppable = ? "
-                                    "ORDER BY id", (droppable,)):
+                                    "AND id > ? ORDER BY id", (droppable, self._sending)):
                 if count <= self.max_events and size <= self.max_bytes:
                     break
                 if row[0] in gone:
@@ -159,6 +166,11 @@ class Spool:
             "first_at = MIN(first_at, excluded.first_at), "
             "last_at = MAX(last_at, excluded.last_at)", (len(victims), first, last))
         return len(victims)
+
+    def sending(self, upto: int) -> None:
+        """Rows up to id ``upto`` are being sent (0: none): the bounds may be exceeded by
+        them until they are sent, rather than count them dropped."""
+        self._sending = upto
 
     async def sent(self, ids: Sequence[int]) -> None:
         """The broker acknowledged these rows: they leave the spool."""

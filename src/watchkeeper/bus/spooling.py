@@ -135,14 +135,19 @@ class SpoolingBus:
             await self.spool.gap_sent(gap)
         rows = self.spool.head(FLUSH_BATCH)
         sent: list[int] = []
+        if rows:
+            self.spool.sending(rows[-1].id)
         try:
             for row in rows:
                 await self.inner.publish(row.topic, codec.decode(row.payload, topic=row.topic))
                 sent.append(row.id)
         finally:
-            if sent:
-                await self.spool.sent(sent)
-                self.replayed += len(sent)
+            try:
+                if sent:
+                    await self.spool.sent(sent)
+                    self.replayed += len(sent)
+            finally:
+                self.spool.sending(0)
         async with self._lock:
             if len(self.spool) == 0 and self.spool.gap() is None:
                 self._backlog = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 
 #: Streams by config name, with the topic families (first token) each one stores. Topics of
 #: other families (health.<host>.<agent>, command.<host>.<agent>) go over core NATS only.
@@ -57,8 +58,29 @@ def stream_subjects(prefix: str, stream: str) -> list[str]:
     return [f"{prefix}.{family}.>" for family in STREAM_FAMILIES[stream]]
 
 
-def durable_name(client: str, name: str, filter_subject: str) -> str:
-    """A stable consumer name for (this client, this subscriber, this filter)."""
+def durable_name(client: str, name: str, filter_subject: str, secret: bytes = b"") -> str:
+    """A stable consumer name for (this client, this subscriber, this filter).
+
+    With a ``secret`` (derived from this client's broker credentials) the name cannot be
+    guessed: a host allowed to create consumers on its own subjects cannot name, and so
+    cannot re-point, another client's consumer.
+    """
     clean = re.sub(r"[^A-Za-z0-9_-]", "-", f"{client}__{name}")[:120]
-    digest = hashlib.blake2b(filter_subject.encode(), digest_size=5).hexdigest()
+    if secret:
+        digest = hashlib.blake2b(filter_subject.encode(), key=secret[:64],
+                                 digest_size=12).hexdigest()
+    else:
+        digest = hashlib.blake2b(filter_subject.encode(), digest_size=5).hexdigest()
     return f"{clean}__{digest}"
+
+
+def ephemeral_name(client: str) -> str:
+    """A consumer name for one subscriber's life (removed by the broker once unused)."""
+    clean = re.sub(r"[^A-Za-z0-9_-]", "-", client)[:100]
+    return f"{clean}__eph__{secrets.token_hex(8)}"
+
+
+def inbox_prefix(client: str) -> str:
+    """Where this client's replies and push deliveries arrive (``_INBOX.<client>``): a
+    broker can then let each host read its own inbox only."""
+    return "_INBOX." + re.sub(r"[^A-Za-z0-9_-]", "-", client)[:120]

@@ -19,7 +19,9 @@ from watchkeeper.config import Settings
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
 TOKEN_ENV = "WATCHKEEPER_TOKEN"
-TIMEOUT_S = 10.0
+#: Longer than the server's default api.command_timeout_s (10 s): a fleet host that does not
+#: answer is the server's clear 504 naming the host, not this client's own timeout.
+TIMEOUT_S = 15.0
 #: Longest server detail repeated on the terminal (a hostile server could send megabytes).
 MAX_DETAIL = 500
 
@@ -107,13 +109,14 @@ class Client:
         """GET ``path``; raises ClientError for anything but a 2xx JSON answer."""
         return self._send("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None) -> Reply:
+    def post(self, path: str, body: Any = None, params: dict[str, Any] | None = None
+             ) -> Reply:
         """POST ``path`` with a JSON body; raises ClientError as get does."""
-        return self._send("POST", path, json=body)
+        return self._send("POST", path, json=body, params=params)
 
-    def patch(self, path: str, body: Any) -> Reply:
+    def patch(self, path: str, body: Any, params: dict[str, Any] | None = None) -> Reply:
         """PATCH ``path`` with a JSON body; raises ClientError as get does."""
-        return self._send("PATCH", path, json=body)
+        return self._send("PATCH", path, json=body, params=params)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
         try:

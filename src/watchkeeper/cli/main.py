@@ -92,7 +92,8 @@ class _LazyGroup(click.Group):
     ``run`` and ``serve`` never load them (their memory is benchmarked)."""
 
     #: Command name -> "module:attribute".
-    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate"}
+    lazy: ClassVar[dict[str, str]] = {"simulate": "watchkeeper.cli.simulate:simulate",
+                                      "fleet": "watchkeeper.cli.fleet:fleet"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -131,6 +132,14 @@ def _with_server(settings: Settings, server: str | None, role: str) -> Settings:
                    "nats://HOST:4222 (or set bus.backend: nats and bus.url in the "
                    "configuration)", err=True)
         sys.exit(EXIT_CONFIG)
+    if settings.bus.backend == "nats":
+        # A seed or certificate file that is missing, unreadable, world-readable or not
+        # what it should be: said now, naming the key, not as a connection error later.
+        from watchkeeper.bus.auth import credential_problems
+
+        problems = credential_problems(settings.bus)
+        if problems:
+            _fail_config(ConfigError(problems))
     return settings
 
 
@@ -510,6 +519,11 @@ def _host_notes(settings: Settings) -> list[str]:
             notes.append(f"{key}: {printable(str(p))} goes through the symlink "
                          f"{printable(link)}; it will be refused when used (file actions "
                          "never follow symlinks): configure the real path")
+    if settings.bus.backend == "nats":  # a fleet role would refuse to start (exit 2)
+        from watchkeeper.bus.auth import credential_problems
+
+        notes += [f"{printable(str(p))} (refused at start)"
+                  for p in credential_problems(settings.bus)]
     return notes
 
 
@@ -597,6 +611,21 @@ def _remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="The server (default: $WATCHKEEPER_URL, else http://api.host:"
                            "api.port from the configuration, i.e. http://127.0.0.1:8000).")(fn)
     return _config_option(fn)
+
+
+def _host_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--host NAME``: which host of a fleet's central to list or act on."""
+    return click.option(
+        "--host", "on_host", default=None, metavar="NAME",
+        help="On a fleet's central (serve --fleet): the host to list or act on (`curl "
+             "URL/api/hosts` lists them); lists default to every host, and an action on a "
+             "central needs it.")(fn)
+
+
+def _on(host: str | None, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Query parameters with ``host`` added when one is named."""
+    merged = {**(params or {}), **({"host": host} if host else {})}
+    return merged or None
 
 
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -692,41 +721,48 @@ def agents(ctx: click.Context, as_json: bool, url: str | None, token: str | None
 @cli.command()
 @click.option("--severity", type=click.Choice(["critical", "warning", "info"]), default=None,
               help="Only this severity.")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def alerts(ctx: click.Context, severity: str | None, as_json: bool, url: str | None,
-           token: str | None) -> None:
+def alerts(ctx: click.Context, severity: str | None, on_host: str | None, as_json: bool,
+           url: str | None, token: str | None) -> None:
     """Open alerts, newest first, with the fingerprint to ack (GET /api/alerts)."""
     from watchkeeper.cli import tables
 
     params = {"severity": severity} if severity else None
-    _show(ctx, url, token, as_json, "/api/alerts", tables.alerts, params)
+    _show(ctx, url, token, as_json, "/api/alerts", tables.alerts, _on(on_host, params))
 
 
 @cli.command()
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def services(ctx: click.Context, as_json: bool, url: str | None, token: str | None) -> None:
-    """Declared services, their condition and remediation (GET /api/services)."""
+def services(ctx: click.Context, on_host: str | None, as_json: bool, url: str | None,
+             token: str | None) -> None:
+    """Declared services, their condition and remediation (GET /api/services); on a
+    central, every host's (or --host's), and the hosts that did not answer."""
     from watchkeeper.cli import tables
 
-    _show(ctx, url, token, as_json, "/api/services", tables.services)
+    _show(ctx, url, token, as_json, "/api/services", tables.services, _on(on_host))
 
 
 @cli.command()
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="How many recent audit entries.")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def actions(ctx: click.Context, limit: int, as_json: bool, url: str | None,
-            token: str | None) -> None:
-    """Approvals waiting and recent remediation actions (GET /api/actions)."""
+def actions(ctx: click.Context, limit: int, on_host: str | None, as_json: bool,
+            url: str | None, token: str | None) -> None:
+    """Approvals waiting and recent remediation actions (GET /api/actions); on a central,
+    every host's approvals with their host (or --host's approvals and audit log)."""
     from watchkeeper.cli import tables
 
-    _show(ctx, url, token, as_json, "/api/actions", tables.actions, {"limit": limit})
+    _show(ctx, url, token, as_json, "/api/actions", tables.actions,
+          _on(on_host, {"limit": limit}))
 
 
 @cli.command()
@@ -767,29 +803,33 @@ def _said_in(data: Any, key: str, max_len: int = 200) -> str:
 
 @cli.command()
 @click.argument("fingerprint")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def ack(ctx: click.Context, fingerprint: str, as_json: bool, url: str | None,
-        token: str | None) -> None:
+def ack(ctx: click.Context, fingerprint: str, on_host: str | None, as_json: bool,
+        url: str | None, token: str | None) -> None:
     """Acknowledge the open alert FINGERPRINT (see `watchkeeper alerts`); operator token."""
     from urllib.parse import quote
 
     reply = _call(ctx, url, token,
-                  lambda c: c.post(f"/api/alerts/{quote(fingerprint, safe='')}/ack"))
+                  lambda c: c.post(f"/api/alerts/{quote(fingerprint, safe='')}/ack",
+                                   params=_on(on_host)))
     _done(as_json, reply, f"acknowledged: {_said(reply, 'summary')}")
 
 
 @cli.command()
 @click.argument("approval_id", metavar="ID", type=click.IntRange(1))
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def approve(ctx: click.Context, approval_id: int, as_json: bool, url: str | None,
-            token: str | None) -> None:
+def approve(ctx: click.Context, approval_id: int, on_host: str | None, as_json: bool,
+            url: str | None, token: str | None) -> None:
     """Approve pending action ID (see `watchkeeper actions`); it runs if the policy still
-    allows it. Operator token."""
-    reply = _call(ctx, url, token, lambda c: c.post(f"/api/actions/{approval_id}/approve"))
+    allows it (on a central: --host's policy, on that host). Operator token."""
+    reply = _call(ctx, url, token, lambda c: c.post(f"/api/actions/{approval_id}/approve",
+                                                    params=_on(on_host)))
     _done(as_json, reply, f"approval #{approval_id}: {_said(reply, 'verdict', 40)}: "
           f"{_said(reply, 'why')}")
 
@@ -797,28 +837,32 @@ def approve(ctx: click.Context, approval_id: int, as_json: bool, url: str | None
 @cli.command()
 @click.argument("approval_id", metavar="ID", type=click.IntRange(1))
 @click.option("--reason", default="", help="Why (kept in the audit log).")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def reject(ctx: click.Context, approval_id: int, reason: str, as_json: bool, url: str | None,
-           token: str | None) -> None:
+def reject(ctx: click.Context, approval_id: int, reason: str, on_host: str | None,
+           as_json: bool, url: str | None, token: str | None) -> None:
     """Reject pending action ID, with an optional --reason. Operator token."""
     reply = _call(ctx, url, token,
-                  lambda c: c.post(f"/api/actions/{approval_id}/reject", {"reason": reason}))
+                  lambda c: c.post(f"/api/actions/{approval_id}/reject", {"reason": reason},
+                                   params=_on(on_host)))
     _done(as_json, reply, f"approval #{approval_id} rejected")
 
 
 @cli.command()
 @click.argument("target")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def reset(ctx: click.Context, target: str, as_json: bool, url: str | None,
-          token: str | None) -> None:
+def reset(ctx: click.Context, target: str, on_host: str | None, as_json: bool,
+          url: str | None, token: str | None) -> None:
     """Reset a failing TARGET (a service name, or kind:name such as script:fix) so automatic
     tries are allowed again. Operator token."""
     body = {"target": target} if ":" in target else {"service": target}
-    reply = _call(ctx, url, token, lambda c: c.post("/api/actions/reset", body))
+    reply = _call(ctx, url, token, lambda c: c.post("/api/actions/reset", body,
+                                                    params=_on(on_host)))
     _done(as_json, reply, _said(reply, "detail", 300))
 
 
@@ -920,18 +964,20 @@ def _matchers(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--for", "for_s", required=True, metavar="DURATION", callback=_duration,
               help="How long: 90s, 30m, 2h, 1d.")
 @click.option("--comment", default="", help="Why (shown with the silence).")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
 def silence(ctx: click.Context, matchers: dict[str, str], for_s: float, comment: str,
-            as_json: bool, url: str | None, token: str | None) -> None:
+            on_host: str | None, as_json: bool, url: str | None, token: str | None) -> None:
     """Silence alerts whose rule, metric, dimension, host, severity or label match every
     KEY=GLOB (e.g. metric=disk.* dimension=/var) for a while. Operator token."""
     from datetime import datetime, timedelta, timezone
 
     until = datetime.now(timezone.utc) + timedelta(seconds=for_s)
     body = {"matchers": matchers, "until": until.isoformat(), "comment": comment}
-    reply = _call(ctx, url, token, lambda c: c.post("/api/alerts/silences", body))
+    reply = _call(ctx, url, token, lambda c: c.post("/api/alerts/silences", body,
+                                                    params=_on(on_host)))
     _done(as_json, reply, f"{_said(reply, 'id', 64)} until {_said(reply, 'until', 64)}")
 
 
@@ -951,16 +997,18 @@ def _json_or_text(value: str) -> Any:
               help="An agent's name, or all (agent commands).")
 @click.option("--dry-run", is_flag=True, help="remediate: only show what would happen.")
 @click.option("--reason", default="", help="remediate: why (kept in the audit log).")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
 def command(ctx: click.Context, name: str, args: tuple[str, ...], target: str, dry_run: bool,
-            reason: str, as_json: bool, url: str | None, token: str | None) -> None:
+            reason: str, on_host: str | None, as_json: bool, url: str | None,
+            token: str | None) -> None:
     """Send an agent command, or `remediate ACTION KEY=VALUE...` (e.g. remediate
     restart_service service=web --dry-run), through POST /api/command; exit 1 if an agent did
     not say ok or the policy refused. Operator token."""
     if name == "remediate":
-        _remediate(ctx, args, dry_run, reason, as_json, url, token)
+        _remediate(ctx, args, dry_run, reason, on_host, as_json, url, token)
         return
     if args or dry_run or reason:
         raise click.UsageError(f"{name} takes only --target; ACTION, KEY=VALUE, --dry-run and "
@@ -968,7 +1016,8 @@ def command(ctx: click.Context, name: str, args: tuple[str, ...], target: str, d
     from watchkeeper.safetext import printable
 
     reply = _call(ctx, url, token,
-                  lambda c: c.post("/api/command", {"command": name, "target": target}))
+                  lambda c: c.post("/api/command", {"command": name, "target": target},
+                                   params=_on(on_host)))
     replies = reply.data.get("replies") if isinstance(reply.data, dict) else None
     replies = [r for r in replies if isinstance(r, dict)] if isinstance(replies, list) else []
     if as_json:
@@ -983,7 +1032,8 @@ def command(ctx: click.Context, name: str, args: tuple[str, ...], target: str, d
 
 
 def _remediate(ctx: click.Context, args: tuple[str, ...], dry_run: bool, reason: str,
-               as_json: bool, url: str | None, token: str | None) -> None:
+               on_host: str | None, as_json: bool, url: str | None, token: str | None
+               ) -> None:
     """``command remediate ACTION KEY=VALUE...``: the policy's verdict, the preview of a dry
     run, or the approval to wait for."""
     from watchkeeper.safetext import printable
@@ -999,7 +1049,8 @@ def _remediate(ctx: click.Context, args: tuple[str, ...], dry_run: bool, reason:
         params[key.strip()] = _json_or_text(value)
     body = {"command": "remediate", "action": action, "params": params, "dry_run": dry_run,
             "reason": reason}
-    reply = _call(ctx, url, token, lambda c: c.post("/api/command", body))
+    reply = _call(ctx, url, token, lambda c: c.post("/api/command", body,
+                                                    params=_on(on_host)))
     decision = reply.data.get("decision") if isinstance(reply.data, dict) else None
     decision = decision if isinstance(decision, dict) else {}
     verdict = str(decision.get("verdict", "?"))
@@ -1013,8 +1064,9 @@ def _remediate(ctx: click.Context, args: tuple[str, ...], dry_run: bool, reason:
         if decision.get("preview"):
             line += f"\n  would: {_said_in(decision, 'preview', 500)}"
         if decision.get("approval_id") is not None:
+            on = f" --host {printable(on_host, 253)}" if on_host else ""
             line += (f"\n  waits for approval #{_said_in(decision, 'approval_id', 20)}: "
-                     f"watchkeeper approve {_said_in(decision, 'approval_id', 20)}")
+                     f"watchkeeper approve {_said_in(decision, 'approval_id', 20)}{on}")
         click.echo(line)
     if verdict not in ("auto", "approve", "dry_run"):
         sys.exit(1)
@@ -1096,16 +1148,17 @@ def _setting(config: Any, key: str) -> Any:
 
 @config.command("get")
 @click.argument("key")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def config_get(ctx: click.Context, key: str, as_json: bool, url: str | None,
-               token: str | None) -> None:
+def config_get(ctx: click.Context, key: str, on_host: str | None, as_json: bool,
+               url: str | None, token: str | None) -> None:
     """Print one setting (e.g. thresholds.cpu_warning) of the running server, secrets
     masked; a section prints as JSON."""
     from watchkeeper.safetext import printable
 
-    reply = _call(ctx, url, token, lambda c: c.get("/api/config"))
+    reply = _call(ctx, url, token, lambda c: c.get("/api/config", _on(on_host)))
     try:
         value = _setting(reply.data.get("config") if isinstance(reply.data, dict) else None, key)
     except LookupError as exc:
@@ -1120,11 +1173,12 @@ def config_get(ctx: click.Context, key: str, as_json: bool, url: str | None,
 @config.command("set")
 @click.argument("key")
 @click.argument("value")
+@_host_option
 @_json_option
 @_remote_options
 @click.pass_context
-def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str | None,
-               token: str | None) -> None:
+def config_set(ctx: click.Context, key: str, value: str, on_host: str | None, as_json: bool,
+               url: str | None, token: str | None) -> None:
     """Change one setting of the running server, validated and kept for its next start.
     VALUE is JSON if it parses (80, true, ["a"]), else a string. Operator token."""
     parts = key.split(".")
@@ -1133,7 +1187,7 @@ def config_set(ctx: click.Context, key: str, value: str, as_json: bool, url: str
     patch: Any = _json_or_text(value)
     for part in reversed(parts):
         patch = {part: patch}
-    reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch))
+    reply = _call(ctx, url, token, lambda c: c.patch("/api/config", patch, _on(on_host)))
     changed = reply.data.get("changed") if isinstance(reply.data, dict) else None
     changed = [str(c) for c in changed] if isinstance(changed, list) else []
     _done(as_json, reply, f"changed: {', '.join(changed)} (version {_said(reply, 'version')})"

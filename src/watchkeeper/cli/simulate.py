@@ -61,7 +61,8 @@ def _log_files(client: Any | None, ctx: click.Context) -> list[str]:
                                             "own in (e.g. /var/log, watched by default), or "
                                             "one of the server's remediation.log_files to "
                                             "append to.")
-@click.option("--procs", type=int, default=None, help="forkstorm: processes (default 50).")
+@click.option("--procs", type=int, default=None,
+              help="forkstorm: processes (default 150, above analyzer.fork_storm_processes).")
 @click.option("--lines-per-s", "lines_per_s", type=int, default=None,
               help="logflood: lines a second (default 2000).")
 @click.option("--settle", type=click.FloatRange(0, 600), default=60.0, show_default=True,

@@ -70,6 +70,19 @@ def _rows(data: Any, key: str) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
+def _many_hosts(data: Any, rows: list[dict[str, Any]]) -> bool:
+    """Whether rows come from several hosts (a fleet's central): then each says whose."""
+    return len({r.get("host") for r in rows}) > 1 or bool(_rows(data, "unreachable"))
+
+
+def _unreachable(console: Console, data: Any) -> None:
+    """A central's hosts that did not answer: named, never left out silently."""
+    for p in _rows(data, "unreachable"):
+        console.print(Text(f"not listed, {printable(str(p.get('host')), 253)} "
+                           f"({printable(str(p.get('status')), 8)}): "
+                           f"{printable(str(p.get('detail', '')), 300)}", style="bold red"))
+
+
 def status(console: Console, data: dict[str, Any], _now: datetime) -> None:
     """`watchkeeper status`: the overall status, why, and the counts behind it."""
     alerts = data.get("alerts") or {}
@@ -108,12 +121,15 @@ def alerts(console: Console, data: dict[str, Any], now: datetime) -> None:
     if not rows:
         console.print("no open alerts")
         return
-    table = _table("SEVERITY", "STATE", "RULE", "VALUE", "SINCE", "SUMMARY", "FINGERPRINT")
+    hosts = _many_hosts(data, rows)
+    table = _table(*(["HOST"] if hosts else []), "SEVERITY", "STATE", "RULE", "VALUE",
+                   "SINCE", "SUMMARY", "FINGERPRINT")
     for a in rows:
         state = a.get("state")
         if a.get("silenced"):
             state = f"{state}, silenced"
-        table.add_row(_cell(a.get("severity")), _cell(state), _cell(a.get("rule")),
+        table.add_row(*([_cell(a.get("host"), 64)] if hosts else []),
+                      _cell(a.get("severity")), _cell(state), _cell(a.get("rule")),
                       _cell(a.get("value")), Text(_ago(a.get("since"), now)),
                       _cell(a.get("summary"), 120), _cell(a.get("fingerprint")))
     console.print(table)
@@ -124,31 +140,39 @@ def services(console: Console, data: dict[str, Any], now: datetime) -> None:
     rows = _rows(data, "services")
     if not rows:
         console.print("no services declared (services: in the configuration)")
+        _unreachable(console, data)
         return
-    table = _table("SERVICE", "MANAGER", "CONDITION", "STATE", "PID", "UP", "RESTARTS",
-                   "LAST ACTION", "DETAIL")
+    hosts = _many_hosts(data, rows)
+    table = _table(*(["HOST"] if hosts else []), "SERVICE", "MANAGER", "CONDITION", "STATE",
+                   "PID", "UP", "RESTARTS", "LAST ACTION", "DETAIL")
     for s in rows:
         last = s.get("last_action")
         if last:
             last = f"{last} {s.get('last_outcome') or ''} {_ago(s.get('last_action_at'), now)}"
-        table.add_row(_cell(s.get("name")), _cell(s.get("manager")), _cell(s.get("condition")),
+        table.add_row(*([_cell(s.get("host"), 64)] if hosts else []),
+                      _cell(s.get("name")), _cell(s.get("manager")), _cell(s.get("condition")),
                       _cell(s.get("state")), _cell(s.get("pid")),
                       Text(duration(s.get("uptime_s"))), _cell(s.get("restarts")),
                       _cell(last), _cell(s.get("refused") or s.get("detail"), 80))
     console.print(table)
+    _unreachable(console, data)
 
 
 def actions(console: Console, data: dict[str, Any], now: datetime) -> None:
     """`watchkeeper actions`: approvals waiting, recent audit entries, the chain's state."""
     pending = _rows(data, "pending")
+    _unreachable(console, data)
     if pending:
-        table = _table("APPROVAL", "ACTION", "PARAMS", "REQUESTED", "WHY", title="waiting for "
-                       "approval (watchkeeper approve ID / reject ID)")
+        hosts = _many_hosts(data, pending)
+        table = _table(*(["HOST"] if hosts else []), "APPROVAL", "ACTION", "PARAMS",
+                       "REQUESTED", "WHY", title="waiting for approval (watchkeeper approve "
+                       "ID / reject ID" + (", with --host HOST)" if hosts else ")"))
         for p in pending:
             decision = p.get("decision") or {}
             request = decision.get("request") or {}
             params = request.get("params") or {}
-            table.add_row(_cell(p.get("id")), _cell(request.get("action")),
+            table.add_row(*([_cell(p.get("host"), 64)] if hosts else []),
+                          _cell(p.get("id")), _cell(request.get("action")),
                           _cell(" ".join(f"{k}={v}" for k, v in params.items()), 60),
                           Text(_ago(p.get("requested_at"), now)), _cell(decision.get("why"), 80))
         console.print(table)

@@ -16,14 +16,14 @@ import heapq
 import operator
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchkeeper.collectors.common import MissingLog, PsutilLike, describe_error
 from watchkeeper.collectors.procfs import ProcDetails, ProcessGone, ProcStat
-from watchkeeper.events import ProcessInfo, ProcessSummary
+from watchkeeper.events import NameCount, ProcessInfo, ProcessSummary
 from watchkeeper.redact import REDACTION_RULES, redact_cmdline
 from watchkeeper.safetext import MAX_NAME, printable
 
@@ -44,6 +44,8 @@ CHEAPER_ATTRS: tuple[str, ...] = tuple(a for a in CHEAP_ATTRS if a != "num_threa
 #: Longest name the kernel keeps for a process (comm); a longer one is cut, and psutil reads
 #: the whole from the command line.
 _COMM_MAX = 15
+#: How many of the largest same-name groups a snapshot lists (a fork storm's culprit).
+TOP_NAMES = 5
 
 
 @dataclass(frozen=True)
@@ -266,12 +268,14 @@ class _Pass:
     total: int = 0
     running: int = 0
     zombies: int = 0
+    names: list[tuple[str, int]] = field(default_factory=list)
 
 
 def _counted(found: _Pass) -> _Pass:
     found.total = len(found.rows)
     found.running = sum(1 for r in found.rows if r.status == "running")
     found.zombies = sum(1 for r in found.rows if r.status == "zombie")
+    found.names = Counter(r.name for r in found.rows).most_common(TOP_NAMES)
     return found
 
 
@@ -318,12 +322,14 @@ def _proc_pass(ps: PsutilLike, log: MissingLog, scan: Callable[[], list[ProcStat
     statuses = list(map(_STATUS, stats))
     return _Pass([_from_stat(st) for st in few.values()], sum(map(_THREADS, stats)),
                  total=len(stats), running=statuses.count("running"),
-                 zombies=statuses.count("zombie"))
+                 zombies=statuses.count("zombie"),
+                 names=Counter(map(_NAME, stats)).most_common(TOP_NAMES))
 
 
 _BY_CPU = operator.attrgetter("cpu_percent", "rss")
 _BY_MEMORY = operator.attrgetter("rss", "cpu_percent")
 _STATUS = operator.attrgetter("status")
+_NAME = operator.attrgetter("name")
 _THREADS = operator.attrgetter("num_threads")
 
 
@@ -355,4 +361,6 @@ def read_processes(ps: PsutilLike, log: MissingLog, top_n: int, now: float,
                       for r in _top(rows, top_n, True)),
         top_memory=tuple(_info(r, found_details, total_memory, now)
                          for r in _top(rows, top_n, False)),
+        top_names=tuple(NameCount(name=printable(name, MAX_NAME), count=n)
+                        for name, n in found.names) if complete else (),
     )

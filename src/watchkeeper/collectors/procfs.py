@@ -7,8 +7,10 @@ tick (a Process object, three files, a dict of attributes); here it is two small
 The resident size comes from statm, as psutil's: the one in stat is the kernel's per-CPU
 estimate (on 6.x it was seen 10 % below). The CPU % is the same figure
 psutil's ``cpu_percent()`` gives: user + system
-time since the previous scan over the time between the two scans, 100 = one full core, 0.0
-on first sight. A process is known by (pid, start time), so a reused pid starts afresh.
+time since the previous scan over the time between the two scans, 100 = one full core; at
+first sight 0.0 for a process older than the previous scan, and its CPU time over its age
+(CLOCK_BOOTTIME, the clock of starttime) for one started since. A process is known by
+(pid, start time), so a reused pid starts afresh.
 """
 
 from __future__ import annotations
@@ -110,19 +112,32 @@ def _boot_time(root: str) -> float:
     raise OSError(f"no btime in {root}/stat")
 
 
+def _boottime() -> float | None:
+    """Seconds since boot on the clock /proc/<pid>/stat's starttime counts in (CLOCK_BOOTTIME;
+    /proc/uptime is too coarse on some kernels), or None where there is none."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return None
+
+
 class ProcScanner:
     """Scans ``root`` (/proc) once per call; keeps the CPU times of the previous scan."""
 
     def __init__(self, root: str = "/proc", *, monotonic: Callable[[], float] = time.monotonic,
-                 boot_time: float | None = None) -> None:
+                 boot_time: float | None = None,
+                 uptime: Callable[[], float | None] = _boottime) -> None:
         self._root = root
         self._monotonic = monotonic
+        self._uptime = uptime
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
         self._page = os.sysconf("SC_PAGE_SIZE")
         # Read once, as psutil does: create times are boot time + start ticks, so both agree.
         self._boot = _boot_time(root) if boot_time is None else boot_time
         self._prev: dict[tuple[int, int], int] = {}
         self._prev_at: float | None = None
+        #: Clock ticks since boot at the previous scan: a process started after it is new.
+        self._prev_up: float | None = None
 
     @staticmethod
     def available(root: str = "/proc") -> bool:
@@ -177,6 +192,16 @@ class ProcScanner:
         now = self._monotonic()
         elapsed = None if self._prev_at is None else now - self._prev_at
         scale = 0.0 if not elapsed or elapsed <= 0 else 100.0 / (self._ticks * elapsed)
+        up = self._uptime()
+        up_ticks = None if up is None else up * self._ticks
+        # A process started since the previous scan gets its CPU time over its age (as ps
+        # shows it): a fork that spins at once is in the top list at its first reading, not
+        # only at its second.
+        # starttime is whole ticks: a process started in the tick the previous scan began in
+        # (and not seen by it) is new too.
+        born_after = (None if up_ticks is None or self._prev_up is None
+                      else float(int(self._prev_up)))
+        up_now = up_ticks or 0.0
         seen: dict[tuple[int, int], int] = {}
         out: list[ProcStat] = []
         # The loop below runs once per process per tick: names are bound locally and the
@@ -217,11 +242,16 @@ class ProcScanner:
             key = (pid, start)
             seen[key] = used
             before = prev.get(key)
+            if before is not None:
+                cpu = round(max(0, used - before) * scale, 1)
+            elif born_after is not None and start >= born_after and up_now - start >= 1:
+                # At most a core per thread, whatever a clock that went wrong says.
+                cpu = round(min(used * 100.0 / (up_now - start), 100.0 * threads), 1)
+            else:
+                cpu = 0.0  # first sight of an older process, as psutil
             append(ProcStat(
                 pid, data[data.find(b"(") + 1:close].decode("utf-8", "surrogateescape"),
                 states.get(rest[0]) or rest[0].decode("ascii", "replace"),
-                boot + start / ticks,
-                0.0 if before is None else round(max(0, used - before) * scale, 1),
-                rss, threads))
-        self._prev, self._prev_at = seen, now
+                boot + start / ticks, cpu, rss, threads))
+        self._prev, self._prev_at, self._prev_up = seen, now, up_ticks
         return out

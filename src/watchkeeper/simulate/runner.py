@@ -17,6 +17,7 @@ import psutil
 
 from watchkeeper.simulate.lifecycle import Run, stop_signals
 from watchkeeper.simulate.scenarios import Plan
+from watchkeeper.simulate.worker import process_name
 
 #: Seconds between two looks at the workers.
 SAMPLE_S = 1.0
@@ -128,7 +129,7 @@ def execute(plan: Plan, on_start: Callable[[Run], None] = lambda _r: None,
         run.close()
         return Outcome(scenario=plan.scenario, summary=plan.summary, started_at=started_at,
                        ended_at=ended_at, duration_s=duration, ended_by=ended_by, pids=pids,
-                       names=sorted({f"wk-sim-{w.kind}" for w in plan.workers}),
+                       names=sorted({process_name(w.kind) for w in plan.workers}),
                        files=[str(f) for f in files if f != plan.append_to],
                        append_to=str(plan.append_to) if plan.append_to else None,
                        peak=sampler.peak, cleaned=not run.dir.exists()

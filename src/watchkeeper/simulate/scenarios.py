@@ -25,7 +25,7 @@ SCENARIOS = LOCAL + SERVER
 DEFAULT_MEMORY = "256M"
 DEFAULT_LEAK_RATE = "4M/s"
 DEFAULT_DISK_RATE = "1M/s"
-DEFAULT_PROCS = 50
+DEFAULT_PROCS = 150
 DEFAULT_LINES_PER_S = 2000
 
 
@@ -185,7 +185,7 @@ def plan(req: Request, host: Host) -> Plan:
         procs = DEFAULT_PROCS if req.procs is None else req.procs
         limits.check_procs(procs, host.nproc_headroom())
         return Plan(s, duration, (Worker("forkstorm", {**base, "procs": procs}),),
-                    f"one process (wk-sim-forkstorm) forking {procs} sleeping processes for "
+                    f"one process (wk-sim-forkstor) forking {procs} sleeping processes for "
                     f"{duration:g} s", limits={"max_procs": limits.MAX_PROCS})
     # logflood
     _no_extra(req, {"lines_per_s", "path", "size"})

@@ -43,9 +43,19 @@ def die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+#: The longest process name (comm) the kernel keeps, in bytes.
+COMM_MAX = 15
+
+
+def process_name(kind: str) -> str:
+    """The name a worker of ``kind`` has in the process list (cut as the kernel cuts it:
+    a forkstorm's processes are ``wk-sim-forkstor``)."""
+    return f"wk-sim-{kind}".encode()[:COMM_MAX].decode(errors="ignore")
+
+
 def set_name(name: str) -> None:
     """The process name (comm) the process list shows, at most 15 bytes."""
-    _prctl(PR_SET_NAME, name.encode()[:15])
+    _prctl(PR_SET_NAME, name.encode()[:COMM_MAX])
 
 
 def _until(deadline: float) -> None:
@@ -186,7 +196,7 @@ def main(argv: list[str]) -> None:
     with)."""
     kind, params = argv[1], json.loads(argv[2])
     die_with_parent(int(params["parent"]))
-    set_name(f"wk-sim-{kind}")
+    set_name(process_name(kind))
     run(kind, params)
 
 

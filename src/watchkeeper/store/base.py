@@ -55,6 +55,10 @@ class Store(Protocol):
 
     def latest_snapshot(self) -> MetricSnapshot | None: ...
 
+    def hosts(self, start: datetime) -> list[str]:
+        """Hosts with a stored snapshot taken at or after ``start``."""
+        ...
+
     def snapshots(self, start: datetime, end: datetime, limit: int = 1000
                   ) -> list[MetricSnapshot]: ...
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import sqlite3
@@ -147,7 +148,15 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
 
 #: The migration hook: ``MIGRATIONS[n]`` takes the schema from version n to n + 1 and runs
 #: inside the transaction that also bumps ``PRAGMA user_version``. Append, never edit.
-MIGRATIONS: tuple[Migration, ...] = (_migrate_to_1,)
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    # The digest of an event's topic and stored form: an event delivered twice (a fleet's
+    # central killed after storing it, before the broker heard so) is stored once. Rows
+    # written before this version have none (NULLs never collide).
+    conn.execute("ALTER TABLE events ADD COLUMN digest TEXT")
+    conn.execute("CREATE UNIQUE INDEX events_digest ON events (digest)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migrate_to_1, _migrate_to_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -156,6 +165,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _floor(ts: float, step: int) -> int:
     return math.floor(ts / step) * step
+
+
+def _digest(topic: str, payload: bytes) -> str:
+    """One event's identity in the history: its topic and exact stored form."""
+    return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).hexdigest()
 
 
 def _kind(event: Event) -> str:
@@ -311,7 +325,7 @@ class SqliteStore:
     def _write_batch(self, batch: list[_Item]) -> tuple[int, dict[tuple[str, str, str], int]]:
         snaps: list[tuple[float, str, int, bytes]] = []
         samples: list[tuple[tuple[str, str, str], float, float]] = []
-        events: list[tuple[float, str, str, str, str]] = []
+        events: list[tuple[float, str, str, str, str, str]] = []
         for tag, obj, topic in batch:
             # Encode outside the transaction and item by item: one unencodable event is
             # logged and skipped instead of failing (and endlessly retrying) the batch.
@@ -324,8 +338,9 @@ class SqliteStore:
                         if math.isfinite(s.value):
                             samples.append(((s.metric, s.dimension, obj.host), at, s.value))
                 else:
+                    payload = encode(obj)
                     events.append((epoch(obj.at), topic, _kind(obj), obj.host,
-                                   encode(obj).decode()))
+                                   payload.decode(), _digest(topic, payload)))
             except Exception:
                 log.exception("history store: skipping an item that cannot be stored")
         new_ids: dict[tuple[str, str, str], int] = {}
@@ -353,8 +368,8 @@ class SqliteStore:
                     (min(at for _, at, _ in samples),))
             if events:
                 written += conn.executemany(
-                    "INSERT INTO events (at, topic, kind, host, payload) VALUES (?, ?, ?, ?, ?)",
-                    events).rowcount
+                    "INSERT OR IGNORE INTO events (at, topic, kind, host, payload, digest) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", events).rowcount
         return written, new_ids
 
     async def apply_retention(self, now: datetime | None = None) -> RetentionResult:
@@ -475,6 +490,13 @@ class SqliteStore:
         with self._read() as conn:
             row = conn.execute(sql + " ORDER BY at DESC LIMIT 1", args).fetchone()
         return None if row is None else self._snapshot(row[0])
+
+    def hosts(self, start: datetime) -> list[str]:
+        """Hosts with a stored snapshot taken at or after ``start``, by name."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT DISTINCT host FROM snapshots WHERE at >= ? "
+                                "ORDER BY host", (epoch(start),)).fetchall()
+        return [r[0] for r in rows]
 
     def snapshots(self, start: datetime, end: datetime, limit: int = 1000, *,
                   host: str | None = None) -> list[MetricSnapshot]:

@@ -17,7 +17,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from watchkeeper.agents.commands import RUNTIME
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, ask_agent
+from watchkeeper.api.routes.deps import (
+    ActorDep,
+    HostQuery,
+    RuntimeDep,
+    ask_agent,
+    from_agent,
+    target_host,
+)
 from watchkeeper.api.schemas import ConfigBody, ConfigUpdated, ErrorBody
 from watchkeeper.config import (
     START_ONLY,
@@ -132,10 +139,24 @@ def _body(runtime: Runtime) -> dict[str, Any]:
     return runtime.config.current.masked()
 
 
-@router.get("", response_model=ConfigBody, dependencies=[Depends(require_read)])
-def get_config(runtime: RuntimeDep) -> ConfigBody:
-    """The effective configuration, every secret masked."""
-    return ConfigBody(version=runtime.config.version, config=_body(runtime))
+_HOST_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such host reports here"},
+    502: {"model": ErrorBody, "description": "the host's answer is not valid"},
+    503: {"model": ErrorBody, "description": "the host does not answer"},
+    504: {"model": ErrorBody, "description": "the host did not answer in time"}}
+
+
+@router.get("", response_model=ConfigBody, dependencies=[Depends(require_read)],
+            responses=_HOST_ERRORS)
+async def get_config(runtime: RuntimeDep, host: HostQuery = None) -> ConfigBody:
+    """The effective configuration, every secret masked (on a fleet's central, ``host=``:
+    that host's, as its agent has it)."""
+    remote = target_host(runtime, host)
+    if remote is None:
+        return ConfigBody(version=runtime.config.version, config=_body(runtime))
+    done = await ask_agent(runtime, RUNTIME, "config", actor="api", role="viewer",
+                           host=remote)
+    return from_agent(ConfigBody, done, remote)
 
 
 #: The patch's schema, named in components (and filled in by create_app): every settings
@@ -231,14 +252,17 @@ def _depth(value: Any) -> int:
 
 
 @router.patch("", response_model=ConfigUpdated, dependencies=[Depends(require_operator)],
-              responses={422: {"model": ErrorBody, "description": "one problem per line"}},
+              responses={422: {"model": ErrorBody, "description": "one problem per line"},
+                         **_HOST_ERRORS},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": PATCH_SCHEMA_REF,
                                        "example": {"thresholds": {"cpu_warning": 80}}}}}})
 async def update_config(runtime: RuntimeDep, by: ActorDep,
-                        patch: Annotated[dict[str, Any], Depends(_patch_body)]
-                        ) -> ConfigUpdated:
-    """Validate and apply a partial configuration live; it is kept for the next start."""
+                        patch: Annotated[dict[str, Any], Depends(_patch_body)],
+                        host: HostQuery = None) -> ConfigUpdated:
+    """Validate and apply a partial configuration live; it is kept for the next start. On a
+    fleet's central, ``host=`` patches that host's agent (its own rules decide: what it runs
+    or may delete changes only in its config file); without it, the central's own."""
     # The host's runtime checks the patch against its own rules (restart-only and host-only
     # settings, JSON types, validation) and applies it: asked over the bus.
     # JSON has no inf or nan (Python's decoder reads them, and 1e400 as inf): refused here
@@ -246,6 +270,10 @@ async def update_config(runtime: RuntimeDep, by: ActorDep,
     non_finite = _non_finite(patch)
     if non_finite:
         raise HTTPException(422, non_finite)
-    done = await ask_agent(runtime, RUNTIME, "config_patch", {"patch": patch}, actor=by)
+    remote = target_host(runtime, host)
+    done = await ask_agent(runtime, RUNTIME, "config_patch", {"patch": patch}, actor=by,
+                           host=remote)
+    if remote is not None:
+        return from_agent(ConfigUpdated, done, remote)
     return ConfigUpdated(version=done["version"], changed=list(done["changed"]),
                          config=_body(runtime))

@@ -215,7 +215,8 @@ def event_journal(app: Any, runtime: Runtime) -> EventJournal:
 
 #: Kinds that make up the activity feed: what happened, not the routine ticks and heartbeats.
 ActivityKind = Literal["alert", "remediation", "agent_error", "agent_restarted",
-                       "agent_gave_up", "config_changed", "analyzer_notice", "spool_gap"]
+                       "agent_gave_up", "config_changed", "analyzer_notice", "spool_gap",
+                       "command_refused"]
 ACTIVITY_KINDS: tuple[str, ...] = get_args(ActivityKind)
 
 

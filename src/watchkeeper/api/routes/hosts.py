@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 
 from watchkeeper.analysis.fleet import HostState
 from watchkeeper.api.auth import require_read
-from watchkeeper.api.routes.deps import AnalyzerDep
+from watchkeeper.api.routes.deps import AnalyzerDep, RuntimeDep
+from watchkeeper.api.routes.metrics import wire_counters
 from watchkeeper.api.schemas import HostBody, HostsBody
 
 router = APIRouter(prefix="/api/hosts", tags=["hosts"])
@@ -28,10 +29,11 @@ def _health(h: HostState) -> Health:
 
 
 @router.get("", response_model=HostsBody, dependencies=[Depends(require_read)])
-def list_hosts(analyzer: AnalyzerDep,
+def list_hosts(analyzer: AnalyzerDep, runtime: RuntimeDep,
                health: Annotated[Health | None, Query(description="only hosts in this state")]
                = None) -> HostsBody:
-    """Every host with its health (worst open alert, or down), by name."""
+    """Every host with its health (worst open alert, or down), by name; and what this
+    server refused from the bus, and the duplicate snapshots it dropped."""
     rows = []
     for h in analyzer.host_states():
         state = _health(h)
@@ -41,4 +43,6 @@ def list_hosts(analyzer: AnalyzerDep,
                                                                        timezone.utc)
         rows.append(HostBody(host=h.host, health=state, last_seen=seen,
                              last_snapshot_at=h.last_snapshot_at, open_alerts=h.open_alerts))
-    return HostsBody(fleet=analyzer.fleet, hosts=rows)
+    counts = wire_counters(runtime)
+    return HostsBody(fleet=analyzer.fleet, hosts=rows, rejected=counts.rejected,
+                     duplicate_snapshots=counts.duplicate_snapshots)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,6 +16,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
+from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.routes.deps import RuntimeDep
@@ -135,6 +137,27 @@ def prometheus_name(metric: str) -> str:
     return "watchkeeper_" + name
 
 
+@dataclass(frozen=True)
+class WireCounters:
+    """Counters of what came over the bus and was not taken as it came."""
+
+    rejected: dict[str, int]
+    duplicate_publishes: int
+    duplicate_snapshots: int
+
+
+def wire_counters(rt: Runtime) -> WireCounters:
+    """This process's bus refusals by reason, the broker's duplicates and the snapshots its
+    communicator stored once (zero on the in-process bus, which has nothing to refuse)."""
+    # A fleet agent's bus is the network bus behind its spool (bus/spooling.py).
+    bus: Any = getattr(rt.bus, "inner", rt.bus)
+    rejected = getattr(bus, "rejected", None)
+    snaps = sum(a.duplicates for a in rt.agents if isinstance(a, CommunicatorAgent))
+    return WireCounters(rejected=dict(rejected) if rejected else {},
+                        duplicate_publishes=int(getattr(bus, "duplicates", 0) or 0),
+                        duplicate_snapshots=snaps)
+
+
 class RuntimeCollector(Collector):
     """Prometheus metrics computed at scrape time from the runtime's latest state."""
 
@@ -221,6 +244,28 @@ class RuntimeCollector(Collector):
         head.add_metric([rt.host], float(chain.head_id))
         yield from (chain_ok, head)
         yield from self._services()
+        yield from self._wire()
+
+    def _wire(self) -> Iterator[Metric]:
+        """What this process refused from the bus (a spoofed or malformed message, by
+        reason), publications the broker kept once, and snapshots delivered twice."""
+        rt = self.runtime
+        counts = wire_counters(rt)
+        rejected = CounterMetricFamily(
+            "watchkeeper_bus_rejected", "messages refused from the bus (not decodable, too "
+            "big or deep, or not on their own host's subject), by reason",
+            labels=["host", "reason"])
+        for reason, n in sorted(counts.rejected.items()):
+            rejected.add_metric([rt.host, reason], float(n))
+        published = CounterMetricFamily(
+            "watchkeeper_bus_duplicate_publishes", "publications the broker recognised as "
+            "duplicates (same Nats-Msg-Id) and stored once", labels=["host"])
+        published.add_metric([rt.host], float(counts.duplicate_publishes))
+        snaps = CounterMetricFamily(
+            "watchkeeper_duplicate_snapshots", "snapshots delivered twice (a spool replay) "
+            "and stored once", labels=["host"])
+        snaps.add_metric([rt.host], float(counts.duplicate_snapshots))
+        yield from (rejected, published, snaps)
 
     def _services(self) -> Iterator[Metric]:
         """Per declared service: up (running and healthy, not being healed) and restarts."""

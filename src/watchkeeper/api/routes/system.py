@@ -11,7 +11,15 @@ from watchkeeper import __version__
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.commands import RUNTIME
 from watchkeeper.api.auth import require_operator, require_read
-from watchkeeper.api.routes.deps import ActorDep, RuntimeDep, ask_agent
+from watchkeeper.api.routes.deps import (
+    ActorDep,
+    HostQuery,
+    RuntimeDep,
+    acting_host,
+    ask_agent,
+    from_agent,
+    target_host,
+)
 from watchkeeper.api.schemas import (
     AgentsBody,
     AgentStatus,
@@ -30,7 +38,8 @@ from watchkeeper.api.schemas import (
 )
 from watchkeeper.events import AgentHealth, Command
 from watchkeeper.overall import Overall, overall
-from watchkeeper.runtime import Runtime
+from watchkeeper.runtime import ROLE_AGENTS, Runtime
+from watchkeeper.supervisor import send_command
 
 router = APIRouter(prefix="/api", tags=["system"])
 
@@ -102,36 +111,50 @@ def bus(runtime: RuntimeDep) -> BusBody:
 
 @router.post("/command", response_model=CommandBody, dependencies=[Depends(require_operator)],
              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody},
-                        503: {"model": ErrorBody}})
-async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep) -> CommandBody:
+                        422: {"model": ErrorBody}, 503: {"model": ErrorBody},
+                        504: {"model": ErrorBody}})
+async def command(body: CommandRequest, runtime: RuntimeDep, by: ActorDep,
+                  host: HostQuery = None) -> CommandBody:
     """Agent commands (health_check, pause, resume, restart) to one agent or all, with their
     replies; or ``remediate``: one action, decided by the remediation policy like any other;
-    or ``simulate``: the built-in demo service, crashed (see `watchkeeper simulate`)."""
+    or ``simulate``: the built-in demo service, crashed (see `watchkeeper simulate`). On a
+    central, ``host=`` sends it to that host's agents (remediate and simulate need it)."""
     if isinstance(body, RemediateRequest):
-        return CommandBody(decision=await _remediate(body, runtime, by))
+        return CommandBody(decision=await _remediate(body, runtime, by,
+                                                     acting_host(runtime, host)))
     if isinstance(body, SimulateRequest):
-        return CommandBody(simulation=await _simulate(body, runtime, by))
-    names = [a.name for a in runtime.agents]
+        return CommandBody(simulation=await _simulate(body, runtime, by,
+                                                      target_host(runtime, host)))
+    remote = target_host(runtime, host)
+    # A fleet host runs the host agent's set (watchkeeper agent); this one, its own.
+    names = list(ROLE_AGENTS["agent"] or ()) if remote else [a.name for a in runtime.agents]
     if body.target != "all" and body.target not in names:
         raise HTTPException(404, f"no agent {body.target!r}; agents: {', '.join(names)}")
-    replies = await runtime.command(Command(host=runtime.host, command=body.command,
-                                            target=body.target, actor=by))
+    if remote is None:
+        replies = await runtime.command(Command(host=runtime.host, command=body.command,
+                                                target=body.target, actor=by))
+    else:
+        replies = await send_command(runtime.bus, remote, names, Command(
+            host=remote, command=body.command, target=body.target, actor=by))
     return CommandBody(replies=replies)
 
 
-async def _remediate(body: RemediateRequest, runtime: Runtime, by: str) -> DecisionBody:
-    # The remediator checks the action and its parameters, and its policy decides.
+async def _remediate(body: RemediateRequest, runtime: Runtime, by: str,
+                     host: str | None) -> DecisionBody:
+    # The remediator checks the action and its parameters, and its policy decides: the
+    # host's own policy, whoever asks (a central cannot make a host run what it refuses).
     done = await ask_agent(runtime, "remediator", "remediate", {
         "action": body.action, "params": body.params, "dry_run": body.dry_run,
-        "reason": body.reason}, actor=by)
-    return DecisionBody.model_validate(done)
+        "reason": body.reason}, actor=by, host=host)
+    return from_agent(DecisionBody, done, host)
 
 
-async def _simulate(body: SimulateRequest, runtime: Runtime, by: str) -> SimulationBody:
+async def _simulate(body: SimulateRequest, runtime: Runtime, by: str,
+                    host: str | None) -> SimulationBody:
     from watchkeeper.simulate.demo import READY_TIMEOUT_S
 
     # The demo service must come up healthy before it is crashed: that may take a while.
     done = await ask_agent(runtime, RUNTIME, "simulate", {
         "scenario": body.scenario, "duration_s": body.duration_s}, actor=by,
-        extra_timeout=READY_TIMEOUT_S)
+        extra_timeout=READY_TIMEOUT_S, host=host)
     return SimulationBody.model_validate(done)

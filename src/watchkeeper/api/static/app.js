@@ -357,13 +357,13 @@
         analysisBlock(a.assessment),
         el("div", { class: "buttons" },
           a.state === "firing" ? el("button", { type: "button", "data-do": "ack",
-            onclick: () => ackAlert(a.fingerprint) }, "Acknowledge") : null,
+            onclick: () => ackAlert(a.fingerprint, a.host) }, "Acknowledge") : null,
           a.rule === "service" && (a.labels || {}).condition === "failing"
             ? el("button", { type: "button", class: "danger", "data-do": "reset",
-                onclick: (ev) => resetService(a.dimension, ev.currentTarget) }, "Reset")
+                onclick: (ev) => resetService(a.dimension, a.host, ev.currentTarget) }, "Reset")
             : null,
           el("button", { type: "button", class: "secondary", "data-do": "silence",
-            onclick: () => silenceAlert(a.fingerprint) }, "Silence 1 h"))));
+            onclick: () => silenceAlert(a.fingerprint, a.host) }, "Silence 1 h"))));
     }
   }
 
@@ -420,6 +420,8 @@
     if (fleet.on && !wasOn) {  // a central: alerts say whose, the header which host
       setText("host", fleet.selected || "all hosts");
       renderAlerts();
+      renderServices();
+      renderApprovals();
     }
     if (chartHost() !== chartsBefore) reloadHistory();
   }
@@ -430,6 +432,8 @@
     fleet.selected = host;
     renderHosts();
     renderAlerts();
+    renderServices();
+    renderApprovals();
     if (fleet.on) setText("host", host || "all hosts");
     if (chartHost() !== chartsBefore) reloadHistory();
   }
@@ -441,9 +445,16 @@
     renderAlerts();
   }
 
-  async function ackAlert(fingerprint) {
+  // On a central, an action names the host it is for (the server checks it is that host's).
+  function onHost(path, host) {
+    return fleet.on && host ? `${path}${path.includes("?") ? "&" : "?"}host=` +
+      encodeURIComponent(host) : path;
+  }
+
+  async function ackAlert(fingerprint, host) {
     try {
-      const a = await api("POST", `/api/alerts/${encodeURIComponent(fingerprint)}/ack`);
+      const a = await api("POST", onHost(`/api/alerts/${encodeURIComponent(fingerprint)}/ack`,
+                                         host));
       banner("");
       upsertAlert(a);
     } catch (err) {
@@ -451,10 +462,10 @@
     }
   }
 
-  async function silenceAlert(fingerprint) {
+  async function silenceAlert(fingerprint, host) {
     const until = new Date(Date.now() + 3600 * 1000).toISOString();
     try {
-      await api("POST", "/api/alerts/silences", {
+      await api("POST", onHost("/api/alerts/silences", host), {
         matchers: { fingerprint }, until, comment: "silenced for 1 h from the dashboard" });
       banner("");
       addFeed("silence", `silenced alert ${fingerprint} for 1 h`);
@@ -466,7 +477,9 @@
 
   // ------------------------------------------------------------------ services
 
-  const services = new Map();  // name -> ServiceBody (GET /api/services)
+  // host/name -> ServiceBody (GET /api/services; on a central, every host's)
+  const services = new Map();
+  let servicesUnreachable = [];  // a central's hosts that did not answer: shown, not hidden
 
   function serviceLine(s) {
     const parts = [s.state];
@@ -479,27 +492,42 @@
   function renderServices() {
     const list = $("services");
     clear(list);
-    setText("services-count", services.size ? `(${services.size})` : "");
-    if (!services.size) {
-      list.append(el("li", { class: "empty", text: "no services declared" }));
+    const shown = [...services.values()]
+      .filter((s) => !fleet.on || !fleet.selected || s.host === fleet.selected);
+    const silent = servicesUnreachable
+      .filter((p) => !fleet.selected || p.host === fleet.selected);
+    setText("services-count", shown.length ? `(${shown.length})` : "");
+    for (const p of silent) {
+      list.append(el("li", { "data-unreachable": p.host },
+        el("div", { class: "line" },
+          el("span", { class: "sev", "data-severity": "down", text: "no answer" }),
+          el("strong", { class: "grow", text: p.host }),
+          el("span", { class: "muted", text: `its services are not listed (${p.status})` })),
+        el("p", { class: "detail", text: p.detail })));
+    }
+    if (!shown.length) {
+      if (!silent.length) list.append(el("li", { class: "empty", text: "no services declared" }));
       return;
     }
-    for (const s of services.values()) {
+    for (const s of shown) {
       const check = s.last_check_at
         ? `last check ${clock(s.last_check_at)}: ${s.last_check || "–"}` : "not checked yet";
       const action = s.last_action
         ? `last action ${s.last_action}${s.last_action_at ? " at " + clock(s.last_action_at) : ""}` +
           `: ${s.last_outcome || "?"}${s.last_message ? " – " + s.last_message : ""}` : null;
-      list.append(el("li", { "data-service": s.name, "data-condition": s.condition },
+      list.append(el("li", { "data-service": s.name, "data-condition": s.condition,
+                             "data-host": s.host || "" },
         el("div", { class: "line" },
           el("span", { class: "dot", "data-state": s.condition === "ok" ? "running"
             : s.condition === "unhealthy" || s.condition === "starting" ? "degraded" : "crashed",
             title: s.condition }),
+          fleet.on ? el("span", { class: "muted", "data-host": s.host, text: s.host }) : null,
           el("strong", { class: "grow", text: s.name }),
           el("span", { class: "state", text: s.condition.replace("_", " ") }),
           el("span", { class: "muted", text: serviceLine(s) }),
           s.condition === "failing" ? el("button", { type: "button", class: "danger",
-            "data-do": "reset", onclick: (ev) => resetService(s.name, ev.currentTarget) },
+            "data-do": "reset",
+            onclick: (ev) => resetService(s.name, s.host, ev.currentTarget) },
             "Reset") : null),
         s.detail ? el("p", { class: "detail", text: s.detail }) : null,
         s.remediation ? el("p", { class: "detail remediation", text: s.remediation }) : null,
@@ -510,21 +538,38 @@
 
   async function loadServices() {
     if (!fleet.known) await loadHosts();
-    // A central heals nothing itself: each host's services are its agent's (watchkeeper
-    // agent on that host).
-    $("services-section").hidden = fleet.on;
-    if (fleet.on) return;
+    // A central heals nothing itself: it lists each host's services from that host's agent
+    // (and demos run on a host, not here).
+    $("simulate-service").hidden = $("simulate-crashloop").hidden = fleet.on;
     const body = await api("GET", "/api/services");
     services.clear();
-    for (const s of body.services) services.set(s.name, s);
+    for (const s of body.services) services.set(`${s.host || ""}/${s.name}`, s);
+    servicesUnreachable = body.unreachable || [];
     renderServices();
   }
 
+  // On a central an event from any host would read every host's list again: at most one
+  // read at a time, and one more if events came in meanwhile.
+  function coalesced(load) {
+    const state = { running: null, again: false };
+    const run = () => {
+      if (!fleet.on) return load();
+      if (state.running) { state.again = true; return state.running; }
+      state.running = load().finally(() => {
+        state.running = null;
+        if (state.again) { state.again = false; run().catch(() => {}); }
+      });
+      return state.running;
+    };
+    return run;
+  }
+  const reloadServices = coalesced(() => loadServices());
+
   // A failing target gets no automatic tries until a person resets it (audited as them).
-  async function resetService(name, button) {
+  async function resetService(name, host, button) {
     if (button) button.disabled = true;
     try {
-      const body = await api("POST", "/api/actions/reset", { service: name });
+      const body = await api("POST", onHost("/api/actions/reset", host), { service: name });
       banner("");
       showResult("services-result", true, [body.detail]);
     } catch (err) {
@@ -558,15 +603,29 @@
     return t.kind === "pid" ? `pid ${t.name}` : `${t.kind} ${t.name}`;
   }
 
+  // The last pending list (GET /api/actions; on a central, every host's, each with its host).
+  const approvals = { pending: [], unreachable: [] };
+
   function renderApprovals(pending) {
+    if (pending) approvals.pending = pending;
     const list = $("approvals");
     clear(list);
-    setText("approvals-count", pending.length ? `(${pending.length})` : "");
-    if (!pending.length) {
-      list.append(el("li", { class: "empty", text: "nothing waiting" }));
+    const shown = approvals.pending
+      .filter((p) => !fleet.on || !fleet.selected || p.host === fleet.selected);
+    const silent = approvals.unreachable
+      .filter((p) => !fleet.selected || p.host === fleet.selected);
+    setText("approvals-count", shown.length ? `(${shown.length})` : "");
+    for (const p of silent) {
+      list.append(el("li", { "data-unreachable": p.host }, el("div", { class: "line" },
+        el("span", { class: "sev", "data-severity": "down", text: "no answer" }),
+        el("strong", { class: "grow", text: p.host }),
+        el("span", { class: "muted", text: `its approvals are not listed: ${p.detail}` }))));
+    }
+    if (!shown.length) {
+      if (!silent.length) list.append(el("li", { class: "empty", text: "nothing waiting" }));
       return;
     }
-    for (const p of pending) {
+    for (const p of shown) {
       const d = p.decision || {};
       const req = d.request || {};
       const llm = req.source === "llm";
@@ -575,8 +634,10 @@
       // cannot say one thing and do another.
       const given = JSON.stringify(req.params || {});
       const checked = JSON.stringify(d.params || {});
-      list.append(el("li", { "data-approval": p.id, "data-source": req.source || "" },
+      list.append(el("li", { "data-approval": p.id, "data-source": req.source || "",
+                             "data-host": p.host || "" },
         el("div", { class: "line" },
+          fleet.on ? el("span", { class: "muted", "data-host": p.host, text: p.host }) : null,
           el("strong", { class: "grow", text: `#${p.id} ${req.action || "?"}` +
             (d.target ? ` on ${targetText(d.target)}` : "") }),
           el("span", { class: llm ? "badge llm" : "muted", "data-proposer": req.source || "",
@@ -595,14 +656,17 @@
           (p.expires_at ? `; expires unanswered in ${expiresIn(p.expires_at)}` : "") }),
         el("div", { class: "buttons" },
           el("button", { type: "button", "data-do": "approve",
-            onclick: (ev) => decide(p.id, "approve", ev.currentTarget) }, "Approve"),
+            onclick: (ev) => decide(p.id, "approve", ev.currentTarget, p.host) }, "Approve"),
           el("button", { type: "button", class: "danger", "data-do": "reject",
-            onclick: (ev) => decide(p.id, "reject", ev.currentTarget) }, "Reject"))));
+            onclick: (ev) => decide(p.id, "reject", ev.currentTarget, p.host) }, "Reject"))));
     }
   }
 
+  const reloadActions = coalesced(() => loadActions());
+
   async function loadActions() {
     const body = await api("GET", "/api/actions?limit=1");
+    approvals.unreachable = body.unreachable || [];
     renderApprovals(body.pending || []);
     showAuditChain(body.audit_chain);
   }
@@ -629,18 +693,20 @@
     }
   }
 
-  async function decide(id, verb, button) {
+  async function decide(id, verb, button, host) {
     if (button) button.disabled = true;
+    const whose = fleet.on && host ? ` on ${host}` : "";
     try {
       const body = verb === "approve"
-        ? await api("POST", `/api/actions/${id}/approve`)
-        : await api("POST", `/api/actions/${id}/reject`, { reason: "rejected from the dashboard" });
+        ? await api("POST", onHost(`/api/actions/${id}/approve`, host))
+        : await api("POST", onHost(`/api/actions/${id}/reject`, host),
+                    { reason: "rejected from the dashboard" });
       banner("");
       addFeed("approval", verb === "approve"
-        ? `approved #${id}: ${body.verdict}${body.why ? " – " + body.why : ""}`
-        : `rejected #${id}`);
+        ? `approved #${id}${whose}: ${body.verdict}${body.why ? " – " + body.why : ""}`
+        : `rejected #${id}${whose}`);
     } catch (err) {
-      addFeed("error", `${verb} #${id} failed: ${problemText(err).join("; ")}`);
+      addFeed("error", `${verb} #${id}${whose} failed: ${problemText(err).join("; ")}`);
     }
     await loadActions().catch(() => {});
   }
@@ -677,7 +743,8 @@
       case "remediation": {
         const by = !e.by ? "" : e.phase === "rejected" || e.phase === "reset" ? ` by ${e.by}`
         : ` (approved by ${e.by})`;
-        const parts = [`${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}${by}`];
+        const parts = [`${fleet.on && e.host ? e.host + ": " : ""}` +
+          `${e.action}${e.target ? " on " + e.target : ""}: ${e.phase}${by}`];
         if (e.verdict) parts.push(e.verdict);
         if (e.outcome) parts.push(`outcome ${e.outcome}`);
         if (e.message) parts.push(e.message);
@@ -694,6 +761,9 @@
         return `configuration changed (version ${e.version}): ${(e.changed || []).join(", ")}`;
       case "analyzer_notice":
         return `analyzer: ${e.message}`;
+      case "command_refused":
+        return `${e.host} refused ${e.command} to its ${e.agent} from ${e.actor} ` +
+          `(${e.code}): ${e.message}`;
       case "spool_gap":
         return `gap: ${e.host} could not reach the broker and its spool was full: ` +
           `${e.dropped} event(s) from ${when(e.first_at)} to ${when(e.last_at)} are lost`;
@@ -1196,14 +1266,14 @@
     }
     const text = feedFor(kind, e);
     if (text) addFeed(kind, text, e.at, e);
-    if (kind === "service_report") { loadServices().catch(() => {}); return; }
+    if (kind === "service_report") { reloadServices().catch(() => {}); return; }
     if (kind === "alert" || kind === "remediation") refreshHealthHistory();
     if (kind === "alert") {
       upsertAlert(e);
       refreshStatus();
       if (fleet.on) loadHosts().catch(() => {});
     }
-    else if (kind === "remediation") loadActions().catch(() => {});
+    else if (kind === "remediation") reloadActions().catch(() => {});
     else if (kind === "config_changed") loadConfig().catch(() => {});
     else if (kind.startsWith("agent_")) {
       loadAgents().catch(() => {});

@@ -45,9 +45,10 @@ class Api:
         """The JSON answer to GET ``path``; ClientError otherwise."""
         return (await self._call(lambda c: c.get(path, params))).data
 
-    async def post(self, path: str, body: Any = None) -> Any:
+    async def post(self, path: str, body: Any = None,
+                   params: dict[str, Any] | None = None) -> Any:
         """The JSON answer to POST ``path``; ClientError otherwise."""
-        return (await self._call(lambda c: c.post(path, body))).data
+        return (await self._call(lambda c: c.post(path, body, params))).data
 
     async def patch(self, path: str, body: Any) -> Any:
         """The JSON answer to PATCH ``path``; ClientError otherwise."""

@@ -24,6 +24,11 @@ class RemediationView(View):
         Binding("a", "approve", "approve"), Binding("x", "reject", "reject"),
                 Binding("t", "reset", "reset")]
 
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        #: A row's key -> the value it names and its host (None on a single host's rows).
+        self._whose: dict[str, tuple[str, str | None]] = {}
+
     def compose(self) -> ComposeResult:
         yield self.heading()
         yield Static("services", markup=False, classes="subheading")
@@ -40,22 +45,32 @@ class RemediationView(View):
         api, look, now = self.host.api, self.host.look, self.host.now()
         services = await api.get("/api/services")
         actions = await api.get("/api/actions", {"limit": 20})
+        # On a fleet's central the rows come from several hosts (each numbers its own
+        # approvals, and names repeat): then a row's key and its label say whose, and an
+        # action on it goes to that host (host=).
+        self._whose.clear()
+        listed = rows(services, "services")
+        many = len({s.get("host") for s in listed}) > 1
         refill(self.query_one("#services", DataTable), [
-            (safe(s.get("name"), 200),
-             [look.cell(s.get("name")), look.cell(s.get("manager")),
+            (self._key(s.get("name"), s.get("host"), many, 200),
+             [look.cell(f"{s.get('name')} on {s.get('host')}" if many else s.get("name")),
+              look.cell(s.get("manager")),
               look.state(s.get("condition")), look.cell(s.get("state")), look.cell(s.get("pid")),
               look.cell(duration(s.get("uptime_s"))), look.cell(s.get("restarts")),
               look.cell(s.get("refused") or s.get("remediation") or s.get("detail"), 80)])
-            for s in rows(services, "services")])
+            for s in listed])
         approvals: list[tuple[str, list[Any]]] = []
-        for p in rows(actions, "pending"):
+        pending = rows(actions, "pending")
+        many = len({p.get("host") for p in pending}) > 1
+        for p in pending:
             decision = p.get("decision") or {}
             request = decision.get("request") or {}
             params = request.get("params") or {}
             shown = " ".join(f"{k}={v}" for k, v in params.items()) \
                 if isinstance(params, dict) else ""
-            approvals.append((safe(p.get("id"), 24), [
-                look.cell(p.get("id")), look.cell(request.get("action")), look.cell(shown, 60),
+            approvals.append((self._key(p.get("id"), p.get("host"), many, 24), [
+                look.cell(f"{p.get('id')} on {p.get('host')}" if many else p.get("id")),
+                look.cell(request.get("action")), look.cell(shown, 60),
                 look.cell(ago(p.get("requested_at"), now)), look.cell(decision.get("why"), 80)]))
         refill(self.query_one("#approvals", DataTable), approvals)
         refill(self.query_one("#actions", DataTable), [
@@ -70,22 +85,34 @@ class RemediationView(View):
             f"audit chain ok ({safe(chain.get('checked'), 12)} records checked)"
             if chain.get("ok") else "audit chain BROKEN: run `watchkeeper audit verify`")
 
-    def _approval(self) -> int | None:
+    def _key(self, value: Any, host: Any, many: bool, width: int) -> str:
+        """A row's key: the value, or host/value when the rows come from several hosts."""
+        key = f"{safe(host, 253)}/{safe(value, width)}" if many else safe(value, width)
+        self._whose[key] = (safe(value, width), None if host is None else safe(host, 253))
+        return key
+
+    def _on_host(self, key: str) -> tuple[str, dict[str, Any] | None]:
+        """The value a row names, and the query that sends an action to its host."""
+        value, host = self._whose.get(key, (key, None))
+        return value, ({"host": host} if host else None)
+
+    def _approval(self) -> tuple[int, dict[str, Any] | None] | None:
         key = selected(self.query_one("#approvals", DataTable))
-        if key is None or not key.isdigit():
+        value, params = self._on_host(key or "")
+        if key is None or not value.isdigit():
             self.host.say("no approval selected: nothing is waiting for approval", error=True)
             return None
-        return int(key)
+        return int(value), params
 
     def action_approve(self) -> None:
         """Approve the selected pending action."""
         found = self._approval()
         if found is not None:
-            self.host.spawn(lambda: self._approve(found))
+            self.host.spawn(lambda: self._approve(*found))
 
-    async def _approve(self, approval_id: int) -> None:
+    async def _approve(self, approval_id: int, params: dict[str, Any] | None) -> None:
         reply = await self.host.act(f"approve #{approval_id}", self.host.api.post(
-            f"/api/actions/{approval_id}/approve"))
+            f"/api/actions/{approval_id}/approve", None, params))
         if reply is not None:
             self.host.say(f"approval #{approval_id}: {safe(reply.get('verdict'), 40)}: "
                           f"{safe(reply.get('why'))}")
@@ -94,25 +121,25 @@ class RemediationView(View):
         """Reject the selected pending action (asks why)."""
         found = self._approval()
         if found is not None:
-            self.host.spawn(lambda: self._reject(found))
+            self.host.spawn(lambda: self._reject(*found))
 
-    async def _reject(self, approval_id: int) -> None:
+    async def _reject(self, approval_id: int, params: dict[str, Any] | None) -> None:
         reason = await self.host.prompt(f"Reject approval #{approval_id}: why? (kept in the "
                                         "audit log)")
         if reason is None:
             self.host.say(f"approval #{approval_id} left waiting")
             return
         reply = await self.host.act(f"reject #{approval_id}", self.host.api.post(
-            f"/api/actions/{approval_id}/reject", {"reason": reason}))
+            f"/api/actions/{approval_id}/reject", {"reason": reason}, params))
         if reply is not None:
             self.host.say(f"{self.host.look.icon('rejected')}approval #{approval_id} rejected")
 
     def action_reset(self) -> None:
         """Reset a failing target (asks which: the selected service by default)."""
-        service = selected(self.query_one("#services", DataTable)) or ""
-        self.host.spawn(lambda: self._reset(service))
+        service, params = self._on_host(selected(self.query_one("#services", DataTable)) or "")
+        self.host.spawn(lambda: self._reset(service, params))
 
-    async def _reset(self, service: str) -> None:
+    async def _reset(self, service: str, params: dict[str, Any] | None) -> None:
         target = await self.host.prompt("Reset which failing target, so automatic tries are "
                                         "allowed again? (a service name, or kind:name such "
                                         "as script:fix)", service)
@@ -121,6 +148,6 @@ class RemediationView(View):
         target = target.strip()
         body = {"target": target} if ":" in target else {"service": target}
         reply = await self.host.act(f"reset {target}", self.host.api.post(
-            "/api/actions/reset", body))
+            "/api/actions/reset", body, params))
         if reply is not None:
             self.host.say(f"{self.host.look.icon('reset')}{safe(reply.get('detail'))}")

@@ -1,0 +1,65 @@
+"""`watchkeeper cli` (the terminal UI) on a fleet's central: the remediation view lists
+every host's approvals and services, each row saying whose when they come from more than
+one host (two hosts may both have an approval #1), and approving one sends it to its own
+host. The central (real uvicorn) and two host agents share an in-process bus; the UI talks
+to the central over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from watchkeeper.agents.remediator import RemediatorAgent
+from watchkeeper.runtime import Runtime
+
+from .test_api_harness import OPERATOR, api_settings, serve_api, until
+from .test_fleet_remote_actions import host_settings
+from .test_fleet_roles import SharedBus
+from .test_tui import said, select, shows, tui
+
+
+async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
+        tmp_path: Path) -> None:
+    bus = SharedBus()
+    bus.users = 3
+    hosts = [Runtime(host_settings(tmp_path, name), bus=bus, role="agent")
+             for name in ("web-1", "web-2")]
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+                for _ in hosts]
+    async with serve_api(api_settings(tmp_path / "central"), role="central", bus=bus) as api:
+        for rt in hosts:
+            await rt.start()
+        try:
+            async def both() -> bool:
+                return len((await api.client.get("/api/hosts")).json()["hosts"]) == 2
+            await until(both, timeout=30)
+            ids = []
+            for rt, proc in zip(hosts, sleepers, strict=True):
+                r = await api.client.post(
+                    "/api/command", headers=api.auth(), params={"host": rt.host},
+                    json={"command": "remediate", "action": "stop_process",
+                          "params": {"pid": proc.pid, "grace_s": 5}})
+                assert r.status_code == 200, r.text
+                ids.append(r.json()["decision"]["approval_id"])
+            assert ids[0] == ids[1]  # each host numbers its own
+
+            async with tui(api.url, lambda: (OPERATOR, "the test"), poll_s=60) as (_a, pilot):
+                await pilot.press("5")
+                await shows(pilot, f"{ids[0]} on web-1", f"{ids[1]} on web-2", "app ")
+                await select(pilot, "approvals", f"web-2/{ids[1]}")
+                await pilot.press("a")
+                await said(pilot, f"approval #{ids[1]}: auto")
+            remediator = next(a for a in hosts[1].agents if isinstance(a, RemediatorAgent))
+            await remediator.wait_idle()
+            assert await asyncio.to_thread(sleepers[1].wait, 10) == -signal.SIGTERM
+            assert [a.id for a in hosts[0].audit.pending()] == [ids[0]]
+            assert sleepers[0].poll() is None
+        finally:
+            for rt in hosts:
+                await rt.stop()
+            for proc in sleepers:
+                proc.kill()
+                proc.wait(10)
