@@ -86,6 +86,13 @@ DEFAULT_MAXSIZE = 1000
 #: one counter, so counters cannot grow without bound.
 MAX_TOPICS = 50_000
 OTHER_TOPICS = "(other)"
+#: Snapshots one consumer may have unacknowledged in this process. The broker buffers at
+#: most 64 MB for a connection (nats-server's max_pending) and cuts off a client that does
+#: not read it in time, as a "slow consumer"; what was in flight then comes again only after
+#: ack_wait_s, all at once. 10,000 in flight (maxsize) of 23 KB snapshots is 230 MB: a
+#: central at 3,000 hosts was cut off within 20 s. 1,000 is 23 MB (two such consumers share
+#: a central's connection) and still lets its history take 1,000 snapshots per flush.
+METRICS_MAX_ACK = 1000
 #: Recently decoded messages kept to hand the same event to each subscriber of this process.
 DECODED_CACHE = 256
 #: Header of a reply whose handler failed (the body is empty).
@@ -186,10 +193,13 @@ class NatsSubscription:
         if not self.lossy:
             overlaps = _overlaps(bus, subject)
             max_ack = max(1, self.maxsize // max(1, len(overlaps)))
+            metrics = stream_name(bus.prefix, "metrics")
             for stream, filter_subject in overlaps:
                 if self._closed:
                     return
-                await self._consume(js, stream, filter_subject, max_ack)
+                await self._consume(js, stream, filter_subject,
+                                    min(max_ack, METRICS_MAX_ACK) if stream == metrics
+                                    else max_ack)
             # Entirely inside one stream (alerts.*): no core subscription needed.
             covered = any(within(subject, stored) for stream in STREAM_FAMILIES
                           for stored in stream_subjects(bus.prefix, stream))
