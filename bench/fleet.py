@@ -51,14 +51,15 @@ PREFIX = "fleetbench"
 
 
 
-def start_central(root: Path, url: str) -> tuple[subprocess.Popen[str], str]:
+def start_central(root: Path, url: str, shards: int = 0) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")}
     env.update({"WATCHKEEPER_STORAGE__DATA_DIR": str(root / "data"),
                 "WATCHKEEPER_LOGGING__DIR": str(root / "logs"),
                 "WATCHKEEPER_HOST_NAME": "central",
                 "WATCHKEEPER_BUS__SUBJECT_PREFIX": PREFIX})
     proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--fleet",
-                             "--server", url, "--port", "0", "--no-console-log"],
+                             "--server", url, "--port", "0", "--no-console-log",
+                             *(["--shards", str(shards)] if shards else [])],
                             cwd=root, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -71,6 +72,12 @@ def start_central(root: Path, url: str) -> tuple[subprocess.Popen[str], str]:
 def cpu_seconds(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
+
+
+def shard_pids(central: int) -> list[int]:
+    """The central's analysis shard processes (``--shards``)."""
+    return [c.pid for c in psutil.Process(central).children()
+            if "analyze" in c.cmdline()]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -135,6 +142,7 @@ async def generate(url: str, hosts: int, seconds: float, interval: float, out: P
     inflight: set[asyncio.Task[Any]] = set()
     sem = asyncio.Semaphore(512)
     worst_late = 0.0
+    worst_ack = [0.0]
 
     async def one(host: str, seq: int, at: float, hot: bool) -> None:
         nonlocal published
@@ -145,6 +153,8 @@ async def generate(url: str, hosts: int, seconds: float, interval: float, out: P
             await js.publish(f"{PREFIX}.{topic}", data,
                              headers={"Nats-Msg-Id": codec.message_id(topic, data)})
             published += 1
+            # Stored by the broker this long after its time (the generator's own backlog).
+            worst_ack[0] = max(worst_ack[0], time.time() - at)
 
     seq = 0
     while time.time() - start < seconds:
@@ -166,7 +176,8 @@ async def generate(url: str, hosts: int, seconds: float, interval: float, out: P
     await asyncio.gather(*inflight, return_exceptions=True)
     await nc.drain()
     out.write_text(json.dumps({"published": published, "due": due, "late": late,
-                               "worst_late_s": worst_late}))
+                               "worst_late_s": worst_late,
+                               "worst_stored_after_s": worst_ack[0]}))
 
 
 # --------------------------------------------------------------------------- the run
@@ -193,6 +204,45 @@ async def watch_alerts(url: str, stop: asyncio.Event, lags: list[float]) -> None
     await nc.drain()
 
 
+#: Where a sampled stack counts, first match from the top of this list (py-spy's frames
+#: name the file): the split the README's "where the time goes" reports.
+PROFILE_PARTS = (
+    ("decode/validation", ("bus/codec.py", "pydantic", "_decode")),
+    ("store writes", ("store/sqlite.py", "sqlitedb.py", "sqlite3")),
+    ("analysis", ("/analysis/", "agents/analyzer.py")),
+    ("communicator", ("agents/communicator.py",)),
+    ("broker client/ack", ("/nats/", "bus/nats.py")),
+    ("event loop/other", ("",)),
+)
+
+
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) samples the central for the window, every thread."""
+    spy = Path(sys.executable).parent / "py-spy"
+    exe = str(spy) if spy.exists() else shutil.which("py-spy")
+    if exe is None:
+        print("py-spy not found (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "50", "--nonblocking", "--format", "raw", "--threads",
+                             "--output", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def finish_profile(spy: subprocess.Popen[bytes], out: Path) -> dict[str, float]:
+    """Share of the central's busy samples per part (idle samples are not recorded)."""
+    spy.wait(timeout=120)
+    counts: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        part = next(name for name, keys in PROFILE_PARTS if any(k in stack for k in keys))
+        counts[part] = counts.get(part, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return {name: round(100 * counts.get(name, 0) / total, 1) for name, _ in PROFILE_PARTS}
+
+
 def stored_snapshots(data_dir: Path, since: float, until: float) -> int:
     db = data_dir / "watchkeeper.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -201,13 +251,14 @@ def stored_snapshots(data_dir: Path, since: float, until: float) -> int:
     return int(row[0])
 
 
-def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[str, Any]:
+def run_one(hosts: int, seconds: float, warmup: float, interval: float,
+            profile: Path | None = None, shards: int = 0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="wk-fleet-"))
     broker = central = gen = None
     try:
         broker, url = start_server(root)  # bench/bus_nats.py's: README configuration
-        central, _ = start_central(root, url)
-        time.sleep(3)  # its consumers are made
+        central, _ = start_central(root, url, shards)
+        time.sleep(3 + 2 * shards)  # its consumers (and its shards') are made
         counts = root / "generator.json"
         gen = subprocess.Popen([sys.executable, __file__, "--generate", url, str(hosts),
                                 str(warmup + seconds), str(interval), str(counts)])
@@ -216,10 +267,18 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[
         stop = asyncio.Event()
         loop = asyncio.new_event_loop()
         watcher = loop.create_task(watch_alerts(url, stop, lags))
+        workers = shard_pids(central.pid)
+        assert len(workers) == shards, f"{len(workers)} shard processes, not {shards}"
         c0, b0, t0 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        w0 = sum(cpu_seconds(w) for w in workers)
+        spy = start_profile(central.pid, seconds, profile) if profile else None
         since = time.time()
         loop.run_until_complete(asyncio.sleep(seconds))
         c1, b1, t1 = cpu_seconds(central.pid), cpu_seconds(broker.pid), time.monotonic()
+        w1 = sum(cpu_seconds(w) for w in workers)
+        restarted = sorted(shard_pids(central.pid)) != sorted(workers)
+        worker_rss = [peak_rss_mb(w) for w in workers if psutil.pid_exists(w)]
+        split = finish_profile(spy, profile) if spy is not None and profile else None
         gen.wait(timeout=600)
         loop.run_until_complete(asyncio.sleep(10))  # the central drains what is queued
         stop.set()
@@ -231,15 +290,21 @@ def run_one(hosts: int, seconds: float, warmup: float, interval: float) -> dict[
         expected = hosts * seconds / interval
         stored = stored_snapshots(root / "data", since, since + seconds)
         return {
-            "hosts": hosts, "seconds": seconds,
+            "hosts": hosts, "seconds": seconds, "shards": shards,
             "central_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
+            "shards_cpu_pct": round(100 * (w1 - w0) / (t1 - t0), 1),
+            "shard_peak_rss_mb": round(max(worker_rss, default=0.0), 1),
+            "shard_restarted": restarted,
+            "load_avg": round(os.getloadavg()[0], 1),
             "central_peak_rss_mb": round(rss, 1),
             "broker_cpu_pct": round(100 * (b1 - b0) / (t1 - t0), 1),
             "alerts": len(lags),
             "lag_p50_s": round(pct(lags, 0.5), 2), "lag_p99_s": round(pct(lags, 0.99), 2),
+            "lags_over_1s": sorted(round(x, 1) for x in lags if x > 1),
             "expected_in_window": int(expected), "stored_in_window": stored,
             "loss_pct": round(max(0.0, 100 * (1 - stored / expected)), 2) if expected else 0,
             "generator": gen_counts,
+            **({"profile": split} if split else {}),
         }
     finally:
         for proc in (gen, central, broker):
@@ -264,25 +329,36 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shards", default="0",
+                        help="analysis shards of the central, a run each: 0,2 compares "
+                             "in-process analysis with two shard processes")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the central over the window; raw stacks to this file")
     args = parser.parse_args()
     results = []
     for n in [int(x) for x in args.hosts.split(",")]:
-        r = run_one(n, args.seconds, args.warmup, args.interval)
-        results.append(r)
-        print(json.dumps(r), file=sys.stderr, flush=True)
+        for k in [int(x) for x in args.shards.split(",")]:
+            r = run_one(n, args.seconds, args.warmup, args.interval, args.profile, k)
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
     load = os.getloadavg()
     print(f"\n{datetime.now(timezone.utc):%Y-%m-%d}, {platform.machine()}, "
           f"{psutil.cpu_count()} cores, load {load[0]:.1f} at the end\n")
-    print("| hosts | central CPU | central peak RSS | broker CPU | alerts | lag p50 | lag p99 "
-          "| stored / due | loss | generator late |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| hosts | shards | central CPU | shards' CPU (sum) | central peak RSS | shard peak RSS "
+          "| broker CPU | alerts | lag p50 | lag p99 | stored / due | loss | generator late "
+          "| load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         g = r["generator"]
-        print(f"| {r['hosts']:,} | {r['central_cpu_pct']} % | {r['central_peak_rss_mb']} MB "
+        print(f"| {r['hosts']:,} | {r['shards']} | {r['central_cpu_pct']} % "
+              f"| {r['shards_cpu_pct']} % | {r['central_peak_rss_mb']} MB "
+              f"| {r['shard_peak_rss_mb']} MB "
               f"| {r['broker_cpu_pct']} % | {r['alerts']} | {r['lag_p50_s']} s "
               f"| {r['lag_p99_s']} s | {r['stored_in_window']:,} / "
               f"{r['expected_in_window']:,} | {r['loss_pct']} % "
-              f"| {g['late']:,} of {g['due']:,} (worst {g['worst_late_s']:.1f} s) |")
+              f"| {g['late']:,} of {g['due']:,} (worst {g['worst_late_s']:.1f} s; stored "
+              f"{g.get('worst_stored_after_s', 0):.1f} s after its time at worst) "
+              f"| {r['load_avg']} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
@@ -30,6 +30,9 @@ from watchkeeper.remediation.services import Services
 from watchkeeper.simulate.demo import Demos
 from watchkeeper.store.sqlite import SqliteStore
 from watchkeeper.supervisor import Supervisor, send_command
+
+if TYPE_CHECKING:
+    from watchkeeper.shards import ShardProcesses
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,11 @@ class Runtime:
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  store: SqliteStore | None = None, agents: list[str] | None = None,
                  psutil_module: Any = None, audit: AuditLog | None = None,
-                 role: Role = "single") -> None:
+                 role: Role = "single", shards: ShardProcesses | None = None) -> None:
         self.role: Role = role
+        #: A central's analysis shard processes (``serve --fleet --shards N``): its analyzer
+        #: then shows what they publish instead of analysing.
+        self.shards = shards
         self.config = ConfigStore(settings)
         self.host = host_name(settings)
         self.bus: Bus = bus or make_bus(settings.bus, client=self.host,
@@ -183,6 +189,8 @@ class Runtime:
         await self._start_managed_services()
         self._unserve = self.bus.serve(command_topic(self.host, RUNTIME), self.desk.handle)
         await self.supervisor.start()
+        if self.shards is not None:  # after the communicator: their alerts are stored
+            await self.shards.start()
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
 
@@ -215,6 +223,8 @@ class Runtime:
             self._unserve()
             self._unserve = None
         await self.demos.aclose()
+        if self.shards is not None:  # first: their last alerts reach the store
+            await self.shards.stop()
         await self.supervisor.stop()
         if self._tasks:  # e.g. services being reconfigured: let that finish first
             _done, late = await asyncio.wait(list(self._tasks), timeout=15)
@@ -277,7 +287,9 @@ def _analyzer(rt: Runtime) -> BaseAgent:
     import psutil
 
     return AnalyzerAgent(store=rt.store, psutil_module=rt.psutil_module or psutil,
-                         fleet=rt.role == "central", **rt.agent_kwargs())
+                         fleet=rt.role == "central",
+                         shards=rt.shards.count if rt.shards is not None else 0,
+                         **rt.agent_kwargs())
 
 
 @register_agent("sensor")

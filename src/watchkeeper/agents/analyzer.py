@@ -9,6 +9,7 @@ analysis, let alone the sensor. Its answer is published as an update of the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,9 +25,25 @@ from watchkeeper.agents.commands import Args, CommandError, Name, NoArgs, Text, 
 from watchkeeper.analysis.alerts import Silence
 from watchkeeper.analysis.engine import Analyzer
 from watchkeeper.analysis.fleet import FleetAnalyzer, HostState
-from watchkeeper.bus import BusClosedError, Subscription, metrics_topic, system_topic
+from watchkeeper.analysis.fleet_view import FleetView
+from watchkeeper.analysis.shard import Shard, shard_agent_name, shard_of
+from watchkeeper.bus import (
+    BusClosedError,
+    BusError,
+    Subscription,
+    command_topic,
+    metrics_topic,
+    system_topic,
+)
 from watchkeeper.config import Settings, llm_enabled
-from watchkeeper.events import Alert, AnalyzerNotice, Command, MetricSnapshot, ServiceReport
+from watchkeeper.events import (
+    Alert,
+    AnalyzerNotice,
+    Command,
+    CommandReply,
+    MetricSnapshot,
+    ServiceReport,
+)
 from watchkeeper.status import write_atomic
 from watchkeeper.store.base import Store
 
@@ -42,6 +59,11 @@ SAVE_EVERY_S = 300.0
 UNSTORED_LOOKBACK_S = 3600.0
 #: LLM investigations running at once; more incidents wait their turn.
 MAX_INVESTIGATIONS = 2
+#: Seconds between a central's looks for silent hosts (host-down is counted in tens of
+#: seconds; walking every host after every batch cost a central 2 % at 1,000 hosts).
+SILENT_EVERY_S = 1.0
+#: Seconds a sharded central waits for a shard to answer an acknowledgement or a silence.
+SHARD_TIMEOUT_S = 5.0
 
 
 def alerts_topic(host: str) -> str:
@@ -58,6 +80,9 @@ class SilenceArgs(Args):
     matchers: Annotated[dict[Text, Text], Field(min_length=1, max_length=20)]
     until: AwareDatetime
     comment: Text = ""
+    #: Given by a sharded central, so every shard holds the silence under one id (the
+    #: shape the engine gives its own: ``silence-`` and hex digits).
+    silence_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = None
 
 
 class UnsilenceArgs(Args):
@@ -80,17 +105,30 @@ class AnalyzerAgent(BaseAgent):
     def __init__(self, *, store: Store, engine: Analyzer | FleetAnalyzer | None = None,
                  investigator: Investigator | None = None,
                  cleanup_roots: Callable[[], Sequence[str]] | None = None,
-                 psutil_module: Any = None, fleet: bool = False, **kwargs: Any) -> None:
+                 psutil_module: Any = None, fleet: bool = False, shard: Shard | None = None,
+                 shards: int = 0, **kwargs: Any) -> None:
+        if shard is not None:
+            # Each shard its own name (an instance attribute over the class's): its durable
+            # consumers, its command topic and its health all carry it.
+            vars(self)["name"] = shard.name
         super().__init__(**kwargs)
         self.store = store
+        #: One analysis shard of a central (``watchkeeper analyze --shard i/N``): the hosts
+        #: whose name hashes to it, under a name of its own (its consumers, its commands).
+        self.shard = shard
+        #: A sharded central (``serve --fleet --shards N``): no analysis here, a view of
+        #: what the N shards publish; acknowledgements and silences go to them.
+        self.shards = shards
         #: A central's analyzer: every host's snapshots (``metrics.*``), one engine each,
         #: and host-down for those that stop reporting. Otherwise this host's only.
-        self.fleet = fleet
+        self.fleet = fleet or shard is not None or shards > 0
+        fleet = self.fleet
         # clean_disk is suggested only for a mount that holds a configured cleanup root.
         roots = cleanup_roots or (lambda: [str(r.path) for r in
                                            self.config.current.remediation.cleanup_roots])
         self.engine: Analyzer | FleetAnalyzer = engine or (
-            FleetAnalyzer(lambda: self.config.current, cleanup_roots=roots) if fleet
+            FleetView(lambda: self.config.current, shards=shards) if shards
+            else FleetAnalyzer(lambda: self.config.current, cleanup_roots=roots) if fleet
             else Analyzer(lambda: self.config.current, host=self.host, cleanup_roots=roots))
         self._investigator = investigator
         self._psutil = psutil_module
@@ -100,12 +138,17 @@ class AnalyzerAgent(BaseAgent):
         self._latest_by: dict[str, MetricSnapshot] = {}
         #: Events whose host is not the one their topic names (a host speaking for another).
         self.spoofed = 0
+        #: A fleet's snapshots older than the host's latest analysed one, skipped.
+        self.stale = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_INVESTIGATIONS)
         self._next_save = self._monotonic() + SAVE_EVERY_S
         self._restored = False
         self._services_sub: Subscription | None = None
         self._services_task: asyncio.Task[None] | None = None
+        #: A sharded central's view of the alerts its shards publish.
+        self._alerts_sub: Subscription | None = None
+        self._next_silent = float("-inf")
 
     @property
     def investigator(self) -> Investigator:
@@ -136,14 +179,44 @@ class AnalyzerAgent(BaseAgent):
         return 0.01
 
     async def setup(self) -> None:
-        if self._sub is None:
-            self._sub = self.bus.subscribe(metrics_topic("*" if self.fleet else self.host),
-                                           name=self.name,
-                                           maxsize=10_000 if self.fleet else 100)
         if not self._restored:
-            self._restored = True
             self._restore(await self._unstored_alerts())
+            if self.shard is not None:
+                # Before any snapshot: a failure here fails the setup, which is tried again.
+                await self._restore_shard()
+            self._restored = True
+        if self._sub is None:
+            self._sub = self.bus.subscribe(
+                metrics_topic("*" if self.fleet else self.host), name=self.name,
+                maxsize=10_000 if self.fleet else 100,
+                keep=self.shard.owns_topic if self.shard is not None else None)
+        if self.shards:
+            if self._alerts_sub is None:
+                self._alerts_sub = self.bus.subscribe(alerts_topic("*"),
+                                                      name=f"{self.name}.alerts",
+                                                      maxsize=10_000)
+            return  # the shards follow the service reports
         self._follow_services()
+
+    async def _restore_shard(self) -> None:
+        """A shard (re)started: its hosts' open alerts as the alerts stream holds them now,
+        the latest change of each, so nothing that was open fires again as new and nothing
+        resolved comes back (the stream is the source of truth: the central's store may
+        not have the last ones yet). Costs one read of the alerts stream."""
+        from watchkeeper.bus.nats import NatsBus
+
+        bus = getattr(self.bus, "inner", self.bus)
+        if not isinstance(bus, NatsBus) or self.shard is None:
+            return
+        latest: dict[str, Alert] = {}
+        changes = await bus.replay(alerts_topic("*"), keep=self.shard.owns_topic)
+        for _topic, event in changes:
+            if isinstance(event, Alert):
+                latest[event.fingerprint] = event
+        open_alerts = [a for a in latest.values() if a.state != "resolved"]
+        kept = self.engine.restore(open_alerts) if open_alerts else []
+        log.info("analyzer %s: %d open alert(s) of its hosts restored from the alerts "
+                 "stream (%d changes read)", self.name, len(kept), len(changes))
 
     async def teardown(self) -> None:
         if self._services_task is not None:
@@ -159,15 +232,17 @@ class AnalyzerAgent(BaseAgent):
             await self._investigator.aclose()
 
     def _state_path(self) -> Path:
-        return self.config.current.storage.path / STATE_FILE
+        # Each shard learns its own hosts' baselines: a file of its own.
+        name = STATE_FILE if self.shard is None else f"{self.name}_state.json"
+        return self.config.current.storage.path / name
 
     async def _unstored_alerts(self) -> list[Alert]:
         """A central's alerts still in the broker, published before a restart and perhaps
         not stored yet (its communicator was killed first): without them the new process
         would fire again, as a new alert, what its predecessor fired."""
         stored = getattr(self.bus, "stored", None)  # a NATS bus; in-process there is none
-        if not self.fleet or stored is None:
-            return []
+        if not self.fleet or stored is None or self.shard is not None:
+            return []  # a shard reads its own hosts' from the whole stream (_restore_shard)
         try:
             newest = self.store.events(kinds=["alert"], limit=1)
             # What a killed central published and did not store is newer than what it
@@ -187,8 +262,8 @@ class AnalyzerAgent(BaseAgent):
         try:
             latest: dict[str, Alert] = {}
             for stored in self.store.events(kinds=["alert"], limit=10_000):
-                if isinstance(stored.event, Alert) and (self.fleet
-                                                        or stored.event.host == self.host):
+                if isinstance(stored.event, Alert) and self.shard is None and (
+                        self.fleet or stored.event.host == self.host):
                     latest[stored.event.fingerprint] = stored.event
             for alert in unstored:
                 known = latest.get(alert.fingerprint)
@@ -203,7 +278,10 @@ class AnalyzerAgent(BaseAgent):
                 # host_down_after_s from now: a restart forgets no host.
                 now = self._wall()
                 keep = timedelta(hours=self.config.current.storage.raw_retention_hours)
-                self.engine.known(self.store.hosts(now - keep), now.timestamp())
+                hosts = self.store.hosts(now - keep)
+                if self.shard is not None:  # its own hosts only: others' are not its to judge
+                    hosts = [h for h in hosts if self.shard.owns_host(h)]
+                self.engine.known(hosts, now.timestamp())
         except Exception as exc:  # a damaged history must not stop analysis
             log.warning("analyzer: could not restore open alerts: %s", exc)
         path = self._state_path()
@@ -249,8 +327,17 @@ class AnalyzerAgent(BaseAgent):
         for topic, event in await self.next_batch(sub):
             if isinstance(event, MetricSnapshot) and self._own_topic(topic, event.host):
                 await self._analyse(event)
-        if isinstance(self.engine, FleetAnalyzer):
-            for alert in self.engine.check_silent(self._wall().timestamp()):
+        if isinstance(self.engine, FleetView) and self._alerts_sub is not None:
+            while (item := self._alerts_sub.get_nowait()) is not None:
+                topic, event = item
+                if isinstance(event, Alert) and self._own_topic(topic, event.host):
+                    self.engine.apply(event)
+        now = self._wall().timestamp()
+        # On the wall clock host-down is judged by; one stepped back looks again at once.
+        if isinstance(self.engine, FleetAnalyzer) and not (
+                now < self._next_silent <= now + SILENT_EVERY_S):
+            self._next_silent = now + SILENT_EVERY_S
+            for alert in self.engine.check_silent(now):
                 await self.publish_alert(alert)
         if self._monotonic() >= self._next_save:
             self._next_save = self._monotonic() + SAVE_EVERY_S
@@ -269,6 +356,13 @@ class AnalyzerAgent(BaseAgent):
 
     async def _analyse(self, snap: MetricSnapshot) -> None:
         if isinstance(self.engine, FleetAnalyzer):
+            last = self._latest_by.get(snap.host)
+            if last is not None and snap.seq <= last.seq and snap.at <= last.at:
+                # A delivery again of one already analysed (its process died before the
+                # acknowledgement; it comes back after newer ones): order per host holds.
+                # Both older: a restarted agent (seq from 1) or a clock stepped back is not.
+                self.stale += 1
+                return
             self._latest_by[snap.host] = snap
             changes = self.engine.observe(snap, received=self._wall().timestamp())
         else:
@@ -286,8 +380,8 @@ class AnalyzerAgent(BaseAgent):
         at once), not at the next snapshot: a task of their own."""
         if self._services_sub is None:
             self._services_sub = self.bus.subscribe(
-                f"services.{'*' if self.fleet else self.host}",
-                                                    name=f"{self.name}.services", maxsize=1000)
+                f"services.{'*' if self.fleet else self.host}", name=f"{self.name}.services",
+                maxsize=1000, keep=self.shard.owns_topic if self.shard is not None else None)
         if self._services_task is None or self._services_task.done():
             self._services_task = asyncio.create_task(
                 self._services_loop(self._services_sub), name="analyzer-services")
@@ -386,7 +480,7 @@ class AnalyzerAgent(BaseAgent):
         if args.until <= self._wall():
             raise CommandError("invalid", "until must be in the future")
         sid = await self.silence(dict(args.matchers), args.until, by=command.actor,
-                                 comment=args.comment)
+                                 comment=args.comment, silence_id=args.silence_id)
         found = next(s for s in self.engine.silences if s.id == sid)
         return {"silence": silence_json(found)}
 
@@ -407,8 +501,36 @@ class AnalyzerAgent(BaseAgent):
 
     # ------------------------------------------------------------------ the verbs' work
 
+    async def _ask_shard(self, index: int, command: str, args: dict[str, Any], by: str
+                         ) -> CommandReply:
+        """A sharded central carries an operator's command to shard ``index``."""
+        agent = shard_agent_name(index, self.shards)
+        try:
+            reply = await self.bus.request(
+                command_topic(self.host, agent),
+                Command(host=self.host, command=command, target=agent, args=args, actor=by),
+                timeout=SHARD_TIMEOUT_S)
+        except (BusError, asyncio.TimeoutError) as exc:
+            raise CommandError("unavailable", f"analysis shard {index} did not answer: "
+                                              f"{exc}") from None
+        if not isinstance(reply, CommandReply):
+            raise CommandError("error", f"analysis shard {index} answered "
+                                        f"{type(reply).__name__}")
+        if not reply.ok:
+            raise CommandError(reply.code, reply.message)
+        return reply
+
     async def ack(self, fingerprint: str, by: str) -> Alert | None:
         """Acknowledge an open alert; the change is published (and so stored)."""
+        if isinstance(self.engine, FleetView):
+            found = self.engine.owner(fingerprint)
+            if found is None:
+                return None
+            reply = await self._ask_shard(shard_of(found.host, self.shards), "ack",
+                                          {"fingerprint": fingerprint}, by)
+            acked = Alert.model_validate((reply.result or {}).get("alert"))
+            self.engine.apply(acked)
+            return acked
         alert = self.engine.ack(fingerprint, by)
         if alert is not None:
             await self.publish_alert(alert)
@@ -422,9 +544,25 @@ class AnalyzerAgent(BaseAgent):
         return alert
 
     async def silence(self, matchers: dict[str, str], until: datetime, *, by: str = "",
-                      comment: str = "") -> str:
+                      comment: str = "", silence_id: str | None = None) -> str:
         """Silence matching alerts until ``until``; returns the silence id (persisted)."""
-        silence, changes = self.engine.silence(matchers, until, by=by, comment=comment)
+        silence, changes = self.engine.silence(matchers, until, by=by, comment=comment,
+                                               silence_id=silence_id)
+        took: list[int] = []
+        try:
+            for index in range(self.shards):  # every shard, under the one id
+                await self._ask_shard(index, "silence", {
+                    "matchers": dict(matchers), "until": until.isoformat(),
+                    "comment": comment, "silence_id": silence.id}, by)
+                took.append(index)
+        except CommandError:
+            # A shard is down: all or nothing, as far as the others answer (the operator
+            # sees the error and tries again).
+            self.engine.unsilence(silence.id)
+            for index in took:
+                with contextlib.suppress(CommandError):
+                    await self._ask_shard(index, "unsilence", {"silence_id": silence.id}, by)
+            raise
         for alert in changes:
             await self.publish_alert(alert)
         self._save_state()
@@ -432,6 +570,8 @@ class AnalyzerAgent(BaseAgent):
 
     async def unsilence(self, silence_id: str) -> None:
         """End a silence early."""
+        for index in range(self.shards):
+            await self._ask_shard(index, "unsilence", {"silence_id": silence_id}, "system")
         for alert in self.engine.unsilence(silence_id):
             await self.publish_alert(alert)
         self._save_state()

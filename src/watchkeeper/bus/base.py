@@ -110,6 +110,8 @@ class Subscription(Protocol):
 
 
 Handler = Callable[[Event], Awaitable[Event]]
+#: Which topics a subscriber takes (an analysis shard's own hosts).
+TopicFilter = Callable[[str], bool]
 
 
 class Bus(Protocol):
@@ -121,10 +123,11 @@ class Bus(Protocol):
         ...
 
     def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
-                  lossy: bool = False) -> Subscription:
+                  lossy: bool = False, keep: TopicFilter | None = None) -> Subscription:
         """A bounded queue of matching events; ``lossy`` subscribers (observers such as a
         browser's live stream) drop their oldest event when full instead of ever making a
-        publisher wait."""
+        publisher wait. ``keep``: only topics it accepts are queued; the rest are passed
+        over (on NATS acknowledged unread, before decoding): an analysis shard's hosts."""
         ...
 
     def serve(self, topic: str, handler: Handler) -> Callable[[], None]:

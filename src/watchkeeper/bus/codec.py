@@ -111,25 +111,34 @@ def message_id(topic: str, data: bytes) -> str:
 
 
 _INT_LIMIT = 2**63 - 1  # what SQLite (and every other reader) can hold
+_isfinite = math.isfinite
 
 
 def _check_shape(value: Any, max_depth: int) -> None:
     """WireError for nesting deeper than ``max_depth``, a non-finite number (1e400 parses
-    as infinity) or an integer past 64 bits; iterative, so no recursion to exhaust."""
+    as infinity) or an integer past 64 bits; iterative, so no recursion to exhaust.
+
+    It visits every value of every message (a 50-process snapshot has about 1,500), so it
+    compares exact types (what the JSON parser makes: dict, list, str, int, float, bool,
+    None) instead of isinstance, and skips strings first: a third of the time it took."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    push = stack.append
     while stack:
         item, level = stack.pop()
         if level > max_depth:
             raise WireError("too_deep", f"nested deeper than {max_depth} levels")
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, (dict, list)):
-                stack.append((child, level + 1))
-            elif isinstance(child, float) and not math.isfinite(child):
-                raise WireError("bad_number", "a number out of range (infinite)")
-            elif isinstance(child, int) and not isinstance(child, bool) \
-                    and abs(child) > _INT_LIMIT:
-                raise WireError("bad_number", "an integer past 64 bits")
+        for child in (item.values() if type(item) is dict else item):
+            kind = type(child)
+            if kind is str:
+                continue
+            if kind is float:
+                if not _isfinite(child):
+                    raise WireError("bad_number", "a number out of range (infinite)")
+            elif kind is int:
+                if not -_INT_LIMIT <= child <= _INT_LIMIT:
+                    raise WireError("bad_number", "an integer past 64 bits")
+            elif kind is dict or kind is list:
+                push((child, level + 1))
 
 
 def decode(data: bytes, *, topic: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,

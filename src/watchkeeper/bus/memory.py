@@ -25,6 +25,7 @@ from watchkeeper.bus.base import (
     Handler,
     NoResponderError,
     SubscriptionStats,
+    TopicFilter,
     TopicStats,
     topic_matches,
 )
@@ -47,8 +48,9 @@ class MemorySubscription:
     """One subscriber's bounded queue."""
 
     def __init__(self, bus: MemoryBus, pattern: str, name: str, maxsize: int,
-                 lossy: bool = False) -> None:
+                 lossy: bool = False, keep: TopicFilter | None = None) -> None:
         self.bus = bus
+        self.keep = keep
         self.pattern = pattern
         self.name = name or pattern
         self.maxsize = maxsize
@@ -193,7 +195,8 @@ class MemoryBus:
             raise BusClosedError("bus is closed")
         self._counter(topic).published += 1
         failures: list[BusOverflowError] = []
-        for sub in [s for s in self._subs if topic_matches(s.pattern, topic)]:
+        for sub in [s for s in self._subs if topic_matches(s.pattern, topic)
+                    and (s.keep is None or s.keep(topic))]:
             try:
                 await sub._put(topic, event, self.block_timeout)
             except BusOverflowError as exc:
@@ -203,10 +206,11 @@ class MemoryBus:
             raise failures[0]
 
     def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
-                  lossy: bool = False) -> MemorySubscription:
+                  lossy: bool = False, keep: TopicFilter | None = None) -> MemorySubscription:
         if self._closed:
             raise BusClosedError("bus is closed")
-        sub = MemorySubscription(self, pattern, name, maxsize or self.default_maxsize, lossy)
+        sub = MemorySubscription(self, pattern, name, maxsize or self.default_maxsize, lossy,
+                                 keep)
         self._subs.append(sub)
         return sub
 

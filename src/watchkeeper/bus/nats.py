@@ -16,6 +16,9 @@ Subjects are the protocol's topics under a prefix: ``wk.metrics.<host>``,
   worked on when a process dies comes again (after ``ack_wait_s``, after newer ones); a
   subscriber that stores what it gets (the communicator) calls ``commit()`` once it is
   durable, and only then are its events acknowledged.
+- A subscriber with ``keep`` (an analysis shard: its own hosts) has the other topics'
+  stored events acknowledged unread, judged by subject before any decoding; ``replay``
+  reads what a stream holds now, once (a restarted shard's open alerts).
 - Topics that are not stored (health heartbeats) and ``lossy`` observers use core NATS
   subscriptions with the in-memory bus's overflow policy.
 - Request/reply for ``command.*`` over core NATS (never stored): no responder raises
@@ -58,6 +61,7 @@ from watchkeeper.bus.base import (
     Handler,
     NoResponderError,
     SubscriptionStats,
+    TopicFilter,
     TopicStats,
 )
 from watchkeeper.bus.subjects import (
@@ -82,6 +86,13 @@ DEFAULT_MAXSIZE = 1000
 #: one counter, so counters cannot grow without bound.
 MAX_TOPICS = 50_000
 OTHER_TOPICS = "(other)"
+#: Snapshots one consumer may have unacknowledged in this process. The broker buffers at
+#: most 64 MB for a connection (nats-server's max_pending) and cuts off a client that does
+#: not read it in time, as a "slow consumer"; what was in flight then comes again only after
+#: ack_wait_s, all at once. 10,000 in flight (maxsize) of 23 KB snapshots is 230 MB: a
+#: central at 3,000 hosts was cut off within 20 s. 1,000 is 23 MB (two such consumers share
+#: a central's connection) and still lets its history take 1,000 snapshots per flush.
+METRICS_MAX_ACK = 1000
 #: Recently decoded messages kept to hand the same event to each subscriber of this process.
 DECODED_CACHE = 256
 #: Acknowledged events a subscription remembers, to answer one delivered again unhandled.
@@ -125,9 +136,13 @@ class _Responder:
 class NatsSubscription:
     """One subscriber: JetStream consumers for stored topics, core NATS for the rest."""
 
-    def __init__(self, bus: NatsBus, pattern: str, name: str, maxsize: int, lossy: bool
-                 ) -> None:
+    def __init__(self, bus: NatsBus, pattern: str, name: str, maxsize: int, lossy: bool,
+                 keep: TopicFilter | None = None) -> None:
         self.bus = bus
+        #: Topics this subscriber takes; the others are acknowledged unread (a shard's hosts).
+        self.keep = keep
+        #: Stored events passed over by ``keep`` (not decoded).
+        self.skipped = 0
         self.pattern = pattern
         self.name = name or pattern
         self.durable = bool(name) and not lossy
@@ -185,10 +200,13 @@ class NatsSubscription:
         if not self.lossy:
             overlaps = _overlaps(bus, subject)
             max_ack = max(1, self.maxsize // max(1, len(overlaps)))
+            metrics = stream_name(bus.prefix, "metrics")
             for stream, filter_subject in overlaps:
                 if self._closed:
                     return
-                await self._consume(js, stream, filter_subject, max_ack)
+                await self._consume(js, stream, filter_subject,
+                                    min(max_ack, METRICS_MAX_ACK) if stream == metrics
+                                    else max_ack)
             # Entirely inside one stream (alerts.*): no core subscription needed.
             covered = any(within(subject, stored) for stream in STREAM_FAMILIES
                           for stored in stream_subjects(bus.prefix, stream))
@@ -275,6 +293,8 @@ class NatsSubscription:
         topic = self.bus._topic(msg.subject)
         if topic is None or self._closed:
             return
+        if self.keep is not None and not self.keep(topic):
+            return
         family = topic.split(".", 1)[0]
         # Stored topics reach a non-lossy subscriber through its consumers; requests are
         # for their responder only.
@@ -324,11 +344,16 @@ class NatsSubscription:
             return  # still queued here (its acknowledgement covers this delivery too)
         if (consumer, seq) in self._acked:
             self.redelivered += 1
-            bus._spawn(_ack(msg))  # handled already; this delivery may be answered
+            bus._ack_soon(msg)  # handled already; this delivery may be answered
             return
         self._unacked.add((consumer, seq))
         self._pending[consumer] = meta.num_pending or 0
         topic = bus._topic(msg.subject)
+        if topic is not None and self.keep is not None and not self.keep(topic):
+            # Another shard's host: done with, unread (the subject names the host).
+            self.skipped += 1
+            self._acknowledge(msg)
+            return
         event = bus._decode(topic, msg.data) if topic is not None else None
         if topic is None or event is None:
             self._forget(msg)
@@ -360,7 +385,7 @@ class NatsSubscription:
 
     def _acknowledge(self, msg: Msg) -> None:
         self._forget(msg, acked=True)
-        self.bus._spawn(_ack(msg))
+        self.bus._ack_soon(msg)
 
     def _forget(self, msg: Msg, acked: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -530,6 +555,9 @@ class NatsBus:
         self.duplicates = 0
         self._closed = False
         self._offline_logged = False
+        #: Acknowledgements waiting for the one task that sends them (not a task each).
+        self._acks: list[Msg] = []
+        self._ack_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -816,6 +844,59 @@ class NatsBus:
         log.log(level, "refused a message on %r (%d so far of this kind): %s",
                 topic[:200], count, exc)
 
+    def _ack_soon(self, msg: Msg) -> None:
+        """Acknowledge ``msg`` from one task that sends every acknowledgement queued so far:
+        at a central's rate a task per message cost more than the acknowledgement itself."""
+        self._acks.append(msg)
+        if self._ack_task is None:
+            self._ack_task = self._spawn(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        try:
+            while self._acks:
+                msgs, self._acks = self._acks, []
+                for msg in msgs:
+                    await _ack(msg)
+        finally:
+            self._ack_task = None
+
+    async def replay(self, pattern: str, *, keep: TopicFilter | None = None,
+                     timeout: float = 5.0) -> list[tuple[str, Event]]:
+        """Every event the streams hold now on ``pattern`` (oldest first), read once
+        through an ordered ephemeral consumer (nothing acknowledged, nothing durable):
+        what a restarted analysis shard rebuilds its open alerts from."""
+        _nc, js = await self._ready()
+        out: list[tuple[str, Event]] = []
+        for stream, filter_subject in _overlaps(self, self._subject(pattern)):
+            state = (await js.stream_info(stream)).state
+            if not state.messages:
+                continue
+            psub = await js.subscribe(filter_subject, stream=stream, ordered_consumer=True,
+                                      deliver_policy=api.DeliverPolicy.ALL)
+            try:
+                # Each delivery says how many more the filter holds (the consumer's own
+                # count may not be ready the moment it is made); the stream's last
+                # sequence ends a filter whose last message is of another subject.
+                left = 1
+                while left > 0:
+                    try:
+                        msg = await psub.next_msg(timeout=timeout)
+                    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                        break  # nothing (more) on this filter
+                    meta = msg.metadata
+                    left = 0 if meta.sequence.stream >= state.last_seq \
+                        else meta.num_pending or 0
+                    topic = self._topic(msg.subject)
+                    if topic is None or (keep is not None and not keep(topic)):
+                        continue
+                    event = self._decode(topic, msg.data)
+                    if event is not None:
+                        out.append((topic, event))
+            finally:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+        return out
+
     def _spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(job)
         self._bg.add(task)
@@ -893,10 +974,11 @@ class NatsBus:
             self.duplicates += 1
 
     def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
-                  lossy: bool = False) -> NatsSubscription:
+                  lossy: bool = False, keep: TopicFilter | None = None) -> NatsSubscription:
         if self._closed:
             raise BusClosedError("bus is closed")
-        sub = NatsSubscription(self, pattern, name, maxsize or self.default_maxsize, lossy)
+        sub = NatsSubscription(self, pattern, name, maxsize or self.default_maxsize, lossy,
+                               keep)
         if sub.durable and any(s.durable and s.name == sub.name for s in self._subs):
             raise ValueError(f"a subscription named {name!r} is already open on this bus: "
                              "two would share (and split) one durable consumer")

@@ -21,7 +21,15 @@ from datetime import datetime, timezone
 
 from watchkeeper.aio import wait_for
 from watchkeeper.bus import codec
-from watchkeeper.bus.base import Bus, BusError, Handler, Subscription, SubscriptionStats, TopicStats
+from watchkeeper.bus.base import (
+    Bus,
+    BusError,
+    Handler,
+    Subscription,
+    SubscriptionStats,
+    TopicFilter,
+    TopicStats,
+)
 from watchkeeper.bus.spool import Entry, Spool
 from watchkeeper.bus.subjects import FAMILY_STREAM
 from watchkeeper.events import Event, SpoolGap
@@ -149,8 +157,9 @@ class SpoolingBus:
     # ------------------------------------------------------------------ the rest as is
 
     def subscribe(self, pattern: str, *, name: str = "", maxsize: int | None = None,
-                  lossy: bool = False) -> Subscription:
-        return self.inner.subscribe(pattern, name=name, maxsize=maxsize, lossy=lossy)
+                  lossy: bool = False, keep: TopicFilter | None = None) -> Subscription:
+        return self.inner.subscribe(pattern, name=name, maxsize=maxsize, lossy=lossy,
+                                    keep=keep)
 
     def serve(self, topic: str, handler: Handler) -> Callable[[], None]:
         return self.inner.serve(topic, handler)

@@ -169,6 +169,50 @@ def agent(ctx: click.Context, server: str | None, no_console_log: bool) -> None:
     _run(ctx, None, no_console_log, "agent", server)
 
 
+def _shard_arg(_ctx: click.Context, _param: click.Parameter, value: str) -> Any:
+    """--shard i/N, checked while the command line is read (a usage error, exit 2)."""
+    from watchkeeper.analysis.shard import Shard
+
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option("--server", default=None, metavar="URL", help=_SERVER_HELP)
+@click.option("--shard", "shard", required=True, metavar="i/N", callback=_shard_arg,
+              help="This process analyses the hosts of shard i of N (0/2 is the first of "
+                   "two); run one of each i with the same N.")
+@click.option("--no-console-log", is_flag=True, help="Log only to the log file.")
+@_config_option
+@click.pass_context
+def analyze(ctx: click.Context, server: str | None, shard: Any, no_console_log: bool) -> None:
+    """One analysis shard of a fleet's central: the hosts whose name hashes to i of N,
+    their alerts published to the central (serve --fleet --shards N starts these itself)."""
+    settings = _with_server(_settings(ctx), server, "central")
+    from watchkeeper.bus import BusError
+    from watchkeeper.logging_setup import setup_logging
+    from watchkeeper.shards import run_shard
+    from watchkeeper.store.sqlite import StoreError
+
+    setup_logging(settings.logging, console=not no_console_log)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_shard(settings, shard, stop)
+
+    try:
+        asyncio.run(main())
+    except (BusError, StoreError) as exc:
+        click.echo(f"watchkeeper: {exc}", err=True)
+        sys.exit(1)
+
+
 def _run(ctx: click.Context, names: list[str] | None, no_console_log: bool, role: str,
          server: str | None) -> None:
     settings = _with_server(_settings(ctx), server, role)
@@ -255,12 +299,18 @@ async def _run_until_signal(runtime: Any, config_file: Path | None,
                    "for every host that reports (watchkeeper agent on each), no sensing or "
                    "healing here.")
 @click.option("--server", default=None, metavar="URL", help=_SERVER_HELP)
+@click.option("--shards", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="With --fleet: analyse the hosts in this many processes (watchkeeper "
+                   "analyze --shard i/N, started and restarted by this one); 0 analyses "
+                   "here.")
 @_config_option
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, names: list[str] | None,
-          no_console_log: bool, fleet: bool, server: str | None) -> None:
+          no_console_log: bool, fleet: bool, server: str | None, shards: int) -> None:
     """Run all agents plus the REST API in one process (Ctrl-C or SIGTERM stops cleanly)."""
     role = "central" if fleet else "single"
+    if shards and not fleet:
+        raise click.UsageError("--shards splits a fleet central's analysis: give --fleet too")
     settings = _with_server(_settings(ctx), server, role)
     from watchkeeper.api.auth import is_loopback, token_path
 
@@ -281,8 +331,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, names: list[st
     from watchkeeper.store.sqlite import StoreError
 
     log_file = setup_logging(settings.logging, console=not no_console_log)
+    shard_procs = None
+    if shards:
+        from watchkeeper.shards import ShardProcesses
+
+        shard_procs = ShardProcesses(shards, server=settings.bus.url,
+                                     config_file=ctx.obj.get("config"),
+                                     log_dir=settings.logging.dir.expanduser().resolve())
     try:
-        runtime = Runtime(settings, agents=names, role=role)  # type: ignore[arg-type]
+        runtime = Runtime(settings, agents=names, role=role,  # type: ignore[arg-type]
+                          shards=shard_procs)
     except (StoreError, AuditError, ValueError) as exc:
         click.echo(f"watchkeeper: {exc}", err=True)
         sys.exit(1)
