@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# Fixed validity around a fixed date would fail on a real clock; the certificates are valid
-# from a day before they are made for a year: no test depends on today's date.
-_DAY = datetime.timedelta(days=1)
+#: A fixed, wide validity (this century): the broker (Go) reads the real clock while the
+#: year-ahead test pass moves Python's, so a certificate valid "from now" would not be valid
+#: yet to one of them; none of these dates is near today's.
+VALID_FROM = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+VALID_UNTIL = datetime.datetime(2099, 12, 31, tzinfo=datetime.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,10 @@ class TestCA:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
         self.cert = (
             x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY).not_valid_after(now + 365 * _DAY)
+            .not_valid_before(VALID_FROM).not_valid_after(VALID_UNTIL)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, key_cert_sign=True, crl_sign=True,
@@ -62,11 +63,10 @@ class TestCA:
 
     def issue(self, stem: str, common: str, *, server: bool) -> Pair:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
         builder = (
             x509.CertificateBuilder().subject_name(_name(common)).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY).not_valid_after(now + 365 * _DAY)
+            .not_valid_before(VALID_FROM).not_valid_after(VALID_UNTIL)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,7 @@ async def test_a_hostile_message_in_the_alerts_stream_is_refused_at_read_back(
         await bus.publish("alerts.web-1", good[0])
         await bus._js.publish(f"{bus.prefix}.{topic}", data)  # raw: no checks on the way
         await bus.publish("alerts.web-1", good[1])
-        back = await bus.stored("alerts.*", since=NOW - timedelta(hours=1))
+        back = await bus.stored("alerts.*")
         assert [e for _t, e in back] == good
         assert bus.rejected[reason] == 1, dict(bus.rejected)
 

@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "analyzer_state.json"
 #: Seconds between saves of the learned baselines (and once at shutdown).
 SAVE_EVERY_S = 300.0
-#: How far back a restarted central reads its alerts from the broker (at least).
-UNSTORED_LOOKBACK_S = 3600.0
+#: How many of the newest alert events a restarted central reads back from the broker (as
+#: many as it reads from its own history).
+UNSTORED_READBACK = 10_000
 #: LLM investigations running at once; more incidents wait their turn.
 MAX_INVESTIGATIONS = 2
 #: Seconds between a central's looks for silent hosts (host-down is counted in tens of
@@ -244,13 +245,9 @@ class AnalyzerAgent(BaseAgent):
         if not self.fleet or stored is None or self.shard is not None:
             return []  # a shard reads its own hosts' from the whole stream (_restore_shard)
         try:
-            newest = self.store.events(kinds=["alert"], limit=1)
-            # What a killed central published and did not store is newer than what it
-            # stored less its flush interval: ten minutes spare it clock skew and slowness.
-            since = self._wall() - timedelta(seconds=UNSTORED_LOOKBACK_S)
-            if newest:
-                since = min(since, newest[-1].at - timedelta(seconds=600))
-            found = await stored("alerts.*", since=since, limit=10_000)
+            # The newest alert events the broker holds, as many as the history reads back
+            # (by sequence: a central's clock need not agree with the broker's).
+            found = await stored("alerts.*", limit=UNSTORED_READBACK)
         except Exception as exc:  # the broker away: the stored history alone, as before
             log.warning("analyzer: could not read back alerts from the broker: %s", exc)
             return []

@@ -41,7 +41,6 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import nats
@@ -711,6 +710,12 @@ class NatsBus:
         if "permissions violation" not in text.lower():
             log.debug("nats client error: %s", exc)
             return
+        if '"$js.ack.' in text.lower():
+            # An acknowledgement of a delivery made before a reconnect: the broker lets a
+            # host answer only deliveries on its current connection. The event comes again
+            # and is acknowledged then (see NatsSubscription._acked); nothing is wrong.
+            log.debug("an acknowledgement from before a reconnect was refused: %s", text[:300])
+            return
         # The broker refused a publication or subscription this client's credentials do not
         # allow: a misconfigured host (or a wrong bus.subject_prefix), or an attempt at
         # another host's subjects. The first at error, then one in a thousand.
@@ -1067,19 +1072,24 @@ class NatsBus:
             self._reject(topic, exc)
             raise
 
-    async def stored(self, pattern: str, *, since: datetime, limit: int = 10_000,
+    async def stored(self, pattern: str, *, limit: int = 10_000,
                      timeout: float = 10.0) -> list[tuple[str, Event]]:
-        """What the broker's streams hold on ``pattern`` from ``since`` on, oldest first (up
-        to ``limit``): a restarted central reads back what it published and may not have
-        stored before it died. Read through a throw-away consumer; decoded and checked as
-        any delivery."""
+        """What the broker's streams hold on ``pattern`` among the last ``limit`` messages
+        of each stream, oldest first: a restarted central reads back what it published and
+        may not have stored before it died. Counted by the streams' sequences, never by
+        time: the broker's clock and this host's need not agree. Read through a throw-away
+        consumer; decoded and checked as any delivery."""
         _nc, js = await self._ready()
         out: list[tuple[str, Event]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for stream, filter_subject in _overlaps(self, self._subject(pattern)):
+            state = (await js.stream_info(stream)).state
+            if not state.messages:
+                continue
+            first = max(state.first_seq, state.last_seq - limit + 1)
             config = api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=since,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first,
                 ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
             psub = await js.pull_subscribe(filter_subject, stream=stream, config=config)
             consumer = ""
@@ -1087,7 +1097,7 @@ class NatsBus:
                 info = await psub.consumer_info()
                 consumer = info.name
                 left = info.num_pending or 0
-                while left > 0 and len(out) < limit and loop.time() < deadline:
+                while left > 0 and loop.time() < deadline:
                     try:
                         msgs = await psub.fetch(min(256, left), timeout=max(
                             0.1, deadline - loop.time()))
@@ -1105,7 +1115,7 @@ class NatsBus:
                         await js.delete_consumer(stream, consumer)
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()
-        return out[:limit]
+        return out
 
     def responders(self) -> list[str]:
         return sorted(self._handlers)
