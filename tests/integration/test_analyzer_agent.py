@@ -149,9 +149,11 @@ async def test_hung_llm_leaves_the_sensor_cadence_unchanged(tmp_path: Path) -> N
     snaps = [e for e in recorder.of(MetricSnapshot) if isinstance(e, MetricSnapshot)][start:]
     seqs = [s.seq for s in snaps]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no tick skipped
-    assert len(seqs) >= int(3.0 / interval) - 2
+    # A sensor held up by the hung call would show one tick, or a gap of the whole 3 s;
+    # the bounds leave room for a loaded CI machine's jitter (0.48 s was seen at 0.2 s).
+    assert len(seqs) >= int(3.0 / interval) // 2
     gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(snaps)]
-    assert max(gaps) < 2 * interval  # no missed tick
+    assert max(gaps) < 5 * interval  # no missed tick
     assert shutdown_s < 10.0
 
 
