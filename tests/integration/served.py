@@ -100,6 +100,15 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.communicate()
 
 
+def stop_all(*procs: subprocess.Popen[Any]) -> None:
+    """Stop each process of a test (SIGTERM, SIGKILL after 30 s) and close its pipes."""
+    for proc in procs:
+        if proc.poll() is None:
+            stop(proc)
+        else:
+            proc.communicate()
+
+
 def ready(root: Path, config: Path, port: int) -> Server:
     """The server in ROOT once it answers and its memory alert is open."""
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from watchkeeper.bus.nats import NatsBus
 from watchkeeper.config import validate
 from watchkeeper.events import Alert, Command, CommandReply, Event, MetricSnapshot
 
-from .served import until
+from .served import stop_all, until
 from .test_api_security import start_serve
 from .test_cli import wk, wk_env
 
@@ -213,16 +212,7 @@ def test_agent_and_central_processes_on_the_keys_fleet_add_host_made(tmp_path: P
             text = "".join(p.read_text() for p in logs.glob("*.log"))
             assert "refused this client" not in text
     finally:
-        for proc in (agent, central):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if central.stderr is not None:
-            central.stderr.close()
+        stop_all(agent, central)
         server.kill()
 
 

@@ -21,7 +21,7 @@ import httpx
 
 from tests.nats_server import NatsServer
 
-from .served import until
+from .served import stop_all, until
 from .test_api_security import start_serve
 from .test_cli import wk, wk_env
 
@@ -68,16 +68,7 @@ def test_a_central_and_a_host_agent_over_nats(tmp_path: Path, nats_server: NatsS
         assert any(a["rule"] == "host_down" and a["severity"] == "critical"
                    for a in alerts["alerts"])
     finally:
-        for proc in (agent, central):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if central.stderr is not None:
-            central.stderr.close()
+        stop_all(agent, central)
 
 
 def test_a_fleet_role_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:

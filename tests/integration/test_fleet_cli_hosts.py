@@ -21,7 +21,7 @@ import httpx
 
 from tests.nats_server import NatsServer
 
-from .served import until
+from .served import stop_all, until
 from .test_api_security import start_serve
 from .test_cli import wk, wk_env
 
@@ -101,13 +101,4 @@ def test_an_operator_on_the_central_lists_and_acts_on_a_host_with_host(
     finally:
         victim.kill()
         victim.wait()
-        for proc in (agent, central):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if central.stderr is not None:
-            central.stderr.close()
+        stop_all(agent, central)
