@@ -5,6 +5,7 @@ between two processes' buses, and a slow subscriber that loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import subprocess
@@ -37,10 +38,9 @@ def config_for(server: NatsServer, prefix: str | None = None) -> BusConfig:
     return settings.bus
 
 
-@pytest.fixture
-async def buses(nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitable[NatsBus]]]:
-    """Open buses (one per simulated process) on one prefix; all closed at the end."""
-    config = config_for(nats_server)
+@contextlib.asynccontextmanager
+async def bus_opener(config: BusConfig) -> AsyncIterator[Callable[..., Awaitable[NatsBus]]]:
+    """Opens buses (one per simulated process) on one prefix; all closed at the end."""
     opened: list[NatsBus] = []
 
     async def open_bus(client: str, cfg: BusConfig = config) -> NatsBus:
@@ -48,9 +48,18 @@ async def buses(nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitabl
         opened.append(bus)
         return bus
 
-    yield open_bus
-    for bus in opened:
-        await bus.close()
+    try:
+        yield open_bus
+    finally:
+        for bus in opened:
+            await bus.close()
+
+
+@pytest.fixture
+async def buses(nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitable[NatsBus]]]:
+    """Open buses (one per simulated process) on one prefix; all closed at the end."""
+    async with bus_opener(config_for(nats_server)) as open_bus:
+        yield open_bus
 
 
 async def take(sub: NatsSubscription, count: int, timeout: float = 10.0) -> list[Event]:

@@ -1,6 +1,6 @@
 """A subscriber that stores what it gets (the communicator) on a real nats-server: events are
 acknowledged at commit(), once durable, so what a process read and did not commit comes
-again to its successor; and what the broker holds can be read back from a time on."""
+again to its successor; and the newest of what the broker holds can be read back."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 
 from tests.nats_server import NatsServer
 from watchkeeper.bus.nats import NatsBus
-from watchkeeper.config import BusConfig
 from watchkeeper.events import Alert
 
-from .test_bus_nats import alert, config_for, take
+from .test_bus_nats import alert, bus_opener, config_for, take
 
 
 @pytest.fixture
@@ -22,16 +21,8 @@ async def buses(nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitabl
     # ack_wait 2 s instead of 60: an event handed out and never acknowledged comes again
     # within the test's time.
     config = config_for(nats_server).model_copy(update={"ack_wait_s": 2.0})
-    opened: list[NatsBus] = []
-
-    async def open_bus(client: str, cfg: BusConfig = config) -> NatsBus:
-        bus = await NatsBus.open(cfg, client=client)
-        opened.append(bus)
-        return bus
-
-    yield open_bus
-    for bus in opened:
-        await bus.close()
+    async with bus_opener(config) as open_bus:
+        yield open_bus
 
 
 async def test_what_was_read_but_not_committed_comes_again_to_the_next_process(
