@@ -3,7 +3,9 @@ one host's network link to its broker, while the broker and everybody else stay 
 
 ``cut()`` closes every connection through it (both ends, at once: what a firewall's REJECT
 or a dead link noticed by the kernel looks like to a client) and refuses new ones until
-``restore()`` listens again on the same port.
+``restore()`` listens again on the same port. ``stall()`` keeps the connections open but
+passes nothing on (a link that silently drops packets) until ``flow()``, which delivers
+what was held.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class CutProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Connections refused or closed by cuts (for the report).
         self.cuts = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def url(self) -> str:
@@ -49,7 +53,8 @@ class CutProxy:
         pair = (writer, up_writer)
         self._links.add(pair)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer, self._flowing),
+                                 _pipe(up_reader, writer, self._flowing))
         finally:
             self._links.discard(pair)
 
@@ -66,6 +71,14 @@ class CutProxy:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
 
+    def stall(self) -> None:
+        """Pass nothing on, either way, until flow(); the connections stay open."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        """Pass data on again, first what was held."""
+        self._flowing.set()
+
     async def restore(self) -> None:
         """Listen again on the same port."""
         await self.start()
@@ -74,9 +87,11 @@ class CutProxy:
         await self.cut()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                flowing: asyncio.Event) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):

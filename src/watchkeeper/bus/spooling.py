@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 FLUSH_BATCH = 200
 #: Seconds between tries while the broker stays away.
 RETRY_S = 1.0
+#: The longest a publisher (the sensor's tick) waits for the broker's acknowledgement before
+#: the event goes to the spool instead: a link cut mid-publish is noticed only at
+#: bus.publish_timeout_s (5 s), and the sensor must keep its cadence meanwhile.
+HANDOFF_S = 1.0
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    """Collect the outcome of a publication left to finish on its own (its event is in the
+    spool either way)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _utc(ts: float) -> datetime:
@@ -50,8 +61,10 @@ class SpoolingBus:
     """``inner`` (a NATS bus) with the spool in front of its publishing."""
 
     def __init__(self, inner: Bus, spool: Spool, *, host: str, online: Callable[[], bool],
-                 clock: Callable[[], float] = time.time, retry_s: float = RETRY_S) -> None:
+                 clock: Callable[[], float] = time.time, retry_s: float = RETRY_S,
+                 handoff_s: float = HANDOFF_S) -> None:
         self.inner = inner
+        self._handoff_s = handoff_s
         self.spool = spool
         self.host = host
         self._online = online
@@ -75,10 +88,18 @@ class SpoolingBus:
             return
         async with self._lock:
             if not self._backlog and self._online():
+                sending = asyncio.ensure_future(self.inner.publish(topic, event))
                 try:
-                    await self.inner.publish(topic, event)
+                    await wait_for(asyncio.shield(sending), self._handoff_s)
                     return
-                except (BusError, asyncio.TimeoutError) as exc:
+                except asyncio.TimeoutError:
+                    # Still in flight: it finishes (or fails) on its own. The spool's copy
+                    # has the same message id, so the broker keeps one of the two.
+                    sending.add_done_callback(_consume)
+                    log.warning("fleet: the broker did not confirm %s on %s within %g s; "
+                                "kept in the spool until it does", type(event).__name__,
+                                topic, self._handoff_s)
+                except BusError as exc:
                     log.warning("fleet: the broker did not take %s on %s (%s); kept in the "
                                 "spool until it does", type(event).__name__, topic, exc)
             await self._keep(topic, event)
