@@ -151,7 +151,9 @@ async def test_an_approval_raised_on_a_host_is_listed_and_approved_on_the_centra
                                          params={"kind": "command_refused"})).json()
         assert [(e["event"]["host"], e["kind"]) for e in activity["events"]] == [
             ("web-2", "command_refused")]
-        assert [e.event.host for e in web2.store.events(kinds=["command_refused"])] == ["web-2"]
+        # ...and in web-2's own history, once its next flush (storage.flush_interval) ran.
+        mine = await until_true(lambda: web2.store.events(kinds=["command_refused"]))
+        assert [e.event.host for e in mine] == ["web-2"]
 
 
 async def test_what_a_hosts_local_policy_forbids_is_refused_there_and_audited_on_both_sides(
