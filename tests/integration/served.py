@@ -40,7 +40,7 @@ class Server:
     def wk(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """`watchkeeper ARGS` with the server's config, as an operator on its host runs it."""
         return subprocess.run([sys.executable, "-m", "watchkeeper", *args], cwd=self.root,
-                              env=wk_env(self.root, COLUMNS="200", NO_COLOR="1", **env),
+                              env=wk_env(self.root, **{"COLUMNS": "200", "NO_COLOR": "1", **env}),
                               capture_output=True, text=True, timeout=60)
 
     def pending(self, message: str = "look at this") -> int:

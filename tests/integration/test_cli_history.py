@@ -34,6 +34,22 @@ def test_history_lists_the_open_incident_and_its_time_to_detect(server: Server) 
     assert incident["id"] in [i["id"] for i in body["incidents"]]
 
 
+def test_a_row_stays_one_line_piped_and_its_short_columns_never_wrap(server: Server) -> None:
+    """Piped into grep (no terminal, no $COLUMNS), an incident is one whole line; in an
+    80-column terminal the long title folds, never the time, state or severity."""
+    _until(lambda: _incident(server), "the memory incident in the history")
+    piped = server.wk("history", COLUMNS="")
+    assert piped.returncode == 0, piped.stderr
+    row = [line for line in piped.stdout.splitlines() if "Memory is" in line]
+    assert len(row) == 1 and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +open +warning ",
+                                        row[0]), piped.stdout
+    narrow = server.wk("history", COLUMNS="80")
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    assert re.search(r"^ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d +open +warning ", narrow.stdout,
+                     re.MULTILINE), narrow.stdout
+
+
 def test_history_of_a_quiet_range_says_so(server: Server) -> None:
     out = server.wk("history", "--from", "2026-01-01T00:00:00Z", "--to",
                     "2026-01-01T01:00:00Z")

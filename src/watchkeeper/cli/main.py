@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -674,7 +675,11 @@ def _show(ctx: click.Context, url: str | None, token: str | None, as_json: bool,
 
     from rich.console import Console
 
-    console = Console(highlight=False)  # rich honours NO_COLOR and a non-terminal stdout
+    from watchkeeper.cli import tables
+
+    # rich honours NO_COLOR and a non-terminal stdout; piped rows stay whole lines
+    console = Console(highlight=False,
+                      width=tables.console_width(sys.stdout.isatty(), os.environ))
     try:
         if not isinstance(reply.data, dict):
             raise TypeError("not an object")

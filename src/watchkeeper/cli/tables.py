@@ -6,6 +6,7 @@ Every value from the server is shown as plain text (never rich markup) and throu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,9 @@ _STYLE = {"ok": "green", "warning": "yellow", "degraded": "yellow", "critical": 
           "running": "green", "firing": "red", "acknowledged": "yellow", "resolved": "green",
           "down": "red", "failing": "bold red", "crash_looping": "bold red", "failed": "red",
           "unhealthy": "red", "pending": "yellow", "approved": "green", "rejected": "red"}
+
+
+PIPED_WIDTH = 1000  # wider than any row: a cell is at most 200 characters
 
 
 def _cell(value: Any, width: int = 200) -> Text:
@@ -60,9 +64,21 @@ def duration(seconds: Any) -> str:
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
-    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left",
+    """A table whose last column (the free text) folds; the short ones never wrap."""
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left",
                   header_style="bold", pad_edge=False)
+    for i, name in enumerate(columns):
+        last = i == len(columns) - 1
+        table.add_column(name, no_wrap=not last, overflow="fold" if last else "ellipsis",
+                         min_width=20 if last else None)
     return table
+
+
+def console_width(is_terminal: bool, environ: Mapping[str, str]) -> int | None:
+    """The width tables get: the terminal's; piped, $COLUMNS or whole lines (for grep)."""
+    if is_terminal or environ.get("COLUMNS", "").isdigit():
+        return None  # rich asks the terminal, or reads $COLUMNS
+    return PIPED_WIDTH
 
 
 def _rows(data: Any, key: str) -> list[dict[str, Any]]:
