@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 FLUSH_BATCH = 200
 #: Seconds between tries while the broker stays away.
 RETRY_S = 1.0
+#: The longest wait between tries while an online broker keeps refusing the spool (its
+#: streams not made yet, a permission): the wait doubles from RETRY_S up to this.
+RETRY_MAX_S = 10.0
 #: The longest a publisher (the sensor's tick) waits for the broker's acknowledgement before
 #: the event goes to the spool instead: a link cut mid-publish is noticed only at
 #: bus.publish_timeout_s (5 s), and the sensor must keep its cadence meanwhile.
@@ -62,7 +65,7 @@ class SpoolingBus:
 
     def __init__(self, inner: Bus, spool: Spool, *, host: str, online: Callable[[], bool],
                  clock: Callable[[], float] = time.time, retry_s: float = RETRY_S,
-                 handoff_s: float = HANDOFF_S) -> None:
+                 retry_max_s: float = RETRY_MAX_S, handoff_s: float = HANDOFF_S) -> None:
         self.inner = inner
         self._handoff_s = handoff_s
         self.spool = spool
@@ -70,13 +73,15 @@ class SpoolingBus:
         self._online = online
         self._clock = clock
         self._retry_s = retry_s
+        self._retry_max_s = max(retry_s, retry_max_s)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one writer of "send now or spool" at a time: order
         self._backlog = len(spool) > 0 or spool.gap() is not None
         self._flusher: asyncio.Task[None] | None = None
-        #: Events sent again from the spool, and rounds that failed (for the API and logs).
+        #: Events sent again from the spool, events spooled, and rounds the broker refused.
         self.replayed = 0
         self.spooled = 0
+        self.refused = 0
 
     # ------------------------------------------------------------------ publishing
 
@@ -133,17 +138,45 @@ class SpoolingBus:
             self._ensure_flusher()
 
     async def _flush_loop(self) -> None:
+        delay = self._retry_s
+        failing = False
         while self._backlog:
             if self._online():
                 try:
                     await self.flush_once()
                 except (BusError, asyncio.TimeoutError) as exc:
-                    log.warning("fleet: sending the spool failed (%s); trying again", exc)
-                else:
+                    # Said once per outage: a log line may itself be an event to spool.
+                    (log.debug if failing else log.warning)(
+                        "fleet: sending the spool failed (%s); trying again, at most every "
+                        "%g s, until the broker takes it", exc, self._retry_max_s)
+                    failing = True
+                    self.refused += 1
+                    await self._back_off(delay)
+                    delay = min(2 * delay, self._retry_max_s)
                     continue
+                if failing:
+                    log.info("fleet: the broker takes the spool again")
+                failing, delay = False, self._retry_s
+                continue
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await wait_for(self._wake.wait(), self._retry_s)
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait ``delay`` after a refused round. New events only join the spool meanwhile
+        (before, each woke the flusher: about 100 refused rounds a second when an agent
+        started before its central had made the streams); a reconnection cuts it short."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        went_offline = False
+        while (left := deadline - loop.time()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await wait_for(self._wake.wait(), left)
+            online = self._online()
+            went_offline = went_offline or not online
+            if online and went_offline:
+                return
 
     async def flush_once(self) -> int:
         """One round: the gap marker if owed, then up to FLUSH_BATCH rows; returns rows sent.
