@@ -28,9 +28,10 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.fleet_auth import make_fleet
 from tests.nats_server import NatsServer
 from watchkeeper.analysis.shard import shard_agent_name, shard_of
-from watchkeeper.bus import command_topic
+from watchkeeper.bus import BusError, command_topic
 from watchkeeper.bus.nats import NatsBus
 from watchkeeper.config import BusConfig
 from watchkeeper.events import Command, CommandReply, CpuStats, MemoryStats, MetricSnapshot
@@ -197,3 +198,70 @@ def test_bad_shard_options_are_usage_errors(tmp_path: Path) -> None:
     out = wk(tmp_path, "serve", "--fleet", "--server", "nats://127.0.0.1:1", "--shards", "65")
     assert out.returncode == 2 and "--shards" in out.stderr
     assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
+def test_shards_work_with_a_key_per_host(tmp_path: Path) -> None:
+    """The README's secured fleet, sharded: a broker that knows only the keys `fleet
+    add-central`/`add-host` made, the central and its two shards on the central's key, each
+    host publishing with its own. Both shards' hosts alert at the central, each once, an
+    acknowledgement reaches the owning shard, and the broker refused nobody. Settings changed
+    as in the test above (ticks, for_s); the prefix is the default."""
+    hosts = ("web-1", "db-1", "db-2", "web-3")
+    owner = {h: shard_of(h, 2) for h in hosts}
+    assert set(owner.values()) == {0, 1}
+    fleet = make_fleet(tmp_path, central="central", hosts=hosts)
+    fleet.server.start()
+    home = tmp_path / "central"
+    home.mkdir()
+    env = wk_env(home, WATCHKEEPER_HOST_NAME="central",
+                 WATCHKEEPER_BUS__NKEY_SEED_FILE=str(fleet.seed("central")),
+                 WATCHKEEPER_AGENTS__CHECK_INTERVAL="0.2", WATCHKEEPER_ANALYZER__FOR_S="0")
+    central, url = start_serve(home, env, "--fleet", "--server", fleet.server.url,
+                               "--shards", "2")
+    runner = asyncio.Runner()
+    buses = {h: runner.run(NatsBus.open(fleet.config(h), client=h, manage_streams=False))
+             for h in hosts}
+    seq = itertools.count(1)
+    try:
+        def all_firing() -> bool:
+            n = next(seq)
+
+            async def go() -> None:
+                for host, bus in buses.items():
+                    await bus.publish(f"metrics.{host}", snap(host, n, 99.0))
+            try:
+                runner.run(go())
+            except BusError:  # the central has not made the streams yet
+                return False
+            alerts = httpx.get(f"{url}/api/alerts", timeout=5).json()["alerts"]
+            return sorted(a["host"] for a in alerts if a["metric"] == "cpu.percent") == \
+                sorted(hosts)
+
+        until(all_firing, "every host's cpu alert at the sharded central", timeout=60)
+        token = (home / "data" / "api_token").read_text().strip()
+        alerts = httpx.get(f"{url}/api/alerts", timeout=5).json()["alerts"]
+        for index in (0, 1):  # an acknowledgement reaches each shard's own host
+            target = next(a for a in alerts if owner[a["host"]] == index
+                          and a["metric"] == "cpu.percent")
+            acked = httpx.post(f"{url}/api/alerts/{target['fingerprint']}/ack", timeout=10,
+                               headers={"Authorization": f"Bearer {token}"})
+            assert acked.status_code == 200, acked.text
+            assert acked.json()["state"] == "acknowledged", acked.text
+        logs = sorted((home / "logs").rglob("*.log"))  # the central's and each shard's
+        assert any(p.parent.name == "shard-1" for p in logs), logs
+        text = "".join(p.read_text() for p in logs)
+        assert "Permissions Violation" not in text and "refused this client" not in text
+        assert "could not start" not in text, text[-3000:]
+    finally:
+        for bus in buses.values():
+            runner.run(bus.close())
+        runner.close()
+        central.send_signal(signal.SIGTERM)
+        try:
+            central.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            central.kill()
+            central.wait()
+        if central.stderr is not None:
+            central.stderr.close()
+        fleet.server.kill()
