@@ -8,6 +8,7 @@ kill it (SIGKILL) and start it again on the same port and store.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,7 +45,15 @@ class NatsServer:
         self.store = root / "jetstream"
         self.log = root / "nats-server.log"
         self.conf = root / "nats-server.conf"
-        sync = "\n  sync_interval: always" if sync_always else ""
+        self._sync = "\n  sync_interval: always" if sync_always else ""
+        self.write_conf(extra)
+        #: nats, or tls when ``extra`` has a tls block the server requires.
+        self.scheme = scheme
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_conf(self, extra: str) -> None:
+        """The configuration file: listen, JetStream, and ``extra``."""
+        sync = self._sync
         # Streams reserve their max_bytes (watchkeeper's defaults: 1 GiB in memory and 3.25
         # GiB on file per prefix) against these limits, never using it all here; a session
         # opens dozens of prefixes, so the limits are far above this machine's.
@@ -52,9 +61,18 @@ class NatsServer:
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"{sync}\n'
             f'  max_memory_store: 1T\n  max_file_store: 10T\n}}\n' + extra)
-        #: nats, or tls when ``extra`` has a tls block the server requires.
-        self.scheme = scheme
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    def reload(self, extra: str, timeout: float = 20.0) -> None:
+        """A new ``extra`` (an authorization block) taken by the running server: SIGHUP, as
+        `nats-server --signal reload` sends it; returns once its log says it reloaded."""
+        assert self.proc is not None and self.proc.poll() is None
+        mark = self.log.stat().st_size
+        self.write_conf(extra)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while b"Reloaded server configuration" not in self.log.read_bytes()[mark:]:
+            assert time.monotonic() < deadline, self.log.read_text()[-2000:]
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.aio.client
 import pytest
 
-from tests.fleet_auth import CENTRAL, make_fleet
+from tests.fleet_auth import CENTRAL, connect_as, make_fleet
 from tests.nats_server import NatsServer
 from tests.tls_certs import TestCA, tls_block
 from watchkeeper.bus import BusError
@@ -337,3 +338,54 @@ def test_a_wrong_credential_or_tls_file_is_a_config_error_at_start(
     assert out.returncode == 0 and f"warning: bus.{key}:" in out.stderr, out.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
     assert os.environ.get("WATCHKEEPER_BUS__NKEY_SEED_FILE") is None
+
+
+# -- revocation
+
+async def test_a_revoked_key_is_cut_off_at_the_brokers_reload(tmp_path: Path) -> None:
+    """`watchkeeper fleet remove web-1`, its block installed and the broker reloaded (SIGHUP,
+    as `nats-server --signal reload`): web-1's live connection is closed, its old seed is
+    refused, and db-1 goes on as before."""
+    fleet = make_fleet(tmp_path)
+    fleet.server.start()
+    old_seed = tmp_path / "web-1-old.nk"
+    old_seed.write_text(fleet.seed("web-1").read_text())
+    old_seed.chmod(0o600)
+    web, db = await connect_as(fleet, "web-1"), await connect_as(fleet, "db-1")
+    try:
+        for member, name in ((web, "web-1"), (db, "db-1")):
+            await member.nc.publish(f"wk.metrics.{name}", b"{}")
+            await member.settled()
+            assert member.errors == [] and member.nc.is_connected
+        out = wk(tmp_path, "fleet", "list", "--dir", str(fleet.keys))
+        assert out.returncode == 0 and "web-1" in out.stdout, out.stderr
+        out = wk(tmp_path, "fleet", "remove", "web-1", "--dir", str(fleet.keys))
+        assert out.returncode == 0, out.stderr
+        assert not fleet.seed("web-1").exists()
+        assert "web-1" not in out.stdout[out.stdout.index("authorization {"):]
+        fleet.server.reload(out.stdout[out.stdout.index("authorization {"):])
+        for _ in range(100):  # the broker closes the revoked member's connection
+            if web.nc.is_closed:
+                break
+            await asyncio.sleep(0.1)
+        assert web.nc.is_closed, "the revoked host is still connected"
+        refused = nats.aio.client.Client()
+        try:
+            with pytest.raises(Exception, match=r"(?i)authorization"):
+                await refused.connect(fleet.server.url, nkeys_seed=str(old_seed),
+                                      allow_reconnect=False, connect_timeout=5,
+                                      max_reconnect_attempts=0)
+        finally:  # a refused connect leaves its socket to the caller
+            transport = getattr(refused, "_transport", None)
+            if transport is not None:
+                transport.close()
+        await db.nc.publish("wk.metrics.db-1", b"{}")
+        await db.settled()
+        assert db.errors == [] and db.nc.is_connected
+        again = wk(tmp_path, "fleet", "remove", "web-1", "--dir", str(fleet.keys))
+        assert again.returncode == 2 and "web-1 has no identity" in again.stderr
+    finally:
+        for member in (web, db):
+            with contextlib.suppress(Exception):
+                await member.nc.close()
+        fleet.server.kill()

@@ -16,6 +16,7 @@ and manages the streams and its consumers, but cannot purge or delete a stream e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -151,6 +152,20 @@ def write_identity(directory: Path, role: Role, name: str) -> tuple[Path, str]:
     with os.fdopen(fd, "w") as meta:
         meta.write(json.dumps({"role": role, "name": name, "nkey": public}) + "\n")
     return seed_path, public
+
+
+def remove_identity(directory: Path, name: str) -> Role:
+    """Delete ``name``'s seed and public key from ``directory`` (its role returned): the
+    next authorization block leaves it out. IdentityError if it has none there."""
+    check_name(name)
+    known = {n: r for r, n, _k in read_identities(directory)} if directory.is_dir() else {}
+    if name not in known:
+        raise IdentityError(f"{name} has no identity in {directory} (`watchkeeper fleet "
+                            "list` shows those that do)")
+    for suffix in (SEED_SUFFIX, IDENTITY_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):  # the seed may live on its host only
+            (directory / f"{name}{suffix}").unlink()
+    return known[name]
 
 
 def read_identities(directory: Path) -> list[tuple[Role, str, str]]:

@@ -1,5 +1,5 @@
-"""`watchkeeper fleet add-host NAME | add-central NAME | broker-config`: an nkey per fleet
-member and the nats-server permissions to install (bus/auth.py)."""
+"""`watchkeeper fleet add-host NAME | add-central NAME | remove NAME | list | broker-config`:
+an nkey per fleet member and the nats-server permissions to install (bus/auth.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from watchkeeper.bus.auth import (
     authorization_block,
     check_name,
     read_identities,
+    remove_identity,
     write_identity,
 )
 from watchkeeper.cli.main import EXIT_CONFIG, _config_option, _settings
@@ -107,3 +108,44 @@ def broker_config(ctx: click.Context, directory: Path) -> None:
         _fail(f"no identities in {directory}: run `watchkeeper fleet add-central NAME` and "
               "`watchkeeper fleet add-host NAME` first")
     click.echo(authorization_block(identities, prefix), nl=False)
+
+
+@fleet.command("remove")
+@click.argument("name")
+@_dir_option
+@_config_option
+@click.pass_context
+def remove(ctx: click.Context, name: str, directory: Path) -> None:
+    """Revoke member NAME's key (a host retired or its key leaked): delete its identity and
+    print the broker block without it. Once installed and reloaded, the broker closes NAME's
+    connections and refuses it."""
+    prefix = _settings(ctx).bus.subject_prefix
+    try:
+        role = remove_identity(directory, name)
+        block = authorization_block(read_identities(directory), prefix)
+    except (IdentityError, OSError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"# {role} {name}: its key is revoked in {directory}/ (seed and public key\n"
+               f"# deleted). Until the broker has the block below, it is still let in: put it\n"
+               f"# in nats-server.conf in place of the earlier one, then `nats-server --signal\n"
+               f"# reload`; the broker then closes {name}'s connections and refuses it.\n"
+               f"# Delete its seed on {name} too.\n")
+    click.echo(block, nl=False)
+
+
+@fleet.command("list")
+@_dir_option
+@click.pass_context
+def list_(ctx: click.Context, directory: Path) -> None:
+    """Every member with a key: role, name and public key (never a secret)."""
+    try:
+        identities = read_identities(directory) if directory.is_dir() else []
+    except IdentityError as exc:
+        _fail(str(exc))
+        return
+    if not identities:
+        click.echo(f"no identities in {directory}")
+        return
+    for role, name, key in identities:
+        click.echo(f"{role:8} {name:40} {key}")
