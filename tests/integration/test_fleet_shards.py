@@ -36,7 +36,7 @@ from watchkeeper.bus.nats import NatsBus
 from watchkeeper.config import BusConfig
 from watchkeeper.events import Command, CommandReply, CpuStats, MemoryStats, MetricSnapshot
 
-from .served import until
+from .served import stop_all, until
 from .test_api_security import start_serve
 from .test_cli import wk, wk_env
 
@@ -178,14 +178,7 @@ def test_two_shards_split_the_hosts_and_a_killed_shard_loses_and_doubles_nothing
     finally:
         runner.run(bus.close())
         runner.close()
-        central.send_signal(signal.SIGTERM)
-        try:
-            central.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            central.kill()
-            central.wait()
-        if central.stderr is not None:
-            central.stderr.close()
+        stop_all(central)
 
 
 def test_bad_shard_options_are_usage_errors(tmp_path: Path) -> None:
@@ -256,12 +249,5 @@ def test_shards_work_with_a_key_per_host(tmp_path: Path) -> None:
         for bus in buses.values():
             runner.run(bus.close())
         runner.close()
-        central.send_signal(signal.SIGTERM)
-        try:
-            central.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            central.kill()
-            central.wait()
-        if central.stderr is not None:
-            central.stderr.close()
+        stop_all(central)
         fleet.server.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -33,9 +34,18 @@ def fleet() -> None:
     """A fleet's broker identities: one nkey per host, and what each may do on NATS."""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"watchkeeper: {message}", err=True)
     sys.exit(EXIT_CONFIG)
+
+
+def _identities(directory: Path) -> list[tuple[Role, str, str]]:
+    """The identities made in ``directory`` (none if it does not exist); exit 2 if one of
+    its files is not an identity."""
+    try:
+        return read_identities(directory) if directory.is_dir() else []
+    except IdentityError as exc:
+        _fail(str(exc))
 
 
 def _add(ctx: click.Context, role: Role, name: str, directory: Path) -> None:
@@ -99,11 +109,7 @@ def add_central(ctx: click.Context, name: str, directory: Path) -> None:
 def broker_config(ctx: click.Context, directory: Path) -> None:
     """Print the nats-server authorization block for every identity made so far."""
     prefix = _settings(ctx).bus.subject_prefix
-    try:
-        identities = read_identities(directory) if directory.is_dir() else []
-    except IdentityError as exc:
-        _fail(str(exc))
-        return
+    identities = _identities(directory)
     if not identities:
         _fail(f"no identities in {directory}: run `watchkeeper fleet add-central NAME` and "
               "`watchkeeper fleet add-host NAME` first")
@@ -139,11 +145,7 @@ def remove(ctx: click.Context, name: str, directory: Path) -> None:
 @click.pass_context
 def list_(ctx: click.Context, directory: Path) -> None:
     """Every member with a key: role, name and public key (never a secret)."""
-    try:
-        identities = read_identities(directory) if directory.is_dir() else []
-    except IdentityError as exc:
-        _fail(str(exc))
-        return
+    identities = _identities(directory)
     if not identities:
         click.echo(f"no identities in {directory}")
         return
