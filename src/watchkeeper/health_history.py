@@ -36,7 +36,7 @@ from watchkeeper.api.schemas import (
 from watchkeeper.events import Alert, RemediationEvent, ServiceReport
 from watchkeeper.remediation.learning import StrategyStats, attempt_worked
 from watchkeeper.store.base import StoredEvent
-from watchkeeper.store.sqlite import SqliteStore
+from watchkeeper.store.sqlite import SnapshotGap, SqliteStore
 
 #: Most events one answer reads (alerts but their value updates, finished remediation,
 #: service reports); past it the newest are used and the answer says ``truncated``. A day
@@ -317,34 +317,58 @@ def success_rates(finished: Iterable[RemediationEvent]
 # --------------------------------------------------------------------------- uptime
 
 
+#: Seconds a boot time may differ between two snapshots without being a reboot (the
+#: kernel's btime is whole seconds, and an NTP step moves it).
+REBOOT_SLACK_S = 5.0
+
+
 def host_uptime(store: SqliteStore, start: datetime, end: datetime, gap_s: float
                 ) -> list[HostUptime]:
-    """Per host: time covered by snapshots no further apart than ``gap_s`` is up; longer
-    gaps, and the edges of the range past ``gap_s`` from a snapshot, are unknown."""
+    """Per host, the machine's uptime: time covered by snapshots no further apart than
+    ``gap_s`` is up. A longer gap is down from its last snapshot to the machine's next boot
+    when the boot time moved (a reboot), and up after that boot; without a reboot the
+    machine kept running while nobody watched (watchkeeper stopped, the link to the central
+    cut): up, and counted as unwatched too. A gap whose boot times are not known, and the
+    end of the range past ``gap_s`` after the last snapshot (silent now), are unknown: left
+    out of the percentage, as Prometheus leaves out missing samples."""
     lo, hi = start.timestamp(), end.timestamp()
+    gaps_by_host: dict[str, list[SnapshotGap]] = {}
+    for gap in store.host_gaps(start, end, gap_s):
+        gaps_by_host.setdefault(gap.host, []).append(gap)
     out = []
     for c in store.host_coverage(start, end, gap_s):
-        up, gaps = c.covered_s, c.gaps
-        unknown = (c.last - c.first) - c.covered_s  # the long gaps between snapshots
-        head = c.first - lo
-        if c.previous is not None:
-            # Watched before the range: the time up to its first snapshot is up if that gap
-            # was short. Without an earlier snapshot, watching began here: not counted.
-            if c.first - c.previous <= gap_s:
-                up += head
+        up = c.covered_s
+        down = unwatched = unknown = 0.0
+        reboots = 0
+        if c.previous is not None and c.first - c.previous <= gap_s:
+            up += c.first - lo  # watched across the range's start
+        # Without an earlier snapshot, watching began at the first one: nothing before it.
+        gaps = gaps_by_host.get(c.host, [])
+        for g in gaps:
+            begin = max(g.before, lo)  # the head gap counts from the range's start
+            span = g.after - begin
+            if g.boot_before is None or g.boot_after is None:
+                unknown += span
+            elif g.boot_after > g.boot_before + REBOOT_SLACK_S:
+                reboots += 1
+                lost = min(max(g.boot_after - begin, 0.0), span)
+                down += lost
+                up += span - lost
             else:
-                unknown += head
-                gaps += 1
+                unwatched += span
+                up += span
         tail = hi - c.last
-        if tail <= gap_s:
-            up += tail
-        else:
+        silent = tail > gap_s
+        if silent:
             unknown += tail
-            gaps += 1
-        total = up + unknown
-        out.append(HostUptime(host=c.host, up_s=round(up, 3), unknown_s=round(unknown, 3),
-                              gaps=gaps,
-                              uptime_percent=round(100 * up / total, 3) if total > 0 else None))
+        else:
+            up += tail
+        known = up + down
+        out.append(HostUptime(
+            host=c.host, up_s=round(up, 3), down_s=round(down, 3),
+            unwatched_s=round(unwatched, 3), unknown_s=round(unknown, 3),
+            gaps=len(gaps) + int(silent), reboots=reboots,
+            uptime_percent=round(100 * up / known, 3) if known > 0 else None))
     return out
 
 

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from watchkeeper.config import StorageConfig
-from watchkeeper.events import Alert, Event, MetricSnapshot, RemediationEvent, ServiceReport
+from watchkeeper.events import (
+    Alert,
+    Event,
+    HostIdentity,
+    MetricSnapshot,
+    RemediationEvent,
+    ServiceReport,
+)
 from watchkeeper.health_history import (
     RangeError,
     duration_stats,
@@ -199,23 +206,56 @@ async def test_an_empty_history_is_an_answer(store: SqliteStore) -> None:
     assert h.ttd.count == 0 and h.ttd.mean_s is None and h.ttr.p90_s is None
 
 
-def snap(t: float, host: str = HOST) -> MetricSnapshot:
-    return MetricSnapshot(host=host, at=at(t), seq=int(t), interval_s=5.0)
+def snap(t: float, host: str = HOST, boot: float | None = None) -> MetricSnapshot:
+    identity = None if boot is None else HostIdentity(
+        hostname=host, os="Linux", os_release="6", machine="x86_64", boot_time=at(boot).timestamp())
+    return MetricSnapshot(host=host, at=at(t), seq=int(t), interval_s=5.0, identity=identity)
 
 
-async def test_host_uptime_counts_long_gaps_between_snapshots_as_unknown(
+# Every 5 s from 0 to 500 s, then nothing until 800 s, then every 5 s to 1000 s; one
+# snapshot before the range (watched before it).
+TIMES = [*range(0, 501, 5), *range(800, 1001, 5)]
+
+
+async def test_a_gap_whose_boot_times_are_unknown_is_left_out_of_the_uptime(
         store: SqliteStore) -> None:
-    # Every 5 s from 0 to 500 s, then nothing until 800 s (watchkeeper or the host was
-    # down), then every 5 s to 1000 s. One snapshot before the range: watched before it.
-    times = [*range(0, 501, 5), *range(800, 1001, 5)]
-    await write(store, snap(-3), *(snap(t) for t in times))
+    await write(store, snap(-3), *(snap(t) for t in TIMES))
     (host,) = history(store, 0, 1000).hosts
     assert host.unknown_s == pytest.approx(300.0) and host.gaps == 1
-    assert host.up_s == pytest.approx(700.0)
-    assert host.uptime_percent == pytest.approx(70.0)
-    # The end of the range long after the last snapshot is unknown too.
+    assert host.up_s == pytest.approx(700.0) and host.down_s == 0 and host.reboots == 0
+    assert host.uptime_percent == pytest.approx(100.0)
+    # The end of the range long after the last snapshot (silent now) is unknown too.
     (host,) = history(store, 0, 1100).hosts
     assert host.unknown_s == pytest.approx(400.0) and host.gaps == 2
+    assert host.uptime_percent == pytest.approx(100.0)
+
+
+async def test_a_reboot_during_a_gap_is_down_until_the_new_boot(store: SqliteStore) -> None:
+    # Booted at -1000; silent from 500; booted again at 700 (watchkeeper back at 800).
+    await write(store, snap(-3, boot=-1000),
+                *(snap(t, boot=-1000 if t <= 500 else 700) for t in TIMES))
+    (host,) = history(store, 0, 1000).hosts
+    assert host.reboots == 1 and host.down_s == pytest.approx(200.0)
+    assert host.up_s == pytest.approx(800.0) and host.unwatched_s == 0
+    assert host.uptime_percent == pytest.approx(80.0)
+
+
+async def test_watchkeeper_stopped_without_a_reboot_is_not_the_machines_downtime(
+        store: SqliteStore) -> None:
+    # Watchkeeper stopped for 5 minutes for an upgrade; the machine kept its boot time.
+    await write(store, snap(-3, boot=-1000), *(snap(t, boot=-1000) for t in TIMES))
+    (host,) = history(store, 0, 1000).hosts
+    assert host.unwatched_s == pytest.approx(300.0) and host.down_s == 0
+    assert host.uptime_percent == pytest.approx(100.0) and host.gaps == 1
+
+
+async def test_a_reboot_across_the_start_of_the_range_counts_from_the_start(
+        store: SqliteStore) -> None:
+    # Last seen at -100, rebooted at 60, watched again from 100.
+    await write(store, snap(-100, boot=-1000), *(snap(t, boot=60) for t in range(100, 1001, 5)))
+    (host,) = history(store, 0, 1000).hosts
+    assert host.reboots == 1 and host.down_s == pytest.approx(60.0)
+    assert host.uptime_percent == pytest.approx(94.0)
 
 
 def test_percentiles_interpolate_between_ranks() -> None:

@@ -459,12 +459,20 @@ class DurationStats(Model):
 
 class HostUptime(Model):
     host: str
-    uptime_percent: float | None = Field(description="up_s / (up_s + unknown_s); null: "
-                                         "no snapshot of this host in the range")
-    up_s: float
-    unknown_s: float = Field(description="gaps longer than gap_s between snapshots: "
-                             "watchkeeper or the host was down (it cannot tell which)")
-    gaps: int
+    uptime_percent: float | None = Field(description="up_s / (up_s + down_s): the machine's "
+                                         "uptime; null: nothing known in the range")
+    up_s: float = Field(description="watched and running, plus unwatched_s, plus the time "
+                        "after a reboot before the first snapshot")
+    down_s: float = Field(0.0, description="across a reboot (the boot time moved during a "
+                          "gap): from the last snapshot before it to the new boot")
+    unwatched_s: float = Field(0.0, description="gaps longer than gap_s without a reboot: "
+                               "the machine kept running while watchkeeper (or the link to "
+                               "the central) was down; counted in up_s")
+    unknown_s: float = Field(description="gaps whose boot times are not known, and the end "
+                             "of the range after the last snapshot when it is silent now; "
+                             "left out of the percentage")
+    gaps: int = Field(description="gaps longer than gap_s, a silent end included")
+    reboots: int = Field(0, description="gaps across which the machine rebooted")
 
 
 class ServiceUptime(Model):

@@ -240,6 +240,18 @@ def _stats(name: str, s: Any) -> str:
             f"p90 {_span(s.get('p90_s'))} over {s.get('count')} incident(s)")
 
 
+def _host_gaps(h: dict[str, Any]) -> str:
+    """A host's time not watched, by what it was: down across reboots, unwatched, unknown."""
+    parts = []
+    if h.get("reboots"):
+        parts.append(f"{duration(h.get('down_s'))} down ({h.get('reboots')} reboots)")
+    if h.get("unwatched_s"):
+        parts.append(f"{duration(h.get('unwatched_s'))} not watched")
+    if h.get("unknown_s"):
+        parts.append(f"{duration(h.get('unknown_s'))} unknown")
+    return ", ".join(parts) or "-"
+
+
 def _percent(p: Any) -> str:
     return f"{p:.2f}%" if isinstance(p, (int, float)) else "-"
 
@@ -250,27 +262,39 @@ def history(console: Console, data: dict[str, Any], _now: datetime) -> None:
                   + (" (truncated: ask for a shorter range)" if data.get("truncated") else ""))
     incidents = _rows(data, "incidents")
     if incidents:
-        table = _table("START (UTC)", "STATE", "SEVERITY", "HOST", "TTD", "TTR", "ALERTS",
-                       "ACTIONS", "TITLE", title="incidents")
+        # Below 120 columns the full row leaves the title no room: a shorter time, and the
+        # alert count and actions go with the title.
+        narrow = console.width < 120
+        columns = (("START (UTC)", "STATE", "SEVERITY", "HOST", "TTD", "TTR", "TITLE")
+                   if narrow else ("START (UTC)", "STATE", "SEVERITY", "HOST", "TTD", "TTR",
+                                   "ALERTS", "ACTIONS", "TITLE"))
+        table = _table(*columns, title="incidents")
         for i in incidents:
             acts = [a for a in i.get("actions") or [] if isinstance(a, dict)]
             done = ", ".join(f"{a.get('action')} {'ok' if a.get('success') else 'failed'}"
                              if a.get("success") is not None else str(a.get("action"))
                              for a in acts)
-            table.add_row(Text(_when(i.get("start"))), _cell(i.get("state")),
-                          _cell(i.get("severity")), _cell(i.get("host")),
-                          Text(_span(i.get("ttd_s"))), Text(_span(i.get("ttr_s"))),
-                          _cell(len(i.get("alerts") or [])), _cell(done, 60),
-                          _cell(i.get("title"), 100))
+            count = len(i.get("alerts") or [])
+            start = _when(i.get("start"))
+            row = [Text(start[5:16] if narrow else start), _cell(i.get("state")),
+                   _cell(i.get("severity")), _cell(i.get("host")),
+                   Text(_span(i.get("ttd_s"))), Text(_span(i.get("ttr_s")))]
+            if narrow:
+                title = str(i.get("title") or "")[:100]
+                extra = f" ({count} alerts)" if count > 1 else ""
+                row.append(_cell(title + extra + (f"; done: {done}" if done else ""), 200))
+            else:
+                row += [_cell(count), _cell(done, 60), _cell(i.get("title"), 100)]
+            table.add_row(*row)
         console.print(table)
     else:
         console.print("no incidents in this range")
     console.print(_stats("time to detect", data.get("ttd")))
     console.print(_stats("time to recover", data.get("ttr")))
-    uptime = _table("HOST / SERVICE", "UPTIME", "DOWN OR UNKNOWN", title="uptime")
+    uptime = _table("HOST / SERVICE", "UPTIME", "DOWN, NOT WATCHED, UNKNOWN", title="uptime")
     for h in _rows(data, "hosts"):
         uptime.add_row(_cell(h.get("host")), Text(_percent(h.get("uptime_percent"))),
-                       Text(f"{duration(h.get('unknown_s'))} unknown ({h.get('gaps')} gaps)"))
+                       Text(_host_gaps(h)))
     for s in _rows(data, "services"):
         uptime.add_row(_cell(f"{s.get('host')}/{s.get('service')}"),
                        Text(_percent(s.get("uptime_percent"))),

@@ -62,6 +62,18 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True)
+class SnapshotGap:
+    """A gap between two of a host's snapshots (epoch seconds) and the machine's boot time
+    on each side (None when a snapshot does not say): a later boot time is a reboot."""
+
+    host: str
+    before: float
+    after: float
+    boot_before: float | None
+    boot_after: float | None
+
+
+@dataclass(frozen=True)
 class HostCoverage:
     """How one host's snapshots cover a range (epoch seconds; ``previous``: the last
     snapshot before the range, if any)."""
@@ -597,6 +609,43 @@ class SqliteStore:
         return [HostCoverage(host=h, count=n, first=lo, last=hi, covered_s=cov, gaps=int(g),
                              previous=before.get(h))
                 for h, n, lo, hi, cov, g in rows]
+
+    def host_gaps(self, start: datetime, end: datetime, gap_s: float) -> list[SnapshotGap]:
+        """Every gap longer than ``gap_s`` between a host's snapshots that ends in [start,
+        end] (the first may begin before ``start``), with the boot time on each side: two
+        snapshots decoded per gap, none otherwise."""
+        args = {"start": epoch(start), "end": epoch(end), "gap": gap_s}
+        with self._read() as conn:
+            pairs = conn.execute(
+                """SELECT host, prev_at, at, prev_id, id FROM (
+                       SELECT host, at, id,
+                              LAG(at) OVER (PARTITION BY host ORDER BY at) AS prev_at,
+                              LAG(id) OVER (PARTITION BY host ORDER BY at) AS prev_id
+                       FROM snapshots WHERE at >= :start AND at <= :end)
+                   WHERE at - prev_at > :gap""", args).fetchall()
+            # The gap that spans the range's start: the last snapshot before it and the
+            # first in it (SQLite takes the bare columns from the min/max row).
+            firsts = {h: (at, id_) for h, at, id_ in conn.execute(
+                """SELECT host, min(at), id FROM snapshots WHERE at >= :start AND at <= :end
+                   GROUP BY host""", args)}
+            for host, at, id_ in conn.execute(
+                    "SELECT host, max(at), id FROM snapshots WHERE at < :start GROUP BY host",
+                    args).fetchall():
+                if host in firsts and firsts[host][0] - at > gap_s:
+                    pairs.append((host, at, firsts[host][0], id_, firsts[host][1]))
+            ids = {i for row in pairs for i in row[3:]}
+            boots: dict[int, float | None] = {}
+            for id_, data in conn.execute(
+                    f"SELECT id, data FROM snapshots WHERE id IN ({', '.join('?' * len(ids))})",
+                    list(ids)) if ids else ():
+                try:
+                    identity = self._snapshot(data).identity
+                except (StoreError, ValueError, zlib.error):
+                    identity = None
+                boots[id_] = identity.boot_time if identity is not None else None
+        return sorted((SnapshotGap(host=h, before=b, after=a, boot_before=boots.get(bi),
+                                   boot_after=boots.get(ai)) for h, b, a, bi, ai in pairs),
+                      key=lambda g: (g.host, g.before))
 
     def last_service_reports(self, before: datetime) -> list[StoredEvent]:
         """The newest service report before ``before`` of every (host, service)."""

@@ -1035,6 +1035,15 @@
     }
   }
 
+  function uptimeDetail(h, gapS) {
+    const parts = [];
+    if (h.reboots) parts.push(`down ${duration(h.down_s)} across ${h.reboots} reboot(s)`);
+    if (h.unwatched_s) parts.push(`${duration(h.unwatched_s)} not watched (no reboot: counted up)`);
+    if (h.unknown_s) parts.push(`${duration(h.unknown_s)} unknown (left out)`);
+    if (!parts.length) return `watched throughout (gaps over ${duration(gapS)} would show here)`;
+    return `${parts.join(" · ")}; ${h.gaps} gap(s) over ${duration(gapS)}`;
+  }
+
   function renderUptime(body) {
     const list = $("uptime");
     clear(list);
@@ -1042,8 +1051,7 @@
       list.append(el("li", { "data-host": h.host }, el("div", { class: "line" },
         el("strong", { class: "grow", text: `host ${h.host}` }),
         el("span", { text: h.uptime_percent === null ? "–" : `${h.uptime_percent.toFixed(2)} %` })),
-        el("p", { class: "detail", text: `${duration(h.unknown_s)} unknown in ${h.gaps} gap(s)` +
-          ` longer than ${duration(body.gap_s)} (watchkeeper or the host was down)` })));
+        el("p", { class: "detail", text: uptimeDetail(h, body.gap_s) })));
     }
     for (const v of body.services || []) {
       list.append(el("li", { "data-service": v.service }, el("div", { class: "line" },
