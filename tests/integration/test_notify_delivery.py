@@ -62,7 +62,7 @@ class Rig:
              "group_interval_s": 300, "repeat_interval_s": 3600, "escalate_to": "boss",
              "escalate_after_s": 600},
             {"name": "boss", "url": receiver.url("boss"),
-             "match": {"rules": ["escalations-only"]}}]
+             "receive": "escalations"}]
         self.settings: Settings = make_settings(
             tmp_path, notify={"routes": routes, "dashboard_url": "http://dash.test/", **notify},
             personality={"level": "off"})
