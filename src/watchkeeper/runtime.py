@@ -182,15 +182,16 @@ class Runtime:
             running = {a.name for a in self.agents}
             for name in [n for n in self._allowed if n in wanted and n not in running]:
                 agent = AGENTS[name](self)
-                self.agents.append(agent)
-                self.agents.sort(key=lambda a: self._allowed.index(a.name)
-                                 if a.name in self._allowed else len(self._allowed))
+                # A new list, not one changed in place: API routes read it from threads.
+                self.agents = sorted([*self.agents, agent], key=lambda a: (
+                    self._allowed.index(a.name) if a.name in self._allowed
+                    else len(self._allowed)))
                 self.supervisor.add(agent, [a.name for a in self.agents])
                 log.info("config reload: the %s agent started (the settings now want it)",
                          name)
             for name in [n for n in running if n in AGENT_WHEN and n not in wanted]:
                 agent = await self.supervisor.remove(name)
-                self.agents.remove(agent)
+                self.agents = [a for a in self.agents if a is not agent]
                 log.info("config reload: the %s agent stopped (the settings no longer want "
                          "it)", name)
 
