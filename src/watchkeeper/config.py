@@ -578,6 +578,9 @@ class RouteConfig(Section):
     alertmanager: str | None = Field(
         None, description="an Alertmanager's base URL, e.g. http://HOST:9093")
     min_severity: Literal["info", "warning", "critical"] = "warning"
+    receive: Literal["all", "escalations"] = Field(
+        "all", description="all: the alerts it takes and what is escalated to it; "
+        "escalations: only what another route escalates to it")
     match: RouteMatch = RouteMatch()
     group_by: tuple[str, ...] = Field(("host", "rule"),
                                       description="alerts alike in these are one message")
@@ -604,6 +607,10 @@ class RouteConfig(Section):
                              "e.g. http://127.0.0.1:9093")
         if self.escalate_to == self.name:
             raise ValueError(f"route {self.name!r} cannot escalate to itself")
+        if self.receive == "escalations" and self.alertmanager is not None:
+            raise ValueError(f"route {self.name!r}: receive: escalations needs a url route "
+                             "(an Alertmanager route is not escalated to; Alertmanager's "
+                             "own routes do that)")
         if self.url is not None:
             from watchkeeper.notify.sender import url_problem
 
@@ -634,6 +641,13 @@ class NotifyConfig(Section):
             if r.escalate_to is not None and r.escalate_to not in names:
                 raise ValueError(f"route {r.name!r} escalates to {r.escalate_to!r}, which is "
                                  f"not a route; routes: {', '.join(names)}")
+        escalated = {r.escalate_to for r in self.routes}
+        for r in self.routes:
+            if r.receive == "escalations" and r.name not in escalated:
+                # It would never hear anything: surely not what was meant.
+                raise ValueError(f"route {r.name!r} has receive: escalations but no route "
+                                 f"escalates to it (set escalate_to: {r.name} on another "
+                                 "route)")
         return self
 
 

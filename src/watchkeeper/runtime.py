@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from watchkeeper.agents.analyzer import AnalyzerAgent
 from watchkeeper.agents.base import BaseAgent
-from watchkeeper.agents.commands import RUNTIME, CommandDesk
+from watchkeeper.agents.commands import RUNTIME, CommandDesk, ask
 from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.agents.remediator import RemediatorAgent
@@ -19,7 +19,7 @@ from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.bus import Bus, command_topic, system_topic
 from watchkeeper.bus.factory import make_bus, spooled, start_bus
 from watchkeeper.config import START_ONLY, ConfigError, ConfigStore, Settings
-from watchkeeper.events import Command, CommandReply, ConfigChanged
+from watchkeeper.events import Alert, Command, CommandReply, ConfigChanged
 from watchkeeper.host_commands import runtime_verbs
 from watchkeeper.notify.match import alertmanager_routes
 from watchkeeper.notify.outbox import Outbox
@@ -109,8 +109,15 @@ class Runtime:
         self.policy = Policy(lambda: self.config.current,
                              state=PolicyState.load(state_path(settings)))
         wanted = ROLE_AGENTS[role]
-        names = [n for n in AGENTS if (n not in AGENT_WHEN or AGENT_WHEN[n](settings))
-                 and (wanted is None or n in wanted)] if agents is None else agents
+        #: The agents this process may run; those with a ``when`` start and stop with it on
+        #: a reload (unless the agents were named by hand: those stay as named).
+        self._allowed = [n for n in AGENTS if wanted is None or n in wanted]
+        self._follow_settings = agents is None
+        #: True once started: an agent built from now on joins a running process.
+        self.running = False
+        self._agents_lock = asyncio.Lock()
+        names = [n for n in self._allowed if n not in AGENT_WHEN or AGENT_WHEN[n](settings)
+                 ] if agents is None else agents
         unknown = [n for n in names if n not in AGENTS]
         if unknown:
             raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
@@ -144,6 +151,8 @@ class Runtime:
                                                                   event)]
         if any(key.split(".", 1)[0] == "services" for key in changed):
             jobs.append(self._apply_services())
+        if self._follow_settings and self._agents_differ():
+            jobs.append(self._apply_agents())
         for job in jobs:
             task = loop.create_task(job)
             self._tasks.append(task)
@@ -154,6 +163,37 @@ class Runtime:
         managed processes are started, as at start-up."""
         await self.services.reconfigure(self.config.current.services,
                                         start=self._start_managed_services)
+
+    def _wanted_agents(self) -> set[str]:
+        """The agents with a ``when`` that the current settings want."""
+        current = self.config.current
+        return {n for n, when in AGENT_WHEN.items() if n in self._allowed and when(current)}
+
+    def _agents_differ(self) -> bool:
+        running = {a.name for a in self.agents} & set(AGENT_WHEN)
+        return running != self._wanted_agents()
+
+    async def _apply_agents(self) -> None:
+        """Start the agents the settings now want (a reload added the first Alertmanager
+        route) and stop those they no longer want (it removed the last), as Prometheus
+        applies its alerting config on SIGHUP."""
+        async with self._agents_lock:  # two reloads in a row: one after the other
+            wanted = self._wanted_agents()
+            running = {a.name for a in self.agents}
+            for name in [n for n in self._allowed if n in wanted and n not in running]:
+                agent = AGENTS[name](self)
+                # A new list, not one changed in place: API routes read it from threads.
+                self.agents = sorted([*self.agents, agent], key=lambda a: (
+                    self._allowed.index(a.name) if a.name in self._allowed
+                    else len(self._allowed)))
+                self.supervisor.add(agent, [a.name for a in self.agents])
+                log.info("config reload: the %s agent started (the settings now want it)",
+                         name)
+            for name in [n for n in running if n in AGENT_WHEN and n not in wanted]:
+                agent = await self.supervisor.remove(name)
+                self.agents = [a for a in self.agents if a is not agent]
+                log.info("config reload: the %s agent stopped (the settings no longer want "
+                         "it)", name)
 
     def update_config(self, patch: dict[str, Any], *, source: str = "api") -> tuple[str, ...]:
         """The one validated way to change settings at run time (raises ConfigError)."""
@@ -167,12 +207,9 @@ class Runtime:
             if getattr(settings, name) != getattr(current, name):
                 log.warning("config reload: %s changed, which takes effect only at the next "
                             "start; kept as it is until then", name)
+        # Agents the new settings want (or no longer want) start or stop with the change
+        # (_on_config_changed).
         changed = self.config.replace(settings, keep=START_ONLY)
-        running = {a.name for a in self.agents}
-        for name, when in AGENT_WHEN.items():
-            if name not in running and when(settings):
-                log.warning("config reload: the settings now want the %s agent, which starts "
-                            "only at the next start", name)
         log.info("config reloaded: %s", ", ".join(changed) if changed else "nothing changed")
         return changed
 
@@ -191,6 +228,7 @@ class Runtime:
         await self.supervisor.start()
         if self.shards is not None:  # after the communicator: their alerts are stored
             await self.shards.start()
+        self.running = True
         log.info("watchkeeper is on watch as %s with %d agents: %s", self.host,
                  len(self.agents), ", ".join(a.name for a in self.agents))
 
@@ -273,7 +311,16 @@ def _alertmanager(rt: Runtime) -> BaseAgent:
     # 5 MB that a host without an Alertmanager route never needs.
     from watchkeeper.agents.alertmanager import AlertmanagerAgent
 
-    return AlertmanagerAgent(store=rt.store, **rt.agent_kwargs())
+    async def open_alerts() -> list[Alert]:
+        found = await ask(rt.bus, rt.host, "analyzer", "alerts", actor="alertmanager",
+                          role="viewer")
+        return [Alert.model_validate(raw) for raw in found.get("alerts", [])]
+
+    # Joining a running process (a reload): the analyzer has alerts the history may not
+    # have written yet. At process start the analyzer starts later and restores from the
+    # same history.
+    return AlertmanagerAgent(store=rt.store, open_alerts=open_alerts if rt.running else None,
+                             **rt.agent_kwargs())
 
 
 @register_agent("remediator")

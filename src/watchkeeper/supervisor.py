@@ -45,6 +45,8 @@ class _Slot:
         self.started_at = 0.0
         self.manual_restart = asyncio.Event()
         self.gave_up = False
+        #: Being stopped for good (shutdown, or a reload that no longer wants the agent).
+        self.removed = False
 
 
 class Supervisor:
@@ -74,7 +76,8 @@ class Supervisor:
         self._slots = {a.name: _Slot(a) for a in agents}
         for slot in self._slots.values():
             slot.agent.restarter = self._restarter(slot)
-        self._unserve: list[Callable[[], None]] = []
+        self._unserve: dict[str, Callable[[], None]] = {}
+        self._started = False
         self._stopping = False
 
     @property
@@ -88,10 +91,38 @@ class Supervisor:
         """Start every agent and serve their command topics."""
         # Agents re-read settings at once when they change (a new interval applies now).
         self.config.subscribe(self._wake_all)
-        for name, slot in self._slots.items():
-            self._unserve.append(self.bus.serve(command_topic(self.host, name),
-                                                self._command_handler(slot)))
-            slot.watcher = asyncio.create_task(self._watch(slot), name=f"watch-{name}")
+        self._started = True
+        for slot in self._slots.values():
+            self._launch(slot)
+
+    def _launch(self, slot: _Slot) -> None:
+        name = slot.agent.name
+        self._unserve[name] = self.bus.serve(command_topic(self.host, name),
+                                             self._command_handler(slot))
+        slot.watcher = asyncio.create_task(self._watch(slot), name=f"watch-{name}")
+
+    def add(self, agent: BaseAgent, order: list[str]) -> None:
+        """Supervise one more agent from now on (a reload that wants it); ``order``: every
+        agent's name in start order, so the stop order stays the reverse of it."""
+        if agent.name in self._slots:
+            raise ValueError(f"agent {agent.name} is already supervised")
+        slot = _Slot(agent)
+        agent.restarter = self._restarter(slot)
+        self._slots[agent.name] = slot
+        rank = {name: i for i, name in enumerate(order)}
+        self._slots = dict(sorted(self._slots.items(),
+                                  key=lambda kv: rank.get(kv[0], len(rank))))
+        if self._started and not self._stopping:
+            self._launch(slot)
+
+    async def remove(self, name: str, timeout: float = 10.0) -> BaseAgent:
+        """Stop one agent as a graceful stop does and supervise it no more."""
+        slot = self._slots.pop(name)
+        unserve = self._unserve.pop(name, None)
+        if unserve is not None:
+            unserve()
+        await self._stop_slot(slot, timeout)
+        return slot.agent
 
     def _wake_all(self, _settings: object, _changed: tuple[str, ...]) -> None:
         for slot in self._slots.values():
@@ -102,24 +133,29 @@ class Supervisor:
         that store what they produced. An agent that does not stop within ``timeout``
         seconds is cancelled."""
         self._stopping = True
-        for unserve in self._unserve:
+        for unserve in self._unserve.values():
             unserve()
+        self._unserve.clear()
         for slot in reversed(list(self._slots.values())):
-            slot.agent.stop()
-            if slot.watcher is not None:
-                _done, pending = await asyncio.wait([slot.watcher], timeout=timeout)
-                if pending:
-                    log.warning("agent %s did not stop within %gs; cancelling",
-                                slot.agent.name, timeout)
-                    slot.watcher.cancel()
-                if slot.task is not None and not slot.task.done():
-                    slot.task.cancel()
-                await asyncio.gather(slot.watcher, return_exceptions=True)
-            slot.agent.mark_stopped()
-            try:
-                slot.agent.close()
-            except Exception as exc:
-                log.warning("closing agent %s failed: %s", slot.agent.name, exc)
+            await self._stop_slot(slot, timeout)
+
+    async def _stop_slot(self, slot: _Slot, timeout: float) -> None:
+        slot.removed = True
+        slot.agent.stop()
+        if slot.watcher is not None:
+            _done, pending = await asyncio.wait([slot.watcher], timeout=timeout)
+            if pending:
+                log.warning("agent %s did not stop within %gs; cancelling",
+                            slot.agent.name, timeout)
+                slot.watcher.cancel()
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+            await asyncio.gather(slot.watcher, return_exceptions=True)
+        slot.agent.mark_stopped()
+        try:
+            slot.agent.close()
+        except Exception as exc:
+            log.warning("closing agent %s failed: %s", slot.agent.name, exc)
 
     async def restart(self, name: str) -> None:
         """Restart one agent now (manual restart: no backoff, not counted as a crash)."""
@@ -137,20 +173,20 @@ class Supervisor:
 
     async def _watch(self, slot: _Slot) -> None:
         agent = slot.agent
-        while not self._stopping:
+        while not self._stopping and not slot.removed:
             slot.started_at = self._monotonic()
             slot.task = asyncio.create_task(agent.run(), name=f"agent-{agent.name}")
             try:
                 await slot.task
                 reason = None
             except asyncio.CancelledError:
-                if self._stopping:
+                if self._stopping or slot.removed:
                     return
                 reason = "task was cancelled"
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.debug("agent %s died", agent.name, exc_info=True)
-            if self._stopping:
+            if self._stopping or slot.removed:
                 return
             if slot.manual_restart.is_set():
                 slot.manual_restart.clear()

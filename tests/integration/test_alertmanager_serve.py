@@ -76,3 +76,64 @@ def test_serve_posts_its_alert_to_alertmanager_and_the_receiver_is_told(
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 0, err
+
+
+def test_a_reload_that_adds_the_first_alertmanager_route_starts_posting_and_removing_it_stops(
+        tmp_path: Path, am: Alertmanager, webhook: WebhookReceiver) -> None:
+    port = _free_port()
+    base = (f"api: {{port: {port}}}\n"
+            "host_name: wk-reload\n"
+            "agents: {check_interval: 0.2}\n"
+            "thresholds: {memory_warning: 0.1, memory_critical: 100}\n"
+            "analyzer: {for_s: 0}\n"
+            "llm: {enabled: false}\n")
+    config = tmp_path / "watchkeeper.yaml"
+    config.write_text(base, encoding="utf-8")  # no route at start
+    proc = subprocess.Popen([sys.executable, "-m", "watchkeeper", "serve", "--no-console-log"],
+                            cwd=tmp_path, env=wk_env(tmp_path), stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def agents() -> set[str]:
+        token = (tmp_path / "data" / "api_token").read_text(encoding="utf-8").strip()
+        body = httpx.get(f"{url}/api/agents", timeout=10,
+                         headers={"Authorization": f"Bearer {token}"}).json()
+        return {a["name"] for a in (body["agents"] if isinstance(body, dict) else body)}
+
+    def firing() -> bool:
+        body = httpx.get(f"{url}/api/alerts", timeout=10).json()
+        items = body["alerts"] if isinstance(body, dict) else body
+        return any(a["metric"] == "memory.percent" for a in items)
+
+    try:
+        until(lambda: (tmp_path / "data" / "api_token").exists() and agents(),
+              "the server", timeout=60)
+        assert "alertmanager" not in agents()
+        until(firing, "the memory alert", timeout=60)  # fires before the route exists
+        config.write_text(base + "notify:\n  routes:\n    - name: team-am\n"
+                          f"      alertmanager: {am.url}\n", encoding="utf-8")
+        proc.send_signal(signal.SIGHUP)
+        # The alert already open is posted, and Alertmanager's receiver is told.
+        until(lambda: _memory_alert(am), "the memory alert in Alertmanager", timeout=30)
+        until(lambda: [b for b in webhook.received()
+                       if any(a["labels"].get("host") == "wk-reload" for a in b["alerts"])],
+              "the webhook notification")
+        assert "alertmanager" in agents()
+
+        config.write_text(base, encoding="utf-8")  # the last route removed
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: "alertmanager" not in agents(), "the alertmanager agent stopping")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    log = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "logs").glob("*.log"))
+    assert "the alertmanager agent started" in log
+    assert "the alertmanager agent stopped" in log
+    assert "takes effect" not in log

@@ -62,7 +62,7 @@ class Rig:
              "group_interval_s": 300, "repeat_interval_s": 3600, "escalate_to": "boss",
              "escalate_after_s": 600},
             {"name": "boss", "url": receiver.url("boss"),
-             "match": {"rules": ["escalations-only"]}}]
+             "receive": "escalations"}]
         self.settings: Settings = make_settings(
             tmp_path, notify={"routes": routes, "dashboard_url": "http://dash.test/", **notify},
             personality={"level": "off"})
@@ -299,4 +299,67 @@ async def test_a_hung_channel_never_holds_up_the_bus_or_the_notifier(
     finally:
         stuck.release.set()
         await rig.agent.teardown()
+        await rig.close()
+
+
+def reload_routes(rig: Rig, routes: list[dict[str, Any]]) -> None:
+    """What SIGHUP does to the notifier: the settings are replaced by the file's."""
+    rig.settings = make_settings(rig.tmp_path, notify={"routes": routes},
+                                 personality={"level": "off"})
+    rig.agent.config.replace(rig.settings)
+
+
+async def test_a_reload_that_fixes_a_route_url_delivers_what_waits_at_once(
+        tmp_path: Path, receiver: Receiver) -> None:
+    broken = Receiver()  # a port nobody listens on: the URL the operator got wrong
+    route = {"name": "ops", "group_wait_s": 0}
+    rig = Rig(tmp_path, receiver, routes=[{**route, "url": broken.url("ops")}])
+    await rig.agent.setup()
+    try:
+        await rig.publish(alert("a", T0))
+        await rig.step(T0)
+        await rig.step(T0 + backoff(1))
+        await rig.step(T0 + backoff(1) + backoff(2))
+        (waiting,) = rig.outbox.pending("ops")
+        assert waiting.attempts == 3 and waiting.next_try_at > T0 + 7
+        reload_routes(rig, [{**route, "url": receiver.url("ops")}])
+        await rig.step(T0 + 7)  # long before the backoff would try again
+        assert receiver.titles("ops") == ["[WARNING] web1: disk a is 93% full"]
+        assert rig.outbox.pending() == []
+    finally:
+        await rig.close()
+
+
+async def test_a_reload_that_removes_a_route_drops_what_waits_for_it_and_says_so(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    gone = Receiver()  # down: its messages wait in the outbox
+    team = {"name": "team", "url": receiver.url("team"), "group_wait_s": 0,
+            "group_by": ["fingerprint"]}
+    rig = Rig(tmp_path, receiver, routes=[
+        {"name": "old", "url": gone.url("old"), "group_wait_s": 0,
+         "group_by": ["fingerprint"]}, team])
+    await rig.agent.setup()
+    try:
+        for fp in ("a", "b", "c"):
+            await rig.publish(alert(fp, T0))
+        await rig.step(T0)
+        assert len(rig.outbox.pending("old")) == 3
+        assert len(receiver.titles("team")) == 3
+        reload_routes(rig, [team])
+        await rig.step(T0 + 1)  # before the old route's backoff is due
+        assert rig.outbox.pending() == []
+        said = [r.getMessage() for r in caplog.records if "no longer configured" in
+                r.getMessage()]
+        assert said == ["notify: route old is no longer configured; the 3 message(s) "
+                        "waiting for it are dropped"]
+        # The route that stays is not touched: nothing repeated, and it keeps working.
+        await rig.publish(alert("d", T0 + 2))
+        await rig.step(T0 + 2)
+        assert len(receiver.titles("team")) == 4
+        # Put back, it starts afresh: told what fires now, once.
+        reload_routes(rig, [{"name": "old", "url": receiver.url("old"), "group_wait_s": 0,
+                             "group_by": ["host"]}, team])
+        await rig.step(T0 + 3)
+        assert receiver.titles("old") == ["[WARNING] web1: 4 alerts"]
+    finally:
         await rig.close()

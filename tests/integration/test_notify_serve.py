@@ -10,12 +10,15 @@ the outbox's bounds and the repeat interval included, is the default.
 
 What is checked is what the README promises: a condition present at start is told once;
 a graceful restart with the alert unchanged repeats nothing; after a SIGKILL each alert is
-told at most once more, and none is lost.
+told at most once more, and none is lost; a SIGHUP that changes a route's URL sends what
+waits to the new one, and one that removes a route drops what waits for it, said once.
 """
 
 from __future__ import annotations
 
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -157,3 +160,53 @@ def test_sigkill_before_the_first_message_loses_nothing(tmp_path: Path,
         assert 1 <= len(memory_told(receiver)) <= 2, receiver.titles()
     finally:
         serve.stop()
+
+
+def attempts(root: Path) -> dict[str, int]:
+    """Each route's failed tries of its waiting messages, from the server's outbox."""
+    path = root / "data" / "notify_outbox.db"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return dict(conn.execute("SELECT route, SUM(attempts) FROM outbox GROUP BY route"))
+    except sqlite3.OperationalError:  # not made yet
+        return {}
+    finally:
+        conn.close()
+
+
+def test_sighup_points_a_route_elsewhere_and_drops_what_waits_for_a_removed_one(
+        tmp_path: Path, receiver: Receiver) -> None:
+    nobody = Receiver()  # never started: a wrong port, messages wait for it
+    serve = Serve(tmp_path, receiver)
+    config = tmp_path / "watchkeeper.yaml"
+    text = config.read_text(encoding="utf-8")
+    before, _, _ = text.partition("notify:\n")
+    route = "      group_wait_s: 1\n      group_by: [fingerprint]\n"
+    config.write_text(before + "notify:\n  routes:\n"
+                      f"    - name: ops\n      url: {nobody.url('ops')}\n" + route +
+                      f"    - name: old\n      url: {nobody.url('old')}\n" + route,
+                      encoding="utf-8")
+    try:
+        serve.start()
+        serve.until(lambda: (a := attempts(tmp_path)).get("ops") and a.get("old"),
+                    "both routes failing")
+        # The edit: ops gets its right URL, old is gone.
+        config.write_text(before + "notify:\n  routes:\n"
+                          f"    - name: ops\n      url: {receiver.url('ops')}\n" + route,
+                          encoding="utf-8")
+        assert serve.proc is not None
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.until(lambda: memory_told(receiver), "the memory alert at ops's new URL")
+        serve.until(lambda: attempts(tmp_path) == {}, "the outbox emptied")
+        serve.settle()
+        assert len(memory_told(receiver)) == 1, receiver.titles()
+        assert receiver.messages("old") == []
+    finally:
+        serve.stop()
+    log = (tmp_path / "logs" / "agent_system.log").read_text(encoding="utf-8")
+    # Said once for the route, however many waited (this busy machine may add a CPU alert).
+    dropped = re.findall(r"notify: route old is no longer configured; the (\d+) message\(s\) "
+                         r"waiting for it are dropped", log)
+    assert len(dropped) == 1 and int(dropped[0]) >= 1, dropped

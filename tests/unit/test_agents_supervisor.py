@@ -223,3 +223,32 @@ async def test_next_item_returns_items_and_gives_way_to_stop(
     assert await asyncio.wait_for(waiting, 1) is None
     assert loop.time() - t < 0.5
     assert len(sub) == 0 and await agent.next_item(sub, timeout=0.01) is None
+
+
+async def test_an_agent_added_and_removed_while_running(
+        bus: MemoryBus, config_store: ConfigStore) -> None:
+    # What a reload that adds the first Alertmanager route, then removes it, does.
+    fast(config_store)
+
+    class Other(Counter):
+        name = "other"
+
+    a = Counter(bus=bus, config=config_store, host="h")
+    sup = Supervisor([a], bus=bus, config=config_store, host="h")
+    await sup.start()
+    b = Other(bus=bus, config=config_store, host="h")
+    sup.add(b, ["other", "counter"])
+    assert list(sup.agents) == ["other", "counter"]  # start order kept: stopped last
+    await wait_until(lambda: b.count > 0)
+    (reply,) = await send_command(bus, "h", ["other"], Command(host="h", command="health_check",
+                                                               target="other"))
+    assert reply.ok
+    assert await sup.remove("other") is b
+    assert b.health().state == "stopped" and list(sup.agents) == ["counter"]
+    stopped = b.count
+    (gone,) = await send_command(bus, "h", ["other"], Command(host="h", command="health_check",
+                                                              target="other"), timeout=0.5)
+    assert not gone.ok  # nobody answers its topic any more
+    await wait_until(lambda: a.count > 5)
+    assert b.count == stopped and b.restarts == 0  # stopped for good, not restarted
+    await sup.stop()

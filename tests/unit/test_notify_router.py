@@ -7,8 +7,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import make_settings
-from watchkeeper.config import Settings
+from watchkeeper.config import ConfigError, Settings, validate
 from watchkeeper.events import Alert, Assessment, RemediationEvent
 from watchkeeper.notify.router import INHIBIT_RULES, Router, inhibited
 
@@ -45,8 +47,8 @@ def route(name: str = "ops", **kw: Any) -> dict[str, Any]:
     return base
 
 
-#: A route that hears only what is escalated to it (its match takes no alert).
-BOSS = route("boss", match={"rules": ["escalations-only"]})
+#: A route that hears only what is escalated to it.
+BOSS = route("boss", receive="escalations")
 
 
 def test_a_burst_waits_group_wait_and_is_one_message(tmp_path: Path) -> None:
@@ -185,6 +187,32 @@ def test_pending_approval_without_alert_reaches_matching_routes(tmp_path: Path) 
     assert "approval #7" in msgs[0].body
 
 
+def test_receive_escalations_hears_only_what_is_escalated_to_it(tmp_path: Path) -> None:
+    # boss's floor (info) and match (any) take every alert: only `receive` holds it back.
+    boss = route("boss", receive="escalations", min_severity="info")
+    r = Router(lambda: settings_with(tmp_path, route(escalate_to="boss", escalate_after_s=600),
+                                     boss))
+    r.observe_alert(alert("a", severity="critical"))
+    assert [m.route for m in r.tick(T0 + 30)] == ["ops"]
+    assert r.tick(T0 + 599) == []
+    assert [(m.route, m.kind) for m in r.tick(T0 + 630)] == [("boss", "escalation")]
+    # A step that needs a human, of no alert: the route that takes it, and boss through it.
+    r.observe_remediation(RemediationEvent(
+        host="web1", phase="pending", action="stop_process", target="pid 42",
+        approval_id=7, message="waits"), T0 + 700)
+    assert [m.route for m in r.tick(T0 + 700)] == ["ops", "boss"]
+    r.observe_alert(alert("a", t=T0 + 800, state="resolved"))
+    assert sorted(m.route for m in r.tick(T0 + 1000)) == ["boss", "ops"]
+
+
+def test_receive_all_is_the_default(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, route(escalate_to="boss"), route("boss"))
+    assert [rt.receive for rt in s.notify.routes] == ["all", "all"]
+    r = Router(lambda: s)
+    r.observe_alert(alert("a"))
+    assert sorted(m.route for m in r.tick(T0 + 30)) == ["boss", "ops"]
+
+
 def test_service_down_inhibits_the_alerts_it_explains(tmp_path: Path) -> None:
     r = Router(lambda: settings_with(tmp_path, route(group_by=["host"])))
     down = alert("svc", rule="service", severity="critical", dimension="web",
@@ -255,3 +283,15 @@ def test_personality_levels_shape_only_the_words(tmp_path: Path) -> None:
     assert len(bodies["witty"].body.splitlines()) == len(bodies["professional"].body
                                                          .splitlines()) + 1
     assert not any(ord(c) > 0x2000 for c in bodies["off"].title + bodies["off"].body)
+
+
+@pytest.mark.parametrize(("routes", "says"), [
+    pytest.param([route(receive="some")], "receive", id="not-all-or-escalations"),
+    pytest.param([route(), route("boss", receive="escalations")],
+                 "no route escalates to it", id="escalations-nobody-sends"),
+    pytest.param([{"name": "am", "alertmanager": "http://127.0.0.1:9093",
+                   "receive": "escalations"}], "needs a url route", id="alertmanager-route"),
+])
+def test_receive_is_validated(routes: list[dict[str, Any]], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        validate({"notify": {"routes": routes}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,9 +38,13 @@ class AlertmanagerAgent(BaseAgent):
     name = "alertmanager"
 
     def __init__(self, *, store: Store | None = None, route_options: dict[str, Any] | None = None,
+                 open_alerts: Callable[[], Awaitable[list[Alert]]] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
+        #: Started while the process runs (a reload added the first route): the analyzer's
+        #: open alerts, which the history may not hold yet (it is written every second).
+        self._open_alerts = open_alerts
         #: Passed to every AlertmanagerRoute (tests shorten the resend interval).
         self._route_options = route_options or {}
         self._sub: Subscription | None = None
@@ -67,6 +72,8 @@ class AlertmanagerAgent(BaseAgent):
         if not self._restored:
             self._restored = True
             self._restore()
+            if self._open_alerts is not None:
+                await self._take_open_alerts(self._open_alerts)
         self._reconcile(self.config.current)
 
     async def teardown(self) -> None:
@@ -78,6 +85,13 @@ class AlertmanagerAgent(BaseAgent):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def close(self) -> None:
+        # Stopped for good (shutdown, or a reload that removed the last Alertmanager route):
+        # the bus stops queueing alerts for it.
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
 
     def _restore(self) -> None:
         """The alerts open at the last stop are posted again at start; those that ended in
@@ -98,6 +112,18 @@ class AlertmanagerAgent(BaseAgent):
                 self._open[fp] = alert
             elif alert.at >= horizon:
                 self._ended_before_start.append(alert)
+
+    async def _take_open_alerts(self, source: Callable[[], Awaitable[list[Alert]]]) -> None:
+        """The analyzer's open alerts join what the history gave (the newer version wins)."""
+        try:
+            alerts = await source()
+        except Exception as exc:  # the history's copy is still there
+            log.warning("alertmanager: could not ask for the open alerts: %s", exc)
+            return
+        for alert in alerts:
+            known = self._open.get(alert.fingerprint)
+            if known is None or known.at <= alert.at:
+                self._open[alert.fingerprint] = alert
 
     def _reconcile(self, settings: Settings) -> None:
         """Senders in line with the configured routes (a changed route starts afresh)."""

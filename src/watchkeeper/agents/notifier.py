@@ -5,9 +5,10 @@ and the remediator only publish, and nothing they do waits for a channel. Each c
 what arrived to the :class:`~watchkeeper.notify.router.Router`, and commits the messages due
 with the router's state to the :class:`~watchkeeper.notify.outbox.Outbox` in one transaction;
 a :class:`~watchkeeper.notify.delivery.Delivery` task sends them (apprise in worker threads,
-retries with backoff). At start the router's state is loaded and the open alerts are read
-back from the history (the analyzer restores them without publishing), so a restart neither
-repeats what was said nor misses what began meanwhile.
+retries with backoff); only then are the events read acknowledged to the bus (a fleet's
+broker), so a kill between the two loses nothing. At start the router's state is loaded
+and the open alerts are read back from the history (the analyzer restores them without
+publishing), so a restart neither repeats what was said nor misses what began meanwhile.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ class NotifierAgent(BaseAgent):
                                               maxsize=10_000)
             self._actions = self.bus.subscribe("actions.*", name=f"{self.name}.actions",
                                                maxsize=10_000)
+            # Acknowledged once what they led to is in the outbox (commit after each
+            # check), not once read: a central killed -9 between the two gets them again
+            # from its durable consumers, and the router's state saved with the messages
+            # says what was told already (so none is lost, none told twice).
+            self._alerts.commit()
+            self._actions.commit()
         self._secrets()
         if not self._restored:
             self._restored = True
@@ -149,6 +156,9 @@ class NotifierAgent(BaseAgent):
         if messages or self.router.changed:
             await self.outbox.commit(messages, self.router.state(), now)
             self.router.changed = False
+        for sub in (self._alerts, self._actions):
+            if sub is not None:
+                sub.commit()  # what was read is decided and saved: the bus may forget it
         if messages:
             log.debug("notifier: %d message(s) queued", len(messages))
             self.delivery.wake()

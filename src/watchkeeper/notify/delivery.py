@@ -46,6 +46,8 @@ class Delivery:
         self._wake = asyncio.Event()
         self._stopping = False
         self.sent = 0
+        #: Each route's URL at the last pass: a changed one is tried again at once.
+        self._urls: dict[str, str] = {}
 
     def wake(self) -> None:
         """New messages are waiting: try now."""
@@ -70,6 +72,7 @@ class Delivery:
                         "became one summary message per route", dropped)
         heads = await asyncio.to_thread(self.outbox.heads)
         urls = {r.name: r.url.get_secret_value() for r in n.routes if r.url is not None}
+        heads = await self._follow_routes(heads, urls, now)
         due = [h for h in heads if h.next_try_at <= now]
         if due:
             await asyncio.gather(*(self._try(h, urls.get(h.route)) for h in due))
@@ -77,6 +80,28 @@ class Delivery:
         if not heads:
             return None
         return max(0.0, min(h.next_try_at for h in heads) - self._wall())
+
+    async def _follow_routes(self, heads: list[Pending], urls: dict[str, str], now: float
+                             ) -> list[Pending]:
+        """The outbox in line with the routes as configured now (a reload changed them):
+        what waits for a removed route is dropped, as Alertmanager drops what waits for a
+        receiver its new configuration no longer has (the route's URL is gone; sending to it
+        anyway is what its removal forbids); a route whose URL changed is tried at once,
+        its backoff forgotten (the operator fixed the URL: no reason to wait)."""
+        seen, self._urls = self._urls, urls
+        if any(h.route not in urls for h in heads):
+            for route, count in sorted((await self.outbox.drop_routes(set(urls))).items()):
+                log.warning("notify: route %s is no longer configured; the %d message(s) "
+                            "waiting for it are dropped", route, count)
+        changed = [h.route for h in heads
+                   if h.route in urls and h.route in seen and seen[h.route] != urls[h.route]
+                   and h.next_try_at > now]
+        for route in changed:
+            await self.outbox.retry_now(route, now)
+            log.info("notify: route %s has a new URL; what waits for it is tried now", route)
+        if changed or any(h.route not in urls for h in heads):
+            return await asyncio.to_thread(self.outbox.heads)
+        return heads
 
     async def _try(self, msg: Pending, url: str | None) -> None:
         if url is None:

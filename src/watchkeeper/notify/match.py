@@ -16,7 +16,10 @@ def _any(globs: tuple[str, ...], value: str | None) -> bool:
 
 def route_takes(route: RouteConfig, alert: Alert) -> bool:
     """True if ``alert`` is at least the route's severity and every given matcher matches
-    (an alert without a service never matches a route limited to services)."""
+    (an alert without a service never matches a route limited to services). A route with
+    ``receive: escalations`` takes none: it hears only what is escalated to it."""
+    if route.receive == "escalations":
+        return False
     if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[route.min_severity]:
         return False
     m = route.match

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,26 @@ class Outbox:
                 conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
                              "next_try_at = ? WHERE id = ?", (error[:2000], next_try_at,
                                                               message_id))
+        await self._db.on_writer(write)
+
+    async def drop_routes(self, keep: Collection[str]) -> dict[str, int]:
+        """Delete what waits for routes not in ``keep`` (a reload removed them); returns how
+        many messages each such route had."""
+        def write() -> dict[str, int]:
+            with self._db.write_txn() as conn:
+                counts = {r: n for r, n in conn.execute(
+                    "SELECT route, COUNT(*) FROM outbox GROUP BY route") if r not in keep}
+                conn.executemany("DELETE FROM outbox WHERE route = ?",
+                                 [(r,) for r in counts])
+            return counts
+        return await self._db.on_writer(write)
+
+    async def retry_now(self, route: str, now: float) -> None:
+        """The route's waiting messages are due now, backoff forgotten (its URL changed)."""
+        def write() -> None:
+            with self._db.write_txn() as conn:
+                conn.execute("UPDATE outbox SET next_try_at = ? WHERE route = ? AND "
+                             "next_try_at > ?", (now, route, now))
         await self._db.on_writer(write)
 
     async def enforce_bounds(self, *, max_messages: int, max_age_s: float, now: float,
