@@ -558,6 +558,19 @@ def notify_test(ctx: click.Context, route: str | None) -> None:
     sys.exit(0 if all(a.ok for a in answers) else 1)
 
 
+@notify.command("status")
+@_json_option
+@_remote_options
+@click.pass_context
+def notify_status(ctx: click.Context, as_json: bool, url: str | None, token: str | None
+                  ) -> None:
+    """Whether each route's notifications get through, from a running server (GET
+    /api/notify): state, waiting, sent, failed, dropped, last success and error."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/notify", tables.notify)
+
+
 @cli.group()
 def audit() -> None:
     """Check the remediation audit log."""
