@@ -15,7 +15,8 @@ from watchkeeper.notify.delivery import backoff
 from watchkeeper.notify.message import Message
 from watchkeeper.overall import overall
 
-from .test_notify_delivery import T0, Rig, alert, at, receiver  # noqa: F401 - a fixture
+from .test_notify_delivery import T0, Rig, alert, at
+from .test_notify_delivery import receiver as receiver  # the fixture
 
 SECRET = "Zq7-status-pass-42x"
 ROUTE = {"name": "ops", "group_wait_s": 0, "group_by": ["fingerprint"]}

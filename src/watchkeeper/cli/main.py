@@ -558,19 +558,6 @@ def notify_test(ctx: click.Context, route: str | None) -> None:
     sys.exit(0 if all(a.ok for a in answers) else 1)
 
 
-@notify.command("status")
-@_json_option
-@_remote_options
-@click.pass_context
-def notify_status(ctx: click.Context, as_json: bool, url: str | None, token: str | None
-                  ) -> None:
-    """Whether each route's notifications get through, from a running server (GET
-    /api/notify): state, waiting, sent, failed, dropped, last success and error."""
-    from watchkeeper.cli import tables
-
-    _show(ctx, url, token, as_json, "/api/notify", tables.notify)
-
-
 @cli.group()
 def audit() -> None:
     """Check the remediation audit log."""
@@ -794,6 +781,19 @@ def history(ctx: click.Context, start: str | None, end: str | None, as_json: boo
 
     params = {k: v for k, v in (("from", start), ("to", end)) if v}
     _show(ctx, url, token, as_json, "/api/history", tables.history, params or None)
+
+
+@notify.command("status")
+@_json_option
+@_remote_options
+@click.pass_context
+def notify_status(ctx: click.Context, as_json: bool, url: str | None, token: str | None
+                  ) -> None:
+    """Whether each route's notifications get through, from a running server (GET
+    /api/notify): state, waiting, sent, failed, dropped, last success and error."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/notify", tables.notify)
 
 
 def _done(as_json: bool, reply: Any, line: str) -> None:
