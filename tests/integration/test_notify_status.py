@@ -123,3 +123,79 @@ def test_a_failing_agent_problem_degrades_without_making_it_unready() -> None:
     found = overall([], [health])
     assert (found.status, found.reasons) == (
         "degraded", ("notification route ops has failed for 16 min",))
+
+
+async def test_an_alertmanager_route_down_then_up(tmp_path: Path) -> None:
+    """A real Alertmanager, not running at first: its route's posts fail, the health says
+    so past failing_after_s (1 s here, default 900 s), and it clears at the first post it
+    accepts. Also a memory warning at 0.1 % (an alert to post) and fast ticks."""
+    from tests.alertmanager_server import Alertmanager, WebhookReceiver
+
+    from .test_api_harness import api_settings, serve_api, until
+
+    webhook = WebhookReceiver()
+    (tmp_path / "am").mkdir()
+    manager = Alertmanager(tmp_path / "am", webhook.url)  # not started yet
+    base = manager.url.replace("http://", f"http://wk:{SECRET}@")
+    settings = api_settings(tmp_path, thresholds={"memory_warning": 0.1,
+                                                  "memory_critical": 100},
+                            analyzer={"for_s": 0},
+                            notify={"failing_after_s": 1,
+                                    "routes": [{"name": "am", "alertmanager": base}]})
+    try:
+        async with serve_api(settings) as api:
+            async def row(state: str) -> dict[str, Any] | None:
+                r = await api.client.get("/api/notify")
+                assert r.status_code == 200 and SECRET not in r.text, r.text
+                (found,) = r.json()["routes"]
+                return found if found["state"] == state else None
+
+            down = await until(lambda: row("failing"), 30)
+            assert (down["kind"], down["url"]) == (
+                "alertmanager", f"http://**********@127.0.0.1:{manager.port}")
+            assert down["last_post_ok"] is False and down["waiting"] is None
+            assert down["last_error"] == "connection refused" and down["failed_total"] >= 1
+            assert down["alerts"] >= 1 and down["firing"] >= 1 and down["next_retry_at"]
+            health = (await api.client.get("/api/health")).json()
+            # (Degraded, or critical if this busy machine's CPU fires its own alert.)
+            assert health["status"] in ("degraded", "critical")
+            assert any(r.startswith("notification route am has failed for ")
+                       for r in health["reasons"]), health
+            metrics = (await api.client.get("/metrics")).text
+            assert 'watchkeeper_notifications_failed_total{route="am"}' in metrics
+            assert 'watchkeeper_notify_outbox_messages{route="am"}' not in metrics
+
+            manager.start()
+            up = await until(lambda: row("ok"), 90)
+            assert up["last_post_ok"] is True and up["sent_total"] >= 1
+            assert up["failing_since"] is None and up["last_success_at"]
+            reasons = (await api.client.get("/api/health")).json()["reasons"]
+            assert not [r for r in reasons if "route am" in r], reasons
+    finally:
+        manager.stop()
+        webhook.close()
+
+
+async def test_get_api_notify_is_a_read_over_the_bus_with_the_read_token(
+        tmp_path: Path, receiver: Receiver) -> None:
+    from watchkeeper.bus import command_topic
+
+    from .test_api_harness import READER, api_settings, serve_api
+    from .test_commands_bus import CommandRecorder
+
+    bus = CommandRecorder()
+    settings = api_settings(tmp_path, notify={"routes": [{"name": "ops",
+                                                          "url": secret_url(receiver)}]})
+    # Bound to a non-loopback address (only decides auth here): reads need a token.
+    async with serve_api(settings, bind_host="0.0.0.0", bus=bus) as api:
+        assert (await api.client.get("/api/notify")).status_code == 401
+        r = await api.client.get("/api/notify", headers=api.auth(READER))
+        assert r.status_code == 200, r.text
+        assert bus.last() == (command_topic(api.runtime.host, "notifier"), "status", "api",
+                              "viewer")
+        assert r.json()["routes"][0]["url"] == "**********" and SECRET not in r.text
+        assert r.json()["failing_after_s"] == 900  # the default
+        # The route is in the API's own description.
+        schema = (await api.client.get("/openapi.json", headers=api.auth(READER))).json()
+        assert "NotifyRouteBody" in schema["components"]["schemas"]
+        assert "get" in schema["paths"]["/api/notify"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from watchkeeper.config import PersonalityLevel
 from watchkeeper.notify.message import Message, render_summary
+from watchkeeper.safetext import printable
 from watchkeeper.sqlitedb import SqliteDb
 from watchkeeper.store.sqlite import StoreError
 
@@ -193,17 +194,21 @@ class Outbox:
                      route: str | None = None, now: float | None = None) -> None:
         """A try failed: count it, say why, and when to try again (and, given ``route`` and
         ``now``, in that route's record: failing since its first failed try)."""
+        # On one line and encodable: a channel's answer may hold a lone surrogate (bytes that
+        # were not UTF-8), which SQLite cannot store, and would fail every pass.
+        error = printable(error, MAX_ERROR)
+
         def write() -> None:
             with self._db.write_txn() as conn:
                 conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
-                             "next_try_at = ? WHERE id = ?", (error[:MAX_ERROR], next_try_at,
+                             "next_try_at = ? WHERE id = ?", (error, next_try_at,
                                                               message_id))
                 if route is not None:
                     key = _STATS_PREFIX + route
                     row = conn.execute("SELECT value FROM notify_state WHERE key = ?",
                                        (key,)).fetchone()
                     since = _stats_of(row[0] if row else None).failing_since
-                    _update_stats(conn, route, failed=1, last_error=error[:MAX_ERROR],
+                    _update_stats(conn, route, failed=1, last_error=error,
                                   last_error_at=now,
                                   failing_since=since if since is not None else now)
         await self._db.on_writer(write)
