@@ -10,7 +10,6 @@ from typing import Any
 
 from tests.notify_receiver import Receiver
 from watchkeeper.agents.commands import ask
-from watchkeeper.events import AgentHealth
 from watchkeeper.notify.delivery import backoff
 from watchkeeper.notify.message import Message
 from watchkeeper.overall import overall
@@ -115,14 +114,6 @@ async def test_drops_past_the_bounds_are_counted_and_kept_across_a_restart(
         assert rig.outbox.stats()["ops"].dropped == 150
     finally:
         await rig.close()
-
-
-def test_a_failing_agent_problem_degrades_without_making_it_unready() -> None:
-    health = AgentHealth(name="notifier", state="running", interval_s=1,
-                         problems=("notification route ops has failed for 16 min",))
-    found = overall([], [health])
-    assert (found.status, found.reasons) == (
-        "degraded", ("notification route ops has failed for 16 min",))
 
 
 async def test_an_alertmanager_route_down_then_up(tmp_path: Path) -> None:
