@@ -190,3 +190,31 @@ async def test_get_api_notify_is_a_read_over_the_bus_with_the_read_token(
         schema = (await api.client.get("/openapi.json", headers=api.auth(READER))).json()
         assert "NotifyRouteBody" in schema["components"]["schemas"]
         assert "get" in schema["paths"]["/api/notify"]
+
+
+async def test_a_fleet_central_answers_for_its_own_routes(tmp_path: Path,
+                                                           receiver: Receiver) -> None:
+    """A fleet's notifications go out from its central (hosts run no notifier): GET
+    /api/notify there is the central's own notifier's answer."""
+    import httpx
+
+    from watchkeeper.api.app import create_app
+    from watchkeeper.bus import MemoryBus
+    from watchkeeper.runtime import Runtime
+
+    from ..conftest import make_settings
+
+    central = Runtime(make_settings(tmp_path, notify={"routes": [
+        {"name": "ops", "url": secret_url(receiver)}]}).model_copy(
+        update={"host_name": "central"}), bus=MemoryBus(), role="central")
+    await central.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(central)),
+                                     base_url="http://127.0.0.1") as api:
+            r = await api.get("/api/notify")
+        assert r.status_code == 200, r.text
+        assert [(x["name"], x["kind"], x["state"]) for x in r.json()["routes"]] == [
+            ("ops", "json", "ok")]
+        assert r.json()["unavailable"] == []
+    finally:
+        await central.stop()
