@@ -630,6 +630,8 @@ class NotifyConfig(Section):
                                      "per route; past it, older ones become one summary")
     outbox_max_age_s: float = Field(86400.0, gt=0, description="undelivered messages older "
                                     "than this become one summary")
+    failing_after_s: float = Field(900.0, gt=0, le=7 * 86400, description="a route whose "
+                                   "tries have failed this long makes the health degraded")
 
     @model_validator(mode="after")
     def _routes_consistent(self) -> NotifyConfig:

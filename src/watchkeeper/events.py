@@ -218,6 +218,9 @@ class AgentHealth(Frozen):
     checks: int = 0
     last_check_ms: float | None = None
     interval_s: float
+    #: What the agent, though running, cannot do (a notification route failing): each one
+    #: makes the overall status degraded, in these words.
+    problems: tuple[str, ...] = ()
 
 
 class Heartbeat(Event):

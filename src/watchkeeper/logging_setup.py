@@ -74,6 +74,14 @@ def set_log_secrets(owner: str, pieces: tuple[str, ...] | list[str]) -> None:
     _MASKED = tuple(sorted({p for ps in _SECRETS.values() for p in ps}, key=len, reverse=True))
 
 
+def mask_logged(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``, as every log line is."""
+    for piece in _MASKED:
+        if piece in text:
+            text = text.replace(piece, "***")
+    return text
+
+
 class SecretFilter(logging.Filter):
     """Masks the registered secrets (see :func:`set_log_secrets`) in every record, including
     third-party ones (apprise logs the URLs it posts to) and their tracebacks."""
@@ -83,10 +91,7 @@ class SecretFilter(logging.Filter):
         if not secrets:
             return True
         message = record.getMessage()
-        masked = message
-        for piece in secrets:
-            if piece in masked:
-                masked = masked.replace(piece, "***")
+        masked = mask_logged(message)
         if masked != message:
             record.msg = masked
             record.args = None

@@ -3,9 +3,10 @@
 ``critical``  an open critical alert that is not silenced (acknowledged ones count: an
               acknowledged problem is still a problem, someone is on it);
 ``degraded``  no open critical alert, but an agent is not running (paused, crashed,
-              starting, stopped, or marked degraded by failing checks), or watchkeeper's
-              own records fail a check (the audit log's chain is broken): what watchkeeper
-              reports may be incomplete or altered;
+              starting, stopped, or marked degraded by failing checks), an agent reports a
+              problem (a notification route failing past notify.failing_after_s: nobody
+              would be told), or watchkeeper's own records fail a check (the audit log's
+              chain is broken): what watchkeeper reports may be incomplete or altered;
 ``warning``   no critical alert, every agent runs, and an open warning that is not silenced;
 ``ok``        none of the above. Silenced alerts are muted: they never raise the status;
               ``info`` alerts (anomalies against a learned baseline) do not either.
@@ -59,6 +60,7 @@ def overall(alerts: Iterable[Alert] | None, agents: Iterable[AgentHealth],
             continue
         if a.state == "acknowledged":
             acknowledged += 1
+    agents = list(agents)
     down = [h for h in agents if h.state != "running"]
     reasons: list[str] = []
     if critical:
@@ -68,7 +70,7 @@ def overall(alerts: Iterable[Alert] | None, agents: Iterable[AgentHealth],
     if acknowledged:
         reasons.append(f"{acknowledged} of them acknowledged")
     reasons += [f"agent {h.name} is {h.state}" for h in down]
-    own = list(problems)
+    own = [*problems, *(p for h in agents for p in h.problems)]
     reasons += own
     if alerts is None:
         reasons.append("no analyzer in this process: open alerts unknown")

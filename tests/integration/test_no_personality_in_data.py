@@ -4,7 +4,8 @@ level (witty) hold neither, while the log does have them.
 
 Changed from the defaults, and why: a memory warning at 0.1 % that fires without delay
 (analyzer for_s 0), so that the Commentator has something to quip about and alerts are
-open; fast ticks (api_settings).
+open; fast ticks (api_settings); a notification route to a receiver that is down (so that
+GET /api/notify has a failed try and its error to show).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.notify_receiver import free_port
 from watchkeeper.status import STATUS_FILE_NAME
 
 from .test_api_harness import Api, api_settings, serve_api, until
@@ -47,7 +49,9 @@ async def test_no_emoji_or_quip_in_any_structured_answer(
     caplog.set_level(logging.INFO, logger="watchkeeper")
     settings = api_settings(tmp_path, thresholds={"memory_warning": 0.1,
                                                   "memory_critical": 100},
-                            analyzer={"for_s": 0})
+                            analyzer={"for_s": 0},
+                            notify={"routes": [{"name": "ops", "group_wait_s": 0,
+                                                "url": f"json://127.0.0.1:{free_port()}/h"}]})
     assert settings.personality.level == "witty"
     async with serve_api(settings) as api:
         async def quipped() -> bool:
@@ -58,6 +62,11 @@ async def test_no_emoji_or_quip_in_any_structured_answer(
             r = await api.client.get("/api/alerts")
             return any(a["metric"] == "memory.percent" for a in r.json()["alerts"])
         await until(alerted)
+
+        async def notify_failed() -> bool:
+            r = await api.client.get("/api/notify")
+            return bool(r.json()["routes"][0]["failed_total"])
+        await until(notify_failed)
         await asyncio.sleep(0.3)  # a flush, so the store holds the ticks since the quip
         log = "\n".join(r.getMessage() for r in caplog.records)
         assert EMOJI.search(log)  # marks in the log: the witty default is on
@@ -66,7 +75,7 @@ async def test_no_emoji_or_quip_in_any_structured_answer(
         reads = sorted(p for p, ops in schema["paths"].items()
                        if "get" in ops and "{" not in p and p != "/api/events")
         assert {"/api/metrics", "/api/alerts", "/api/history", "/api/system",
-                "/api/activity", "/metrics"} <= set(reads)
+                "/api/activity", "/api/notify", "/metrics"} <= set(reads)
         for path in reads:
             r = await api.client.get(path, params=NEEDS.get(path))
             assert r.status_code == 200, (path, r.text)

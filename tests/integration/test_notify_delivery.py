@@ -352,6 +352,8 @@ async def test_a_reload_that_removes_a_route_drops_what_waits_for_it_and_says_so
                 r.getMessage()]
         assert said == ["notify: route old is no longer configured; the 3 message(s) "
                         "waiting for it are dropped"]
+        # Its failing record goes too: put back later, it is not "failing since" then.
+        assert "old" not in rig.outbox.stats() and "old" not in rig.agent.delivery.failing
         # The route that stays is not touched: nothing repeated, and it keeps working.
         await rig.publish(alert("d", T0 + 2))
         await rig.step(T0 + 2)

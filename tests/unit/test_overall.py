@@ -63,3 +63,13 @@ def test_a_problem_of_watchkeepers_own_records_degrades_with_its_reason() -> Non
     assert found.status == "degraded" and broken in found.reasons
     assert overall([alert("critical")], RUNNING, [broken]).status == "critical"
     assert overall([], RUNNING, []).status == "ok"
+
+
+def test_a_running_agents_problem_degrades_a_warning_but_not_a_critical() -> None:
+    """A notification route failing (the notifier's problem): degraded, in its words."""
+    said = "notification route ops has failed for 16 min: connection refused"
+    notifier = AgentHealth(name="notifier", state="running", interval_s=1, problems=(said,))
+    found = overall([alert("warning")], [*RUNNING, notifier])
+    assert (found.status, found.reasons) == ("degraded", ("1 warning open", said))
+    assert overall([alert("critical")], [*RUNNING, notifier]).status == "critical"
+    assert overall([], RUNNING).status == "ok"

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import NoArgs, Verb
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert
+from watchkeeper.events import AgentHealth, Alert, Command
 from watchkeeper.notify.alertmanager import (
     MAX_ALERTS,
     RESOLVED_RETENTION_S,
@@ -56,6 +57,26 @@ class AlertmanagerAgent(BaseAgent):
         self._ended_before_start: list[Alert] = []
         self.routes: dict[str, AlertmanagerRoute] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def verbs(self) -> dict[str, Verb]:
+        """status (a read: each route's posts, for GET /api/notify) besides the common."""
+        return {**super().verbs(),
+                "status": Verb(self._status_verb, mutating=False, any_state=True)}
+
+    async def _status_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        from watchkeeper.notify.status import alertmanager_row
+
+        settings, now, mono = self.config.current, self._wall(), self._monotonic()
+        return {"routes": [alertmanager_row(s, settings, now, mono)
+                           for s in self.routes.values()]}
+
+    def health(self) -> AgentHealth:
+        """The common health, with each route failing past notify.failing_after_s."""
+        from watchkeeper.notify.status import alertmanager_problems
+
+        return super().health().model_copy(update={"problems": alertmanager_problems(
+            list(self.routes.values()), self.config.current, self._wall(),
+            self._monotonic())})
 
     def interval(self, settings: Settings) -> float:
         # Event-driven: each check waits for the next alert (see _perform_check).

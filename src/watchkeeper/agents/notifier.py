@@ -9,6 +9,10 @@ retries with backoff); only then are the events read acknowledged to the bus (a 
 broker), so a kill between the two loses nothing. At start the router's state is loaded
 and the open alerts are read back from the history (the analyzer restores them without
 publishing), so a restart neither repeats what was said nor misses what began meanwhile.
+
+Its ``status`` command answers how each apprise route's delivery goes (notify/status.py); a
+route whose tries have failed for ``notify.failing_after_s`` is a problem in its health, so
+the overall status says the pager is broken.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 from watchkeeper.agents.base import BaseAgent
+from watchkeeper.agents.commands import NoArgs, Verb
 from watchkeeper.aio import wait_for
 from watchkeeper.bus import Subscription
 from watchkeeper.config import Settings
-from watchkeeper.events import Alert, RemediationEvent
+from watchkeeper.events import AgentHealth, Alert, Command, RemediationEvent
 from watchkeeper.logging_setup import set_log_secrets
 from watchkeeper.notify.delivery import Delivery
 from watchkeeper.notify.outbox import Outbox
 from watchkeeper.notify.router import Router
 from watchkeeper.notify.sender import Sender, secret_pieces
+from watchkeeper.notify.status import apprise_rows, clean_error, problem, state_of
 from watchkeeper.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,15 @@ class NotifierAgent(BaseAgent):
         if state is not None:
             self.router.load(state)
         try:
+            stats = await asyncio.to_thread(self.outbox.stats)
+        except Exception as exc:  # a damaged record must not stop notifications
+            log.warning("notifier: could not read the routes' delivery records: %s", exc)
+            stats = {}
+        # A route that was failing at the last stop still is, since then, until it succeeds.
+        for name, st in stats.items():
+            if st.failing_since is not None:
+                self.delivery.failing[name] = (st.failing_since, st.last_error or "")
+        try:
             stored = await asyncio.to_thread(self.store.events, kinds=["alert"],
                                              limit=RESTORE_LIMIT)
         except Exception as exc:  # a damaged history must not stop notifications
@@ -135,6 +150,39 @@ class NotifierAgent(BaseAgent):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             self._task = None
+
+    # ----------------------------------------------------------------- status
+
+    def verbs(self) -> dict[str, Verb]:
+        """status (a read) besides the common verbs."""
+        return {**super().verbs(),
+                "status": Verb(self._status_verb, mutating=False, any_state=True)}
+
+    async def _status_verb(self, _args: NoArgs, _command: Command) -> dict[str, Any]:
+        settings = self.config.current
+        stats, waiting = await asyncio.to_thread(
+            lambda: (self.outbox.stats(), self.outbox.waiting()))
+        return {"routes": apprise_rows(settings, stats, waiting, self._wall_s())}
+
+    def health(self) -> AgentHealth:
+        """The common health, with each route failing past notify.failing_after_s as a
+        problem (the overall status is then degraded, naming the route)."""
+        return super().health().model_copy(update={"problems": self.problems()})
+
+    def problems(self) -> tuple[str, ...]:
+        """Routes whose tries have failed for notify.failing_after_s or longer."""
+        settings = self.config.current
+        now = self._wall_s()
+        out = []
+        for route in settings.notify.routes:
+            found = self.delivery.failing.get(route.name)
+            if route.url is None or found is None:
+                continue
+            since, error = found
+            if state_of(since, now, settings.notify.failing_after_s) == "failing":
+                out.append(problem(route.name, now - since, clean_error(
+                    error, secret_pieces(route.url.get_secret_value()))))
+        return tuple(out)
 
     async def _perform_check(self) -> None:
         self._secrets()

@@ -266,6 +266,7 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
         history,
         hosts,
         metrics,
+        notify,
         services,
         system,
     )
@@ -293,8 +294,8 @@ def create_app(runtime: Runtime, *, bind_host: str | None = None) -> FastAPI:
     app.state.max_streams = settings.api.max_streams  # serve lowers it under a low ulimit
     _install_error_handlers(app)
     _install_openapi(app, app.state.tokens.reads_open)
-    for module in (system, metrics, alerts, actions, services, config, events, history,
-                   hosts, dashboard):
+    for module in (system, metrics, alerts, actions, services, notify, config, events,
+                   history, hosts, dashboard):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
     # Added last, so it runs first: a request for another server's name reaches nothing.

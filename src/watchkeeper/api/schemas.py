@@ -509,3 +509,48 @@ class HealthHistoryBody(Model):
                          "unknown (not up)")
     truncated: bool = Field(description="the range held more events than one answer reads "
                             "(the newest are used): ask for a shorter range")
+
+
+class NotifyRouteBody(Model):
+    """One notification route's delivery: is it getting through (see GET /api/notify)."""
+
+    name: str
+    kind: str = Field(description="the apprise URL's scheme (json, slack, mailtos ...), or "
+                      "alertmanager")
+    url: str = Field(description="as GET /api/config shows it: an apprise URL is all masked, "
+                     "an Alertmanager's user, password and query are")
+    state: Literal["ok", "retrying", "failing", "unknown"] = Field(
+        description="ok: the last try succeeded or none was made; retrying: tries fail, for "
+        "less than notify.failing_after_s so far; failing: for that long or longer (the "
+        "health is degraded); unknown: the agent that delivers it did not answer")
+    waiting: int | None = Field(None, description="messages waiting in the outbox (apprise "
+                                "routes; an Alertmanager route queues nothing)")
+    oldest_waiting_s: float | None = Field(None, description="age of the oldest waiting "
+                                           "(a summary counts from the oldest it replaced)")
+    sent_total: int = Field(0, description="messages delivered (apprise: kept in the outbox "
+                            "file, across restarts; Alertmanager: posts accepted, since this "
+                            "process started)")
+    failed_total: int = Field(0, description="failed tries (each retry counts)")
+    dropped_total: int = Field(0, description="messages dropped past the outbox's bounds "
+                               "(into one summary); Alertmanager: alerts past its set's bound")
+    last_success_at: datetime | None = None
+    last_error: str | None = Field(None, description="one line, secrets masked")
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = Field(None, description="first failed try since the "
+                                           "last success")
+    next_retry_at: datetime | None = None
+    alerts: int | None = Field(None, description="Alertmanager: alerts in its current set "
+                               "(firing and recently ended)")
+    firing: int | None = Field(None, description="Alertmanager: of them, firing")
+    last_post_ok: bool | None = Field(None, description="Alertmanager: whether its last post "
+                                      "was accepted (None: none made yet)")
+
+
+class NotifyBody(Model):
+    """Every configured route, in configured order."""
+
+    failing_after_s: float = Field(description="notify.failing_after_s: a route failing this "
+                                   "long makes the health degraded")
+    routes: list[NotifyRouteBody]
+    unavailable: list[str] = Field(default_factory=list, description="agents that did not "
+                                   "answer (their routes are listed as unknown)")

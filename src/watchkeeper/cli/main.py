@@ -788,6 +788,19 @@ def history(ctx: click.Context, start: str | None, end: str | None, as_json: boo
     _show(ctx, url, token, as_json, "/api/history", tables.history, params or None)
 
 
+@notify.command("status")
+@_json_option
+@_remote_options
+@click.pass_context
+def notify_status(ctx: click.Context, as_json: bool, url: str | None, token: str | None
+                  ) -> None:
+    """Whether each route's notifications get through, from a running server (GET
+    /api/notify): state, waiting, sent, failed, dropped, last success and error."""
+    from watchkeeper.cli import tables
+
+    _show(ctx, url, token, as_json, "/api/notify", tables.notify)
+
+
 def _done(as_json: bool, reply: Any, line: str) -> None:
     """A mutation's answer: the server's JSON as sent, or one line saying what happened."""
     click.echo(json_text(reply.data) if as_json else line)

@@ -20,7 +20,8 @@ from watchkeeper.safetext import printable
 _STYLE = {"ok": "green", "warning": "yellow", "degraded": "yellow", "critical": "bold red",
           "running": "green", "firing": "red", "acknowledged": "yellow", "resolved": "green",
           "down": "red", "failing": "bold red", "crash_looping": "bold red", "failed": "red",
-          "unhealthy": "red", "pending": "yellow", "approved": "green", "rejected": "red"}
+          "unhealthy": "red", "pending": "yellow", "approved": "green", "rejected": "red",
+          "retrying": "yellow", "unknown": "yellow"}
 
 
 PIPED_WIDTH = 1000  # wider than any row: a cell is at most 200 characters
@@ -129,6 +130,36 @@ def agents(console: Console, data: dict[str, Any], now: datetime) -> None:
                       _cell(a.get("error_count")), _cell(a.get("restarts")),
                       Text(_ago(a.get("last_success"), now)), _cell(a.get("last_error"), 80))
     console.print(table)
+
+
+def notify(console: Console, data: dict[str, Any], now: datetime) -> None:
+    """`watchkeeper notify status`: each route's delivery, failing ones with their error."""
+    rows = _rows(data, "routes")
+    if not rows:
+        console.print("no notification routes configured (notify.routes in the config file)")
+    else:
+        table = _table("ROUTE", "KIND", "STATE", "WAITING", "OLDEST", "SENT", "FAILED",
+                       "DROPPED", "LAST OK", "FAILING SINCE", "NEXT TRY")
+        for r in rows:
+            waiting = r.get("waiting")
+            if waiting is None and r.get("alerts") is not None:
+                waiting = f"{r.get('alerts')} alerts"  # an Alertmanager route's current set
+            table.add_row(_cell(r.get("name"), 64), _cell(r.get("kind"), 32),
+                          _cell(r.get("state")), _cell(waiting),
+                          Text(duration(r.get("oldest_waiting_s"))),
+                          _cell(r.get("sent_total")), _cell(r.get("failed_total")),
+                          _cell(r.get("dropped_total")), Text(_ago(r.get("last_success_at"),
+                                                                   now)),
+                          Text(_ago(r.get("failing_since"), now)),
+                          Text(_when(r.get("next_retry_at"))))
+        console.print(table)
+        for r in rows:
+            if r.get("last_error") and r.get("state") != "ok":
+                console.print(Text(f"{printable(str(r.get('name')), 64)}: "
+                                   f"{printable(str(r.get('last_error')), 300)}",
+                                   style=_STYLE.get(str(r.get("state")), "")))
+    for line in data.get("unavailable") or []:
+        console.print(Text(f"not known: {printable(str(line), 300)}", style="bold red"))
 
 
 def alerts(console: Console, data: dict[str, Any], now: datetime) -> None:

@@ -430,6 +430,12 @@ class AlertmanagerRoute:
         self._retry_at = float("-inf")
         self._down_since: float | None = None
         self.posts = 0
+        #: What GET /api/notify shows (per process): failed posts, the last success and error.
+        self.failed_posts = 0
+        self.last_post_ok: bool | None = None
+        self.last_ok_at: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -451,6 +457,18 @@ class AlertmanagerRoute:
     @property
     def down(self) -> bool:
         return self._down_since is not None
+
+    def failing_since(self, now: datetime, mono: float) -> datetime | None:
+        """When its posts began to fail (wall time), or None."""
+        if self._down_since is None:
+            return None
+        return now - timedelta(seconds=max(0.0, mono - self._down_since))
+
+    def next_retry(self, now: datetime, mono: float) -> datetime | None:
+        """When a failed post is tried again (wall time), or None."""
+        if self._down_since is None or self._retry_at == float("-inf"):
+            return None
+        return now + timedelta(seconds=max(0.0, self._retry_at - mono))
 
     # ------------------------------------------------------------------ sending
 
@@ -511,6 +529,10 @@ class AlertmanagerRoute:
 
     def _failed(self, reason: str) -> None:
         self._failures += 1
+        self.failed_posts += 1
+        self.last_post_ok = False
+        self.last_error = reason
+        self.last_error_at = self._wall()
         self._full_due = True  # it may have restarted empty: the whole set when it answers
         delay = min(self.backoff_initial_s * 2 ** (self._failures - 1), self.resend_every_s)
         self._retry_at = self._mono() + delay
@@ -522,6 +544,8 @@ class AlertmanagerRoute:
 
     def _recovered(self, count: int) -> None:
         self._failures = 0
+        self.last_post_ok = True
+        self.last_ok_at = self._wall()
         self._retry_at = float("-inf")
         if self._down_since is not None:
             log.info("Alertmanager %s (route %s) takes alerts again after %.0fs; %d alert(s) "

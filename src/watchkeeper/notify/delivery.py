@@ -6,6 +6,9 @@ loop. A message leaves the outbox only after its channel accepted it (at-least-o
 between the two is the one duplicate there can be). A failed try is retried with exponential
 backoff (:func:`backoff`: 2 s doubling to 5 min). Between passes, the outbox's bounds are
 enforced (:meth:`Outbox.enforce_bounds`). An outage is logged once and its end once.
+Each success, failed try and drop is counted in the route's record in the outbox
+(:class:`~watchkeeper.notify.outbox.RouteStats`); :attr:`Delivery.failing` mirrors which
+routes fail, and since when, for the notifier's health.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Delivery:
         self.sent = 0
         #: Each route's URL at the last pass: a changed one is tried again at once.
         self._urls: dict[str, str] = {}
+        #: Route -> (epoch seconds of its first failed try since its last success, the
+        #: last error): what the notifier's health reads.
+        self.failing: dict[str, tuple[float, str]] = {}
 
     def wake(self) -> None:
         """New messages are waiting: try now."""
@@ -91,6 +97,7 @@ class Delivery:
         seen, self._urls = self._urls, urls
         if any(h.route not in urls for h in heads):
             for route, count in sorted((await self.outbox.drop_routes(set(urls))).items()):
+                self.failing.pop(route, None)
                 log.warning("notify: route %s is no longer configured; the %d message(s) "
                             "waiting for it are dropped", route, count)
         changed = [h.route for h in heads
@@ -112,8 +119,10 @@ class Delivery:
             return
         result = await asyncio.to_thread(self.sender.send, url, msg.title, msg.body,
                                          msg.notify_type)
+        now = self._wall()
         if result.ok:
-            await self.outbox.delivered(msg.id)
+            await self.outbox.delivered(msg.id, route=msg.route, now=now)
+            self.failing.pop(msg.route, None)
             self.sent += 1
             if msg.attempts:
                 log.info("notify: route %s reachable again; delivered what waited",
@@ -121,7 +130,9 @@ class Delivery:
             log.debug("notify: route %s took %r", msg.route, msg.title)
             return
         attempts = msg.attempts + 1
-        await self.outbox.failed(msg.id, result.answer, self._wall() + backoff(attempts))
+        await self.outbox.failed(msg.id, result.answer, now + backoff(attempts),
+                                 route=msg.route, now=now)
+        self.failing[msg.route] = (self.failing.get(msg.route, (now, ""))[0], result.answer)
         if msg.attempts == 0:
             log.warning("notify: route %s did not take a message (%s); retrying with backoff, "
                         "the outbox keeps what waits", msg.route, result.answer)

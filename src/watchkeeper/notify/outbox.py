@@ -8,6 +8,10 @@ messages go out oldest first, one at a time. Bounds per route: ``outbox_max_mess
 waiting, none older than ``outbox_max_age_s``; past either, the oldest are replaced by ONE
 summary message at the head of the route's queue ("N messages for route X were dropped
 while it was unreachable"), which absorbs later drops: a route is never silently emptied.
+
+Each route's delivery record (:class:`RouteStats`: sent, failed tries, dropped, last success,
+last error, failing since) is kept in the same file and updated in the transaction that
+removes, retries or drops a message, so it survives a restart exactly as the queue does.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from watchkeeper.config import PersonalityLevel
 from watchkeeper.notify.message import Message, render_summary
+from watchkeeper.safetext import printable
 from watchkeeper.sqlitedb import SqliteDb
 from watchkeeper.store.sqlite import StoreError
 
@@ -72,6 +77,62 @@ class Pending:
     last_error: str | None
 
 
+@dataclass(frozen=True)
+class RouteStats:
+    """One route's delivery record (epoch seconds); kept across restarts."""
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    #: First failed try since the last success (None: not failing).
+    failing_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What waits for one route: how many, the oldest's creation time (a summary counts from
+    the oldest message it replaced), and the head's tries and next try."""
+
+    count: int
+    oldest_at: float
+    head_attempts: int
+    head_next_try_at: float
+
+
+_STATS_PREFIX = "route:"
+#: Longest last error kept (it is shown on one line; apprise's answer can be long).
+MAX_ERROR = 2000
+
+
+def _stats_of(raw: str | None) -> RouteStats:
+    if raw is None:
+        return RouteStats()
+    try:
+        data = json.loads(raw)
+        known = {f.name for f in fields(RouteStats)}
+        return RouteStats(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError, AttributeError):  # damaged: start the record afresh
+        return RouteStats()
+
+
+def _update_stats(conn: sqlite3.Connection, route: str, **change: Any) -> None:
+    """Apply ``change`` to ``route``'s record inside the caller's transaction; integer
+    values are added to the counters, others replace the field."""
+    key = _STATS_PREFIX + route
+    row = conn.execute("SELECT value FROM notify_state WHERE key = ?", (key,)).fetchone()
+    data = asdict(_stats_of(row[0] if row else None))
+    for name, value in change.items():
+        if name in ("sent", "failed", "dropped"):
+            data[name] += value
+        else:
+            data[name] = value
+    conn.execute("INSERT OR REPLACE INTO notify_state (key, value) VALUES (?, ?)",
+                 (key, json.dumps(data)))
+
+
 _COLUMNS = ("id, route, created_at, kind, title, body, notify_type, fingerprints, attempts, "
             "next_try_at, last_error")
 
@@ -117,31 +178,53 @@ class Outbox:
                                  "VALUES ('router', ?)", (json.dumps(state),))
         await self._db.on_writer(write)
 
-    async def delivered(self, message_id: int) -> None:
-        """The channel accepted it: it leaves the outbox."""
+    async def delivered(self, message_id: int, *, route: str | None = None,
+                        now: float | None = None) -> None:
+        """The channel accepted it: it leaves the outbox (and, given ``route`` and ``now``,
+        counts as that route's success: it is no longer failing)."""
         def write() -> None:
             with self._db.write_txn() as conn:
                 conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+                if route is not None:
+                    _update_stats(conn, route, sent=1, last_success_at=now,
+                                  failing_since=None)
         await self._db.on_writer(write)
 
-    async def failed(self, message_id: int, error: str, next_try_at: float) -> None:
-        """A try failed: count it, say why, and when to try again."""
+    async def failed(self, message_id: int, error: str, next_try_at: float, *,
+                     route: str | None = None, now: float | None = None) -> None:
+        """A try failed: count it, say why, and when to try again (and, given ``route`` and
+        ``now``, in that route's record: failing since its first failed try)."""
+        # On one line and encodable: a channel's answer may hold a lone surrogate (bytes that
+        # were not UTF-8), which SQLite cannot store, and would fail every pass.
+        error = printable(error, MAX_ERROR)
+
         def write() -> None:
             with self._db.write_txn() as conn:
                 conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
-                             "next_try_at = ? WHERE id = ?", (error[:2000], next_try_at,
+                             "next_try_at = ? WHERE id = ?", (error, next_try_at,
                                                               message_id))
+                if route is not None:
+                    key = _STATS_PREFIX + route
+                    row = conn.execute("SELECT value FROM notify_state WHERE key = ?",
+                                       (key,)).fetchone()
+                    since = _stats_of(row[0] if row else None).failing_since
+                    _update_stats(conn, route, failed=1, last_error=error,
+                                  last_error_at=now,
+                                  failing_since=since if since is not None else now)
         await self._db.on_writer(write)
 
     async def drop_routes(self, keep: Collection[str]) -> dict[str, int]:
-        """Delete what waits for routes not in ``keep`` (a reload removed them); returns how
-        many messages each such route had."""
+        """Delete what waits for routes not in ``keep`` (a reload removed them), and their
+        delivery records (a route added again later under that name starts afresh, not
+        "failing" since long ago); returns how many messages each such route had."""
         def write() -> dict[str, int]:
             with self._db.write_txn() as conn:
                 counts = {r: n for r, n in conn.execute(
                     "SELECT route, COUNT(*) FROM outbox GROUP BY route") if r not in keep}
                 conn.executemany("DELETE FROM outbox WHERE route = ?",
                                  [(r,) for r in counts])
+                conn.executemany("DELETE FROM notify_state WHERE key = ?",
+                                 [(_STATS_PREFIX + r,) for r in counts])
             return counts
         return await self._db.on_writer(write)
 
@@ -191,6 +274,7 @@ class Outbox:
                                      (now, summaries[0][0]))
                     continue
                 total += len(victims)
+                _update_stats(conn, route, dropped=len(victims))
                 dropped = len(victims) + sum(r[4] for r in summaries)
                 oldest = min([r[1] for r in victims]
                              + [r[5] if r[5] is not None else r[1] for r in summaries])
@@ -224,6 +308,24 @@ class Outbox:
             return None
         data: dict[str, Any] = json.loads(row[0])
         return data
+
+    def stats(self) -> dict[str, RouteStats]:
+        """Every route's delivery record, by route name."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT key, value FROM notify_state WHERE key LIKE ?",
+                                (_STATS_PREFIX + "%",)).fetchall()
+        return {key[len(_STATS_PREFIX):]: _stats_of(value) for key, value in rows}
+
+    def waiting(self) -> dict[str, Waiting]:
+        """What waits, by route (routes with nothing waiting are absent)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT o.route, c.n, c.oldest, o.attempts, o.next_try_at FROM outbox o JOIN "
+                "(SELECT route, COUNT(*) AS n, MIN(COALESCE(dropped_oldest, created_at)) AS "
+                "oldest, MIN(id) AS head FROM outbox GROUP BY route) c ON o.id = c.head"
+            ).fetchall()
+        return {r[0]: Waiting(count=r[1], oldest_at=r[2], head_attempts=r[3],
+                              head_next_try_at=r[4]) for r in rows}
 
     def heads(self) -> list[Pending]:
         """The oldest waiting message of each route (the only one that may be sent)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from watchkeeper.agents.communicator import CommunicatorAgent
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.api.auth import require_read
 from watchkeeper.api.routes.deps import RuntimeDep
-from watchkeeper.api.schemas import ErrorBody, HistoryBody, Point, Text
+from watchkeeper.api.routes.notify import METRICS_TIMEOUT_S, notify_status
+from watchkeeper.api.schemas import ErrorBody, HistoryBody, NotifyBody, Point, Text
 from watchkeeper.events import AgentState, MetricSnapshot
 from watchkeeper.runtime import Runtime
 from watchkeeper.series import METRICS, flatten
@@ -161,8 +163,10 @@ def wire_counters(rt: Runtime) -> WireCounters:
 class RuntimeCollector(Collector):
     """Prometheus metrics computed at scrape time from the runtime's latest state."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, notify: NotifyBody | None = None) -> None:
         self.runtime = runtime
+        #: The routes' delivery, as the agents answered it before the scrape (None: none).
+        self.notify = notify
 
     def collect(self) -> Iterator[Metric]:
         """Host metrics, agent health, open alerts by severity, action outcomes."""
@@ -245,6 +249,37 @@ class RuntimeCollector(Collector):
         yield from (chain_ok, head)
         yield from self._services()
         yield from self._wire()
+        yield from self._notify()
+
+    def _notify(self) -> Iterator[Metric]:
+        """Per notification route: delivered, failed tries, dropped, and the outbox."""
+        if self.notify is None:
+            return
+        rows = [r for r in self.notify.routes if r.state != "unknown"]
+        # Counters (exposed as ..._total); an apprise route's are kept in the outbox file
+        # across restarts, an Alertmanager route's count since this process started.
+        sent = CounterMetricFamily("watchkeeper_notifications_sent",
+                                   "notifications the route's channel accepted (Alertmanager: "
+                                   "posts)", labels=["route"])
+        failed = CounterMetricFamily("watchkeeper_notifications_failed",
+                                     "failed tries to deliver on the route (each retry counts)",
+                                     labels=["route"])
+        dropped = CounterMetricFamily("watchkeeper_notifications_dropped",
+                                      "notifications dropped past the outbox's bounds (told "
+                                      "as one summary instead)", labels=["route"])
+        waiting = GaugeMetricFamily("watchkeeper_notify_outbox_messages",
+                                    "notifications waiting in the outbox", labels=["route"])
+        oldest = GaugeMetricFamily("watchkeeper_notify_outbox_oldest_seconds",
+                                   "age of the oldest notification waiting (0: none)",
+                                   labels=["route"])
+        for r in rows:
+            sent.add_metric([r.name], float(r.sent_total))
+            failed.add_metric([r.name], float(r.failed_total))
+            dropped.add_metric([r.name], float(r.dropped_total))
+            if r.waiting is not None:  # an Alertmanager route has no outbox
+                waiting.add_metric([r.name], float(r.waiting))
+                oldest.add_metric([r.name], float(r.oldest_waiting_s or 0.0))
+        yield from (sent, failed, dropped, waiting, oldest)
 
     def _wire(self) -> Iterator[Metric]:
         """What this process refused from the bus (a spoofed or malformed message, by
@@ -288,9 +323,15 @@ class RuntimeCollector(Collector):
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_read)],
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def prometheus(runtime: RuntimeDep) -> Response:
-    """Prometheus exposition of host metrics, agent health, alerts and action outcomes."""
+async def prometheus(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition of host metrics, agent health, alerts, action outcomes and
+    notification delivery per route."""
+    # The routes' delivery is the agents' to tell (over the bus, briefly: a scrape must not
+    # hang on one of them); the rest is read in a worker thread, as a sync route would be.
+    notify = await notify_status(runtime, METRICS_TIMEOUT_S) \
+        if runtime.config.current.notify.routes else None
     # A registry per scrape: the collector reads live state, so nothing is kept between.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(runtime))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    registry.register(RuntimeCollector(runtime, notify))
+    body = await asyncio.to_thread(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
