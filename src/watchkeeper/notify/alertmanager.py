@@ -540,7 +540,8 @@ class AlertmanagerRoute:
             self._down_since = self._mono()
             log.warning("Alertmanager %s (route %s) cannot take alerts: %s; retrying with "
                         "backoff, the %d current alert(s) are posted when it answers",
-                        self.shown, self.route.name, reason, len(self.state.entries))
+                        self.shown, self.route.name, printable(reason, 2000),
+                        len(self.state.entries))
 
     def _recovered(self, count: int) -> None:
         self._failures = 0

@@ -23,6 +23,7 @@ from watchkeeper.aio import wait_for
 from watchkeeper.config import Settings
 from watchkeeper.notify.outbox import Outbox, Pending
 from watchkeeper.notify.sender import AppriseSender, Sender
+from watchkeeper.safetext import printable
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,10 @@ class Delivery:
                                  route=msg.route, now=now)
         self.failing[msg.route] = (self.failing.get(msg.route, (now, ""))[0], result.answer)
         if msg.attempts == 0:
+            # The channel's answer is hostile text: escaped here, not only by the file
+            # formatter, since every handler gets the record (a lone surrogate broke one).
             log.warning("notify: route %s did not take a message (%s); retrying with backoff, "
-                        "the outbox keeps what waits", msg.route, result.answer)
+                        "the outbox keeps what waits", msg.route, printable(result.answer, 2000))
 
     async def run(self) -> None:
         """Pass after pass until :meth:`stop`."""
