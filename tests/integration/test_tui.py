@@ -336,6 +336,18 @@ async def test_an_unknown_key_says_which_keys_there_are(server: Server) -> None:
         assert app.is_running
 
 
+async def test_ctrl_c_quits_even_from_an_open_prompt(server: Server) -> None:
+    """As in htop, k9s and Glances: Ctrl+C leaves with exit 0, whatever has the focus."""
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("7")
+        await select(pilot, "config", "thresholds.swap_warning")
+        await pilot.press("e")
+        await eventually(pilot, lambda: bool(app.screen.query(Input)), "the prompt")
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running and app.return_code == 0
+
+
 async def test_a_too_small_terminal_says_so_until_resized(server: Server) -> None:
     async with tui(server.url, _tokens(server), size=(50, 12)) as (_app, pilot):
         text = await shows(pilot, "The terminal is 50x12", "at least 80x20")
@@ -459,7 +471,9 @@ async def test_the_server_going_away_and_coming_back(tmp_path: Path) -> None:
 
 # --- a real terminal ---------------------------------------------------------------------------
 
-def test_in_a_real_terminal_keys_switch_views_and_q_quits_cleanly(server: Server) -> None:
+@pytest.mark.parametrize("quit_key", ["q", "\x03"], ids=["q", "ctrl-c"])
+def test_in_a_real_terminal_keys_switch_views_and_q_or_ctrl_c_quits_cleanly(
+        server: Server, quit_key: str) -> None:
     import pexpect
 
     child = pexpect.spawn(sys.executable, ["-m", "watchkeeper", "cli", "--url", server.url],
@@ -473,7 +487,7 @@ def test_in_a_real_terminal_keys_switch_views_and_q_quits_cleanly(server: Server
         child.expect_exact("sleeper")
         child.send("2")
         child.expect_exact("Agent Details")
-        child.send("q")
+        child.send(quit_key)
         child.expect(pexpect.EOF)
         tail = child.before
     finally:

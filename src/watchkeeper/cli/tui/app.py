@@ -63,6 +63,9 @@ class WatchkeeperApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         *[Binding(str(v.number), f"show({v.number})", v.short) for v in VIEWS],
         Binding("q", "quit_app", "quit"),
+        # Ctrl+C quits, as in htop, k9s and Glances (Textual's own Ctrl+C only says to
+        # press Ctrl+Q); priority, so a focused table or input does not take it first.
+        Binding("ctrl+c", "quit_app", "quit", show=False, priority=True),
         Binding("question_mark", "help", "help", show=False)]
     ENABLE_COMMAND_PALETTE = False
 
@@ -218,7 +221,7 @@ class WatchkeeperApp(App[int]):
         self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS) + " · q quit")
 
     async def action_quit(self) -> None:
-        """Ctrl+Q quits as q does (the agents started here are stopped first)."""
+        """Ctrl+Q quits as q and Ctrl+C do (the agents started here are stopped first)."""
         await self.action_quit_app()
 
     def stop_local(self) -> None:
@@ -295,6 +298,7 @@ class WatchkeeperApp(App[int]):
         """Read the view on screen; the connection bar says how that went."""
         async with self._load_lock:
             view = self.views[self.current - 1]
+            answered = self.api.answered
             try:
                 await view.load()
             except ClientError as exc:
@@ -306,7 +310,10 @@ class WatchkeeperApp(App[int]):
                          f"is {self.api.url} a watchkeeper server of this version?",
                          error=True)
                 return
-            self._set_conn(True)
+            # A view that reads nothing (9, which follows the stream) proves nothing about
+            # the server: the stream's own news sets the bar then.
+            if self.api.answered != answered:
+                self._set_conn(True)
 
     def _failed(self, exc: ClientError, what: str = "") -> None:
         """A request that did not succeed: lost server in the bar, a refusal as a message."""
