@@ -394,9 +394,29 @@ async def test_no_server_offers_the_agents_here_and_a_no_leaves_it_waiting(
             assert app.local is None and not (tmp_path / "data" / "api_token").exists()
 
 
+def _slow_client_cut(port: int) -> bytes:
+    """What the server answers a request head that never ends (a slowloris)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        data = b""
+        while chunk := sock.recv(4096):  # until the server closes it (10 s: socket.timeout)
+            data += chunk
+    return data
+
+
+def _foreign_host(port: int) -> int:
+    """The status of a request that names another server (DNS rebinding)."""
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10,
+                     headers={"Host": "attacker.example"}).status_code
+
+
 async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path) -> None:
     port = free_port()
-    settings = make_settings(tmp_path, api={"port": port}, agents={"check_interval": 0.2})
+    # request_timeout_s lowered to 1 s (default 10 s) to keep the slow client's test short.
+    settings = make_settings(tmp_path, api={"port": port, "request_timeout_s": 1},
+                             agents={"check_interval": 0.2})
     async with tui(f"http://127.0.0.1:{port}", lambda: find_token(None, lambda: settings),
                    settings=settings) as (app, pilot):
         await shows(pilot, "Start the agents here")
@@ -409,6 +429,11 @@ async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path
         await said(pilot, "pause: sensor: ok")
         with pytest.raises(Exception, match="running"):  # the data dir is held
             InstanceLock.acquire(settings.storage.path)
+        # `serve`'s guard: a slow client is cut after request_timeout_s, and a request for
+        # another server's name is refused.
+        assert (await asyncio.to_thread(_slow_client_cut, port)).startswith(
+            b"HTTP/1.1 408 ")
+        assert await asyncio.to_thread(_foreign_host, port) == 421
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
@@ -471,9 +496,13 @@ async def test_the_server_going_away_and_coming_back(tmp_path: Path) -> None:
 
 # --- a real terminal ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("quit_key", ["q", "\x03"], ids=["q", "ctrl-c"])
+@pytest.mark.parametrize("quit_by", ["q", "\x03", "SIGHUP"], ids=["q", "ctrl-c", "hangup"])
 def test_in_a_real_terminal_keys_switch_views_and_q_or_ctrl_c_quits_cleanly(
-        server: Server, quit_key: str) -> None:
+        server: Server, quit_by: str) -> None:
+    """q and Ctrl+C quit as in htop; SIGHUP (the SSH session gone) quits the same way,
+    where by default it would kill the process before agents started here flush."""
+    import signal
+
     import pexpect
 
     child = pexpect.spawn(sys.executable, ["-m", "watchkeeper", "cli", "--url", server.url],
@@ -487,7 +516,10 @@ def test_in_a_real_terminal_keys_switch_views_and_q_or_ctrl_c_quits_cleanly(
         child.expect_exact("sleeper")
         child.send("2")
         child.expect_exact("Agent Details")
-        child.send(quit_key)
+        if quit_by == "SIGHUP":
+            child.kill(signal.SIGHUP)
+        else:
+            child.send(quit_by)
         child.expect(pexpect.EOF)
         tail = child.before
     finally:

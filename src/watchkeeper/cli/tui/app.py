@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
@@ -170,6 +171,13 @@ class WatchkeeperApp(App[int]):
 
     def on_mount(self) -> None:
         self._ui_loop = asyncio.get_running_loop()
+        if not self.is_headless and hasattr(signal, "SIGHUP"):
+            # SIGHUP is the terminal (the SSH session) going away, not `serve`'s reload: quit
+            # as q does, so that agents started here flush their history; by default it would
+            # kill the process on the spot.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._ui_loop.add_signal_handler(
+                    signal.SIGHUP, lambda: self.call_later(self.action_quit_app))
         self._check_size()
         self.stream.start()
         self.set_interval(self.poll_s, self._tick)
