@@ -125,11 +125,14 @@ async def test_every_view_shows_what_the_server_has(server: Server) -> None:
     async with tui(server.url, _tokens(server)) as (_app, pilot):
         expected = {
             1: ("1 System Status", "5/5 running", "warning", f"connected to {server.url}"),
-            2: ("2 Agent Details", "sensor", "analyzer", "remediator", "communicator"),
+            2: ("2 Agent Details", "sensor", "analyzer", "remediator", "communicator",
+                "notifier"),
             3: ("3 System Metrics", "CPU", "memory", "top processes by CPU", "cores"),
             4: ("4 Analysis Results", "Memory is", "assessment"),
             5: ("5 Remediation Status", "sleeper", "process", "audit chain ok"),
-            6: ("6 Message Bus", "metrics.", "PUB/S", "DROPPED"),
+            6: ("6 Message Bus", "metrics.", "PUB/S", "DROPPED",
+                "refused from the bus since the server started: none",
+                "duplicate snapshots stored once: 0"),
             7: ("7 Configuration", "thresholds.swap_warning", "50.0"),
             8: ("8 Send Commands", "health_check", "remediate"),
             9: ("9 Live Monitoring", f"following {server.url}"),

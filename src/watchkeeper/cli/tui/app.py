@@ -42,6 +42,8 @@ DataTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
 #agents, #alerts, #config, #top, #bus { max-height: 100%; height: 1fr; }
 #config { height: 1fr; }
 #assessment { height: auto; margin-top: 1; }
+#bus-wire { margin-top: 1; }
+#bus-wire.bad { color: $error; text-style: bold; }
 #commands { height: auto; max-height: 9; }
 .spark-row { height: 1; }
 .spark-label { width: 17; }
