@@ -278,7 +278,7 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         await pilot.press("8")
         await shows(pilot, "remediate")
         options = app.query_one("#commands", OptionList)
-        options.highlighted = options.option_count - 1
+        options.highlighted = options.get_option_index("remediate")
         before = pending()
         await pilot.press("enter")
         await answer(pilot, "notify_only")
@@ -299,6 +299,38 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         await pilot.press("enter")
         await answer(pilot, "all")
         await shows(pilot, "health_check → sensor: ok")
+
+
+async def test_simulate_from_the_commands_view(server: Server) -> None:
+    """Every command POST /api/command accepts is reachable in view 8: simulate too (it has
+    no dry run: a confirmation says what it will do)."""
+    def demos() -> set[str]:
+        return {s["name"] for s in server.api("GET", "/api/services").json()["services"]
+                if s["name"].startswith("wk-sim-demo")}
+
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("8")
+        await shows(pilot, "simulate")
+        options = app.query_one("#commands", OptionList)
+        options.highlighted = options.get_option_index("simulate")
+        await pilot.press("enter")
+        await answer(pilot, "meteor")
+        await answer(pilot, "5s")
+        await shows(pilot, "Start the demo service for 5 s")
+        await pilot.press("y")  # the server's refusal, shown; nothing started
+        await said(pilot, "simulate: 422", "scenario")
+        await pilot.press("enter")
+        await answer(pilot, "service")
+        await answer(pilot, "2h")  # longer than the server's cap: said, nothing sent
+        await said(pilot, "'2h' is not a duration from 1s to 10m")
+        assert not demos()
+        await pilot.press("enter")
+        await answer(pilot, "service")
+        await answer(pilot, "5s")
+        await pilot.press("y")
+        line = await said(pilot, "simulate service: demo service wk-sim-demo", "crashed")
+        service = line.split("demo service ")[1].split()[0]
+        assert service in demos()
 
 
 # --- plain and NO_COLOR ---------------------------------------------------------------------

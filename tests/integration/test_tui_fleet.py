@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textual.widgets import OptionList
+
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.runtime import Runtime
 
 from .test_api_harness import OPERATOR, api_settings, serve_api, until
 from .test_fleet_remote_actions import host_settings
 from .test_fleet_roles import SharedBus
-from .test_tui import said, select, shows, tui
+from .test_tui import answer, said, select, shows, tui
 
 
 async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
@@ -52,6 +54,19 @@ async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
                 await select(pilot, "approvals", f"web-2/{ids[1]}")
                 await pilot.press("a")
                 await said(pilot, f"approval #{ids[1]}: auto")
+                # View 8 asks which host a remediation is for (a central heals nothing
+                # itself), and previews it on that host's own policy.
+                await pilot.press("8")
+                options = pilot.app.query_one("#commands", OptionList)
+                options.highlighted = options.get_option_index("remediate")
+                await pilot.press("enter")
+                await shows(pilot, "remediate: on which host? (web-1, web-2)")
+                await answer(pilot, "web-1")
+                await answer(pilot, "notify_only")
+                await answer(pilot, '{"message": "from the central"}')
+                await shows(pilot, "dry run of notify_only on web-1", "Send it for real?")
+                await pilot.press("n")
+                await said(pilot, "remediate: not sent")
             remediator = next(a for a in hosts[1].agents if isinstance(a, RemediatorAgent))
             await remediator.wait_idle()
             assert await asyncio.to_thread(sleepers[1].wait, 10) == -signal.SIGTERM
