@@ -333,6 +333,33 @@ async def test_simulate_from_the_commands_view(server: Server) -> None:
         assert service in demos()
 
 
+async def test_the_live_view_shows_refusals_and_config_changes_as_they_happen(
+        server: Server) -> None:
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("9")
+        await shows(pilot, f"following {server.url}")
+        r = server.api("PATCH", "/api/config", {"thresholds": {"swap_warning": 99}})
+        assert r.status_code == 422
+        await shows(pilot, "command_refused  vm refused config_patch to its runtime from api",
+                    "swap_warning (99) must not be above")
+        r = server.api("PATCH", "/api/config", {"thresholds": {"swap_warning": 55}})
+        assert r.status_code == 200, r.text
+        await shows(pilot, "config_changed", "configuration changed (version",
+                    "): thresholds.swap_warning")
+        # What the server only sends elsewhere (an LLM's assessment, a fleet agent's spool
+        # gap) and what is not worth a line (an open alert's number moving), as it comes.
+        alert = {"kind": "alert", "severity": "warning", "state": "firing",
+                 "summary": "Disk is 91% full", "labels": {"change": "value"}}
+        app._on_stream("alert", alert)
+        app._on_stream("alert", {**alert, "labels": {"change": "assessed"},
+                                 "assessment": {"summary": "the backup job fills it"}})
+        app._on_stream("spool_gap", {"kind": "spool_gap", "host": "web-3", "dropped": 12,
+                                     "first_at": "01:00", "last_at": "01:05"})
+        text = await shows(pilot, "warning assessed: the backup job fills it – on: Disk",
+                           "gap: web-3 could not reach the broker")
+        assert "warning firing: Disk is 91% full" not in text
+
+
 # --- plain and NO_COLOR ---------------------------------------------------------------------
 
 def _emoji(text: str) -> set[str]:
