@@ -398,6 +398,23 @@ async def test_an_unknown_key_says_which_keys_there_are(server: Server) -> None:
         assert app.is_running
 
 
+
+async def test_a_views_keys_act_in_that_view_only(server: Server) -> None:
+    async with tui(server.url, _tokens(server)) as (_app, pilot):
+        await shows(pilot, "5/5 running")
+        # At the start the hidden agents table of view 2 once had the focus: p, u and r
+        # were taken by it on view 1 (and the footer listed them there).
+        await pilot.press("p")
+        await said(pilot, "unknown key 'p'")
+        assert "pause" not in screen_text(pilot.app).splitlines()[-1]
+        await pilot.press("2")
+        await select(pilot, "agents", "sensor")
+        await pilot.press("1")
+        await pilot.press("p")
+        await said(pilot, "unknown key 'p'")
+        assert agent_state(server, "sensor") == "running"
+
+
 async def test_ctrl_c_quits_even_from_an_open_prompt(server: Server) -> None:
     """As in htop, k9s and Glances: Ctrl+C leaves with exit 0, whatever has the focus."""
     async with tui(server.url, _tokens(server)) as (app, pilot):

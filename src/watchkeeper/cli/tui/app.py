@@ -71,6 +71,9 @@ class WatchkeeperApp(App[int]):
         Binding("ctrl+c", "quit_app", "quit", show=False, priority=True),
         Binding("question_mark", "help", "help", show=False)]
     ENABLE_COMMAND_PALETTE = False
+    # Each view says what has the focus (_focus_view): Textual's own pick at start was the
+    # first table, view 2's, hidden behind view 1, whose keys then acted from there.
+    AUTO_FOCUS = None
 
     def __init__(self, url: str, find_token: TokenFinder, *, plain: bool = False,
                  settings: Callable[[], Settings] | None = None, offer_local: bool = True,
@@ -225,6 +228,8 @@ class WatchkeeperApp(App[int]):
         target = self.views[self.current - 1].focus_target()
         if target is not None:
             target.focus()
+        else:  # a hidden view's table keeps no focus: its keys must not act from here
+            self.set_focus(None)
 
     def action_help(self) -> None:
         """List the views and keys."""
