@@ -249,6 +249,8 @@ async def test_reset_a_target_and_an_unknown_one(server: Server) -> None:
         await pilot.press("t")
         await answer(pilot, "no-such-service")
         await said(pilot, "404: unknown service 'no-such-service'")
+        await pilot.press("tab")  # Tab moves to the next table
+        assert pilot.app.focused is pilot.app.query_one("#approvals")
 
 
 async def test_a_config_change_accepted_and_one_refused_with_the_servers_reason(
@@ -420,7 +422,7 @@ async def test_ctrl_c_quits_even_from_an_open_prompt(server: Server) -> None:
     async with tui(server.url, _tokens(server)) as (app, pilot):
         await pilot.press("7")
         await select(pilot, "config", "thresholds.swap_warning")
-        await pilot.press("e")
+        await pilot.press("enter")  # as e does, Enter asks for the selected value
         await eventually(pilot, lambda: bool(app.screen.query(Input)), "the prompt")
         await pilot.press("ctrl+c")
         await pilot.pause()

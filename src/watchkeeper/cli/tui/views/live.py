@@ -22,7 +22,7 @@ _STYLE = {"agent_error": "red", "agent_gave_up": "bold red", "agent_restarted": 
           "reset": "yellow", "command_refused": "yellow", "spool_gap": "bold red"}
 
 
-def _line(event: str, data: dict[str, Any]) -> str | None:
+def event_text(event: str, data: dict[str, Any]) -> str | None:
     """The line for one event (None: not worth one), in the words of the dashboard's feed."""
     def f(key: str) -> str:
         return safe(data.get(key, ""), 200)
@@ -79,7 +79,7 @@ class LiveView(View):
     def on_stream(self, event: str, data: Any) -> None:
         if event not in KINDS or not isinstance(data, dict):
             return
-        line = _line(event, data)
+        line = event_text(event, data)
         if line is None:
             return
         look = self.host.look
