@@ -31,7 +31,10 @@ async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
              for name in ("web-1", "web-2")]
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
                 for _ in hosts]
-    async with serve_api(api_settings(tmp_path / "central"), role="central", bus=bus) as api:
+    # A memory warning at 0.1 % on the central: an open alert of each host to silence.
+    central = api_settings(tmp_path / "central", analyzer={"for_s": 0},
+                           thresholds={"memory_warning": 0.1, "memory_critical": 100})
+    async with serve_api(central, role="central", bus=bus) as api:
         for rt in hosts:
             await rt.start()
         try:
@@ -67,6 +70,17 @@ async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
                 await shows(pilot, "dry run of notify_only on web-1", "Send it for real?")
                 await pilot.press("n")
                 await said(pilot, "remediate: not sent")
+                # View 4 silences alerts like the selected one on its own host only.
+                alerts = (await api.client.get("/api/alerts")).json()["alerts"]
+                web2 = next(a for a in alerts if a["host"] == "web-2"
+                            and a["metric"] == "memory.percent")
+                await pilot.press("4")
+                await select(pilot, "alerts", web2["fingerprint"])
+                await pilot.press("s")
+                await answer(pilot, "30m")
+                await said(pilot, "silenced rule=threshold metric=memory.percent host=web-2")
+                silences = (await api.client.get("/api/alerts/silences")).json()["silences"]
+                assert [s["matchers"].get("host") for s in silences] == ["web-2"]
             remediator = next(a for a in hosts[1].agents if isinstance(a, RemediatorAgent))
             await remediator.wait_idle()
             assert await asyncio.to_thread(sleepers[1].wait, 10) == -signal.SIGTERM

@@ -12,11 +12,9 @@ from textual.widget import Widget
 from textual.widgets import OptionList, RichLog
 from textual.widgets.option_list import Option
 
-from watchkeeper.cli.client import ClientError
-from watchkeeper.cli.tui.api import unreachable
 from watchkeeper.cli.tui.look import rows, safe
 from watchkeeper.cli.tui.views.alerts import parse_duration
-from watchkeeper.cli.tui.views.base import View
+from watchkeeper.cli.tui.views.base import View, fleet_hosts
 
 COMMANDS = (("health_check", "ask agents to check in"),
             ("pause", "pause an agent, or all"),
@@ -64,15 +62,9 @@ class CommandsView(View):
     async def _where(self, name: str, *, here: bool) -> dict[str, str] | None:
         """The ``host=`` query for ``name``: none on a single server; on a fleet's central,
         the host it asks for (``here``: empty means the central itself). None: cancelled."""
-        try:
-            data = await self.host.api.get("/api/hosts")
-        except ClientError as exc:
-            if unreachable(exc):
-                raise
-            data = None  # a server without /api/hosts follows no fleet
-        if not (isinstance(data, dict) and data.get("fleet") is True):
+        names = await fleet_hosts(self.host.api)
+        if names is None:
             return {}
-        names = [safe(h.get("host"), 64) for h in rows(data, "hosts")]
         listed = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
         answer = await self.host.prompt(
             f"{name}: on which host? ({listed or 'none reports yet'})"
