@@ -125,11 +125,14 @@ async def test_every_view_shows_what_the_server_has(server: Server) -> None:
     async with tui(server.url, _tokens(server)) as (_app, pilot):
         expected = {
             1: ("1 System Status", "5/5 running", "warning", f"connected to {server.url}"),
-            2: ("2 Agent Details", "sensor", "analyzer", "remediator", "communicator"),
+            2: ("2 Agent Details", "sensor", "analyzer", "remediator", "communicator",
+                "notifier"),
             3: ("3 System Metrics", "CPU", "memory", "top processes by CPU", "cores"),
             4: ("4 Analysis Results", "Memory is", "assessment"),
             5: ("5 Remediation Status", "sleeper", "process", "audit chain ok"),
-            6: ("6 Message Bus", "metrics.", "PUB/S", "DROPPED"),
+            6: ("6 Message Bus", "metrics.", "PUB/S", "DROPPED",
+                "refused from the bus since the server started: none",
+                "duplicate snapshots stored once: 0"),
             7: ("7 Configuration", "thresholds.swap_warning", "50.0"),
             8: ("8 Send Commands", "health_check", "remediate"),
             9: ("9 Live Monitoring", f"following {server.url}"),
@@ -246,6 +249,8 @@ async def test_reset_a_target_and_an_unknown_one(server: Server) -> None:
         await pilot.press("t")
         await answer(pilot, "no-such-service")
         await said(pilot, "404: unknown service 'no-such-service'")
+        await pilot.press("tab")  # Tab moves to the next table
+        assert pilot.app.focused is pilot.app.query_one("#approvals")
 
 
 async def test_a_config_change_accepted_and_one_refused_with_the_servers_reason(
@@ -275,7 +280,7 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         await pilot.press("8")
         await shows(pilot, "remediate")
         options = app.query_one("#commands", OptionList)
-        options.highlighted = options.option_count - 1
+        options.highlighted = options.get_option_index("remediate")
         before = pending()
         await pilot.press("enter")
         await answer(pilot, "notify_only")
@@ -296,6 +301,65 @@ async def test_remediate_previews_a_dry_run_before_the_real_request(server: Serv
         await pilot.press("enter")
         await answer(pilot, "all")
         await shows(pilot, "health_check → sensor: ok")
+
+
+async def test_simulate_from_the_commands_view(server: Server) -> None:
+    """Every command POST /api/command accepts is reachable in view 8: simulate too (it has
+    no dry run: a confirmation says what it will do)."""
+    def demos() -> set[str]:
+        return {s["name"] for s in server.api("GET", "/api/services").json()["services"]
+                if s["name"].startswith("wk-sim-demo")}
+
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("8")
+        await shows(pilot, "simulate")
+        options = app.query_one("#commands", OptionList)
+        options.highlighted = options.get_option_index("simulate")
+        await pilot.press("enter")
+        await answer(pilot, "meteor")
+        await answer(pilot, "5s")
+        await shows(pilot, "Start the demo service for 5 s")
+        await pilot.press("y")  # the server's refusal, shown; nothing started
+        await said(pilot, "simulate: 422", "scenario")
+        await pilot.press("enter")
+        await answer(pilot, "service")
+        await answer(pilot, "2h")  # longer than the server's cap: said, nothing sent
+        await said(pilot, "'2h' is not a duration from 1s to 10m")
+        assert not demos()
+        await pilot.press("enter")
+        await answer(pilot, "service")
+        await answer(pilot, "5s")
+        await pilot.press("y")
+        line = await said(pilot, "simulate service: demo service wk-sim-demo", "crashed")
+        service = line.split("demo service ")[1].split()[0]
+        assert service in demos()
+
+
+async def test_the_live_view_shows_refusals_and_config_changes_as_they_happen(
+        server: Server) -> None:
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("9")
+        await shows(pilot, f"following {server.url}")
+        r = server.api("PATCH", "/api/config", {"thresholds": {"swap_warning": 99}})
+        assert r.status_code == 422
+        await shows(pilot, "command_refused  vm refused config_patch to its runtime from api",
+                    "swap_warning (99) must not be above")
+        r = server.api("PATCH", "/api/config", {"thresholds": {"swap_warning": 55}})
+        assert r.status_code == 200, r.text
+        await shows(pilot, "config_changed", "configuration changed (version",
+                    "): thresholds.swap_warning")
+        # What the server only sends elsewhere (an LLM's assessment, a fleet agent's spool
+        # gap) and what is not worth a line (an open alert's number moving), as it comes.
+        alert = {"kind": "alert", "severity": "warning", "state": "firing",
+                 "summary": "Disk is 91% full", "labels": {"change": "value"}}
+        app._on_stream("alert", alert)
+        app._on_stream("alert", {**alert, "labels": {"change": "assessed"},
+                                 "assessment": {"summary": "the backup job fills it"}})
+        app._on_stream("spool_gap", {"kind": "spool_gap", "host": "web-3", "dropped": 12,
+                                     "first_at": "01:00", "last_at": "01:05"})
+        text = await shows(pilot, "warning assessed: the backup job fills it – on: Disk",
+                           "gap: web-3 could not reach the broker")
+        assert "warning firing: Disk is 91% full" not in text
 
 
 # --- plain and NO_COLOR ---------------------------------------------------------------------
@@ -334,6 +398,35 @@ async def test_an_unknown_key_says_which_keys_there_are(server: Server) -> None:
         await pilot.press("1")
         await shows(pilot, "1 System Status")
         assert app.is_running
+
+
+
+async def test_a_views_keys_act_in_that_view_only(server: Server) -> None:
+    async with tui(server.url, _tokens(server)) as (_app, pilot):
+        await shows(pilot, "5/5 running")
+        # At the start the hidden agents table of view 2 once had the focus: p, u and r
+        # were taken by it on view 1 (and the footer listed them there).
+        await pilot.press("p")
+        await said(pilot, "unknown key 'p'")
+        assert "pause" not in screen_text(pilot.app).splitlines()[-1]
+        await pilot.press("2")
+        await select(pilot, "agents", "sensor")
+        await pilot.press("1")
+        await pilot.press("p")
+        await said(pilot, "unknown key 'p'")
+        assert agent_state(server, "sensor") == "running"
+
+
+async def test_ctrl_c_quits_even_from_an_open_prompt(server: Server) -> None:
+    """As in htop, k9s and Glances: Ctrl+C leaves with exit 0, whatever has the focus."""
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await pilot.press("7")
+        await select(pilot, "config", "thresholds.swap_warning")
+        await pilot.press("enter")  # as e does, Enter asks for the selected value
+        await eventually(pilot, lambda: bool(app.screen.query(Input)), "the prompt")
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running and app.return_code == 0
 
 
 async def test_a_too_small_terminal_says_so_until_resized(server: Server) -> None:
@@ -382,9 +475,29 @@ async def test_no_server_offers_the_agents_here_and_a_no_leaves_it_waiting(
             assert app.local is None and not (tmp_path / "data" / "api_token").exists()
 
 
+def _slow_client_cut(port: int) -> bytes:
+    """What the server answers a request head that never ends (a slowloris)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        data = b""
+        while chunk := sock.recv(4096):  # until the server closes it (10 s: socket.timeout)
+            data += chunk
+    return data
+
+
+def _foreign_host(port: int) -> int:
+    """The status of a request that names another server (DNS rebinding)."""
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10,
+                     headers={"Host": "attacker.example"}).status_code
+
+
 async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path) -> None:
     port = free_port()
-    settings = make_settings(tmp_path, api={"port": port}, agents={"check_interval": 0.2})
+    # request_timeout_s lowered to 1 s (default 10 s) to keep the slow client's test short.
+    settings = make_settings(tmp_path, api={"port": port, "request_timeout_s": 1},
+                             agents={"check_interval": 0.2})
     async with tui(f"http://127.0.0.1:{port}", lambda: find_token(None, lambda: settings),
                    settings=settings) as (app, pilot):
         await shows(pilot, "Start the agents here")
@@ -397,6 +510,11 @@ async def test_yes_starts_the_agents_here_and_quitting_stops_them(tmp_path: Path
         await said(pilot, "pause: sensor: ok")
         with pytest.raises(Exception, match="running"):  # the data dir is held
             InstanceLock.acquire(settings.storage.path)
+        # `serve`'s guard: a slow client is cut after request_timeout_s, and a request for
+        # another server's name is refused.
+        assert (await asyncio.to_thread(_slow_client_cut, port)).startswith(
+            b"HTTP/1.1 408 ")
+        assert await asyncio.to_thread(_foreign_host, port) == 421
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
@@ -459,7 +577,13 @@ async def test_the_server_going_away_and_coming_back(tmp_path: Path) -> None:
 
 # --- a real terminal ---------------------------------------------------------------------------
 
-def test_in_a_real_terminal_keys_switch_views_and_q_quits_cleanly(server: Server) -> None:
+@pytest.mark.parametrize("quit_by", ["q", "\x03", "SIGHUP"], ids=["q", "ctrl-c", "hangup"])
+def test_in_a_real_terminal_keys_switch_views_and_q_or_ctrl_c_quits_cleanly(
+        server: Server, quit_by: str) -> None:
+    """q and Ctrl+C quit as in htop; SIGHUP (the SSH session gone) quits the same way,
+    where by default it would kill the process before agents started here flush."""
+    import signal
+
     import pexpect
 
     child = pexpect.spawn(sys.executable, ["-m", "watchkeeper", "cli", "--url", server.url],
@@ -473,7 +597,10 @@ def test_in_a_real_terminal_keys_switch_views_and_q_quits_cleanly(server: Server
         child.expect_exact("sleeper")
         child.send("2")
         child.expect_exact("Agent Details")
-        child.send("q")
+        if quit_by == "SIGHUP":
+            child.kill(signal.SIGHUP)
+        else:
+            child.send(quit_by)
         child.expect(pexpect.EOF)
         tail = child.before
     finally:

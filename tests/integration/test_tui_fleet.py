@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textual.widgets import OptionList
+
 from watchkeeper.agents.remediator import RemediatorAgent
 from watchkeeper.runtime import Runtime
 
 from .test_api_harness import OPERATOR, api_settings, serve_api, until
 from .test_fleet_remote_actions import host_settings
 from .test_fleet_roles import SharedBus
-from .test_tui import said, select, shows, tui
+from .test_tui import answer, said, select, shows, tui
 
 
 async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
@@ -29,7 +31,10 @@ async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
              for name in ("web-1", "web-2")]
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
                 for _ in hosts]
-    async with serve_api(api_settings(tmp_path / "central"), role="central", bus=bus) as api:
+    # A memory warning at 0.1 % on the central: an open alert of each host to silence.
+    central = api_settings(tmp_path / "central", analyzer={"for_s": 0},
+                           thresholds={"memory_warning": 0.1, "memory_critical": 100})
+    async with serve_api(central, role="central", bus=bus) as api:
         for rt in hosts:
             await rt.start()
         try:
@@ -52,6 +57,30 @@ async def test_the_remediation_view_on_a_central_acts_on_the_rows_own_host(
                 await select(pilot, "approvals", f"web-2/{ids[1]}")
                 await pilot.press("a")
                 await said(pilot, f"approval #{ids[1]}: auto")
+                # View 8 asks which host a remediation is for (a central heals nothing
+                # itself), and previews it on that host's own policy.
+                await pilot.press("8")
+                options = pilot.app.query_one("#commands", OptionList)
+                options.highlighted = options.get_option_index("remediate")
+                await pilot.press("enter")
+                await shows(pilot, "remediate: on which host? (web-1, web-2)")
+                await answer(pilot, "web-1")
+                await answer(pilot, "notify_only")
+                await answer(pilot, '{"message": "from the central"}')
+                await shows(pilot, "dry run of notify_only on web-1", "Send it for real?")
+                await pilot.press("n")
+                await said(pilot, "remediate: not sent")
+                # View 4 silences alerts like the selected one on its own host only.
+                alerts = (await api.client.get("/api/alerts")).json()["alerts"]
+                web2 = next(a for a in alerts if a["host"] == "web-2"
+                            and a["metric"] == "memory.percent")
+                await pilot.press("4")
+                await select(pilot, "alerts", web2["fingerprint"])
+                await pilot.press("s")
+                await answer(pilot, "30m")
+                await said(pilot, "silenced rule=threshold metric=memory.percent host=web-2")
+                silences = (await api.client.get("/api/alerts/silences")).json()["silences"]
+                assert [s["matchers"].get("host") for s in silences] == ["web-2"]
             remediator = next(a for a in hosts[1].agents if isinstance(a, RemediatorAgent))
             await remediator.wait_idle()
             assert await asyncio.to_thread(sleepers[1].wait, 10) == -signal.SIGTERM

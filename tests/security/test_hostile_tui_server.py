@@ -85,6 +85,10 @@ def _routes(text: str) -> dict[str, Any]:
                         "os": text, "version": text, "agents_running": 4, "agents_total": 4},
         "/api/agents": {"agents": [{"name": text, "state": text, "last_error": text}]},
         "/api/alerts": {"alerts": [alert]},
+        "/api/bus": {"topics": [{"topic": text, "published": 1, "delivered": 1, "dropped": 0,
+                                 "queue_depth": 0}]},
+        "/api/hosts": {"fleet": True, "hosts": [], "rejected": {text: 3},
+                       "duplicate_snapshots": 2},
         "/api/events": (f"event: ready\ndata: {{}}\n\n"
                         f"id: x-1\nevent: agent_error\ndata: {json.dumps(event)}\n\n").encode(),
     }
@@ -107,7 +111,7 @@ async def test_hostile_text_is_shown_as_text(hostile: _Hostile, attack: str) -> 
     app = WatchkeeperApp(f"http://127.0.0.1:{hostile.server_address[1]}",
                          lambda: (None, "none"), offer_local=False, poll_s=60)
     async with app.run_test(size=(160, 40)) as pilot:
-        for key in "1249":
+        for key in "12469":
             screen = await _show(app, pilot, key, shown[:30])
             assert "\x1b" not in screen and "\u202e" not in screen
         await pilot.click("#live")  # a click on the text runs no action hidden in it
@@ -151,4 +155,19 @@ async def test_a_huge_name_is_cut(hostile: _Hostile) -> None:
         name, state = app.query_one("#agents", DataTable).get_row_at(0)[:2]
         assert len(str(name)) <= 200 and str(name).endswith("…")
         assert len(str(state)) <= 40
+        await pilot.press("q")
+
+
+async def test_the_bus_view_shows_a_centrals_refusals_by_reason(hostile: _Hostile) -> None:
+    # A fleet central over NATS counts what it refused (a host publishing as another); the
+    # in-process bus of the other tests refuses nothing, so a server answers it here.
+    hostile.routes = {"/api/bus": {"topics": []}, "/api/hosts": {
+        "fleet": True, "hosts": [], "rejected": {"wrong_host": 3, "undecodable": 0},
+        "duplicate_snapshots": 2}}
+    app = WatchkeeperApp(f"http://127.0.0.1:{hostile.server_address[1]}",
+                         lambda: (None, "none"), offer_local=False, poll_s=60)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _show(app, pilot, "6", "refused from the bus since the server started: "
+                    "wrong_host 3 · duplicate snapshots stored once: 2")
+        assert "bad" in app.query_one("#bus-wire").classes
         await pilot.press("q")

@@ -393,7 +393,11 @@ def _listen(host: str, port: int) -> Any:
 
 
 async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None,
-                 broker: str | None = None) -> None:
+                 broker: str | None = None, *,
+                 started: Callable[[Callable[[], None]], None] | None = None) -> None:
+    """The agents and the API behind the connection guard until told to stop: by a signal
+    in the main thread; ``started`` is given a thread-safe stop once the agents run (the
+    terminal UI's in-process agents, in a thread where no signal handler can be set)."""
     import uvicorn
 
     from watchkeeper.api import create_app
@@ -458,6 +462,8 @@ async def _serve(runtime: Any, host: str, sock: Any, config_file: Path | None,
             "api.max_connections (%d): raise the limit (LimitNOFILE= in a systemd unit)",
             soft_limit, guard.limit, api.max_connections)
     app.state.max_streams = min(app.state.max_streams, max(1, guard.limit // 2))
+    if started is not None:
+        started(lambda: server.handle_exit(signal.SIGTERM, None))
     try:
         await server.serve(sockets=[sock])
     finally:

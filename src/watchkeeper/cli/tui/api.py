@@ -30,6 +30,9 @@ class Api:
         self.url = url.rstrip("/")
         token, self.token_source = find_token()
         self._client = Client(self.url, token, self.token_source)
+        #: Requests the server answered (any status): a view's read that made none says
+        #: nothing about whether the server is there.
+        self.answered = 0
         # One request at a time: the sync client is shared, and an operator's keypress never
         # needs two answers at once.
         self._lock = asyncio.Lock()
@@ -57,7 +60,14 @@ class Api:
     async def _call(self, request: Callable[[Client], Reply]) -> Reply:
         async with self._lock:
             client = self._client
-            return await asyncio.to_thread(request, client)
+            try:
+                reply = await asyncio.to_thread(request, client)
+            except ClientError as exc:
+                if not unreachable(exc):
+                    self.answered += 1
+                raise
+            self.answered += 1
+            return reply
 
     def close(self) -> None:
         """Close the connection pool."""

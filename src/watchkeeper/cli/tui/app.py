@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
@@ -41,6 +42,8 @@ DataTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
 #agents, #alerts, #config, #top, #bus { max-height: 100%; height: 1fr; }
 #config { height: 1fr; }
 #assessment { height: auto; margin-top: 1; }
+#bus-wire { margin-top: 1; }
+#bus-wire.bad { color: $error; text-style: bold; }
 #commands { height: auto; max-height: 9; }
 .spark-row { height: 1; }
 .spark-label { width: 17; }
@@ -63,8 +66,14 @@ class WatchkeeperApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         *[Binding(str(v.number), f"show({v.number})", v.short) for v in VIEWS],
         Binding("q", "quit_app", "quit"),
+        # Ctrl+C quits, as in htop, k9s and Glances (Textual's own Ctrl+C only says to
+        # press Ctrl+Q); priority, so a focused table or input does not take it first.
+        Binding("ctrl+c", "quit_app", "quit", show=False, priority=True),
         Binding("question_mark", "help", "help", show=False)]
     ENABLE_COMMAND_PALETTE = False
+    # Each view says what has the focus (_focus_view): Textual's own pick at start was the
+    # first table, view 2's, hidden behind view 1, whose keys then acted from there.
+    AUTO_FOCUS = None
 
     def __init__(self, url: str, find_token: TokenFinder, *, plain: bool = False,
                  settings: Callable[[], Settings] | None = None, offer_local: bool = True,
@@ -167,6 +176,13 @@ class WatchkeeperApp(App[int]):
 
     def on_mount(self) -> None:
         self._ui_loop = asyncio.get_running_loop()
+        if not self.is_headless and hasattr(signal, "SIGHUP"):
+            # SIGHUP is the terminal (the SSH session) going away, not `serve`'s reload: quit
+            # as q does, so that agents started here flush their history; by default it would
+            # kill the process on the spot.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._ui_loop.add_signal_handler(
+                    signal.SIGHUP, lambda: self.call_later(self.action_quit_app))
         self._check_size()
         self.stream.start()
         self.set_interval(self.poll_s, self._tick)
@@ -212,13 +228,15 @@ class WatchkeeperApp(App[int]):
         target = self.views[self.current - 1].focus_target()
         if target is not None:
             target.focus()
+        else:  # a hidden view's table keeps no focus: its keys must not act from here
+            self.set_focus(None)
 
     def action_help(self) -> None:
         """List the views and keys."""
         self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS) + " · q quit")
 
     async def action_quit(self) -> None:
-        """Ctrl+Q quits as q does (the agents started here are stopped first)."""
+        """Ctrl+Q quits as q and Ctrl+C do (the agents started here are stopped first)."""
         await self.action_quit_app()
 
     def stop_local(self) -> None:
@@ -295,6 +313,7 @@ class WatchkeeperApp(App[int]):
         """Read the view on screen; the connection bar says how that went."""
         async with self._load_lock:
             view = self.views[self.current - 1]
+            answered = self.api.answered
             try:
                 await view.load()
             except ClientError as exc:
@@ -306,7 +325,10 @@ class WatchkeeperApp(App[int]):
                          f"is {self.api.url} a watchkeeper server of this version?",
                          error=True)
                 return
-            self._set_conn(True)
+            # A view that reads nothing (9, which follows the stream) proves nothing about
+            # the server: the stream's own news sets the bar then.
+            if self.api.answered != answered:
+                self._set_conn(True)
 
     def _failed(self, exc: ClientError, what: str = "") -> None:
         """A request that did not succeed: lost server in the bar, a refusal as a message."""

@@ -1,7 +1,8 @@
 """The agents and the API started inside the TUI's process, when no server answers.
 
-They run in a thread of their own with their own event loop: the agents' work never slows
-the UI, and uvicorn installs no signal handlers outside the main thread (Textual owns the
+They run `watchkeeper serve`'s code (cli/main.py's ``_serve``: the connection guard, the
+Host check) in a thread of their own with their own event loop: the agents' work never
+slows the UI, and no signal handler is installed outside the main thread (Textual owns the
 terminal's). The data dir's instance lock is held as `watchkeeper serve` holds it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from watchkeeper.config import ConfigError, Settings
@@ -29,9 +31,7 @@ class LocalServer:
         self.settings = settings
         self.url = ""
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._app: Any = None
+        self._stop: Callable[[], None] | None = None
         self._lock: Any = None
         self._ready = threading.Event()
         self._failed: BaseException | None = None
@@ -87,35 +87,24 @@ class LocalServer:
             self._ready.set()
 
     async def _main(self, runtime: Any, host: str, sock: Any) -> None:
-        import uvicorn
+        # `serve`'s own code path: the same Host check, connection cap, request timeout and
+        # descriptor budget. Its signal handlers (stop, SIGHUP reload) cannot be set outside
+        # the main thread and are skipped: quitting the UI stops these agents instead.
+        from watchkeeper.cli.main import _serve
 
-        from watchkeeper.api import create_app
-
-        self._loop = asyncio.get_running_loop()
-        self._app = create_app(runtime, bind_host=host)
-        self._server = uvicorn.Server(uvicorn.Config(
-            self._app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            timeout_graceful_shutdown=5, ws="none"))
-        await runtime.start()
-        try:
+        def started(stop: Callable[[], None]) -> None:
+            self._stop = stop
             self._ready.set()
-            await self._server.serve(sockets=[sock])
-        finally:
-            await runtime.stop()
-            sock.close()
+
+        # No config file: it is read again only by the SIGHUP handler, which is not set here.
+        await _serve(runtime, host, sock, None, started=started)
 
     def stop(self) -> None:
         """Stop the API and the agents (they flush their history) and release the lock."""
-        loop, server, thread = self._loop, self._server, self._thread
-        if loop is not None and server is not None and thread is not None:
-            from watchkeeper.api.routes.events import close_streams
-
-            def ask_to_stop() -> None:
-                close_streams(self._app)
-                server.should_exit = True
-
+        stop, thread = self._stop, self._thread
+        if stop is not None and thread is not None:
             with contextlib.suppress(RuntimeError):  # its loop has ended already
-                loop.call_soon_threadsafe(ask_to_stop)
+                stop()  # thread-safe: it hands the rest to the server's loop
             thread.join(STOP_TIMEOUT_S)
         self._release()
 

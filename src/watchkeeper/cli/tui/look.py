@@ -21,7 +21,8 @@ ICONS = {"ok": "✅", "warning": "⚠️", "critical": "🔥", "degraded": "🛑
          "escalated": "📣", "notice": "🛑", "reset": "🔓", "expired": "⌛",
          "agent_restarted": "🔁", "agent_gave_up": "🪦", "agent_error": "❌",
          "config_changed": "⚙️", "analyzer_notice": "🧠", "metrics": "📊", "dry_run": "🧪",
-         "connected": "🟢", "lost": "🔴", "local": "🏠"}
+         "connected": "🟢", "lost": "🔴", "local": "🏠", "command_refused": "⛔",
+         "spool_gap": "❗"}
 
 STYLES = {"ok": "green", "warning": "yellow", "degraded": "yellow", "critical": "bold red",
           "running": "green", "paused": "yellow", "stopped": "red", "firing": "red",

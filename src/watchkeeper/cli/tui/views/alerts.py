@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
 from watchkeeper.cli.tui.look import ago, rows, safe
-from watchkeeper.cli.tui.views.base import View, refill, selected, table
+from watchkeeper.cli.tui.views.base import View, fleet_hosts, refill, selected, table
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -132,9 +132,16 @@ class AlertsView(View):
                           "nothing silenced", error=True)
             return
         until = self.host.now() + timedelta(seconds=seconds)
+        # On a fleet's central, like it on its own host only (the server adds the host
+        # matcher), as the dashboard silences one host's alert.
+        on = alert.get("host") if isinstance(alert.get("host"), str) else None
+        where = {"host": on} if on and await fleet_hosts(self.host.api) is not None else {}
         reply = await self.host.act("silence", self.host.api.post(
             "/api/alerts/silences", {"matchers": matchers, "until": until.isoformat(),
-                                     "comment": "from watchkeeper cli"}))
+                                     "comment": "from watchkeeper cli"}, where))
         if reply is not None:
-            self.host.say(f"silenced {shown} until {safe(reply.get('until'), 40)} "
+            got = reply.get("matchers")
+            said = " ".join(f"{safe(k, 100)}={safe(v, 100)}" for k, v in got.items()) \
+                if isinstance(got, dict) else shown
+            self.host.say(f"silenced {said} until {safe(reply.get('until'), 40)} "
                           f"({safe(reply.get('id'), 64)})")

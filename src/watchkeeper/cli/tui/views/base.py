@@ -10,8 +10,9 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from watchkeeper.cli.tui.api import Api
-from watchkeeper.cli.tui.look import Look
+from watchkeeper.cli.client import ClientError
+from watchkeeper.cli.tui.api import Api, unreachable
+from watchkeeper.cli.tui.look import Look, rows, safe
 
 
 class Host(Protocol):
@@ -102,3 +103,17 @@ def refill(found: DataTable[Any], rows: list[tuple[str, list[Any]]]) -> None:
     keys = [k for k, _ in rows]
     if keep in keys:
         found.move_cursor(row=keys.index(keep))
+
+
+async def fleet_hosts(api: Api) -> list[str] | None:
+    """The hosts a fleet's central follows (GET /api/hosts); None on a single server (or
+    one without that route)."""
+    try:
+        data = await api.get("/api/hosts")
+    except ClientError as exc:
+        if unreachable(exc):
+            raise
+        return None
+    if not (isinstance(data, dict) and data.get("fleet") is True):
+        return None
+    return [safe(h.get("host"), 64) for h in rows(data, "hosts")]

@@ -1,4 +1,5 @@
-"""6 Message Bus: per topic, messages published, delivered and dropped, and their rates."""
+"""6 Message Bus: per topic, messages published, delivered and dropped, and their rates;
+what the server refused from the bus and the duplicates it stored once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from watchkeeper.cli.client import ClientError
+from watchkeeper.cli.tui.api import unreachable
 from watchkeeper.cli.tui.look import rows, safe
 from watchkeeper.cli.tui.views.base import View, refill, table
 
@@ -21,7 +24,8 @@ def rate(before: Any, after: Any, seconds: float) -> float | None:
 
 
 class BusView(View):
-    """GET /api/bus, read each refresh: rates from successive counters."""
+    """GET /api/bus, read each refresh: rates from successive counters; GET /api/hosts for
+    the bus's refusals and duplicates (a fleet central's, over NATS; zero in one process)."""
 
     number = 6
     title = "Message Bus"
@@ -35,6 +39,7 @@ class BusView(View):
         yield self.heading()
         yield table("TOPIC", "PUBLISHED", "PUB/S", "DELIVERED", "DELIV/S", "DROPPED",
                     "DROPS/S", "QUEUED", id="bus")
+        yield Static("", markup=False, id="bus-wire")
         yield Static("rates: the change between two readings, a refresh apart",
                      markup=False, id="bus-note")
 
@@ -63,3 +68,25 @@ class BusView(View):
                 look.cell(per_s(name, "dropped")), look.cell(t.get("queue_depth"))]))
         refill(self.query_one("#bus", DataTable), listing)
         self._last = (now, topics)
+        await self._wire()
+
+    async def _wire(self) -> None:
+        """The refusals by reason and the duplicate snapshots, under the table."""
+        shown = self.query_one("#bus-wire", Static)
+        try:
+            data = await self.host.api.get("/api/hosts")
+        except ClientError as exc:
+            if unreachable(exc):  # the app says so in its top line
+                raise
+            shown.update("refused from the bus: not known to this server "
+                         f"({safe(exc, 120)})")
+            return
+        found = data.get("rejected") if isinstance(data, dict) else None
+        rejected = {safe(k, 60): v for k, v in found.items() if isinstance(v, int)} \
+            if isinstance(found, dict) else {}
+        dupes = data.get("duplicate_snapshots") if isinstance(data, dict) else None
+        refused = ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items())
+                            if count) or "none"
+        shown.update(f"refused from the bus since the server started: {refused} · "
+                     f"duplicate snapshots stored once: {safe(dupes, 20)}")
+        shown.set_class(refused != "none", "bad")

@@ -1,4 +1,5 @@
-"""8 Send Commands: the POST /api/command set; remediate previews a dry run first."""
+"""8 Send Commands: the POST /api/command set; remediate previews a dry run first; on a
+fleet's central each asks which host."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ from textual.widgets import OptionList, RichLog
 from textual.widgets.option_list import Option
 
 from watchkeeper.cli.tui.look import rows, safe
-from watchkeeper.cli.tui.views.base import View
+from watchkeeper.cli.tui.views.alerts import parse_duration
+from watchkeeper.cli.tui.views.base import View, fleet_hosts
 
 COMMANDS = (("health_check", "ask agents to check in"),
             ("pause", "pause an agent, or all"),
             ("resume", "resume an agent, or all"),
             ("restart", "restart an agent, or all"),
             ("remediate", "ask for a remediation action: a dry-run preview first, then the "
-                          "real request through the same policy as the agents' own"))
+                          "real request through the same policy as the agents' own"),
+            ("simulate", "run the server's demo service and crash it once (service) or "
+                         "make it crash-loop (crashloop): watch watchkeeper heal it"))
+
+#: The longest demo run the server accepts (schemas.SimulateRequest).
+SIMULATE_MAX_S = 600
 
 
 class CommandsView(View):
@@ -47,15 +54,34 @@ class CommandsView(View):
         name = event.option.id or ""
         if name == "remediate":
             self.host.spawn(self._remediate)
+        elif name == "simulate":
+            self.host.spawn(self._simulate)
         else:
             self.host.spawn(lambda: self._agents(name))
 
+    async def _where(self, name: str, *, here: bool) -> dict[str, str] | None:
+        """The ``host=`` query for ``name``: none on a single server; on a fleet's central,
+        the host it asks for (``here``: empty means the central itself). None: cancelled."""
+        names = await fleet_hosts(self.host.api)
+        if names is None:
+            return {}
+        listed = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
+        answer = await self.host.prompt(
+            f"{name}: on which host? ({listed or 'none reports yet'})"
+            + ("; empty: this server" if here else ""), names[0] if len(names) == 1 else "")
+        if answer is None or (not answer.strip() and not here):
+            return None
+        return {"host": answer.strip()} if answer.strip() else {}
+
     async def _agents(self, name: str) -> None:
+        where = await self._where(name, here=True)
+        if where is None:
+            return
         target = await self.host.prompt(f"{name}: which agent? (a name, or all)", "all")
         if target is None or not target.strip():
             return
         reply = await self.host.act(f"{name} {target.strip()}", self.host.api.post(
-            "/api/command", {"command": name, "target": target.strip()}))
+            "/api/command", {"command": name, "target": target.strip()}, where))
         if reply is None:
             self._out(f"{name}: {self.host.last_error}", "red")
             return
@@ -69,6 +95,9 @@ class CommandsView(View):
     async def _remediate(self) -> None:
         from watchkeeper.remediation.registry import REGISTRY
 
+        where = await self._where("remediate", here=False)
+        if where is None:
+            return
         action = await self.host.prompt(f"remediate: which action? ({', '.join(sorted(REGISTRY))})",
                                         "notify_only")
         if action is None or not action.strip():
@@ -90,7 +119,7 @@ class CommandsView(View):
         body: dict[str, Any] = {"command": "remediate", "action": action.strip(),
                                 "params": params, "reason": "from watchkeeper cli"}
         preview = await self.host.act("dry run", self.host.api.post(
-            "/api/command", {**body, "dry_run": True}))
+            "/api/command", {**body, "dry_run": True}, where))
         if preview is None:
             self._out(f"dry run: {self.host.last_error}", "red")
             return
@@ -106,7 +135,8 @@ class CommandsView(View):
             self._out("not sent")
             self.host.say("remediate: not sent")
             return
-        reply = await self.host.act("remediate", self.host.api.post("/api/command", body))
+        reply = await self.host.act("remediate", self.host.api.post("/api/command", body,
+                                                                    where))
         if reply is None:
             self._out(f"remediate: {self.host.last_error}", "red")
             return
@@ -116,5 +146,47 @@ class CommandsView(View):
                 f"{safe(decision.get('verdict'), 20)}: {safe(decision.get('why'))}"
                 + (f" (approval #{safe(approval, 24)}: approve it in view 5)"
                    if approval is not None else ""))
+        self._out(line)
+        self.host.say(line)
+
+    async def _simulate(self) -> None:
+        # No dry run exists for simulate: it changes nothing outside its own demo service,
+        # and a confirmation says what it will do before anything starts.
+        where = await self._where("simulate", here=True)
+        if where is None:
+            return
+        scenario = await self.host.prompt("simulate: which scenario? (service: its demo "
+                                          "service killed once; crashloop: it exits at every "
+                                          "start for two thirds of the run)", "service")
+        if scenario is None or not scenario.strip():
+            return
+        length = await self.host.prompt("simulate: for how long? (90s, 5m; at most 10m)",
+                                        "60s")
+        if length is None:
+            return
+        seconds = parse_duration(length)
+        if seconds is None or not 0 < seconds <= SIMULATE_MAX_S:
+            self.host.say(f"{safe(length, 40)!r} is not a duration from 1s to 10m, like "
+                          "90s or 5m; nothing started", error=True)
+            return
+        on = f" on {safe(where['host'], 64)}" if where else ""
+        what = "crash it once" if scenario.strip() == "service" else "make it crash-loop"
+        if not await self.host.ask(f"Start the demo service{on} for {seconds:g} s and "
+                                   f"{what}?\n\nwatchkeeper should notice and heal it; "
+                                   "it is removed when the time is up."):
+            self._out("simulate: not started")
+            self.host.say("simulate: not started")
+            return
+        reply = await self.host.act("simulate", self.host.api.post("/api/command", {
+            "command": "simulate", "scenario": scenario.strip(), "duration_s": seconds},
+            where))
+        if reply is None:
+            self._out(f"simulate: {self.host.last_error}", "red")
+            return
+        sim = reply.get("simulation") or {}
+        line = (f"simulate {safe(sim.get('scenario'), 20)}{on}: demo service "
+                f"{safe(sim.get('service'), 64)} on port {safe(sim.get('port'), 8)}, pid "
+                f"{safe(sim.get('pid'), 12)} crashed; removed at "
+                f"{safe(str(sim.get('until'))[11:19], 8)} UTC (follow it in views 5 and 9)")
         self._out(line)
         self.host.say(line)

@@ -60,7 +60,7 @@ class StatusView(View):
         """The worst open alerts and the latest activity, a line each."""
         from rich.text import Text
 
-        from watchkeeper.cli.tables import event_line
+        from watchkeeper.cli.tui.views.live import event_text
 
         look = self.host.look
         alerts = rows(await self.host.api.get("/api/alerts"), "alerts")
@@ -72,13 +72,21 @@ class StatusView(View):
             text.append(" " * max(2, 12 - severity.cell_len) + f"{safe(a.get('summary'), 200)}\n")
         if not alerts:
             text.append("none\n", style="green")
-        activity = rows(await self.host.api.get("/api/activity", {"limit": SHOWN_EVENTS}),
-                        "events")
+        # Read more than are shown: an open alert's moving number is stored each time,
+        # and is not worth a line here either (view 9 leaves it out too).
+        stored = rows(await self.host.api.get("/api/activity",
+                                              {"limit": 10 * SHOWN_EVENTS}), "events")
+        activity = []
+        for e in stored:
+            event = e.get("event")
+            line = event_text(str(e.get("kind")), event if isinstance(event, dict) else {})
+            if line is not None:
+                activity.append((e, line))
         text.append("\nlatest activity (9 to follow it live)\n", style="bold")
-        for e in reversed(activity):
+        for e, line in reversed(activity[-SHOWN_EVENTS:]):
             at = safe(e.get("at"), 40)[11:19]
             kind = safe(e.get("kind"), 20)
-            text.append(f"{at}  {kind:<15}  {event_line(kind, e.get('event'))}\n")
+            text.append(f"{at}  {kind:<15}  {safe(line)}\n")
         if not activity:
             text.append("nothing yet\n", style="dim")
         self.query_one("#status-latest", Static).update(text)
