@@ -28,6 +28,17 @@ def _memory_alert(am: Alertmanager) -> dict[str, object] | None:
                 None)
 
 
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM the test's serve (SIGKILL after 30 s); its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
 def test_serve_posts_its_alert_to_alertmanager_and_the_receiver_is_told(
         tmp_path: Path, am: Alertmanager, webhook: WebhookReceiver) -> None:
     port = _free_port()
@@ -68,13 +79,7 @@ def test_serve_posts_its_alert_to_alertmanager_and_the_receiver_is_told(
         names = {a["name"] for a in (agents["agents"] if isinstance(agents, dict) else agents)}
         assert "alertmanager" in names
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        err = _stop(proc)
     assert proc.returncode == 0, err
 
 
@@ -125,13 +130,7 @@ def test_a_reload_that_adds_the_first_alertmanager_route_starts_posting_and_remo
         until(lambda: "alertmanager" not in agents(), "the alertmanager agent stopping")
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        err = _stop(proc)
     assert proc.returncode == 0, err
     log = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "logs").glob("*.log"))
     assert "the alertmanager agent started" in log
