@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings
-from tests.notify_receiver import Receiver
+from tests.notify_receiver import Receiver, free_port
 from watchkeeper.agents.notifier import NotifierAgent
 from watchkeeper.bus import MemoryBus
 from watchkeeper.config import ConfigStore, Settings
@@ -21,6 +21,7 @@ from watchkeeper.events import Alert, Assessment, RemediationEvent
 from watchkeeper.notify.delivery import backoff
 from watchkeeper.notify.message import Message
 from watchkeeper.notify.outbox import Outbox
+from watchkeeper.notify.sender import AppriseSender
 from watchkeeper.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -365,3 +366,12 @@ async def test_a_reload_that_removes_a_route_drops_what_waits_for_it_and_says_so
         assert receiver.titles("old") == ["[WARNING] web1: 4 alerts"]
     finally:
         await rig.close()
+
+
+def test_a_channel_that_is_down_is_told_by_what_went_wrong() -> None:
+    """What `notify status`, the health reason and `notify test` show of a refused send is
+    apprise's warning, not its "Notifying 1 service(s)." chatter before it."""
+    result = AppriseSender().send(f"json://127.0.0.1:{free_port()}/hook", "t", "b", "info")
+    assert not result.ok
+    assert result.answer.startswith("WARNING: A Connection error"), result.answer
+    assert "Notifying" not in result.answer

@@ -135,5 +135,7 @@ class AppriseSender:
                                 log_callback=heard, log_level=logging.INFO))
         except Exception as exc:  # a plugin bug must not take the delivery loop down
             return SendResult(False, mask(f"{type(exc).__name__}: {exc}", secrets))
+        if not ok:  # what went wrong, without apprise's "Notifying 1 service(s)." before it
+            lines = [line for line in lines if not line.startswith("INFO:")] or lines
         answer = "; ".join(lines) or ("sent" if ok else "not sent (apprise said nothing more)")
         return SendResult(ok, mask(answer, secrets))
