@@ -5,6 +5,7 @@ so group_wait, backoff and escalation are exact, not slept for."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -368,9 +369,12 @@ async def test_a_reload_that_removes_a_route_drops_what_waits_for_it_and_says_so
         await rig.close()
 
 
-def test_a_channel_that_is_down_is_told_by_what_went_wrong() -> None:
+def test_a_channel_that_is_down_is_told_by_what_went_wrong(
+        caplog: pytest.LogCaptureFixture) -> None:
     """What `notify status`, the health reason and `notify test` show of a refused send is
-    apprise's warning, not its "Notifying 1 service(s)." chatter before it."""
+    apprise's warning, not its "Notifying 1 service(s)." chatter before it (logged at INFO,
+    serve's level)."""
+    caplog.set_level(logging.INFO)
     result = AppriseSender().send(f"json://127.0.0.1:{free_port()}/hook", "t", "b", "info")
     assert not result.ok
     assert result.answer.startswith("WARNING: A Connection error"), result.answer
