@@ -203,19 +203,23 @@ def test_shards_work_with_a_key_per_host(tmp_path: Path) -> None:
     owner = {h: shard_of(h, 2) for h in hosts}
     assert set(owner.values()) == {0, 1}
     fleet = make_fleet(tmp_path, central="central", hosts=hosts)
-    fleet.server.start()
     home = tmp_path / "central"
     home.mkdir()
     env = wk_env(home, WATCHKEEPER_HOST_NAME="central",
                  WATCHKEEPER_BUS__NKEY_SEED_FILE=str(fleet.seed("central")),
                  WATCHKEEPER_AGENTS__CHECK_INTERVAL="0.2", WATCHKEEPER_ANALYZER__FOR_S="0")
-    central, url = start_serve(home, env, "--fleet", "--server", fleet.server.url,
-                               "--shards", "2")
     runner = asyncio.Runner()
-    buses = {h: runner.run(NatsBus.open(fleet.config(h), client=h, manage_streams=False))
-             for h in hosts}
+    buses: dict[str, NatsBus] = {}
+    central: subprocess.Popen[str] | None = None
     seq = itertools.count(1)
-    try:
+    try:  # from the broker's start on: whatever fails, the finally stops what started
+        fleet.server.start()
+        central, url = start_serve(home, env, "--fleet", "--server", fleet.server.url,
+                                   "--shards", "2")
+        for h in hosts:
+            buses[h] = runner.run(NatsBus.open(fleet.config(h), client=h,
+                                               manage_streams=False))
+
         def all_firing() -> bool:
             n = next(seq)
 
@@ -249,5 +253,6 @@ def test_shards_work_with_a_key_per_host(tmp_path: Path) -> None:
         for bus in buses.values():
             runner.run(bus.close())
         runner.close()
-        stop_all(central)
+        if central is not None:
+            stop_all(central)
         fleet.server.kill()
