@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nats_server import NatsServer
+from tests.nats_server import NatsServer, kill_all_started
 from watchkeeper.bus import MemoryBus
 from watchkeeper.config import ConfigStore, Settings, validate
 from watchkeeper.events import Event
@@ -113,3 +113,10 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_broker_left_behind() -> Iterator[None]:
+    """At the session's end, every nats-server a test started and did not stop is killed."""
+    yield
+    kill_all_started()

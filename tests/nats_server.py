@@ -35,6 +35,18 @@ def free_port() -> int:
         return port
 
 
+#: Every broker this session started: the session's end kills those still running, so a
+#: test that fails before its own clean-up leaves no nats-server behind.
+STARTED: list[NatsServer] = []
+
+
+def kill_all_started() -> None:
+    """SIGKILL every broker this session started that still runs (only those)."""
+    for server in STARTED:
+        server.kill()
+    STARTED.clear()
+
+
 class NatsServer:
     """One nats-server process this test session owns (and only it kills)."""
 
@@ -83,6 +95,8 @@ class NatsServer:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([nats_server_binary(), "-c", str(self.conf)],
                                          stdout=out, stderr=subprocess.STDOUT)
+        if self not in STARTED:
+            STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
