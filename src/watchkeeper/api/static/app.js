@@ -721,6 +721,7 @@
   const NOTIFY_EVERY_MS = 10000;
   const NOTIFY_AFTER_EVENT_MS = 2000;
   let notifyTimer = null;
+  let notifyAsked = 0;  // reads overlap (poll, events): only the latest one is drawn
   const notifyLast = { body: null, problem: "" };  // the last answer, drawn again on a change
 
   // The README's route shape, for a server with none.
@@ -762,8 +763,10 @@
     clear(list);
     const routes = body ? body.routes || [] : [];
     const bad = routes.filter((r) => r.state === "failing").length;
-    setText("notify-count", routes.length ? `(${routes.length}${bad ? `, ${bad} failing` : ""})` +
-      (fleet.on ? " · sent by this central" : "") : "");
+    setText("notify-count", routes.length
+      ? `(${routes.length}${bad ? `, ${bad} failing` : ""})` +
+        (fleet.on ? " · sent by this central" : "")
+      : "");
     if (problem) {
       list.append(el("li", { class: "empty", "data-problem": "",
         text: `could not read the routes: ${problem}` }));
@@ -801,13 +804,15 @@
   }
 
   async function loadNotify() {
+    const asked = ++notifyAsked;
     let body;
     try {
       body = await api("GET", "/api/notify");
     } catch (err) {
-      renderNotify(null, problemText(err).join("; "));
+      if (asked === notifyAsked) renderNotify(null, problemText(err).join("; "));
       throw err;
     }
+    if (asked !== notifyAsked) return;
     renderNotify(body, null);
     $("notify-section").dataset.loaded = String(Date.now());
   }
