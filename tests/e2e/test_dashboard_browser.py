@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -139,8 +140,14 @@ async def test_metrics_arrive_live(browser: Browser, tmp_path: Path) -> None:
                 " && document.getElementById('chart-cpu').data[0].x.length > n",
                 arg=[seq, points], timeout=10_000)
             assert "%" in (await page.text_content("#now-cpu") or "")
-            for name in ("agents", "charts", "alerts", "approvals", "feed"):
+            for name in ("agents", "charts", "alerts", "approvals", "notify", "feed"):
                 assert await page.locator(f"#{name}-section").is_visible()
+            # No route configured (the default): the card says how to add one.
+            await page.locator("#notify li[data-hint]").wait_for()
+            hint = await page.locator("#notify li[data-hint]").text_content() or ""
+            assert "No notification route" in hint and "notify: {routes: [{name: ops, " \
+                'url: "json://127.0.0.1:9000/hook"' in hint, hint
+            assert await page.locator("#notify li").count() == 1
             assert await page.locator("#agents li[data-agent='sensor']").count() == 1
         urls = {urlsplit(u).path for u in w.requests}
         assert {"/", "/static/app.js", "/static/app.css", "/api/events"} <= urls
@@ -204,44 +211,90 @@ async def test_approve_a_pending_action(browser: Browser, tmp_path: Path) -> Non
                    for e in body["entries"])
 
 
+@contextmanager
+def refusing_alertmanager(answer: str) -> Iterator[int]:
+    """A loopback HTTP server where an Alertmanager (or a proxy before it) would be, that
+    answers every request 400 with ``answer``; yields its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = answer.encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+AM_SECRET = "Zq7-am-pass-63t"
+
+
 async def test_phone_layout_and_untrusted_text(browser: Browser, tmp_path: Path) -> None:
-    async with serve_api(api_settings(tmp_path)) as api:
-        await first_tick(api)
-        async with watched_page(browser, api, width=390, height=844) as w:
-            # The token arrives once in the fragment, is kept, and leaves the address bar.
-            page = await open_dashboard(w, api, fragment=f"#token={OPERATOR}")
-            assert await page.evaluate("localStorage.getItem('watchkeeper.token')") == OPERATOR
-            assert "#" not in page.url and OPERATOR not in page.url
-            host = api.runtime.host
-            alert = Alert(
-                host=host, id="a-xss", fingerprint="fp-xss", rule="cpu_high",
-                metric="cpu.percent", dimension=PAYLOAD, severity="critical", since=utcnow(),
-                summary=f"{PAYLOAD} {'W' * 300}", context=PAYLOAD,
-                assessment=Assessment(
-                    source="llm", summary=PAYLOAD, likely_cause=PAYLOAD, confidence=0.7,
-                    evidence=(PAYLOAD,), model=PAYLOAD, suggested_actions=(SuggestedAction(
-                        action="notify_only", params={"message": PAYLOAD}, reason=PAYLOAD,
-                        source="llm"),)))
-            await api.runtime.bus.publish(f"alerts.{host}", alert)
-            row = page.locator("#alerts li[data-fingerprint='fp-xss']")
-            await row.wait_for()
-            text = await row.text_content() or ""
-            assert PAYLOAD in text and "LLM reasoning" in text
-            assert PAYLOAD in (await page.text_content("#feed") or "")
-            assert await page.evaluate("document.querySelectorAll('img').length") == 0
-            # One column, nothing wider than the phone.
-            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-            boxes: list[dict[str, Any]] = []
-            for name in ("agents", "alerts", "approvals", "feed", "charts", "actions",
-                         "config"):
-                section = page.locator(f"#{name}-section")
-                assert await section.is_visible(), name
-                box = await section.bounding_box()
-                assert box is not None
-                boxes.append(box)
-            assert len({round(b["x"]) for b in boxes}) == 1
-            assert all(b["x"] + b["width"] <= 390 for b in boxes)
-            assert await page.evaluate("window.__pwned") is None
+    # An Alertmanager route whose server answers the alert's post with the payload: the
+    # notifications card shows that answer as the route's last error, as text.
+    with refusing_alertmanager(f"bad alerts {PAYLOAD}") as port:
+        route = {"name": "am", "alertmanager": f"http://wk:{AM_SECRET}@127.0.0.1:{port}"}
+        async with serve_api(api_settings(tmp_path, notify={"routes": [route]})) as api:
+            await first_tick(api)
+            async with watched_page(browser, api, width=390, height=844) as w:
+                # The token arrives once in the fragment, is kept, and leaves the address bar.
+                page = await open_dashboard(w, api, fragment=f"#token={OPERATOR}")
+                assert await page.evaluate(
+                    "localStorage.getItem('watchkeeper.token')") == OPERATOR
+                assert "#" not in page.url and OPERATOR not in page.url
+                host = api.runtime.host
+                alert = Alert(
+                    host=host, id="a-xss", fingerprint="fp-xss", rule="cpu_high",
+                    metric="cpu.percent", dimension=PAYLOAD, severity="critical",
+                    since=utcnow(),
+                    summary=f"{PAYLOAD} {'W' * 300}", context=PAYLOAD,
+                    assessment=Assessment(
+                        source="llm", summary=PAYLOAD, likely_cause=PAYLOAD, confidence=0.7,
+                        evidence=(PAYLOAD,), model=PAYLOAD,
+                        suggested_actions=(SuggestedAction(
+                            action="notify_only", params={"message": PAYLOAD},
+                            reason=PAYLOAD, source="llm"),)))
+                await api.runtime.bus.publish(f"alerts.{host}", alert)
+                row = page.locator("#alerts li[data-fingerprint='fp-xss']")
+                await row.wait_for()
+                text = await row.text_content() or ""
+                assert PAYLOAD in text and "LLM reasoning" in text
+                assert PAYLOAD in (await page.text_content("#feed") or "")
+                error = page.locator("#notify li[data-route='am'][data-kind='alertmanager'] "
+                                     "[data-error]")
+                await error.wait_for(timeout=20_000)
+                assert f"HTTP 400: bad alerts {PAYLOAD}" in (await error.text_content() or "")
+                assert AM_SECRET not in await page.content()
+                assert await page.evaluate("document.querySelectorAll('img').length") == 0
+                # One column, nothing wider than the phone.
+                assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+                boxes: list[dict[str, Any]] = []
+                for name in ("agents", "alerts", "approvals", "notify", "feed", "charts",
+                             "actions", "config"):
+                    section = page.locator(f"#{name}-section")
+                    assert await section.is_visible(), name
+                    box = await section.bounding_box()
+                    assert box is not None
+                    boxes.append(box)
+                assert len({round(b["x"]) for b in boxes}) == 1
+                assert all(b["x"] + b["width"] <= 390 for b in boxes)
+                assert await page.evaluate("window.__pwned") is None
 
 
 async def test_dry_run_and_config_forms(browser: Browser, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ alerts and charts to it; a host that stops reporting shows as down.
 
 Settings changed from the defaults, and why: fast ticks (api_settings) so the test takes
 seconds; a memory warning at 0.1 % so each host has an alert to filter;
-host_down_after_s 2 instead of 60.
+host_down_after_s 2 instead of 60. The central has one notification route (to a real
+loopback receiver): the Notifications card shows it whichever host is picked.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
+from tests.notify_receiver import Receiver
 from watchkeeper.agents.sensor import SensorAgent
 from watchkeeper.runtime import Runtime
 
 from ..conftest import make_settings
 from ..integration.test_api_harness import Api, api_settings, serve_api, until
 from ..integration.test_fleet_roles import SharedBus
+from ..integration.test_notify_delivery import receiver
 from .test_dashboard_browser import browser, open_dashboard, watched_page
 
-__all__ = ["browser"]  # the fixture, used by name
+__all__ = ["browser", "receiver"]  # the fixtures, used by name
 
 
 async def _hosts_report(api: Api) -> bool:
@@ -30,12 +33,14 @@ async def _hosts_report(api: Api) -> bool:
 
 
 async def test_the_central_dashboard_lists_hosts_and_narrows_to_one(
-        browser: Browser, tmp_path: Path) -> None:
+        browser: Browser, tmp_path: Path, receiver: Receiver) -> None:
     bus = SharedBus()
     bus.users = 3
     settings = api_settings(tmp_path / "central",
                             thresholds={"memory_warning": 0.1},
-                            analyzer={"for_s": 0, "host_down_after_s": 2})
+                            analyzer={"for_s": 0, "host_down_after_s": 2},
+                            notify={"routes": [{"name": "central-ops",
+                                                "url": receiver.url("ops")}]})
     hosts = [Runtime(make_settings(tmp_path / name, agents={"check_interval": 0.2}
                                    ).model_copy(update={"host_name": name}),
                      bus=bus, role="agent") for name in ("web-1", "web-2")]
@@ -55,6 +60,11 @@ async def test_the_central_dashboard_lists_hosts_and_narrows_to_one(
                 await alerts.nth(1).wait_for()
                 assert set(await page.locator("#alerts [data-host]").evaluate_all(
                     "r => r.map(x => x.dataset.host)")) == {"web-1", "web-2"}
+                # Notifications go out from the central: its route, said to be its.
+                route = page.locator("#notify li[data-route='central-ops'][data-state='ok']")
+                await route.wait_for()
+                assert "sent by this central" in (await page.text_content("#notify-count")
+                                                  or "")
 
                 # Pick web-2: its alerts only, its charts, its name in the header.
                 async with page.expect_request(lambda r: "/api/metrics/history" in r.url
@@ -64,6 +74,9 @@ async def test_the_central_dashboard_lists_hosts_and_narrows_to_one(
                     "() => { const h = [...document.querySelectorAll('#alerts [data-host]')]"
                     ".map(x => x.dataset.host); return h.length && h.every(x => x === 'web-2') }")
                 assert await page.text_content("#host") == "web-2"
+                # The host picker leaves the central's routes alone.
+                assert await page.locator("#notify li[data-route]").count() == 1
+                assert await route.count() == 1
                 await page.click("#hosts-all")
                 await alerts.nth(1).wait_for()
 

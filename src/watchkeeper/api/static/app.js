@@ -422,6 +422,7 @@
       renderAlerts();
       renderServices();
       renderApprovals();
+      renderNotify();  // says the routes are the central's
     }
     if (chartHost() !== chartsBefore) reloadHistory();
   }
@@ -709,6 +710,120 @@
       addFeed("error", `${verb} #${id}${whose} failed: ${problemText(err).join("; ")}`);
     }
     await loadActions().catch(() => {});
+  }
+
+  // ------------------------------------------------------------------ notifications
+
+  // GET /api/notify: each route's delivery. No event says a try worked or failed, so the
+  // card is read again every NOTIFY_EVERY_MS, and NOTIFY_AFTER_EVENT_MS after an alert or a
+  // remediation step (which may have queued a message). On a fleet's central these are the
+  // central's routes (a fleet's notifications go out from it): the host picker leaves them.
+  const NOTIFY_EVERY_MS = 10000;
+  const NOTIFY_AFTER_EVENT_MS = 2000;
+  let notifyTimer = null;
+  let notifyAsked = 0;  // reads overlap (poll, events): only the latest one is drawn
+  const notifyLast = { body: null, problem: "" };  // the last answer, drawn again on a change
+
+  // The README's route shape, for a server with none.
+  const NOTIFY_HINT = 'notify: {routes: [{name: ops, url: "json://127.0.0.1:9000/hook", ' +
+    "min_severity: warning}]}";
+
+  function ago(at) {
+    const d = new Date(at);
+    return isNaN(d.getTime()) ? "?" : `${duration((Date.now() - d.getTime()) / 1000)} ago`;
+  }
+
+  function nextTry(at) {
+    const left = (new Date(at).getTime() - Date.now()) / 1000;
+    if (isNaN(left)) return "?";
+    return left >= 1 ? `in ${duration(left)}` : "due now";
+  }
+
+  function routeCounts(r) {
+    const parts = [];
+    if (r.waiting !== null && r.waiting !== undefined) {
+      parts.push(`waiting ${r.waiting}` + (r.waiting && r.oldest_waiting_s !== null &&
+        r.oldest_waiting_s !== undefined ? ` (oldest ${duration(r.oldest_waiting_s)})` : ""));
+    }
+    if (r.alerts !== null && r.alerts !== undefined) {
+      parts.push(`alerts ${r.alerts} (${r.firing || 0} firing)`);
+    }
+    parts.push(`sent ${r.sent_total || 0}`, `failed ${r.failed_total || 0}`);
+    if (r.dropped_total) parts.push(`dropped ${r.dropped_total}`);
+    if (r.last_post_ok === false) parts.push("last post refused");
+    parts.push(r.last_success_at ? `last success ${ago(r.last_success_at)}` : "no success yet");
+    return parts.join(" · ");
+  }
+
+  function renderNotify(body, problem) {
+    if (body !== undefined) Object.assign(notifyLast, { body, problem });
+    ({ body, problem } = notifyLast);
+    if (!body && !problem) return;  // not read yet
+    const list = $("notify");
+    clear(list);
+    const routes = body ? body.routes || [] : [];
+    const bad = routes.filter((r) => r.state === "failing").length;
+    setText("notify-count", routes.length
+      ? `(${routes.length}${bad ? `, ${bad} failing` : ""})` +
+        (fleet.on ? " · sent by this central" : "")
+      : "");
+    if (problem) {
+      list.append(el("li", { class: "empty", "data-problem": "",
+        text: `could not read the routes: ${problem}` }));
+      return;
+    }
+    for (const r of routes) {
+      const trouble = r.state === "failing" || r.state === "retrying";
+      const url = /[^*]/.test(r.url || "") ? r.url : null;  // an apprise URL is all masked
+      list.append(el("li", { "data-route": r.name, "data-state": r.state, "data-kind": r.kind },
+        el("div", { class: "line" },
+          el("span", { class: "dot", "data-state": r.state, title: r.state }),
+          el("strong", { class: "grow", text: r.name }),
+          el("span", { class: "state", "data-state": r.state, text: r.state }),
+          el("span", { class: "muted", "data-kind": "", text: r.kind }),
+          url ? el("span", { class: "muted", text: url }) : null),
+        el("p", { class: "detail", "data-counts": "", text: routeCounts(r) }),
+        trouble && r.last_error ? el("p", { class: "detail", "data-error": "",
+          text: `last error${r.last_error_at ? " at " + clock(r.last_error_at) : ""}: ` +
+                r.last_error }) : null,
+        trouble ? el("p", { class: "detail", "data-retry": "",
+          text: (r.failing_since ? `failing since ${when(r.failing_since)}` : "failing") +
+                (r.next_retry_at ? ` · next retry ${nextTry(r.next_retry_at)}` : "") }) : null,
+        r.state === "unknown" ? el("p", { class: "detail",
+          text: "its agent did not answer: state unknown" }) : null));
+    }
+    for (const line of (body && body.unavailable) || []) {
+      list.append(el("li", { class: "empty", "data-unavailable": "", text: line }));
+    }
+    if (!routes.length) {
+      list.append(el("li", { class: "empty", "data-hint": "" },
+        "No notification route: alerts reach only this page and the log. Add one to the " +
+        "config file and reload (SIGHUP), e.g. ", el("code", { text: NOTIFY_HINT }),
+        " (any apprise URL)."));
+    }
+  }
+
+  async function loadNotify() {
+    const asked = ++notifyAsked;
+    let body;
+    try {
+      body = await api("GET", "/api/notify");
+    } catch (err) {
+      if (asked === notifyAsked) renderNotify(null, problemText(err).join("; "));
+      throw err;
+    }
+    if (asked !== notifyAsked) return;
+    renderNotify(body, null);
+    $("notify-section").dataset.loaded = String(Date.now());
+  }
+
+  // After an alert or remediation event: once, NOTIFY_AFTER_EVENT_MS later, for a burst.
+  function refreshNotify() {
+    if (notifyTimer) return;
+    notifyTimer = setTimeout(() => {
+      notifyTimer = null;
+      loadNotify().catch(() => {});
+    }, NOTIFY_AFTER_EVENT_MS);
   }
 
   // ------------------------------------------------------------------ feed
@@ -1275,14 +1390,20 @@
     const text = feedFor(kind, e);
     if (text) addFeed(kind, text, e.at, e);
     if (kind === "service_report") { reloadServices().catch(() => {}); return; }
-    if (kind === "alert" || kind === "remediation") refreshHealthHistory();
+    if (kind === "alert" || kind === "remediation") {
+      refreshHealthHistory();
+      if ((e.labels || {}).change !== "value") refreshNotify();  // may have queued a message
+    }
     if (kind === "alert") {
       upsertAlert(e);
       refreshStatus();
       if (fleet.on) loadHosts().catch(() => {});
     }
     else if (kind === "remediation") reloadActions().catch(() => {});
-    else if (kind === "config_changed") loadConfig().catch(() => {});
+    else if (kind === "config_changed") {  // routes and failing_after_s may have changed
+      loadConfig().catch(() => {});
+      loadNotify().catch(() => {});
+    }
     else if (kind.startsWith("agent_")) {
       loadAgents().catch(() => {});
       loadSystem().catch(() => {});
@@ -1291,7 +1412,7 @@
 
   async function refreshAll() {
     const jobs = [loadSystem(), loadAgents(), loadServices(), loadAlerts(), loadActions(),
-                  loadConfig(), loadHealthHistory(), loadHosts()];
+                  loadConfig(), loadHealthHistory(), loadHosts(), loadNotify()];
     const results = await Promise.allSettled(jobs);
     for (const r of results) {
       if (r.status === "rejected" && !(r.reason instanceof ApiError && r.reason.status === 401)) {
@@ -1416,6 +1537,7 @@
     $("hosts-all").addEventListener("click", () => selectHost(""));
     // A host's "seen" time and its health move without events: read them again now and then.
     setInterval(() => { if (fleet.on) loadHosts().catch(() => {}); }, 10_000);
+    setInterval(() => loadNotify().catch(() => {}), NOTIFY_EVERY_MS);
     for (const scenario of ["service", "crashloop"]) {
       $(`simulate-${scenario}`).addEventListener("click",
         (ev) => simulate(scenario, ev.currentTarget));
