@@ -57,9 +57,10 @@ class LiveView(View):
     number = 9
     title = "Live Monitoring"
     short = "Live"
+    central_scope = "every host's events, as they happen"
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield RichLog(id="live", max_lines=1000, wrap=True, markup=False)
 
     def focus_target(self) -> Widget | None:
