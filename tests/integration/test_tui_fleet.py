@@ -189,6 +189,14 @@ async def test_pick_a_host_views_1_and_3_follow_it_and_a_host_going_down_is_said
         await app.reload()
         await shows(pilot, "open alerts of web-2", "(the central it reports to)")
         assert "▸" in _host_line(screen_text(app), "web-2")
+        # Views 4 and 7 follow it too: its alerts only, its own configuration.
+        await pilot.press("4")
+        await app.reload()
+        alerts: Any = app.views[3]
+        assert alerts.alerts and {a["host"] for a in alerts.alerts.values()} == {"web-2"}
+        await pilot.press("7")
+        await app.reload()
+        await shows(pilot, "host_name", '"web-2"')
 
         # web-2 stops: once the central says it is down, the views say so in words
         # and show none of its last numbers.

@@ -83,6 +83,9 @@ class LiveView(View):
         line = event_text(event, data)
         if line is None:
             return
+        if self.host.fleet.on and isinstance(data.get("host"), str) \
+                and event not in ("command_refused", "spool_gap"):  # these name it already
+            line = f"{safe(data['host'], 64)}: {line}"  # every host's events: whose
         look = self.host.look
         if event == "alert":
             icon = look.icon(str(data.get("state") if data.get("state") != "firing"

@@ -107,7 +107,8 @@ class RemediationView(View):
     def _on_host(self, key: str) -> tuple[str, dict[str, Any] | None]:
         """The value a row names, and the query that sends an action to its host."""
         value, host = self._whose.get(key, (key, None))
-        return value, ({"host": host} if host else None)
+        # No row of a host (an empty table): the picked host's, on a central.
+        return value, ({"host": host} if host else self.host.fleet.where() or None)
 
     def _approval(self) -> tuple[int, dict[str, Any] | None] | None:
         key = selected(self.query_one("#approvals", DataTable))

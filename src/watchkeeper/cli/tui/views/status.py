@@ -204,6 +204,9 @@ class StatusView(View):
             if picked is not None and event.get("host") != picked.name:
                 continue  # /api/activity has no host=: another host's news
             line = event_text(str(e.get("kind")), event)
+            if line is not None and many and isinstance(event.get("host"), str) \
+                    and e.get("kind") not in ("command_refused", "spool_gap"):
+                line = f"{safe(event['host'], 64)}: {line}"  # every host's news: whose
             if line is not None:
                 activity.append((e, line))
         text.append(f"\nlatest activity{whose} (9 to follow it live)\n", style="bold")
