@@ -369,20 +369,23 @@ class WatchkeeperApp(App[int]):
         is gone."""
         if not self.fleet.due(self.monotonic()):
             return
-        was = (self.fleet.on, self.fleet.chosen)
+        was_on = self.fleet.on
         gone = await self.fleet.read(self.api, self.monotonic())
         if gone:
             self.say(gone, error=True)
-        if self.fleet.on or was[0]:
-            self._fleet_shown()
+        if self.fleet.on or was_on:
+            # The view on screen says whose data it shows once it is read (_load): until
+            # then its line may say why there is none, and must not flicker.
+            self._fleet_shown(but=self.views[self.current - 1])
 
-    def _fleet_shown(self) -> None:
-        """The top bar and every view's scope line say whose data is shown."""
+    def _fleet_shown(self, but: object = None) -> None:
+        """The top bar and every view's scope line (``but`` one) say whose data is shown."""
         if self.connected:
             self._set_conn(True)
         for view in self.views:
-            with contextlib.suppress(NoMatches):  # not mounted yet
-                view.show_scope(self.fleet)
+            if view is not but:
+                with contextlib.suppress(NoMatches):  # not mounted yet
+                    view.show_scope(self.fleet)
 
     async def _load(self) -> None:
         """Read the view on screen; the connection bar says how that went."""

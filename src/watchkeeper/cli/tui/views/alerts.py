@@ -33,6 +33,7 @@ class AlertsView(View):
     title = "Analysis Results"
     short = "Alerts"
     follows = "filter"
+    data_lines = ("assessment",)
     central_scope = "every host's open alerts"
     keys = "a acknowledge  s silence (the selected alert)"
     BINDINGS: ClassVar[list[BindingType]] = [

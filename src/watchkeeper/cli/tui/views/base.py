@@ -66,6 +66,8 @@ class View(Vertical):
     central_scope: ClassVar[str] = ""
     #: What comes back once a down host reports again (views that follow "host").
     while_down: ClassVar[str] = "its data shows again when it reports"
+    #: Its lines of server data besides its tables, emptied with them (:meth:`blank`).
+    data_lines: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, host: Host) -> None:
         super().__init__(id=f"view-{self.number}", classes="view")
@@ -111,6 +113,8 @@ class View(Vertical):
         """Show no data, and why (a down or silent host), instead of stale rows."""
         for found in self.query(DataTable):
             found.clear()
+        for line in self.data_lines:
+            self.query_one(f"#{line}", Static).update("")
         self.show_scope(fleet, why)
 
     async def load(self) -> None:

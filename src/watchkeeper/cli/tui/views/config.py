@@ -43,6 +43,7 @@ class ConfigView(View):
     title = "Configuration"
     short = "Config"
     follows = "host"
+    data_lines = ("config-version", "config-said")
     central_scope = "this central's own configuration (pick a host to see and change its own)"
     while_down = "its configuration shows again when it answers"
     keys = "e / Enter change the selected value"

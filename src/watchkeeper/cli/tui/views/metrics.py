@@ -40,6 +40,7 @@ class MetricsView(View):
     short = "Metrics"
     follows = "host"
     while_down = "its metrics show again when it reports"
+    data_lines = ("metrics-summary",)
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -67,7 +68,6 @@ class MetricsView(View):
         super().blank(fleet, why)
         self._start(None)
         self._draw()
-        self.query_one("#metrics-summary", Static).update("")
 
     def _start(self, whose: str | None) -> None:
         """Series for ``whose`` from now on: empty, its history read at the next load."""

@@ -24,6 +24,7 @@ class RemediationView(View):
     while_down = ("its services, approvals and actions show again when it answers (its "
                   "alerts: view 4)")
     keys = "a approve  x reject (the selected approval)  t reset  Tab next table"
+    data_lines = ("chain", "unreachable")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "approve"), Binding("x", "reject", "reject"),
                 Binding("t", "reset", "reset")]

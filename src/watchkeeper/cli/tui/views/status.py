@@ -38,6 +38,7 @@ class StatusView(View):
     title = "System Status"
     short = "Status"
     follows = "filter"
+    data_lines = ("status-body", "status-latest")
     central_scope = "the fleet overview (this central's own status, every host's health)"
 
     def compose(self) -> ComposeResult:
@@ -45,11 +46,6 @@ class StatusView(View):
         yield Static("", id="status-body", markup=False)
         yield Static("", id="status-fleet", markup=False)
         yield Static("", id="status-latest", markup=False)
-
-    def blank(self, fleet: Fleet, why: str) -> None:
-        super().blank(fleet, why)
-        for part in ("#status-body", "#status-latest"):
-            self.query_one(part, Static).update("")
 
     async def load(self) -> None:
         fleet = self.host.fleet
