@@ -163,6 +163,8 @@ async def test_pick_a_host_views_1_and_3_follow_it_and_a_host_going_down_is_said
         await pilot.press("h")
         await shows(pilot, "Show which host?", "all hosts: the fleet overview",
                     "web-1", "web-2")
+        await pilot.press("h")  # over the open picker: not a second one
+        assert len(app.screen_stack) == 2
         options = app.screen.query_one("#dialog-options", OptionList)
         options.highlighted = 2  # the overview, web-1, web-2 (by name)
         await pilot.press("enter")

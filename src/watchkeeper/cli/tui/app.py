@@ -115,6 +115,7 @@ class WatchkeeperApp(App[int]):
         # One read at a time: a tick while the previous read still waits is skipped.
         self._load_lock = asyncio.Lock()
         self._asking_local = False
+        self._picking = False
         self.stream = Stream(self.api, self.call_later_safe, self._on_stream, self._on_lost,
                              self._on_refused)
         self._stream_lost = False
@@ -254,9 +255,18 @@ class WatchkeeperApp(App[int]):
 
     def action_hosts(self) -> None:
         """On a fleet's central: pick the host the views show (or the fleet overview)."""
-        self.spawn(self._pick_host)
+        # Not over a dialog (its question waits for y or n), and one picker at a time.
+        if self.screen is self.screen_stack[0] and not self._picking:
+            self._picking = True
+            self.spawn(self._pick_host)
 
     async def _pick_host(self) -> None:
+        try:
+            await self._pick_host_now()
+        finally:
+            self._picking = False
+
+    async def _pick_host_now(self) -> None:
         from rich.text import Text
 
         fleet = self.fleet
