@@ -401,6 +401,23 @@ async def test_an_unknown_key_says_which_keys_there_are(server: Server) -> None:
 
 
 
+async def test_h_on_a_single_server_says_it_follows_one_host(server: Server) -> None:
+    host = server.api("GET", "/api/system").json()["host"]
+    async with tui(server.url, _tokens(server)) as (app, pilot):
+        await shows(pilot, "5/5 running")
+        await pilot.press("h")
+        await said(pilot, f"this server follows one host ({host}): there is no other host "
+                   "to pick")
+        assert app.screen is app.screen_stack[0]  # no picker opened
+        for number in (1, 3):
+            await pilot.press(str(number))
+            await app.reload()
+            screen = screen_text(app)
+            assert "showing " not in screen and "fleet: " not in screen \
+                and "h: pick" not in screen
+        assert app.is_running
+
+
 async def test_a_views_keys_act_in_that_view_only(server: Server) -> None:
     async with tui(server.url, _tokens(server)) as (_app, pilot):
         await shows(pilot, "5/5 running")

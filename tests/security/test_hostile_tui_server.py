@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, OptionList, Static
 
 from watchkeeper.cli.tui.app import WatchkeeperApp
 from watchkeeper.cli.tui.capture import screen_text
@@ -29,6 +29,14 @@ ATTACKS = {
     "bidi-override": ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
     "forged-line": ("ok\nwatchkeeper: all good", "ok\\nwatchkeeper: all good"),
 }
+
+
+class _Status:
+    """An answer with another status than 200: ``routes[path] = _Status(504, body)``."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
 
 
 class _Hostile(ThreadingHTTPServer):
@@ -50,8 +58,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         found = self.server.routes.get(path)
+        status = 200 if found is not None else 404
+        if isinstance(found, _Status):
+            status, found = found.status, found.body
         raw = json.dumps(found).encode() if found is not None else b'{"detail": "no"}'
-        self.send_response(200 if found is not None else 404)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
@@ -170,4 +181,63 @@ async def test_the_bus_view_shows_a_centrals_refusals_by_reason(hostile: _Hostil
         await _show(app, pilot, "6", "refused from the bus since the server started: "
                     "wrong_host 3 · duplicate snapshots stored once: 2")
         assert "bad" in app.query_one("#bus-wire").classes
+        await pilot.press("q")
+
+
+def _fleet_routes(text: str) -> dict[str, Any]:
+    """A central whose one host has ``text`` for its name, health, counts and times, and
+    for what its metrics say."""
+    routes = _routes(text)
+    routes["/api/hosts"] = {"fleet": True, "hosts": [
+        {"host": text, "health": text, "open_alerts": text, "last_seen": text,
+         "last_snapshot_at": text}], "rejected": {}, "duplicate_snapshots": 0}
+    routes["/api/metrics"] = {"host": text, "cpu": {"count_logical": text},
+                              "memory": {"total": text},
+                              "processes": {"total": text, "top_cpu": [
+                                  {"pid": 7, "name": text, "user": text, "cmdline": text}]}}
+    routes["/api/metrics/history"] = {"points": []}
+    return routes
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+async def test_a_hosts_name_and_health_are_shown_as_text(hostile: _Hostile,
+                                                         attack: str) -> None:
+    sent, shown = ATTACKS[attack]
+    hostile.routes = _fleet_routes(sent)
+    app = WatchkeeperApp(f"http://127.0.0.1:{hostile.server_address[1]}",
+                         lambda: (None, "none"), offer_local=False, poll_s=60)
+    async with app.run_test(size=(160, 40)) as pilot:
+        screen = await _show(app, pilot, "1", "fleet: 1 host ", shown[:30])  # the overview
+        await pilot.press("h")  # the picker
+        screen += await _show(app, pilot, "down", "Show which host?", shown[:30])
+        pilot.app.screen.query_one("#dialog-options", OptionList).highlighted = 1
+        await pilot.press("enter")
+        screen += await _show(app, pilot, "3", f"showing {shown[:30]}", "top processes")
+        assert app.query_one("#top", DataTable).row_count == 1
+        for text in (screen, str(app.query_one("#conn", Static).content)):
+            assert "\x1b" not in text and "\u202e" not in text
+        await pilot.click("#conn")  # a click on the text runs no action hidden in it
+        assert app.is_running
+        await pilot.press("q")
+
+
+async def test_a_host_that_stops_answering_is_said_instead_of_its_last_rows(
+        hostile: _Hostile) -> None:
+    hostile.routes = {"/api/hosts": {"fleet": True, "hosts": [
+        {"host": "web-9", "health": "ok", "open_alerts": 0,
+         "last_seen": "2026-01-01T00:00:00Z", "last_snapshot_at": None}]},
+        "/api/services": {"services": [{"name": "nginx", "host": "web-9", "condition": "ok"}]},
+        "/api/actions": {"entries": [], "pending": [], "audit_chain": {"ok": True}}}
+    app = WatchkeeperApp(f"http://127.0.0.1:{hostile.server_address[1]}",
+                         lambda: (None, "none"), offer_local=False, poll_s=60)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.fleet.chosen = "web-9"  # as h does (tests/integration/test_tui_fleet.py)
+        await _show(app, pilot, "5", "host web-9 (ok, 0 open alerts)", "nginx")
+        hostile.routes["/api/services"] = _Status(
+            504, {"detail": "web-9 did not answer in time"})
+        await _show(app, pilot, "5", "nothing shown for web-9: 504: web-9 did not answer "
+                    "in time")
+        assert app.query_one("#services", DataTable).row_count == 0
+        assert "nginx" not in screen_text(app)
+        assert app.is_running
         await pilot.press("q")

@@ -53,9 +53,10 @@ class Api:
         """The JSON answer to POST ``path``; ClientError otherwise."""
         return (await self._call(lambda c: c.post(path, body, params))).data
 
-    async def patch(self, path: str, body: Any) -> Any:
+    async def patch(self, path: str, body: Any,
+                    params: dict[str, Any] | None = None) -> Any:
         """The JSON answer to PATCH ``path``; ClientError otherwise."""
-        return (await self._call(lambda c: c.patch(path, body))).data
+        return (await self._call(lambda c: c.patch(path, body, params))).data
 
     async def _call(self, request: Callable[[Client], Reply]) -> Reply:
         async with self._lock:

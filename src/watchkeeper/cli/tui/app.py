@@ -18,9 +18,18 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from watchkeeper.cli.client import ClientError
 from watchkeeper.cli.tui.api import Api, Stream, TokenFinder, unreachable
-from watchkeeper.cli.tui.dialogs import DIALOG_CSS, ConfirmDialog, PromptDialog
+from watchkeeper.cli.tui.dialogs import DIALOG_CSS, ConfirmDialog, PickDialog, PromptDialog
+from watchkeeper.cli.tui.fleet import (
+    HOST_TROUBLE,
+    Fleet,
+    down_words,
+    health_text,
+    hosts_words,
+    open_alerts,
+    status_of,
+)
 from watchkeeper.cli.tui.local import LocalServer, LocalServerError
-from watchkeeper.cli.tui.look import Look, safe
+from watchkeeper.cli.tui.look import Look, ago, safe
 from watchkeeper.cli.tui.views import VIEWS
 from watchkeeper.cli.tui.views.live import LiveView
 from watchkeeper.config import Settings
@@ -38,7 +47,9 @@ CSS = DIALOG_CSS + """
 .heading { text-style: bold; color: $accent; height: 1; }
 .subheading { text-style: bold; height: 1; margin-top: 1; }
 DataTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
-#status-latest { margin-top: 1; }
+#status-latest, #status-fleet { margin-top: 1; }
+.scope { display: none; height: auto; color: $text-muted; }
+.scope.trouble { color: $error; text-style: bold; }
 #agents, #alerts, #config, #top, #bus { max-height: 100%; height: 1fr; }
 #config { height: 1fr; }
 #assessment { height: auto; margin-top: 1; }
@@ -69,7 +80,10 @@ class WatchkeeperApp(App[int]):
         # Ctrl+C quits, as in htop, k9s and Glances (Textual's own Ctrl+C only says to
         # press Ctrl+Q); priority, so a focused table or input does not take it first.
         Binding("ctrl+c", "quit_app", "quit", show=False, priority=True),
-        Binding("question_mark", "help", "help", show=False)]
+        Binding("question_mark", "help", "help", show=False),
+        # Not in the footer: a single server has no host to pick (the top bar says h on a
+        # fleet's central).
+        Binding("h", "hosts", "host", show=False)]
     ENABLE_COMMAND_PALETTE = False
     # Each view says what has the focus (_focus_view): Textual's own pick at start was the
     # first table, view 2's, hidden behind view 1, whose keys then acted from there.
@@ -87,6 +101,7 @@ class WatchkeeperApp(App[int]):
             self._filters.append(NoColor() if self.native_ansi_color else Monochrome())
         self.look = Look(plain=plain)
         self.api = Api(url, find_token)
+        self.fleet = Fleet()
         self.poll_s = poll_s
         self._monotonic = monotonic
         self._wall = wall or (lambda: datetime.now(timezone.utc))
@@ -100,6 +115,7 @@ class WatchkeeperApp(App[int]):
         # One read at a time: a tick while the previous read still waits is skipped.
         self._load_lock = asyncio.Lock()
         self._asking_local = False
+        self._picking = False
         self.stream = Stream(self.api, self.call_later_safe, self._on_stream, self._on_lost,
                              self._on_refused)
         self._stream_lost = False
@@ -214,8 +230,9 @@ class WatchkeeperApp(App[int]):
         event.stop()
         view = self.views[self.current - 1]
         own = f"; here: {view.keys}" if view.keys else ""
-        self.say(f"unknown key {safe(event.character, 4)!r}: 1-9 switch views, q quits{own}",
-                 error=True)
+        pick = ", h picks a host" if self.fleet.on else ""
+        self.say(f"unknown key {safe(event.character, 4)!r}: 1-9 switch views{pick}, q quits"
+                 f"{own}", error=True)
 
     def action_show(self, number: int) -> None:
         """Show view ``number`` and read it now."""
@@ -233,7 +250,54 @@ class WatchkeeperApp(App[int]):
 
     def action_help(self) -> None:
         """List the views and keys."""
-        self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS) + " · q quit")
+        self.say(" · ".join(f"{v.number} {v.title}" for v in VIEWS)
+                 + (" · h pick a host" if self.fleet.on else "") + " · q quit")
+
+    def action_hosts(self) -> None:
+        """On a fleet's central: pick the host the views show (or the fleet overview)."""
+        # Not over a dialog (its question waits for y or n), and one picker at a time.
+        if self.screen is self.screen_stack[0] and not self._picking:
+            self._picking = True
+            self.spawn(self._pick_host)
+
+    async def _pick_host(self) -> None:
+        try:
+            await self._pick_host_now()
+        finally:
+            self._picking = False
+
+    async def _pick_host_now(self) -> None:
+        from rich.text import Text
+
+        fleet = self.fleet
+        await self._read_fleet()  # their health now, not as of the last refresh
+        if not fleet.on:
+            only = fleet.hosts[0].shown if fleet.hosts else "its own"
+            self.say(f"this server follows one host ({only}): there is no other host to "
+                     "pick (h picks one on a fleet's central, `serve --fleet`)")
+            return
+        now, look = self.now(), self.look
+        choices = [Text(f"all hosts: the fleet overview ({hosts_words(len(fleet.hosts))}, "
+                        f"{sum(h.down for h in fleet.hosts)} down)")]
+        for h in fleet.hosts:
+            line = health_text(look, h.health, 12)
+            line.append(f"{h.shown}  ·  {open_alerts(h.open_alerts)}  ·  "
+                        + (f"seen {ago(h.last_seen, now)}" if h.last_seen else "never seen"))
+            choices.append(line)
+        names = [""] + [h.name for h in fleet.hosts]
+        current = names.index(fleet.chosen) if fleet.chosen in names else 0
+        picked: int | None = await self.push_screen(
+            PickDialog("Show which host? (views 1, 3, 4, 5 and 7 follow it)", choices,
+                       current), wait_for_dismiss=True)
+        if picked is None or not 0 <= picked < len(names):
+            return
+        fleet.chosen = names[picked]
+        row = fleet.picked()
+        self.say("showing every host (the fleet overview)" if row is None
+                 else f"showing {row.shown}" + (f": {down_words(row, now)}" if row.down
+                                                 else ""))
+        self._fleet_shown()
+        await self._load()
 
     async def action_quit(self) -> None:
         """Ctrl+Q quits as q and Ctrl+C do (the agents started here are stopped first)."""
@@ -294,6 +358,7 @@ class WatchkeeperApp(App[int]):
             self.local = local
             self.stream.stop()
             self.api.connect(url)
+            self.fleet.forget()
             self.stream.start()
             self.say(f"{self.look.icon('local')}agents started in this process, serving "
                      f"{url}; they stop when you quit")
@@ -309,14 +374,52 @@ class WatchkeeperApp(App[int]):
         """Read the view on screen from the server now (and wait for it)."""
         await self._load()
 
+    async def _read_fleet(self) -> None:
+        """Read the central's hosts (their health moves) when due; say when the picked one
+        is gone."""
+        if not self.fleet.due(self.monotonic()):
+            return
+        was_on = self.fleet.on
+        gone = await self.fleet.read(self.api, self.monotonic())
+        if gone:
+            self.say(gone, error=True)
+        if self.fleet.on or was_on:
+            # The view on screen says whose data it shows once it is read (_load): until
+            # then its line may say why there is none, and must not flicker.
+            self._fleet_shown(but=self.views[self.current - 1])
+
+    def _fleet_shown(self, but: object = None) -> None:
+        """The top bar and every view's scope line (``but`` one) say whose data is shown."""
+        if self.connected:
+            self._set_conn(True)
+        for view in self.views:
+            if view is not but:
+                with contextlib.suppress(NoMatches):  # not mounted yet
+                    view.show_scope(self.fleet)
+
     async def _load(self) -> None:
         """Read the view on screen; the connection bar says how that went."""
         async with self._load_lock:
             view = self.views[self.current - 1]
             answered = self.api.answered
+            target = None
             try:
-                await view.load()
+                await self._read_fleet()
+                target = view.target(self.fleet)
+                if view.follows == "host" and target is not None and target.down:
+                    # What the host said last is not what it says now: none of it is shown.
+                    view.blank(self.fleet, f"{down_words(target, self.now())}; "
+                                           f"{view.while_down}")
+                else:
+                    await view.load()
+                    view.show_scope(self.fleet)
             except ClientError as exc:
+                if target is not None and status_of(exc) in HOST_TROUBLE:
+                    # The central answers, the picked host does not (or is gone): said in
+                    # the view, instead of its last rows.
+                    self._set_conn(True)
+                    view.blank(self.fleet, f"nothing shown for {target.shown}: {exc}")
+                    return
                 self._failed(exc)
                 return
             except (AttributeError, TypeError, ValueError, KeyError):
@@ -344,7 +447,8 @@ class WatchkeeperApp(App[int]):
         bar = self.query_one("#conn", Static)
         where = self.api.url + (" (started here)" if self.local is not None else "")
         if ok:
-            bar.update(f"{self.look.icon('connected')}connected to {where} · token: "
+            showing = f" · showing {self.fleet.label()} (h: pick)" if self.fleet.on else ""
+            bar.update(f"{self.look.icon('connected')}connected to {where}{showing} · token: "
                        f"{self.api.token_source}")
         else:
             bar.update(f"{self.look.icon('lost')}no answer from {where}: reconnecting… "
@@ -368,6 +472,7 @@ class WatchkeeperApp(App[int]):
             self._live_note("reconnected to the live stream" if self._stream_lost
                             else f"following {self.api.url}")
             if self._stream_lost:
+                self.fleet.forget()  # the server may have come back as another one
                 self.say("reconnected: the live stream goes on from where it stopped")
                 self.spawn(self._load)
             self._stream_lost = False

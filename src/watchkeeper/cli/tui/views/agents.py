@@ -18,6 +18,7 @@ class AgentsView(View):
     number = 2
     title = "Agent Details"
     short = "Agents"
+    central_scope = "this central's own agents (a host's agents take commands in view 8)"
     keys = "p pause  u resume  r restart (the selected agent)"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "command('pause')", "pause"),
@@ -25,7 +26,7 @@ class AgentsView(View):
                 Binding("r", "command('restart')", "restart")]
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield table("AGENT", "STATE", "CHECKS", "ERRORS", "RESTARTS", "LAST OK", "LAST ERROR",
                     id="agents")
 

@@ -32,6 +32,9 @@ class AlertsView(View):
     number = 4
     title = "Analysis Results"
     short = "Alerts"
+    follows = "filter"
+    data_lines = ("assessment",)
+    central_scope = "every host's open alerts"
     keys = "a acknowledge  s silence (the selected alert)"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "ack", "acknowledge"), Binding("s", "silence", "silence")]
@@ -41,14 +44,16 @@ class AlertsView(View):
         self.alerts: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield table("SEVERITY", "STATE", "RULE", "VALUE", "SINCE", "SUMMARY", id="alerts")
-        yield Static("", id="assessment")
+        yield Static("", id="assessment", markup=False)
 
     async def load(self) -> None:
-        data = await self.host.api.get("/api/alerts")
+        fleet = self.host.fleet
+        data = await self.host.api.get("/api/alerts", fleet.where())
         look, now = self.host.look, self.host.now()
         found = rows(data, "alerts")
+        many = bool(fleet.on) and fleet.picked() is None  # every host's: say whose
         self.alerts = {safe(a.get("fingerprint"), 200): a for a in found}
         listing: list[tuple[str, list[Any]]] = []
         for key, a in self.alerts.items():
@@ -56,7 +61,8 @@ class AlertsView(View):
             listing.append((key, [look.state(a.get("severity")), look.cell(state),
                                   look.cell(a.get("rule"), 40), look.cell(a.get("value")),
                                   look.cell(ago(a.get("since"), now)),
-                                  look.cell(a.get("summary"), 120)]))
+                                  look.cell(f"{a.get('host')}: {a.get('summary')}" if many
+                                            else a.get("summary"), 120)]))
         refill(self.query_one("#alerts", DataTable), listing)
         self._explain()
 

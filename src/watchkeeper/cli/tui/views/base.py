@@ -6,12 +6,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from watchkeeper.cli.client import ClientError
 from watchkeeper.cli.tui.api import Api, unreachable
+from watchkeeper.cli.tui.fleet import Fleet, HostRow, open_alerts
 from watchkeeper.cli.tui.look import Look, rows, safe
 
 
@@ -20,6 +22,8 @@ class Host(Protocol):
 
     api: Api
     look: Look
+    #: A fleet central's hosts and the one picked (``h``); off on a single server.
+    fleet: Fleet
     #: The last refusal act() showed, for a view to repeat beside what was refused.
     last_error: str
 
@@ -54,6 +58,16 @@ class View(Vertical):
     short: ClassVar[str]
     #: The view's own keys, shown under its title.
     keys: ClassVar[str] = ""
+    #: Whose data it shows on a fleet's central once a host is picked: "host" (asked of
+    #: that host, or its own snapshots: nothing while it is down), "filter" (the central's,
+    #: narrowed to that host), "" (the central's own, whichever host is picked).
+    follows: ClassVar[str] = ""
+    #: What it shows on a central when no host is picked (or whatever is, for follows "").
+    central_scope: ClassVar[str] = ""
+    #: What comes back once a down host reports again (views that follow "host").
+    while_down: ClassVar[str] = "its data shows again when it reports"
+    #: Its lines of server data besides its tables, emptied with them (:meth:`blank`).
+    data_lines: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, host: Host) -> None:
         super().__init__(id=f"view-{self.number}", classes="view")
@@ -63,6 +77,45 @@ class View(Vertical):
         """The view's title line and its keys."""
         keys = f"   keys: {self.keys}" if self.keys else ""
         return Static(f"{self.number} {self.title}{keys}", markup=False, classes="heading")
+
+    def top(self) -> ComposeResult:
+        """The title line, and under it whose data this is (on a fleet's central)."""
+        yield self.heading()
+        yield self.scope()
+
+    def scope(self) -> Static:
+        """The line under the title that says whose data this is (on a central only)."""
+        return Static("", markup=False, classes="scope", id=f"scope-{self.number}")
+
+    def target(self, fleet: Fleet) -> HostRow | None:
+        """The host whose data the view shows now (None: the server's own, or every
+        host's)."""
+        return fleet.picked() if self.follows else None
+
+    def show_scope(self, fleet: Fleet, trouble: str = "") -> None:
+        """Say whose data this is, or (``trouble``) why there is none to show."""
+        line = self.query_one(f"#scope-{self.number}", Static)
+        line.display = bool(fleet.on)
+        if not fleet.on:
+            return
+        found = self.target(fleet)
+        if trouble:
+            text = trouble
+        elif found is not None:
+            text = (f"host {found.shown} ({found.health}, {open_alerts(found.open_alerts)}) · "
+                    "h: pick another host or the overview")
+        else:
+            text = f"{self.central_scope} · h: pick a host"
+        line.update(text)
+        line.set_class(bool(trouble), "trouble")
+
+    def blank(self, fleet: Fleet, why: str) -> None:
+        """Show no data, and why (a down or silent host), instead of stale rows."""
+        for found in self.query(DataTable):
+            found.clear()
+        for line in self.data_lines:
+            self.query_one(f"#{line}", Static).update("")
+        self.show_scope(fleet, why)
 
     async def load(self) -> None:
         """Read what the view shows from the server (ClientError when it cannot)."""

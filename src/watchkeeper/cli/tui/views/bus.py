@@ -30,13 +30,14 @@ class BusView(View):
     number = 6
     title = "Message Bus"
     short = "Bus"
+    central_scope = "this central's bus, which every host publishes to"
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self._last: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield table("TOPIC", "PUBLISHED", "PUB/S", "DELIVERED", "DELIV/S", "DROPPED",
                     "DROPS/S", "QUEUED", id="bus")
         yield Static("", markup=False, id="bus-wire")

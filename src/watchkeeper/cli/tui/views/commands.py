@@ -35,10 +35,11 @@ class CommandsView(View):
     number = 8
     title = "Send Commands"
     short = "Commands"
+    central_scope = "each command asks which host (the picked one first)"
     keys = "↑↓ choose  Enter send"
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield OptionList(*[Option(f"{name:<13} {what}", id=name) for name, what in COMMANDS],
                          id="commands")
         yield RichLog(id="command-output", max_lines=200, wrap=True, markup=False)
@@ -66,9 +67,11 @@ class CommandsView(View):
         if names is None:
             return {}
         listed = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
+        picked = self.host.fleet.picked()  # the host picked with h comes first
+        first = picked.name if picked is not None else names[0] if len(names) == 1 else ""
         answer = await self.host.prompt(
             f"{name}: on which host? ({listed or 'none reports yet'})"
-            + ("; empty: this server" if here else ""), names[0] if len(names) == 1 else "")
+            + ("; empty: this server" if here else ""), first)
         if answer is None or (not answer.strip() and not here):
             return None
         return {"host": answer.strip()} if answer.strip() else {}

@@ -42,6 +42,10 @@ class ConfigView(View):
     number = 7
     title = "Configuration"
     short = "Config"
+    follows = "host"
+    data_lines = ("config-version", "config-said")
+    central_scope = "this central's own configuration (pick a host to see and change its own)"
+    while_down = "its configuration shows again when it answers"
     keys = "e / Enter change the selected value"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "edit", "change")]
@@ -51,13 +55,13 @@ class ConfigView(View):
         self.values: dict[str, Any] = {}
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
-        yield Static("", id="config-version")
+        yield from self.top()
+        yield Static("", id="config-version", markup=False)
         yield table("SETTING", "VALUE", id="config")
-        yield Static("", id="config-said")
+        yield Static("", id="config-said", markup=False)
 
     async def load(self) -> None:
-        data = await self.host.api.get("/api/config")
+        data = await self.host.api.get("/api/config", self.host.fleet.where())
         self.values = {safe(k, 200): v for k, v in flatten(data.get("config"))}
         look = self.host.look
         refill(self.query_one("#config", DataTable), [
@@ -87,8 +91,10 @@ class ConfigView(View):
             return
         said = self.query_one("#config-said", Static)
         said.update("")
-        reply = await self.host.act(f"set {key}", self.host.api.patch(
-            "/api/config", patch_for(key, answer)))
+        where = self.host.fleet.where()  # on a central: the picked host's own, else its own
+        on = f" on {safe(where['host'], 64)}" if where else ""
+        reply = await self.host.act(f"set {key}{on}", self.host.api.patch(
+            "/api/config", patch_for(key, answer), where))
         if reply is None:
             said.update(f"refused, nothing changed: {self.host.last_error}")
             return

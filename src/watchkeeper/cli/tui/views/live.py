@@ -57,9 +57,10 @@ class LiveView(View):
     number = 9
     title = "Live Monitoring"
     short = "Live"
+    central_scope = "every host's events, as they happen"
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield RichLog(id="live", max_lines=1000, wrap=True, markup=False)
 
     def focus_target(self) -> Widget | None:
@@ -82,6 +83,9 @@ class LiveView(View):
         line = event_text(event, data)
         if line is None:
             return
+        if self.host.fleet.on and isinstance(data.get("host"), str) \
+                and event not in ("command_refused", "spool_gap"):  # these name it already
+            line = f"{safe(data['host'], 64)}: {line}"  # every host's events: whose
         look = self.host.look
         if event == "alert":
             icon = look.icon(str(data.get("state") if data.get("state") != "firing"

@@ -19,7 +19,12 @@ class RemediationView(View):
     number = 5
     title = "Remediation Status"
     short = "Remediation"
+    follows = "host"
+    central_scope = "every host's services and approvals"
+    while_down = ("its services, approvals and actions show again when it answers (its "
+                  "alerts: view 4)")
     keys = "a approve  x reject (the selected approval)  t reset  Tab next table"
+    data_lines = ("chain", "unreachable")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "approve"), Binding("x", "reject", "reject"),
                 Binding("t", "reset", "reset")]
@@ -30,7 +35,7 @@ class RemediationView(View):
         self._whose: dict[str, tuple[str, str | None]] = {}
 
     def compose(self) -> ComposeResult:
-        yield self.heading()
+        yield from self.top()
         yield Static("services", markup=False, classes="subheading")
         yield table("SERVICE", "MANAGER", "CONDITION", "STATE", "PID", "UP", "RESTARTS",
                     "REMEDIATION", id="services")
@@ -39,12 +44,14 @@ class RemediationView(View):
         yield Static("recent actions", markup=False, classes="subheading")
         yield table("WHEN", "KIND", "ACTION", "TARGET", "OUTCOME", "BY", "MESSAGE",
                     id="actions")  # newest first
-        yield Static("", id="chain")
+        yield Static("", id="chain", markup=False)
+        yield Static("", id="unreachable", markup=False)
 
     async def load(self) -> None:
         api, look, now = self.host.api, self.host.look, self.host.now()
-        services = await api.get("/api/services")
-        actions = await api.get("/api/actions", {"limit": 20})
+        where = self.host.fleet.where()
+        services = await api.get("/api/services", where)
+        actions = await api.get("/api/actions", {"limit": 20, **where})
         # On a fleet's central the rows come from several hosts (each numbers its own
         # approvals, and names repeat): then a row's key and its label say whose, and an
         # action on it goes to that host (host=).
@@ -84,6 +91,13 @@ class RemediationView(View):
         self.query_one("#chain", Static).update(
             f"audit chain ok ({safe(chain.get('checked'), 12)} records checked)"
             if chain.get("ok") else "audit chain BROKEN: run `watchkeeper audit verify`")
+        # A central lists every host's part: the hosts that did not answer are said, not
+        # left out quietly.
+        silent = {safe(p.get("host"), 64): safe(p.get("status"), 4)
+                  for body in (services, actions) for p in rows(body, "unreachable")}
+        self.query_one("#unreachable", Static).update(
+            "no answer from " + ", ".join(f"{h} ({s})" for h, s in sorted(silent.items()))
+            + ": their rows are missing" if silent else "")
 
     def _key(self, value: Any, host: Any, many: bool, width: int) -> str:
         """A row's key: the value, or host/value when the rows come from several hosts."""
@@ -94,7 +108,8 @@ class RemediationView(View):
     def _on_host(self, key: str) -> tuple[str, dict[str, Any] | None]:
         """The value a row names, and the query that sends an action to its host."""
         value, host = self._whose.get(key, (key, None))
-        return value, ({"host": host} if host else None)
+        # No row of a host (an empty table): the picked host's, on a central.
+        return value, ({"host": host} if host else self.host.fleet.where() or None)
 
     def _approval(self) -> tuple[int, dict[str, Any] | None] | None:
         key = selected(self.query_one("#approvals", DataTable))
