@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.nats_server import NatsServer, kill_all_started
@@ -116,7 +118,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_broker_left_behind() -> Iterator[None]:
-    """At the session's end, every nats-server a test started and did not stop is killed."""
+def _no_process_left_behind() -> Iterator[None]:
+    """At the session's end, every nats-server a test started and did not stop is killed,
+    and so is every other process this test process started that still runs (a `serve` a
+    test started before the set-up that failed): only this session's own descendants."""
     yield
     kill_all_started()
+    left = psutil.Process().children(recursive=True)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=10)
