@@ -91,6 +91,25 @@ async def test_down_then_up_status_and_health_follow_the_outbox(
         await rig.close()
 
 
+async def test_at_the_defaults_a_route_is_failing_after_15_minutes(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """notify.failing_after_s at its default (900 s): retrying before, a health problem from
+    then on (the test above shortens it to 60 s to walk the whole life of a route)."""
+    rig = Rig(tmp_path, receiver, routes=[{**ROUTE, "url": secret_url(receiver)}])
+    await rig.agent.setup()
+    try:
+        receiver.stop()
+        await rig.publish(alert("m0", T0))
+        await rig.step(T0)
+        rig.wall.now = T0 + 899
+        assert rig.agent.health().problems == ()
+        rig.wall.now = T0 + 900
+        (reason,) = rig.agent.health().problems
+        assert reason.startswith("notification route ops has failed for 15 min: ")
+    finally:
+        await rig.close()
+
+
 async def test_drops_past_the_bounds_are_counted_and_kept_across_a_restart(
         tmp_path: Path, receiver: Receiver) -> None:
     rig = Rig(tmp_path, receiver, outbox_max_messages=100, outbox_max_age_s=3600,
